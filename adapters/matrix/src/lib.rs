@@ -1,0 +1,1 @@
+//! Matrix application-service server and Client-Server client (being built: see the Matrix adapter issue).

@@ -1,0 +1,4 @@
+//! (in progress)
+/// A bot command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {}

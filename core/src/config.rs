@@ -1,0 +1,94 @@
+//! The core's configuration: the policy knobs of the bridge, already validated by the binary.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::OwnedUserId;
+
+/// Configuration of the bridge core.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// The homeserver's server name (the part after `:` in user ids).
+    pub server_name: String,
+    /// The bot's user id (`@<bot_localpart>:<server_name>`).
+    pub bot: OwnedUserId,
+    /// Ghost localpart template; `{username}` is replaced by the Gitter username.
+    pub ghost_template: String,
+    /// Ghost display-name template; `{displayName}` and `{username}` are replaced.
+    pub ghost_displayname_template: String,
+    /// Public base URL of the login pages (no trailing slash needed).
+    pub public_url: String,
+    /// Gitter's OAuth authorize URL.
+    pub oauth_authorize_url: String,
+    /// The OAuth client id.
+    pub oauth_client_id: String,
+    /// Who may use the bridge.
+    pub permissions: Permissions,
+    /// Open a portal for every Gitter room the user is in, right after login.
+    pub open_portals_on_login: bool,
+    /// Ghosts of every member join at portal creation when the room has fewer members than
+    /// this (0 disables eager joins).
+    pub eager_join_threshold: u64,
+    /// Lifetime of login links and OAuth states, in milliseconds.
+    pub login_link_lifetime_ms: u64,
+    /// Longest text Gitter accepts (4096).
+    pub max_message_len: usize,
+    /// How many AS transaction ids and event ids are remembered for deduplication.
+    pub dedupe_capacity: usize,
+    /// How many recent Gitter message ids per room are remembered for deduplication.
+    pub recent_capacity: usize,
+    /// Page size of catch-up reads (Gitter allows at most 100).
+    pub catch_up_page: u32,
+    /// How long to wait before retrying a failed catch-up, in milliseconds.
+    pub catch_up_retry_ms: u64,
+}
+
+impl Config {
+    /// A configuration with the documented defaults for a homeserver `server_name`.
+    pub fn with_defaults(server_name: &str) -> Config {
+        let bot = format!("@gitterbot:{server_name}");
+        Config {
+            server_name: server_name.to_owned(),
+            bot: bot
+                .try_into()
+                .expect("a valid server name gives a valid bot id"),
+            ghost_template: "gitter_{username}".to_owned(),
+            ghost_displayname_template: "{displayName} (Gitter)".to_owned(),
+            public_url: "http://127.0.0.1:29320".to_owned(),
+            oauth_authorize_url: "https://gitter.im/login/oauth/authorize".to_owned(),
+            oauth_client_id: "client".to_owned(),
+            permissions: Permissions::default(),
+            open_portals_on_login: true,
+            eager_join_threshold: 50,
+            login_link_lifetime_ms: 15 * 60 * 1000,
+            max_message_len: 4096,
+            dedupe_capacity: 10_000,
+            recent_capacity: 256,
+            catch_up_page: 100,
+            catch_up_retry_ms: 30_000,
+        }
+    }
+}
+
+/// Who may use the bridge. Empty lists mean nobody; the binary's default config allows the
+/// homeserver's own domain.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Permissions {
+    /// Allow every user.
+    pub allow_all: bool,
+    /// Allowed server names (`example.org` allows `@*:example.org`).
+    pub domains: Vec<String>,
+    /// Allowed user ids.
+    pub users: Vec<OwnedUserId>,
+}
+
+impl Permissions {
+    /// Whether `user` may use the bridge.
+    pub fn allows(&self, user: &OwnedUserId) -> bool {
+        self.allow_all
+            || self.users.iter().any(|u| u == user)
+            || self
+                .domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(user.server_name().as_str()))
+    }
+}

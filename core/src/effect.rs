@@ -1,0 +1,425 @@
+//! What the core asks the drivers to do: [`Effect`].
+//!
+//! Every effect has a stable [`EffectId`] and is written to the outbox in the change set of
+//! the step that emitted it; the driver executes it after the commit and reports the result
+//! as [`crate::Input::EffectDone`]. Effects of one [`Lane`] must run one after the other, in
+//! the order emitted (a ghost is registered before it joins, and joins before it speaks);
+//! effects of different lanes may run concurrently.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{
+    EffectId, GitterMessageId, GitterRoomId, GitterUserId, OwnedRoomId, OwnedUserId, RequestId,
+    Secret, Timestamp,
+};
+
+/// One effect to execute.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Effect {
+    /// Stable id; the result comes back with it.
+    pub id: EffectId,
+    /// Ordering lane.
+    pub lane: Lane,
+    /// What to do.
+    pub action: Action,
+}
+
+/// Ordering lanes. The driver keeps effects of one lane in order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Lane {
+    /// The portal of `owner` for a Gitter room.
+    Portal {
+        /// The Matrix user who owns the portal.
+        owner: OwnedUserId,
+        /// The Gitter room.
+        room: GitterRoomId,
+    },
+    /// A Matrix user's control room and account (commands, login, notices).
+    User(OwnedUserId),
+    /// A Gitter room's stream and catch-up reads.
+    Stream(GitterRoomId),
+}
+
+/// The actions. Matrix actions are done with the as_token, as `sender` (masquerading with
+/// `user_id` when it is a ghost); Gitter actions with the token they carry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Action {
+    // ---- Matrix ----
+    /// Register a ghost (`m.login.application_service`, `inhibit_login`); `M_USER_IN_USE` is
+    /// success.
+    RegisterGhost {
+        /// The ghost's full user id.
+        user: OwnedUserId,
+    },
+    /// Set a user's display name.
+    SetDisplayName {
+        /// The ghost.
+        user: OwnedUserId,
+        /// The new display name.
+        name: String,
+    },
+    /// Create a private room as `creator` and invite users. Returns
+    /// [`crate::EffectOutput::RoomCreated`].
+    CreateRoom {
+        /// The creator (the bot). Never listed in `power_users`: room version 12 gives
+        /// creators implicit top power and Synapse refuses to create the room otherwise.
+        creator: OwnedUserId,
+        /// Room name.
+        name: String,
+        /// Room topic.
+        topic: String,
+        /// Users to invite.
+        invite: Vec<OwnedUserId>,
+        /// Extra power levels (never the creator).
+        power_users: BTreeMap<OwnedUserId, i64>,
+        /// Why the room is created.
+        purpose: CreatePurpose,
+    },
+    /// Invite `target` to `room`, as `sender`.
+    Invite {
+        /// Room.
+        room: OwnedRoomId,
+        /// Who invites.
+        sender: OwnedUserId,
+        /// Who is invited.
+        target: OwnedUserId,
+    },
+    /// `user` joins `room`.
+    Join {
+        /// Room.
+        room: OwnedRoomId,
+        /// Who joins.
+        user: OwnedUserId,
+        /// Why.
+        purpose: JoinPurpose,
+    },
+    /// `user` leaves `room`.
+    Leave {
+        /// Room.
+        room: OwnedRoomId,
+        /// Who leaves.
+        user: OwnedUserId,
+    },
+    /// `sender` kicks `target` from `room`.
+    Kick {
+        /// Room.
+        room: OwnedRoomId,
+        /// Who kicks.
+        sender: OwnedUserId,
+        /// Who is kicked.
+        target: OwnedUserId,
+        /// Shown to the user.
+        reason: String,
+    },
+    /// Send an `m.room.message` as `sender`, with the transaction id
+    /// [`EffectId::matrix_txn_id`]. Returns [`crate::EffectOutput::EventSent`].
+    SendMessage {
+        /// Room.
+        room: OwnedRoomId,
+        /// Who sends (the bot or a ghost).
+        sender: OwnedUserId,
+        /// The content.
+        content: MatrixContent,
+        /// Set when this relays a Gitter message (the mapping is completed on success).
+        relay: Option<RelayRef>,
+        /// `origin_server_ts` to ask for (timestamp massaging), ms.
+        ts: Option<Timestamp>,
+    },
+    /// List the room's joined and invited members. Returns
+    /// [`crate::EffectOutput::MatrixMembers`].
+    RoomMembers {
+        /// Room.
+        room: OwnedRoomId,
+        /// Why.
+        purpose: MembersPurpose,
+    },
+
+    // ---- Gitter ----
+    /// Exchange an OAuth code. Returns [`crate::EffectOutput::Token`].
+    ExchangeCode {
+        /// The code from the callback.
+        code: Secret,
+        /// Who is logging in.
+        user: OwnedUserId,
+        /// The browser request to answer.
+        request: RequestId,
+    },
+    /// `GET /v1/user/me`. Returns [`crate::EffectOutput::GitterUser`].
+    GetGitterUser {
+        /// The new token.
+        token: Secret,
+        /// Who is logging in.
+        user: OwnedUserId,
+        /// The browser request to answer.
+        request: RequestId,
+    },
+    /// `GET /v1/user/:id/rooms`. Returns [`crate::EffectOutput::GitterRooms`].
+    ListRooms {
+        /// Token of the user.
+        token: Secret,
+        /// Whose rooms (Matrix side).
+        user: OwnedUserId,
+        /// Why.
+        purpose: ListPurpose,
+    },
+    /// `POST /v1/rooms {uri}`. Returns [`crate::EffectOutput::GitterRoom`].
+    ResolveRoom {
+        /// Token of the user.
+        token: Secret,
+        /// Whose command.
+        user: OwnedUserId,
+        /// The uri typed by the user.
+        uri: String,
+        /// What to do with the room.
+        purpose: ResolvePurpose,
+    },
+    /// `POST /v1/user/:id/rooms {id}`. Returns [`crate::EffectOutput::GitterRoom`].
+    JoinGitterRoom {
+        /// Token of the user.
+        token: Secret,
+        /// Whose command.
+        user: OwnedUserId,
+        /// The user's Gitter id.
+        gitter_user: GitterUserId,
+        /// The room.
+        room: GitterRoomId,
+    },
+    /// `DELETE /v1/rooms/:rid/users/:uid`.
+    LeaveGitterRoom {
+        /// Token of the user.
+        token: Secret,
+        /// Whose command.
+        user: OwnedUserId,
+        /// The user's Gitter id.
+        gitter_user: GitterUserId,
+        /// The room.
+        room: GitterRoomId,
+        /// The uri shown back to the user.
+        uri: String,
+    },
+    /// `GET /v1/rooms/:rid/users` (all pages). Returns [`crate::EffectOutput::GitterUsers`].
+    GitterRoomMembers {
+        /// A member's token.
+        token: Secret,
+        /// The room.
+        room: GitterRoomId,
+        /// The portal that asked (eager ghost joins).
+        owner: OwnedUserId,
+    },
+    /// `GET /v1/rooms/:rid/chatMessages?afterId=&limit=`. Without `after`, the newest `limit`
+    /// messages. Returns [`crate::EffectOutput::GitterMessages`], oldest first.
+    FetchMessages {
+        /// The reader's token.
+        token: Secret,
+        /// The room.
+        room: GitterRoomId,
+        /// Cursor.
+        after: Option<GitterMessageId>,
+        /// Page size (at most 100).
+        limit: u32,
+    },
+    /// `POST /v1/rooms/:rid/chatMessages`. Returns [`crate::EffectOutput::GitterMessage`].
+    /// When `reconcile` is set (a send found in the outbox after a restart), the adapter first
+    /// looks for this text from this user among the room's recent messages sent at or after
+    /// `not_before`, and returns that message instead of posting again.
+    SendGitter {
+        /// The portal owner's token.
+        token: Secret,
+        /// The author's Gitter id.
+        gitter_user: GitterUserId,
+        /// The room.
+        room: GitterRoomId,
+        /// Markdown text.
+        text: String,
+        /// A `/me` message.
+        status: bool,
+        /// Reconcile before sending.
+        reconcile: bool,
+        /// When the Matrix event was received.
+        not_before: Timestamp,
+        /// The Matrix side of the message.
+        origin: SendOrigin,
+    },
+    /// Open (or replace) the room's stream with this token. The adapter reports
+    /// [`crate::Input::StreamConnected`], messages and disconnects, and reconnects by itself
+    /// with backoff except after a revoked token.
+    OpenStream {
+        /// The room.
+        room: GitterRoomId,
+        /// The reader's token.
+        token: Secret,
+    },
+    /// Close the room's stream.
+    CloseStream {
+        /// The room.
+        room: GitterRoomId,
+    },
+}
+
+impl Action {
+    /// Whether this is a Gitter API action (its failures may revoke a token).
+    pub fn is_gitter(&self) -> bool {
+        matches!(
+            self,
+            Action::ExchangeCode { .. }
+                | Action::GetGitterUser { .. }
+                | Action::ListRooms { .. }
+                | Action::ResolveRoom { .. }
+                | Action::JoinGitterRoom { .. }
+                | Action::LeaveGitterRoom { .. }
+                | Action::GitterRoomMembers { .. }
+                | Action::FetchMessages { .. }
+                | Action::SendGitter { .. }
+                | Action::OpenStream { .. }
+                | Action::CloseStream { .. }
+        )
+    }
+
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::RegisterGhost { .. } => "register_ghost",
+            Action::SetDisplayName { .. } => "set_display_name",
+            Action::CreateRoom { .. } => "create_room",
+            Action::Invite { .. } => "invite",
+            Action::Join { .. } => "join",
+            Action::Leave { .. } => "leave",
+            Action::Kick { .. } => "kick",
+            Action::SendMessage { .. } => "send_matrix",
+            Action::RoomMembers { .. } => "room_members",
+            Action::ExchangeCode { .. } => "exchange_code",
+            Action::GetGitterUser { .. } => "get_gitter_user",
+            Action::ListRooms { .. } => "list_rooms",
+            Action::ResolveRoom { .. } => "resolve_room",
+            Action::JoinGitterRoom { .. } => "join_gitter_room",
+            Action::LeaveGitterRoom { .. } => "leave_gitter_room",
+            Action::GitterRoomMembers { .. } => "gitter_room_members",
+            Action::FetchMessages { .. } => "fetch_messages",
+            Action::SendGitter { .. } => "send_gitter",
+            Action::OpenStream { .. } => "open_stream",
+            Action::CloseStream { .. } => "close_stream",
+        }
+    }
+}
+
+/// The content of a Matrix message the bridge sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatrixContent {
+    /// `m.text`, `m.notice` or `m.emote`.
+    pub msgtype: OutMsgType,
+    /// Plain-text body.
+    pub body: String,
+    /// Sanitised HTML (`format: org.matrix.custom.html`), when any.
+    pub formatted_body: Option<String>,
+}
+
+impl MatrixContent {
+    /// A plain `m.notice` (what the bot says).
+    pub fn notice(body: impl Into<String>) -> Self {
+        Self {
+            msgtype: OutMsgType::Notice,
+            body: body.into(),
+            formatted_body: None,
+        }
+    }
+}
+
+/// Message types the bridge sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutMsgType {
+    /// `m.text`.
+    Text,
+    /// `m.notice`.
+    Notice,
+    /// `m.emote`.
+    Emote,
+}
+
+impl OutMsgType {
+    /// The Matrix `msgtype` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutMsgType::Text => "m.text",
+            OutMsgType::Notice => "m.notice",
+            OutMsgType::Emote => "m.emote",
+        }
+    }
+}
+
+/// The Gitter message a Matrix send relays (its mapping is completed on success).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRef {
+    /// The portal owner.
+    pub owner: OwnedUserId,
+    /// The Gitter message.
+    pub gitter_id: GitterMessageId,
+}
+
+/// The Matrix event a Gitter send comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendOrigin {
+    /// The portal owner.
+    pub owner: OwnedUserId,
+    /// The portal room.
+    pub room: OwnedRoomId,
+    /// The Matrix event.
+    pub event_id: ruma::OwnedEventId,
+}
+
+/// Why a Matrix room is created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CreatePurpose {
+    /// A portal for (owner, Gitter room).
+    Portal {
+        /// The owner.
+        owner: OwnedUserId,
+        /// The Gitter room.
+        room: GitterRoomId,
+    },
+}
+
+/// Why someone joins a Matrix room.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinPurpose {
+    /// The bot accepts an invite from `inviter` (members are counted next).
+    BotInvite {
+        /// Who invited the bot.
+        inviter: OwnedUserId,
+        /// Whether the inviter may use the bridge.
+        permitted: bool,
+    },
+    /// A ghost joins a portal.
+    Ghost,
+}
+
+/// Why room members are listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembersPurpose {
+    /// Decide whether a room the bot was invited to is a private chat with `inviter`.
+    CheckPrivate {
+        /// Who invited the bot.
+        inviter: OwnedUserId,
+    },
+}
+
+/// Why a user's Gitter rooms are listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListPurpose {
+    /// The `list` command.
+    ListCommand,
+    /// Right after login: open a portal for every room the user is a member of.
+    OpenPortals,
+}
+
+/// What a resolved room is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResolvePurpose {
+    /// `join <uri>`: join on Gitter, then open the portal.
+    Join,
+    /// `leave <uri>`: leave on Gitter, then kick from the portal.
+    Leave,
+    /// `invite <uri>`: open or re-invite to the portal.
+    Invite,
+}

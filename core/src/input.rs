@@ -1,0 +1,255 @@
+//! Everything that happens outside the core, as values: [`Input`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{
+    AsTxnId, EffectId, GitterMessageId, GitterRoomId, GitterUserId, OwnedEventId, OwnedRoomId,
+    OwnedUserId, RequestId, Secret,
+};
+
+/// One input to [`crate::Bridge::handle`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// The driver has started (fresh or restored): the core re-opens streams and re-issues
+    /// every effect still in the outbox (Gitter sends marked for reconciliation).
+    Startup,
+    /// An application-service transaction pushed by the homeserver, parsed into core events.
+    /// The driver answers the homeserver 200 only after this step's change set is committed.
+    Transaction {
+        /// The homeserver's transaction id (retries reuse it).
+        txn_id: AsTxnId,
+        /// The timeline events of the transaction, in order.
+        events: Vec<MatrixEvent>,
+    },
+    /// A message read from a Gitter room's stream.
+    GitterMessage {
+        /// The room whose stream delivered it.
+        room: GitterRoomId,
+        /// The message.
+        message: GitterMessage,
+    },
+    /// A room's stream (re)connected. The core starts a catch-up from the room's cursor.
+    StreamConnected {
+        /// The room.
+        room: GitterRoomId,
+    },
+    /// A room's stream ended. The adapter reconnects by itself unless the token was revoked.
+    StreamDisconnected {
+        /// The room.
+        room: GitterRoomId,
+        /// Why it ended.
+        reason: FailureKind,
+    },
+    /// A person opened `<public_url>/login/<token>`.
+    LoginLinkOpened {
+        /// The pending web request to answer.
+        request: RequestId,
+        /// The token from the path.
+        token: String,
+    },
+    /// Gitter redirected the browser to `/oauth/callback`.
+    OAuthCallback {
+        /// The pending web request to answer.
+        request: RequestId,
+        /// `code` query parameter.
+        code: Option<Secret>,
+        /// `state` query parameter.
+        state: Option<String>,
+        /// `error` query parameter (the user denied access, for instance).
+        error: Option<String>,
+    },
+    /// The result of an effect the core emitted earlier.
+    EffectDone {
+        /// The effect.
+        id: EffectId,
+        /// What came of it.
+        result: EffectResult,
+    },
+    /// The deadline the core asked for has passed.
+    Timer,
+}
+
+/// A Matrix event from an AS transaction, reduced to what the bridge acts on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MatrixEvent {
+    /// The event id (AS transactions are also deduplicated by it).
+    pub event_id: OwnedEventId,
+    /// The room.
+    pub room_id: OwnedRoomId,
+    /// Who sent it.
+    pub sender: OwnedUserId,
+    /// What it is.
+    pub kind: MatrixEventKind,
+}
+
+/// The kinds of Matrix events the core distinguishes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MatrixEventKind {
+    /// An `m.room.member` state event.
+    Member {
+        /// The user whose membership changed (the state key).
+        target: OwnedUserId,
+        /// The new membership.
+        membership: Membership,
+    },
+    /// An `m.room.message` event with a body.
+    Message {
+        /// The message type.
+        msgtype: MsgType,
+        /// `body`.
+        body: String,
+        /// `formatted_body` when `format` is `org.matrix.custom.html`.
+        formatted_body: Option<String>,
+    },
+    /// Anything else (other event types, edits, malformed contents): ignored by the core.
+    Other {
+        /// The event type, for logs.
+        event_type: String,
+    },
+}
+
+/// A membership state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Membership {
+    /// Invited.
+    Invite,
+    /// Joined.
+    Join,
+    /// Left, or was kicked (a kick is a leave set by someone else).
+    Leave,
+    /// Banned.
+    Ban,
+    /// Knocking.
+    Knock,
+}
+
+/// A Matrix message type.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MsgType {
+    /// `m.text`.
+    Text,
+    /// `m.notice`.
+    Notice,
+    /// `m.emote`.
+    Emote,
+    /// Anything else (images, files, ...), not bridged yet.
+    Other(String),
+}
+
+/// A Gitter user as the REST API and the stream describe it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitterUser {
+    /// The user id.
+    pub id: GitterUserId,
+    /// The username (`url` is `/` + this).
+    pub username: String,
+    /// The display name; Gitter falls back to the username.
+    pub display_name: String,
+    /// The avatar URL, when known.
+    pub avatar_url: Option<String>,
+}
+
+/// A Gitter room as listed for a user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitterRoom {
+    /// The room id.
+    pub id: GitterRoomId,
+    /// `name`: `org/room`, or the other user's display name for one-to-one rooms.
+    pub name: String,
+    /// `uri`: absent for one-to-one rooms.
+    pub uri: Option<String>,
+    /// `topic` (default empty).
+    pub topic: String,
+    /// `oneToOne`.
+    pub one_to_one: bool,
+    /// `userCount`, when present.
+    pub user_count: Option<u64>,
+    /// `roomMember`: `false` for rooms listed only because of an unread mention.
+    pub room_member: Option<bool>,
+}
+
+/// A Gitter chat message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitterMessage {
+    /// The message id.
+    pub id: GitterMessageId,
+    /// Raw markdown text.
+    pub text: String,
+    /// Server-rendered HTML (sanitised by the core before it reaches Matrix).
+    pub html: String,
+    /// `status`: a `/me` message.
+    pub status: bool,
+    /// `sent`, ISO-8601.
+    pub sent: String,
+    /// The author.
+    pub from: GitterUser,
+    /// `parentId` for thread replies.
+    pub parent_id: Option<GitterMessageId>,
+}
+
+/// What came of an effect.
+pub type EffectResult = Result<EffectOutput, Failure>;
+
+/// The data a successful effect returns, by kind of effect.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EffectOutput {
+    /// Done; nothing to report.
+    Done,
+    /// A Matrix room was created.
+    RoomCreated(OwnedRoomId),
+    /// A Matrix event was sent.
+    EventSent(OwnedEventId),
+    /// The members (joined or invited) of a Matrix room.
+    MatrixMembers(Vec<OwnedUserId>),
+    /// An OAuth code was exchanged for a token.
+    Token(Secret),
+    /// A Gitter user (the token's own).
+    GitterUser(GitterUser),
+    /// A list of Gitter rooms.
+    GitterRooms(Vec<GitterRoom>),
+    /// One Gitter room (resolved or joined).
+    GitterRoom(GitterRoom),
+    /// Gitter messages, oldest first.
+    GitterMessages(Vec<GitterMessage>),
+    /// One Gitter message (a send's result).
+    GitterMessage(GitterMessage),
+    /// Members of a Gitter room.
+    GitterUsers(Vec<GitterUser>),
+}
+
+/// Why an effect failed, after the adapter's own retries of transient faults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct Failure {
+    /// Whose fault, and whether it can pass.
+    pub kind: FailureKind,
+    /// A human-readable detail for logs (never a secret).
+    pub message: String,
+}
+
+impl Failure {
+    /// Builds a failure.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The kinds of failure the core tells apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// Network errors, 5xx, time-outs: the remote side may recover.
+    Transient,
+    /// Still rate-limited after the adapter waited and retried.
+    RateLimited,
+    /// The thing does not exist (Gitter 404, Matrix `M_NOT_FOUND`).
+    NotFound,
+    /// Not allowed (Gitter 403, Matrix `M_FORBIDDEN`).
+    Forbidden,
+    /// The Gitter token is no longer valid (Gitter 401): the login is dead.
+    TokenRevoked,
+    /// The remote refused the request as invalid (400), or answered something unreadable.
+    Rejected,
+}

@@ -1,0 +1,91 @@
+//! # gitter-bridge-core: the pure state machine of the Matrix <-> Gitter puppeting bridge
+//!
+//! This crate holds every decision the bridge makes and does no I/O: no sockets, no files, no
+//! clock, no OS randomness, no threads, no async. It is driven like quinn-proto or str0m:
+//!
+//! ```text
+//!   driver                                   core
+//!   ------                                   ----
+//!   Bridge::new(config, seed)            or  Bridge::restore(config, seed, snapshot)
+//!   handle(now, Input::Startup)          ->  Outputs
+//!   loop {
+//!       input = next of { AS transaction, Gitter stream event, web request,
+//!                         effect result, timer }
+//!       out = handle(now, input)
+//!       store.commit(out.changes)            <- FIRST: one durable write transaction
+//!       acknowledge(input)                   <- then HTTP 200 / stream cursor
+//!       execute(out.effects)                 <- in order per Lane, concurrently across lanes
+//!       answer(out.replies)
+//!       arm_timer(out.next_timer)
+//!   }
+//! ```
+//!
+//! ## The contract
+//!
+//! * [`Bridge::new`]`(config, seed)` builds an empty bridge; [`Bridge::restore`]`(config,
+//!   seed, snapshot)` rebuilds it from what the store loaded. `seed` feeds the core's own
+//!   ChaCha RNG, from which login-link tokens and OAuth states are drawn; the driver takes it
+//!   from the OS. The same seed and inputs give the same outputs.
+//! * [`Bridge::handle`]`(now, input)` takes one [`Input`] and returns the step's
+//!   [`Outputs`]: one [`ChangeSet`] (what to persist, including the outbox rows of the new
+//!   effects and the removal of completed ones), the [`Effect`]s to execute, each with a stable
+//!   [`EffectId`] and an ordering [`Lane`], the [`WebReply`]s to pending web requests, and the
+//!   next timer deadline.
+//! * **Commit before act.** The driver commits a step's change set *before* it acknowledges
+//!   the input (the 200 to the homeserver) and *before* it executes the step's effects or
+//!   answers its web requests. Steps that arrive together may be committed in one store
+//!   transaction (group commit). After a crash, [`Input::Startup`] re-issues every effect still
+//!   in the outbox, so nothing acknowledged is lost.
+//! * Every effect's result comes back as [`Input::EffectDone`] with its id. Adapters retry
+//!   transient faults themselves and report the final outcome, classified by
+//!   [`FailureKind`].
+//! * Time comes in as `now` ([`Timestamp`], ms since the Unix epoch) on every call.
+//! * The persistent state is a [`Snapshot`]; a store that applies every committed change set
+//!   with [`Snapshot::apply`]'s semantics reproduces it exactly.
+//!
+//! Problems never panic and never fail a step: a bad event is skipped and reported in
+//! [`Outputs::warnings`], because the homeserver stalls every later event behind a non-200.
+
+#![warn(missing_docs)]
+#![warn(unreachable_pub)]
+
+mod bridge;
+mod commands;
+mod config;
+mod effect;
+mod error;
+mod format;
+mod ghost;
+mod ids;
+mod input;
+mod invite;
+mod login;
+mod output;
+mod portal;
+mod relay;
+mod state;
+mod stream;
+
+pub use bridge::Bridge;
+pub use commands::Command;
+pub use config::{Config, Permissions};
+pub use effect::{
+    Action, CreatePurpose, Effect, JoinPurpose, Lane, ListPurpose, MatrixContent, MembersPurpose,
+    OutMsgType, RelayRef, ResolvePurpose, SendOrigin,
+};
+pub use error::CoreError;
+pub use format::sanitize_html;
+pub use ghost::ghost_localpart;
+pub use ids::{
+    AsTxnId, EffectId, GitterMessageId, GitterRoomId, GitterUserId, OwnedEventId, OwnedRoomId,
+    OwnedUserId, RequestId, Secret, Timestamp,
+};
+pub use input::{
+    EffectOutput, EffectResult, Failure, FailureKind, GitterMessage, GitterRoom, GitterUser, Input,
+    MatrixEvent, MatrixEventKind, Membership, MsgType,
+};
+pub use output::{Outputs, WebReply};
+pub use state::{
+    Change, ChangeSet, GhostRecord, GitterRoomRecord, Login, MessageRecord, Origin, PortalRecord,
+    PortalState, Snapshot, Ticket, UserRecord,
+};

@@ -1,0 +1,47 @@
+//! What one step produces: [`Outputs`].
+
+use crate::effect::Effect;
+use crate::ids::{RequestId, Timestamp};
+use crate::state::ChangeSet;
+
+/// The outputs of one [`crate::Bridge::handle`] step.
+///
+/// The driver must commit `changes` (one store write transaction, which also adds and removes
+/// outbox rows) *before* it acknowledges the input (HTTP 200 to the homeserver) and *before*
+/// it executes `effects` or sends `replies`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outputs {
+    /// What to persist.
+    pub changes: ChangeSet,
+    /// What to do, in order (per lane).
+    pub effects: Vec<crate::Effect>,
+    /// Answers to pending web requests.
+    pub replies: Vec<(RequestId, WebReply)>,
+    /// When to call `handle(now, Input::Timer)` next, if ever.
+    pub next_timer: Option<Timestamp>,
+    /// Problems worth a log line (an input that made no sense, an effect that failed).
+    pub warnings: Vec<crate::CoreError>,
+}
+
+impl Outputs {
+    /// The effects of this step.
+    pub fn effects(&self) -> &[Effect] {
+        &self.effects
+    }
+}
+
+/// An answer to a login-page request. The binary renders it as escaped HTML.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WebReply {
+    /// `302 Found` to this URL.
+    Redirect(String),
+    /// A small page.
+    Page {
+        /// HTTP status.
+        status: u16,
+        /// Title.
+        title: String,
+        /// One paragraph of text.
+        message: String,
+    },
+}

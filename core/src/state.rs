@@ -1,0 +1,292 @@
+//! The persistent state: records, the [`Snapshot`] the store loads, and the [`ChangeSet`]
+//! each step emits.
+//!
+//! The core keeps its whole persistent state as a [`Snapshot`] in memory and changes it only
+//! through [`Change`]s, which it records in the step's change set as it applies them. So a
+//! snapshot built by applying every committed change set in order (what the store does) is
+//! exactly the core's state, and [`crate::Bridge::restore`] from it continues where the core
+//! left off. The tables mirror ARCHITECTURE.md §4.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::effect::Effect;
+use crate::ids::{
+    AsTxnId, EffectId, GitterMessageId, GitterRoomId, GitterUserId, OwnedEventId, OwnedRoomId,
+    OwnedUserId, Secret, Timestamp,
+};
+
+/// A Matrix user known to the bridge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The Matrix user.
+    pub user: OwnedUserId,
+    /// The private room with the bot where commands are read.
+    pub control_room: Option<OwnedRoomId>,
+    /// The Gitter login.
+    pub login: Option<Login>,
+}
+
+/// A Gitter login.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    /// Gitter user id.
+    pub gitter_id: GitterUserId,
+    /// Gitter username.
+    pub username: String,
+    /// The OAuth token (stored in clear by the default store; see README).
+    pub token: Secret,
+    /// False once Gitter answered 401: the token is not used again.
+    pub valid: bool,
+}
+
+/// A ghost: the Matrix puppet of a Gitter user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GhostRecord {
+    /// The Gitter user.
+    pub gitter_id: GitterUserId,
+    /// The ghost's Matrix id, fixed at first sight so renames keep it.
+    pub mxid: OwnedUserId,
+    /// The display name last applied (None until set).
+    pub display_name: Option<String>,
+    /// Registered on the homeserver.
+    pub registered: bool,
+}
+
+/// The state of a portal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PortalState {
+    /// The room is being created; relayed messages wait in `queued`.
+    Creating,
+    /// The room exists and the owner is in it (or invited).
+    Active,
+    /// The owner left the Matrix room or was kicked (logout, leave); the Gitter membership
+    /// may remain. `invite` re-opens it.
+    Closed,
+}
+
+/// A portal: one Matrix room of one user for one Gitter room.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortalRecord {
+    /// The Matrix user who owns the portal.
+    pub owner: OwnedUserId,
+    /// The Gitter room.
+    pub gitter_room: GitterRoomId,
+    /// The Matrix room, once created.
+    pub room_id: Option<OwnedRoomId>,
+    /// State.
+    pub state: PortalState,
+    /// Ghosts already joined (by Gitter user id).
+    pub joined_ghosts: BTreeSet<GitterUserId>,
+    /// Gitter messages waiting for the room to exist, oldest first.
+    pub queued: Vec<crate::input::GitterMessage>,
+}
+
+/// A Gitter room the bridge reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitterRoomRecord {
+    /// The room id.
+    pub id: GitterRoomId,
+    /// `uri` (absent for one-to-one rooms).
+    pub uri: Option<String>,
+    /// `name`.
+    pub name: String,
+    /// `topic`.
+    pub topic: String,
+    /// `userCount`, when known.
+    pub user_count: Option<u64>,
+    /// The last message bridged: catch-up reads `afterId=<cursor>`.
+    pub cursor: Option<GitterMessageId>,
+    /// The Matrix user whose token reads the stream.
+    pub reader: Option<OwnedUserId>,
+    /// The most recent message ids handled, for deduplication of repeated deliveries.
+    pub recent: VecDeque<GitterMessageId>,
+}
+
+/// Where a bridged message came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// Gitter -> Matrix.
+    Gitter,
+    /// Matrix -> Gitter.
+    Matrix,
+}
+
+/// A message mapping in a portal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// The portal owner.
+    pub owner: OwnedUserId,
+    /// The Gitter room.
+    pub gitter_room: GitterRoomId,
+    /// The Gitter message.
+    pub gitter_id: GitterMessageId,
+    /// The Matrix event, once known.
+    pub event_id: Option<OwnedEventId>,
+    /// Direction.
+    pub origin: Origin,
+}
+
+/// A single-use token with an owner and an expiry (login links and OAuth states).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// The Matrix user it belongs to.
+    pub user: OwnedUserId,
+    /// When it stops working.
+    pub expires: Timestamp,
+}
+
+/// One change to the persistent state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    /// Insert or replace a user.
+    PutUser(UserRecord),
+    /// Insert or replace a ghost.
+    PutGhost(GhostRecord),
+    /// Insert or replace a portal.
+    PutPortal(PortalRecord),
+    /// Insert or replace a Gitter room.
+    PutGitterRoom(GitterRoomRecord),
+    /// Remove a Gitter room.
+    DeleteGitterRoom(GitterRoomId),
+    /// Insert or replace a message mapping (keyed by owner and Gitter id).
+    PutMessage(MessageRecord),
+    /// Refuse future invites to this room.
+    RefuseRoom(OwnedRoomId),
+    /// Add a login link.
+    PutLoginLink(String, Ticket),
+    /// Remove a login link (used or expired).
+    DeleteLoginLink(String),
+    /// Add an OAuth state.
+    PutOAuthState(String, Ticket),
+    /// Remove an OAuth state.
+    DeleteOAuthState(String),
+    /// Remember a processed AS transaction id (appended; the oldest is forgotten by
+    /// [`Change::ForgetTransaction`]).
+    RememberTransaction(AsTxnId),
+    /// Forget the oldest remembered transaction id.
+    ForgetTransaction(AsTxnId),
+    /// Remember a processed Matrix event id.
+    RememberEvent(OwnedEventId),
+    /// Forget the oldest remembered event id.
+    ForgetEvent(OwnedEventId),
+    /// Add an effect to the outbox.
+    PutOutbox(Effect),
+    /// Remove a completed effect from the outbox.
+    DeleteOutbox(EffectId),
+    /// The next effect id to assign.
+    SetNextEffectId(EffectId),
+}
+
+/// The changes of one step, in order. Empty when the step changed nothing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChangeSet {
+    /// The changes.
+    pub changes: Vec<Change>,
+}
+
+impl ChangeSet {
+    /// Whether the step changed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// The whole persistent state: what the store loads and [`crate::Bridge::restore`] takes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// users.
+    pub users: BTreeMap<OwnedUserId, UserRecord>,
+    /// ghosts.
+    pub ghosts: BTreeMap<GitterUserId, GhostRecord>,
+    /// portals, keyed by (owner, Gitter room).
+    pub portals: BTreeMap<(OwnedUserId, GitterRoomId), PortalRecord>,
+    /// gitter_rooms.
+    pub gitter_rooms: BTreeMap<GitterRoomId, GitterRoomRecord>,
+    /// messages, keyed by (owner, Gitter message).
+    pub messages: BTreeMap<(OwnedUserId, GitterMessageId), MessageRecord>,
+    /// refused_rooms.
+    pub refused_rooms: BTreeSet<OwnedRoomId>,
+    /// login_links.
+    pub login_links: BTreeMap<String, Ticket>,
+    /// oauth_states.
+    pub oauth_states: BTreeMap<String, Ticket>,
+    /// Processed AS transaction ids, oldest first.
+    pub transactions: VecDeque<AsTxnId>,
+    /// Processed Matrix event ids, oldest first.
+    pub events: VecDeque<OwnedEventId>,
+    /// outbox.
+    pub outbox: BTreeMap<EffectId, Effect>,
+    /// meta: the next effect id.
+    pub next_effect_id: u64,
+}
+
+impl Snapshot {
+    /// Applies one change. This is the reference semantics every store must reproduce.
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::PutUser(u) => {
+                self.users.insert(u.user.clone(), u.clone());
+            }
+            Change::PutGhost(g) => {
+                self.ghosts.insert(g.gitter_id.clone(), g.clone());
+            }
+            Change::PutPortal(p) => {
+                self.portals
+                    .insert((p.owner.clone(), p.gitter_room.clone()), p.clone());
+            }
+            Change::PutGitterRoom(r) => {
+                self.gitter_rooms.insert(r.id.clone(), r.clone());
+            }
+            Change::DeleteGitterRoom(id) => {
+                self.gitter_rooms.remove(id);
+            }
+            Change::PutMessage(m) => {
+                self.messages
+                    .insert((m.owner.clone(), m.gitter_id.clone()), m.clone());
+            }
+            Change::RefuseRoom(r) => {
+                self.refused_rooms.insert(r.clone());
+            }
+            Change::PutLoginLink(k, t) => {
+                self.login_links.insert(k.clone(), t.clone());
+            }
+            Change::DeleteLoginLink(k) => {
+                self.login_links.remove(k);
+            }
+            Change::PutOAuthState(k, t) => {
+                self.oauth_states.insert(k.clone(), t.clone());
+            }
+            Change::DeleteOAuthState(k) => {
+                self.oauth_states.remove(k);
+            }
+            Change::RememberTransaction(t) => self.transactions.push_back(t.clone()),
+            Change::ForgetTransaction(t) => {
+                if let Some(pos) = self.transactions.iter().position(|x| x == t) {
+                    self.transactions.remove(pos);
+                }
+            }
+            Change::RememberEvent(e) => self.events.push_back(e.clone()),
+            Change::ForgetEvent(e) => {
+                if let Some(pos) = self.events.iter().position(|x| x == e) {
+                    self.events.remove(pos);
+                }
+            }
+            Change::PutOutbox(e) => {
+                self.outbox.insert(e.id, e.clone());
+            }
+            Change::DeleteOutbox(id) => {
+                self.outbox.remove(id);
+            }
+            Change::SetNextEffectId(id) => self.next_effect_id = id.0,
+        }
+    }
+
+    /// Applies every change of a change set, in order.
+    pub fn apply_set(&mut self, set: &ChangeSet) {
+        for c in &set.changes {
+            self.apply(c);
+        }
+    }
+}
