@@ -1,32 +1,609 @@
-//! The bridge.
-use crate::{Config, Input, Outputs, Snapshot, Timestamp};
-/// The bridge.
-pub struct Bridge {
-    config: Config,
-    state: Snapshot,
+//! The [`Bridge`] value: step bookkeeping (changes, effects, dedupe, timers) and the input
+//! dispatch. The flows live in the modules named for them (`invite`, `login`, `commands`,
+//! `portal`, `ghost`, `relay`, `stream`).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use crate::effect::{Action, Effect, Lane, MatrixContent};
+use crate::error::CoreError;
+use crate::ids::{
+    AsTxnId, EffectId, GitterRoomId, GitterUserId, OwnedEventId, OwnedRoomId, OwnedUserId,
+    Timestamp,
+};
+use crate::input::{EffectOutput, EffectResult, Input, MatrixEvent, MatrixEventKind};
+use crate::output::Outputs;
+use crate::state::{Change, PortalState, Snapshot};
+use crate::stream::StreamState;
+use crate::{Config, GitterMessage};
+
+/// What a Matrix room is to the bridge (an in-memory index rebuilt from the snapshot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RoomRole {
+    /// The control room of this user.
+    Control(OwnedUserId),
+    /// The portal of (owner, Gitter room).
+    Portal(OwnedUserId, GitterRoomId),
 }
+
+/// The bridge state machine. See the crate documentation for the contract.
+pub struct Bridge {
+    pub(crate) config: Config,
+    rng: ChaCha20Rng,
+    /// The persistent state; changed only through [`Bridge::change`].
+    pub(crate) state: Snapshot,
+    /// Matrix room -> role (derived from `state`).
+    pub(crate) rooms: BTreeMap<OwnedRoomId, RoomRole>,
+    /// Gitter room -> owners of its portals (derived from `state`).
+    pub(crate) room_portals: BTreeMap<GitterRoomId, BTreeSet<OwnedUserId>>,
+    /// (Gitter room, author) -> Gitter sends in flight (derived from the outbox).
+    pub(crate) inflight: BTreeMap<(GitterRoomId, GitterUserId), usize>,
+    /// Stream state per Gitter room (not persisted: streams are re-opened at startup).
+    pub(crate) streams: BTreeMap<GitterRoomId, StreamState>,
+    /// The current step's time.
+    pub(crate) now: Timestamp,
+    /// The current step's outputs.
+    out: Outputs,
+}
+
 impl Bridge {
-    /// New.
-    pub fn new(config: Config, _seed: u64) -> Self {
-        Self {
+    /// A bridge with an empty state.
+    pub fn new(config: Config, seed: u64) -> Bridge {
+        Bridge::restore(config, seed, Snapshot::default())
+    }
+
+    /// A bridge continuing from a snapshot loaded by the store. Call
+    /// `handle(now, Input::Startup)` next so streams re-open and the outbox is replayed.
+    pub fn restore(config: Config, seed: u64, snapshot: Snapshot) -> Bridge {
+        let mut bridge = Bridge {
             config,
+            rng: ChaCha20Rng::seed_from_u64(seed),
             state: Snapshot::default(),
-        }
+            rooms: BTreeMap::new(),
+            room_portals: BTreeMap::new(),
+            inflight: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            now: Timestamp(0),
+            out: Outputs::default(),
+        };
+        bridge.state = snapshot;
+        bridge.reindex();
+        bridge
     }
-    /// Restore.
-    pub fn restore(config: Config, _seed: u64, snapshot: Snapshot) -> Self {
-        Self {
-            config,
-            state: snapshot,
-        }
-    }
-    /// Handle.
-    pub fn handle(&mut self, _now: Timestamp, _input: Input) -> Outputs {
-        let _ = (&self.config, &self.state);
-        Outputs::default()
-    }
-    /// The persistent state.
+
+    /// The persistent state as it stands (what a store holding every committed change set
+    /// would load).
     pub fn snapshot(&self) -> &Snapshot {
         &self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Handles one input at time `now` and returns the step's outputs.
+    pub fn handle(&mut self, now: Timestamp, input: Input) -> Outputs {
+        // Time never goes backwards inside the core, even if the driver's clock does.
+        self.now = self.now.max(now);
+        match input {
+            Input::Startup => self.on_startup(),
+            Input::Transaction { txn_id, events } => self.on_transaction(txn_id, events),
+            Input::GitterMessage { room, message } => self.on_gitter_message(room, message, false),
+            Input::StreamConnected { room } => self.on_stream_connected(room),
+            Input::StreamDisconnected { room, reason } => self.on_stream_disconnected(room, reason),
+            Input::LoginLinkOpened { request, token } => self.on_login_link(request, &token),
+            Input::OAuthCallback {
+                request,
+                code,
+                state,
+                error,
+            } => self.on_oauth_callback(request, code, state, error),
+            Input::EffectDone { id, result } => self.on_effect_done(id, result),
+            Input::Timer => self.on_timer(),
+        }
+        self.out.next_timer = self.next_deadline();
+        std::mem::take(&mut self.out)
+    }
+
+    // ---------------------------------------------------------------- step bookkeeping
+
+    /// Applies a change to the state and records it in the step's change set.
+    pub(crate) fn change(&mut self, change: Change) {
+        match &change {
+            Change::PutUser(u) => {
+                if let Some(old) = self
+                    .state
+                    .users
+                    .get(&u.user)
+                    .and_then(|o| o.control_room.clone())
+                {
+                    self.rooms.remove(&old);
+                }
+                if let Some(room) = &u.control_room {
+                    self.rooms
+                        .insert(room.clone(), RoomRole::Control(u.user.clone()));
+                }
+            }
+            Change::PutPortal(p) => {
+                if let Some(room) = &p.room_id {
+                    self.rooms.insert(
+                        room.clone(),
+                        RoomRole::Portal(p.owner.clone(), p.gitter_room.clone()),
+                    );
+                }
+                self.room_portals
+                    .entry(p.gitter_room.clone())
+                    .or_default()
+                    .insert(p.owner.clone());
+            }
+            _ => {}
+        }
+        self.state.apply(&change);
+        self.out.changes.changes.push(change);
+    }
+
+    /// Rebuilds the derived indexes from the state.
+    fn reindex(&mut self) {
+        self.rooms.clear();
+        self.room_portals.clear();
+        self.inflight.clear();
+        for u in self.state.users.values() {
+            if let Some(room) = &u.control_room {
+                self.rooms
+                    .insert(room.clone(), RoomRole::Control(u.user.clone()));
+            }
+        }
+        for p in self.state.portals.values() {
+            if let Some(room) = &p.room_id {
+                self.rooms.insert(
+                    room.clone(),
+                    RoomRole::Portal(p.owner.clone(), p.gitter_room.clone()),
+                );
+            }
+            self.room_portals
+                .entry(p.gitter_room.clone())
+                .or_default()
+                .insert(p.owner.clone());
+        }
+        let sends: Vec<_> = self
+            .state
+            .outbox
+            .values()
+            .filter_map(|e| match &e.action {
+                Action::SendGitter {
+                    room, gitter_user, ..
+                } => Some((room.clone(), gitter_user.clone())),
+                _ => None,
+            })
+            .collect();
+        for key in sends {
+            *self.inflight.entry(key).or_default() += 1;
+        }
+    }
+
+    /// Emits an effect: assigns its id, puts it in the outbox, and adds it to the outputs.
+    pub(crate) fn emit(&mut self, lane: Lane, action: Action) -> EffectId {
+        let id = EffectId(self.state.next_effect_id);
+        self.change(Change::SetNextEffectId(EffectId(id.0 + 1)));
+        if let Action::SendGitter {
+            room, gitter_user, ..
+        } = &action
+        {
+            *self
+                .inflight
+                .entry((room.clone(), gitter_user.clone()))
+                .or_default() += 1;
+        }
+        let effect = Effect { id, lane, action };
+        self.change(Change::PutOutbox(effect.clone()));
+        self.out.effects.push(effect);
+        id
+    }
+
+    /// Reports a problem worth a log line.
+    pub(crate) fn warn(&mut self, e: CoreError) {
+        self.out.warnings.push(e);
+    }
+
+    /// Answers a pending web request.
+    pub(crate) fn reply(&mut self, request: crate::RequestId, reply: crate::WebReply) {
+        self.out.replies.push((request, reply));
+    }
+
+    /// Sends a notice from the bot into a user's control room (dropped when the user has
+    /// none: there is nowhere to say it).
+    pub(crate) fn notice(&mut self, user: &OwnedUserId, text: impl Into<String>) {
+        let room = self
+            .state
+            .users
+            .get(user)
+            .and_then(|u| u.control_room.clone());
+        if let Some(room) = room {
+            self.notice_in(Lane::User(user.clone()), room, text);
+        }
+    }
+
+    /// Sends a notice from the bot into a given room.
+    pub(crate) fn notice_in(&mut self, lane: Lane, room: OwnedRoomId, text: impl Into<String>) {
+        let bot = self.config.bot.clone();
+        self.emit(
+            lane,
+            Action::SendMessage {
+                room,
+                sender: bot,
+                content: MatrixContent::notice(text),
+                relay: None,
+                ts: None,
+            },
+        );
+    }
+
+    /// A fresh 128-bit token from the seeded RNG, as 32 hex characters.
+    pub(crate) fn random_token(&mut self) -> String {
+        let mut bytes = [0u8; 16];
+        self.rng.fill_bytes(&mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The earliest deadline the core needs a timer for.
+    fn next_deadline(&self) -> Option<Timestamp> {
+        let links = self.state.login_links.values().map(|t| t.expires);
+        let states = self.state.oauth_states.values().map(|t| t.expires);
+        let retries = self.streams.values().filter_map(|s| s.retry_at);
+        links.chain(states).chain(retries).min()
+    }
+
+    fn on_timer(&mut self) {
+        let now = self.now;
+        let expired: Vec<String> = self
+            .state
+            .login_links
+            .iter()
+            .filter(|(_, t)| t.expires <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            self.change(Change::DeleteLoginLink(k));
+        }
+        let expired: Vec<String> = self
+            .state
+            .oauth_states
+            .iter()
+            .filter(|(_, t)| t.expires <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            self.change(Change::DeleteOAuthState(k));
+        }
+        self.retry_catch_ups();
+    }
+
+    // ---------------------------------------------------------------- startup
+
+    fn on_startup(&mut self) {
+        // Stream state is not persisted: every stream is closed until re-opened here.
+        self.streams.clear();
+        let pending: Vec<Effect> = self.state.outbox.values().cloned().collect();
+        for mut effect in pending {
+            match &mut effect.action {
+                // Stream control and catch-up reads are re-derived below, not replayed.
+                Action::OpenStream { .. }
+                | Action::CloseStream { .. }
+                | Action::FetchMessages { .. } => {
+                    self.change(Change::DeleteOutbox(effect.id));
+                }
+                // A Gitter POST has no idempotency key: the send may have happened before
+                // the crash, so the adapter first looks for it among recent messages.
+                Action::SendGitter { reconcile, .. } => {
+                    *reconcile = true;
+                    self.out.effects.push(effect);
+                }
+                _ => self.out.effects.push(effect),
+            }
+        }
+        let rooms: Vec<GitterRoomId> = self.room_portals.keys().cloned().collect();
+        for room in rooms {
+            self.ensure_reader(&room);
+        }
+    }
+
+    // ---------------------------------------------------------------- Matrix intake
+
+    fn on_transaction(&mut self, txn_id: AsTxnId, events: Vec<MatrixEvent>) {
+        // The homeserver retries a transaction with the same id and events until it gets a
+        // 200: a retry must do nothing (AS API, "Pushing events").
+        if self.state.transactions.contains(&txn_id) {
+            return;
+        }
+        self.remember_txn(txn_id);
+        for event in events {
+            // Duplicated delivery under different transaction ids happens in the wild
+            // (element-hq/synapse#11447), so events are deduplicated too.
+            if self.state.events.contains(&event.event_id) {
+                continue;
+            }
+            self.remember_event(event.event_id.clone());
+            self.on_matrix_event(event);
+        }
+    }
+
+    fn remember_txn(&mut self, txn_id: AsTxnId) {
+        self.change(Change::RememberTransaction(txn_id));
+        while self.state.transactions.len() > self.config.dedupe_capacity {
+            let oldest = self.state.transactions[0].clone();
+            self.change(Change::ForgetTransaction(oldest));
+        }
+    }
+
+    fn remember_event(&mut self, event_id: OwnedEventId) {
+        self.change(Change::RememberEvent(event_id));
+        while self.state.events.len() > self.config.dedupe_capacity {
+            let oldest = self.state.events[0].clone();
+            self.change(Change::ForgetEvent(oldest));
+        }
+    }
+
+    fn on_matrix_event(&mut self, event: MatrixEvent) {
+        // The bridge's own users (bot and ghosts) are never bridged: their events come back
+        // to us in transactions and would loop.
+        let own = event.sender == self.config.bot || self.is_ghost(&event.sender);
+        match &event.kind {
+            MatrixEventKind::Member { target, membership } => {
+                self.on_member(&event, target.clone(), *membership)
+            }
+            MatrixEventKind::Message {
+                msgtype,
+                body,
+                formatted_body: _,
+            } if !own => {
+                let role = self.rooms.get(&event.room_id).cloned();
+                match role {
+                    Some(RoomRole::Control(user))
+                        if user == event.sender && *msgtype == crate::MsgType::Text =>
+                    {
+                        self.on_command(&user, body);
+                    }
+                    Some(RoomRole::Portal(owner, room)) if owner == event.sender => {
+                        self.on_portal_message(&owner, &room, &event, msgtype, body)
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ---------------------------------------------------------------- effect results
+
+    fn on_effect_done(&mut self, id: EffectId, result: EffectResult) {
+        let Some(effect) = self.state.outbox.get(&id).cloned() else {
+            self.warn(CoreError::UnknownEffect(id));
+            return;
+        };
+        self.change(Change::DeleteOutbox(id));
+        if let Action::SendGitter {
+            room, gitter_user, ..
+        } = &effect.action
+        {
+            let key = (room.clone(), gitter_user.clone());
+            if let Some(n) = self.inflight.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.inflight.remove(&key);
+                }
+            }
+        }
+        let action_name = effect.action.name();
+        match result {
+            Ok(output) => self.on_effect_ok(effect, output),
+            Err(failure) => {
+                if failure.kind == crate::FailureKind::TokenRevoked
+                    && let Some(user) = self.token_owner(&effect.action)
+                {
+                    self.invalidate_login(&user);
+                }
+                self.warn(CoreError::EffectFailed {
+                    id,
+                    action: action_name,
+                    failure: failure.clone(),
+                });
+                self.on_effect_failed(effect, failure);
+            }
+        }
+    }
+
+    fn on_effect_ok(&mut self, effect: Effect, output: EffectOutput) {
+        let id = effect.id;
+        let name = effect.action.name();
+        match (effect.action, output) {
+            (Action::RegisterGhost { user }, _) => self.on_ghost_registered(&user),
+            (
+                Action::Join {
+                    room,
+                    purpose: crate::JoinPurpose::BotInvite { inviter, permitted },
+                    ..
+                },
+                _,
+            ) => self.on_bot_joined(room, inviter, permitted),
+            (Action::RoomMembers { room, purpose }, EffectOutput::MatrixMembers(members)) => {
+                self.on_room_members(room, purpose, members)
+            }
+            (Action::CreateRoom { purpose, .. }, EffectOutput::RoomCreated(room)) => {
+                self.on_room_created(purpose, room)
+            }
+            (Action::SendMessage { relay, .. }, EffectOutput::EventSent(event_id)) => {
+                if let Some(relay) = relay {
+                    self.on_relayed(relay, event_id);
+                }
+            }
+            (Action::ExchangeCode { user, request, .. }, EffectOutput::Token(token)) => {
+                self.on_code_exchanged(user, request, token)
+            }
+            (
+                Action::GetGitterUser {
+                    token,
+                    user,
+                    request,
+                },
+                EffectOutput::GitterUser(gitter_user),
+            ) => self.on_gitter_user(user, request, token, gitter_user),
+            (Action::ListRooms { user, purpose, .. }, EffectOutput::GitterRooms(rooms)) => {
+                self.on_rooms_listed(&user, purpose, rooms)
+            }
+            (
+                Action::ResolveRoom {
+                    user, uri, purpose, ..
+                },
+                EffectOutput::GitterRoom(room),
+            ) => self.on_room_resolved(&user, &uri, purpose, room),
+            (Action::JoinGitterRoom { user, .. }, EffectOutput::GitterRoom(room)) => {
+                self.on_gitter_room_joined(&user, room)
+            }
+            (
+                Action::LeaveGitterRoom {
+                    user, room, uri, ..
+                },
+                _,
+            ) => self.on_gitter_room_left(&user, &room, &uri),
+            (Action::GitterRoomMembers { room, owner, .. }, EffectOutput::GitterUsers(users)) => {
+                self.on_gitter_members(&owner, &room, users)
+            }
+            (Action::FetchMessages { room, after, .. }, EffectOutput::GitterMessages(messages)) => {
+                self.on_fetched(room, after, messages)
+            }
+            (Action::SendGitter { room, origin, .. }, EffectOutput::GitterMessage(message)) => {
+                self.on_gitter_sent(room, origin, message)
+            }
+            (
+                Action::SetDisplayName { .. }
+                | Action::Invite { .. }
+                | Action::Join { .. }
+                | Action::Leave { .. }
+                | Action::Kick { .. }
+                | Action::OpenStream { .. }
+                | Action::CloseStream { .. },
+                _,
+            ) => {}
+            (_, got) => self.warn(CoreError::UnexpectedResult {
+                id,
+                action: name,
+                got: format!("{got:?}"),
+            }),
+        }
+    }
+
+    fn on_effect_failed(&mut self, effect: Effect, failure: crate::Failure) {
+        match effect.action {
+            Action::ExchangeCode { user, request, .. }
+            | Action::GetGitterUser { user, request, .. } => {
+                self.on_login_failed(&user, request, &failure)
+            }
+            Action::ListRooms { user, purpose, .. } => {
+                self.on_command_failed(&user, None, &failure, purpose_list(&purpose))
+            }
+            Action::ResolveRoom { user, uri, .. } => {
+                self.on_command_failed(&user, Some(&uri), &failure, "find")
+            }
+            Action::JoinGitterRoom { user, room, .. } => {
+                let uri = self.room_label(&room);
+                self.on_command_failed(&user, Some(&uri), &failure, "join")
+            }
+            Action::LeaveGitterRoom { user, uri, .. } => {
+                self.on_command_failed(&user, Some(&uri), &failure, "leave")
+            }
+            Action::CreateRoom { purpose, .. } => self.on_room_create_failed(purpose, &failure),
+            Action::FetchMessages { room, .. } => self.on_fetch_failed(room, &failure),
+            Action::SendGitter { room, origin, .. } => {
+                self.on_gitter_send_failed(room, origin, &failure)
+            }
+            Action::Join {
+                room,
+                purpose: crate::JoinPurpose::BotInvite { .. },
+                ..
+            } => {
+                // Could not accept the invite: nothing else to do; the log line says why.
+                let _ = room;
+            }
+            _ => {}
+        }
+    }
+
+    /// The Matrix user whose token an action used.
+    fn token_owner(&self, action: &Action) -> Option<OwnedUserId> {
+        let token = match action {
+            Action::GetGitterUser { token, .. }
+            | Action::ListRooms { token, .. }
+            | Action::ResolveRoom { token, .. }
+            | Action::JoinGitterRoom { token, .. }
+            | Action::LeaveGitterRoom { token, .. }
+            | Action::GitterRoomMembers { token, .. }
+            | Action::FetchMessages { token, .. }
+            | Action::SendGitter { token, .. }
+            | Action::OpenStream { token, .. } => token,
+            _ => return None,
+        };
+        self.state
+            .users
+            .values()
+            .find(|u| u.login.as_ref().is_some_and(|l| &l.token == token))
+            .map(|u| u.user.clone())
+    }
+
+    /// A label for a Gitter room in messages: its uri, else its name, else its id.
+    pub(crate) fn room_label(&self, room: &GitterRoomId) -> String {
+        match self.state.gitter_rooms.get(room) {
+            Some(r) => r.uri.clone().unwrap_or_else(|| r.name.clone()),
+            None => room.to_string(),
+        }
+    }
+
+    /// Whether the portal of (owner, room) receives Gitter messages.
+    pub(crate) fn portal_receives(&self, owner: &OwnedUserId, room: &GitterRoomId) -> bool {
+        self.state
+            .portals
+            .get(&(owner.clone(), room.clone()))
+            .is_some_and(|p| matches!(p.state, PortalState::Active | PortalState::Creating))
+    }
+
+    /// Stream state of a room, created on first use.
+    pub(crate) fn stream_mut(&mut self, room: &GitterRoomId) -> &mut StreamState {
+        self.streams.entry(room.clone()).or_default()
+    }
+
+    /// Messages held for a room (for tests and metrics).
+    pub fn held_messages(&self, room: &GitterRoomId) -> usize {
+        self.streams
+            .get(room)
+            .map_or(0, |s| s.held.len() + s.buffer.len())
+    }
+
+    pub(crate) fn held_front(&self, room: &GitterRoomId) -> Option<&GitterMessage> {
+        self.streams.get(room).and_then(|s| s.held.front())
+    }
+
+    pub(crate) fn take_held(&mut self, room: &GitterRoomId) -> Option<GitterMessage> {
+        self.streams.get_mut(room).and_then(|s| s.held.pop_front())
+    }
+
+    pub(crate) fn push_held(&mut self, room: &GitterRoomId, m: GitterMessage) {
+        self.stream_mut(room).held.push_back(m);
+    }
+
+    pub(crate) fn held_is_empty(&self, room: &GitterRoomId) -> bool {
+        self.streams.get(room).is_none_or(|s| s.held.is_empty())
+    }
+
+    pub(crate) fn buffer_take(&mut self, room: &GitterRoomId) -> VecDeque<GitterMessage> {
+        std::mem::take(&mut self.stream_mut(room).buffer)
+    }
+}
+
+fn purpose_list(purpose: &crate::ListPurpose) -> &'static str {
+    match purpose {
+        crate::ListPurpose::ListCommand => "list",
+        crate::ListPurpose::OpenPortals => "open",
     }
 }

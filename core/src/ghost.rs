@@ -1,5 +1,175 @@
-//! (in progress)
-/// The ghost localpart.
+//! Ghosts: the Matrix puppets of Gitter users.
+//!
+//! A ghost's Matrix id is made from the configured template (default `gitter_{username}`) at
+//! the first sight of the Gitter user and kept in the ghosts table keyed by the Gitter user
+//! id, so a renamed Gitter user keeps the same ghost.
+
+use crate::bridge::Bridge;
+use crate::effect::{Action, JoinPurpose, Lane};
+use crate::ids::{GitterRoomId, OwnedUserId};
+use crate::input::GitterUser;
+use crate::state::{Change, GhostRecord};
+
+/// The localpart of the ghost of `username`: the template with `{username}` replaced,
+/// lowercased, and every character outside the Matrix user-id localpart set
+/// (`a-z 0-9 . _ = - / +`) escaped as `=xx` per UTF-8 byte, following the spec's
+/// "Mapping from other character sets" (`=` itself is escaped so the mapping stays
+/// unambiguous).
 pub fn ghost_localpart(template: &str, username: &str) -> String {
-    template.replace("{username}", username)
+    let raw = template.replace("{username}", username).to_lowercase();
+    let mut out = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'/' | b'+' => out.push(b as char),
+            _ => out.push_str(&format!("={b:02x}")),
+        }
+    }
+    out
+}
+
+impl Bridge {
+    /// Whether `user` is in the ghost namespace (the template's fixed prefix on our server).
+    pub(crate) fn is_ghost(&self, user: &OwnedUserId) -> bool {
+        let prefix = self
+            .config
+            .ghost_template
+            .split("{username}")
+            .next()
+            .unwrap_or_default();
+        user.server_name().as_str() == self.config.server_name
+            && user.localpart().starts_with(prefix)
+            && user != &self.config.bot
+    }
+
+    /// The display name a ghost should have.
+    fn ghost_display_name(&self, user: &GitterUser) -> String {
+        self.config
+            .ghost_displayname_template
+            .replace("{displayName}", &user.display_name)
+            .replace("{username}", &user.username)
+    }
+
+    /// The ghost of a Gitter user, recorded at first sight.
+    pub(crate) fn ghost_of(&mut self, user: &GitterUser) -> Option<GhostRecord> {
+        if let Some(g) = self.state.ghosts.get(&user.id) {
+            return Some(g.clone());
+        }
+        let localpart = ghost_localpart(&self.config.ghost_template, &user.username);
+        let mxid = format!("@{localpart}:{}", self.config.server_name);
+        let Ok(mxid) = OwnedUserId::try_from(mxid) else {
+            self.warn(crate::CoreError::Ignored(format!(
+                "no valid ghost id for Gitter user {}",
+                user.id
+            )));
+            return None;
+        };
+        let record = GhostRecord {
+            gitter_id: user.id.clone(),
+            mxid,
+            display_name: None,
+            registered: false,
+        };
+        self.change(Change::PutGhost(record.clone()));
+        Some(record)
+    }
+
+    /// Makes sure the ghost of `user` is registered, named and joined in the portal of
+    /// (owner, room), emitting the effects in the portal's lane so they run before whatever
+    /// the ghost does next there. Returns the ghost's id.
+    pub(crate) fn ghost_in_portal(
+        &mut self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+        user: &GitterUser,
+    ) -> Option<OwnedUserId> {
+        let mut ghost = self.ghost_of(user)?;
+        let key = (owner.clone(), room.clone());
+        let portal = self.state.portals.get(&key)?.clone();
+        let room_id = portal.room_id.clone()?;
+        let lane = Lane::Portal {
+            owner: owner.clone(),
+            room: room.clone(),
+        };
+        if !ghost.registered {
+            // Registered per portal lane until the first success is recorded: registration
+            // is idempotent (M_USER_IN_USE is success), ordering within the lane is not.
+            if !portal.joined_ghosts.contains(&user.id) {
+                self.emit(
+                    lane.clone(),
+                    Action::RegisterGhost {
+                        user: ghost.mxid.clone(),
+                    },
+                );
+            }
+        }
+        let name = self.ghost_display_name(user);
+        if ghost.display_name.as_deref() != Some(name.as_str()) {
+            self.emit(
+                lane.clone(),
+                Action::SetDisplayName {
+                    user: ghost.mxid.clone(),
+                    name: name.clone(),
+                },
+            );
+            ghost.display_name = Some(name);
+            self.change(Change::PutGhost(ghost.clone()));
+        }
+        if !portal.joined_ghosts.contains(&user.id) {
+            self.emit(
+                lane.clone(),
+                Action::Invite {
+                    room: room_id.clone(),
+                    sender: self.config.bot.clone(),
+                    target: ghost.mxid.clone(),
+                },
+            );
+            self.emit(
+                lane,
+                Action::Join {
+                    room: room_id,
+                    user: ghost.mxid.clone(),
+                    purpose: JoinPurpose::Ghost,
+                },
+            );
+            let mut portal = portal;
+            portal.joined_ghosts.insert(user.id.clone());
+            self.change(Change::PutPortal(portal));
+        }
+        Some(ghost.mxid)
+    }
+
+    pub(crate) fn on_ghost_registered(&mut self, mxid: &OwnedUserId) {
+        let found = self
+            .state
+            .ghosts
+            .values()
+            .find(|g| &g.mxid == mxid && !g.registered)
+            .cloned();
+        if let Some(mut g) = found {
+            g.registered = true;
+            self.change(Change::PutGhost(g));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ghost_localpart;
+
+    #[test]
+    fn ghost_localpart_lowercases_and_escapes() {
+        assert_eq!(
+            ghost_localpart("gitter_{username}", "Alice"),
+            "gitter_alice"
+        );
+        assert_eq!(
+            ghost_localpart("gitter_{username}", "bob_gitlab"),
+            "gitter_bob_gitlab"
+        );
+        assert_eq!(
+            ghost_localpart("gitter_{username}", "a b=c"),
+            "gitter_a=20b=3dc"
+        );
+        assert_eq!(ghost_localpart("gitter_{username}", "é"), "gitter_=c3=a9");
+    }
 }

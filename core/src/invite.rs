@@ -1,1 +1,210 @@
-//! (in progress)
+//! Invites to the bot and the control room.
+//!
+//! Refused room -> decline. User not permitted -> notice, leave. Otherwise the bot joins and
+//! counts the members: anyone besides the bot and the inviter -> "I only work in private
+//! chats", leave, remember the room as refused. Else the room becomes the user's control room
+//! (leaving the previous one) and the bot greets. Leaving the control room clears it.
+
+use crate::bridge::{Bridge, RoomRole};
+use crate::effect::{Action, JoinPurpose, Lane, MembersPurpose};
+use crate::ids::{GitterRoomId, OwnedRoomId, OwnedUserId};
+use crate::input::{MatrixEvent, Membership};
+use crate::state::{Change, PortalState, UserRecord};
+
+pub(crate) const NOT_PERMITTED: &str =
+    "Sorry, you are not allowed to use this bridge. Ask the bridge's operator to add you.";
+pub(crate) const ONLY_PRIVATE: &str =
+    "I only work in private chats: invite me to a room with just the two of us.";
+
+impl Bridge {
+    pub(crate) fn on_member(&mut self, event: &MatrixEvent, target: OwnedUserId, m: Membership) {
+        let room = event.room_id.clone();
+        if target == self.config.bot {
+            match m {
+                Membership::Invite => self.on_bot_invited(room, event.sender.clone()),
+                Membership::Leave | Membership::Ban => self.on_bot_removed(&room),
+                _ => {}
+            }
+            return;
+        }
+        if !matches!(m, Membership::Leave | Membership::Ban) {
+            return;
+        }
+        match self.rooms.get(&room).cloned() {
+            Some(RoomRole::Control(user)) if user == target => {
+                self.clear_control_room(&user, true);
+            }
+            Some(RoomRole::Portal(owner, groom)) if owner == target => {
+                self.on_owner_left_portal(&owner, &groom);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_bot_invited(&mut self, room: OwnedRoomId, inviter: OwnedUserId) {
+        let lane = Lane::User(inviter.clone());
+        if self.state.refused_rooms.contains(&room) {
+            // Declining an invite is leaving the room.
+            self.emit(
+                lane,
+                Action::Leave {
+                    room,
+                    user: self.config.bot.clone(),
+                },
+            );
+            return;
+        }
+        let permitted = self.config.permissions.allows(&inviter);
+        // The bot joins in both cases: it has to be in the room to say why it leaves.
+        self.emit(
+            lane,
+            Action::Join {
+                room,
+                user: self.config.bot.clone(),
+                purpose: JoinPurpose::BotInvite { inviter, permitted },
+            },
+        );
+    }
+
+    pub(crate) fn on_bot_joined(
+        &mut self,
+        room: OwnedRoomId,
+        inviter: OwnedUserId,
+        permitted: bool,
+    ) {
+        let lane = Lane::User(inviter.clone());
+        if !permitted {
+            self.notice_in(lane.clone(), room.clone(), NOT_PERMITTED);
+            self.emit(
+                lane,
+                Action::Leave {
+                    room,
+                    user: self.config.bot.clone(),
+                },
+            );
+            return;
+        }
+        self.emit(
+            lane,
+            Action::RoomMembers {
+                room,
+                purpose: MembersPurpose::CheckPrivate { inviter },
+            },
+        );
+    }
+
+    pub(crate) fn on_room_members(
+        &mut self,
+        room: OwnedRoomId,
+        purpose: MembersPurpose,
+        members: Vec<OwnedUserId>,
+    ) {
+        let MembersPurpose::CheckPrivate { inviter } = purpose;
+        let lane = Lane::User(inviter.clone());
+        let others = members
+            .iter()
+            .any(|m| m != &self.config.bot && m != &inviter);
+        if others {
+            self.notice_in(lane.clone(), room.clone(), ONLY_PRIVATE);
+            self.emit(
+                lane,
+                Action::Leave {
+                    room: room.clone(),
+                    user: self.config.bot.clone(),
+                },
+            );
+            self.change(Change::RefuseRoom(room));
+            return;
+        }
+        let mut user = self.user_record(&inviter);
+        if let Some(previous) = user.control_room.clone()
+            && previous != room
+        {
+            self.emit(
+                lane.clone(),
+                Action::Leave {
+                    room: previous,
+                    user: self.config.bot.clone(),
+                },
+            );
+        }
+        user.control_room = Some(room);
+        self.change(Change::PutUser(user));
+        self.greet(&inviter);
+    }
+
+    /// The user's record, or a fresh one.
+    pub(crate) fn user_record(&self, user: &OwnedUserId) -> UserRecord {
+        self.state.users.get(user).cloned().unwrap_or(UserRecord {
+            user: user.clone(),
+            control_room: None,
+            login: None,
+        })
+    }
+
+    fn greet(&mut self, user: &OwnedUserId) {
+        let logged_in = self
+            .state
+            .users
+            .get(user)
+            .and_then(|u| u.login.as_ref())
+            .filter(|l| l.valid)
+            .map(|l| l.username.clone());
+        match logged_in {
+            Some(name) => {
+                let text = format!(
+                    "Hello again! You are logged in to Gitter as {name}.\n\n{}",
+                    crate::commands::HELP
+                );
+                self.notice(user, text);
+            }
+            None => {
+                let link = self.new_login_link(user);
+                self.notice(
+                    user,
+                    format!(
+                        "Hello! I bridge your Gitter rooms to Matrix. Log in to Gitter here: {link}\n\
+                         (the link works once, for {} minutes). Send `help` for the commands.",
+                        self.config.login_link_lifetime_ms / 60_000
+                    ),
+                );
+            }
+        }
+    }
+
+    fn clear_control_room(&mut self, user: &OwnedUserId, leave: bool) {
+        let mut record = self.user_record(user);
+        if let Some(room) = record.control_room.take() {
+            self.rooms.remove(&room);
+            self.change(Change::PutUser(record));
+            if leave {
+                self.emit(
+                    Lane::User(user.clone()),
+                    Action::Leave {
+                        room,
+                        user: self.config.bot.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_bot_removed(&mut self, room: &OwnedRoomId) {
+        if let Some(RoomRole::Control(user)) = self.rooms.get(room).cloned() {
+            self.clear_control_room(&user, false);
+        }
+    }
+
+    fn on_owner_left_portal(&mut self, owner: &OwnedUserId, room: &GitterRoomId) {
+        let key = (owner.clone(), room.clone());
+        if let Some(mut portal) = self.state.portals.get(&key).cloned()
+            && portal.state != PortalState::Closed
+        {
+            // The Gitter membership stays: `invite <room>` brings the portal back.
+            portal.state = PortalState::Closed;
+            portal.queued.clear();
+            self.change(Change::PutPortal(portal));
+            self.ensure_reader(room);
+        }
+    }
+}

@@ -1,1 +1,301 @@
-//! (in progress)
+//! Login: single-use links, the OAuth2 authorization-code flow, and dying tokens.
+//!
+//! The link is `<public_url>/login/<token>`: 128 random bits from the seeded RNG, single-use,
+//! expiring, bound to the Matrix user. Opening it redirects to Gitter's authorize URL with a
+//! fresh `state` (also single-use and expiring). The callback checks the state, the code is
+//! exchanged, `GET /v1/user/me` names the account, and the login is stored.
+
+use crate::bridge::Bridge;
+use crate::effect::{Action, Lane, ListPurpose};
+use crate::ids::{OwnedUserId, RequestId, Secret};
+use crate::input::{Failure, FailureKind, GitterUser};
+use crate::output::WebReply;
+use crate::state::{Change, Login, Ticket};
+
+/// Percent-encodes a query-string value (RFC 3986 unreserved characters pass through).
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn page(status: u16, title: &str, message: impl Into<String>) -> WebReply {
+    WebReply::Page {
+        status,
+        title: title.to_owned(),
+        message: message.into(),
+    }
+}
+
+impl Bridge {
+    fn public_url(&self) -> &str {
+        self.config.public_url.trim_end_matches('/')
+    }
+
+    /// The OAuth redirect URI (derived from the public URL; must match the one registered
+    /// with Gitter exactly).
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/oauth/callback", self.public_url())
+    }
+
+    /// Creates a login link for `user` and returns its URL.
+    pub(crate) fn new_login_link(&mut self, user: &OwnedUserId) -> String {
+        let token = self.random_token();
+        let expires = self.now.plus_ms(self.config.login_link_lifetime_ms);
+        self.change(Change::PutLoginLink(
+            token.clone(),
+            Ticket {
+                user: user.clone(),
+                expires,
+            },
+        ));
+        format!("{}/login/{token}", self.public_url())
+    }
+
+    pub(crate) fn on_login_link(&mut self, request: RequestId, token: &str) {
+        let Some(ticket) = self.state.login_links.get(token).cloned() else {
+            self.reply(
+                request,
+                page(
+                    404,
+                    "Unknown login link",
+                    "This login link is unknown or was already used. \
+                     Send `login` to the bridge bot for a new one.",
+                ),
+            );
+            return;
+        };
+        // Single use: the link is spent whatever happens next.
+        self.change(Change::DeleteLoginLink(token.to_owned()));
+        if ticket.expires <= self.now {
+            self.reply(
+                request,
+                page(
+                    410,
+                    "Login link expired",
+                    "This login link has expired. Send `login` to the bridge bot for a new one.",
+                ),
+            );
+            return;
+        }
+        let state = self.random_token();
+        let expires = self.now.plus_ms(self.config.login_link_lifetime_ms);
+        self.change(Change::PutOAuthState(
+            state.clone(),
+            Ticket {
+                user: ticket.user,
+                expires,
+            },
+        ));
+        let url = format!(
+            "{}?client_id={}&response_type=code&redirect_uri={}&state={}",
+            self.config.oauth_authorize_url,
+            encode(&self.config.oauth_client_id),
+            encode(&self.redirect_uri()),
+            encode(&state),
+        );
+        self.reply(request, WebReply::Redirect(url));
+    }
+
+    pub(crate) fn on_oauth_callback(
+        &mut self,
+        request: RequestId,
+        code: Option<Secret>,
+        state: Option<String>,
+        error: Option<String>,
+    ) {
+        let ticket = state
+            .as_deref()
+            .and_then(|s| self.state.oauth_states.get(s).cloned());
+        let (Some(state), Some(ticket)) = (state, ticket) else {
+            self.reply(
+                request,
+                page(
+                    400,
+                    "Unknown sign-in",
+                    "This sign-in is unknown, was already completed, or took too long. \
+                     Send `login` to the bridge bot to start again.",
+                ),
+            );
+            return;
+        };
+        self.change(Change::DeleteOAuthState(state));
+        if ticket.expires <= self.now {
+            self.reply(
+                request,
+                page(
+                    410,
+                    "Sign-in expired",
+                    "This sign-in took too long. Send `login` to the bridge bot to start again.",
+                ),
+            );
+            return;
+        }
+        if let Some(error) = error {
+            self.reply(
+                request,
+                page(
+                    400,
+                    "Sign-in cancelled",
+                    format!(
+                        "Gitter did not grant access ({error}). \
+                         Send `login` to the bridge bot to try again."
+                    ),
+                ),
+            );
+            return;
+        }
+        let Some(code) = code.filter(|c| !c.expose().is_empty()) else {
+            self.reply(
+                request,
+                page(
+                    400,
+                    "Sign-in failed",
+                    "Gitter sent no authorization code. Send `login` to the bridge bot to try again.",
+                ),
+            );
+            return;
+        };
+        self.emit(
+            Lane::User(ticket.user.clone()),
+            Action::ExchangeCode {
+                code,
+                user: ticket.user,
+                request,
+            },
+        );
+    }
+
+    pub(crate) fn on_code_exchanged(
+        &mut self,
+        user: OwnedUserId,
+        request: RequestId,
+        token: Secret,
+    ) {
+        self.emit(
+            Lane::User(user.clone()),
+            Action::GetGitterUser {
+                token,
+                user,
+                request,
+            },
+        );
+    }
+
+    pub(crate) fn on_gitter_user(
+        &mut self,
+        user: OwnedUserId,
+        request: RequestId,
+        token: Secret,
+        gitter: GitterUser,
+    ) {
+        let mut record = self.user_record(&user);
+        record.login = Some(Login {
+            gitter_id: gitter.id.clone(),
+            username: gitter.username.clone(),
+            token: token.clone(),
+            valid: true,
+        });
+        self.change(Change::PutUser(record));
+        self.reply(
+            request,
+            page(
+                200,
+                "Logged in",
+                format!(
+                    "You are logged in to Gitter as {}. You can close this page and go back \
+                     to your Matrix client.",
+                    gitter.username
+                ),
+            ),
+        );
+        self.notice(
+            &user,
+            format!("You are now logged in as {}.", gitter.username),
+        );
+        // Rooms this user already has portals in may need a reader again (after a revoked
+        // token, for instance).
+        let rooms: Vec<_> = self
+            .state
+            .portals
+            .keys()
+            .filter(|(owner, _)| owner == &user)
+            .map(|(_, room)| room.clone())
+            .collect();
+        for room in rooms {
+            self.ensure_reader(&room);
+        }
+        if self.config.open_portals_on_login {
+            self.emit(
+                Lane::User(user.clone()),
+                Action::ListRooms {
+                    token,
+                    user,
+                    purpose: ListPurpose::OpenPortals,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn on_login_failed(
+        &mut self,
+        user: &OwnedUserId,
+        request: RequestId,
+        failure: &Failure,
+    ) {
+        let why = match failure.kind {
+            FailureKind::Transient | FailureKind::RateLimited => {
+                "Gitter did not answer. Please try again in a minute."
+            }
+            _ => "Gitter refused the sign-in.",
+        };
+        self.reply(
+            request,
+            page(
+                502,
+                "Sign-in failed",
+                format!("{why} Send `login` to the bridge bot for a new link."),
+            ),
+        );
+        self.notice(
+            user,
+            format!("Logging in to Gitter failed: {why} Send `login` for a new link."),
+        );
+    }
+
+    /// Marks a login invalid after Gitter answered 401, stops using its token, and asks the
+    /// user to log in again. Streams it read are handed to another member.
+    pub(crate) fn invalidate_login(&mut self, user: &OwnedUserId) {
+        let mut record = self.user_record(user);
+        let Some(login) = record.login.as_mut() else {
+            return;
+        };
+        if !login.valid {
+            return;
+        }
+        login.valid = false;
+        self.change(Change::PutUser(record));
+        self.notice(
+            user,
+            "Gitter rejected your login: the token was revoked or has expired. \
+             Send `login` to log in again.",
+        );
+        let rooms: Vec<_> = self
+            .state
+            .gitter_rooms
+            .values()
+            .filter(|r| r.reader.as_ref() == Some(user))
+            .map(|r| r.id.clone())
+            .collect();
+        for room in rooms {
+            self.ensure_reader(&room);
+        }
+    }
+}

@@ -1,1 +1,229 @@
-//! (in progress)
+//! Portals: the private Matrix room of one user for one Gitter room.
+//!
+//! Created by the bot (private, named after the Gitter room, topic from Gitter, the owner
+//! invited, nobody else with power: the bot is the creator and keeps power to kick). Ghosts
+//! join lazily before they first speak, or all at creation for rooms smaller than the eager
+//! threshold. An owner who leaves keeps the Gitter membership; `invite` re-opens the portal.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::bridge::Bridge;
+use crate::effect::{Action, CreatePurpose, Lane};
+use crate::ids::{GitterRoomId, OwnedRoomId, OwnedUserId};
+use crate::input::{Failure, GitterRoom, GitterUser};
+use crate::state::{Change, GitterRoomRecord, PortalRecord, PortalState};
+
+impl Bridge {
+    /// Records (or refreshes) what we know of a Gitter room, keeping its cursor and reader.
+    pub(crate) fn remember_room(&mut self, room: &GitterRoom) {
+        let existing = self.state.gitter_rooms.get(&room.id).cloned();
+        let record = match existing {
+            Some(mut r) => {
+                if r.uri == room.uri
+                    && r.name == room.name
+                    && r.topic == room.topic
+                    && r.user_count == room.user_count
+                {
+                    return;
+                }
+                r.uri = room.uri.clone();
+                r.name = room.name.clone();
+                r.topic = room.topic.clone();
+                r.user_count = room.user_count;
+                r
+            }
+            None => GitterRoomRecord {
+                id: room.id.clone(),
+                uri: room.uri.clone(),
+                name: room.name.clone(),
+                topic: room.topic.clone(),
+                user_count: room.user_count,
+                cursor: None,
+                reader: None,
+                recent: Default::default(),
+            },
+        };
+        self.change(Change::PutGitterRoom(record));
+    }
+
+    /// Opens the portal of `owner` for `room`: creates it, re-invites the owner to a closed
+    /// one, or (when `reinvite`) invites the owner again to an open one.
+    pub(crate) fn open_portal(&mut self, owner: &OwnedUserId, room: &GitterRoom, reinvite: bool) {
+        self.remember_room(room);
+        let key = (owner.clone(), room.id.clone());
+        let lane = Lane::Portal {
+            owner: owner.clone(),
+            room: room.id.clone(),
+        };
+        let label = room.uri.clone().unwrap_or_else(|| room.name.clone());
+        match self.state.portals.get(&key).cloned() {
+            Some(mut portal) if portal.room_id.is_some() => {
+                let was = portal.state;
+                if was == PortalState::Active && !reinvite {
+                    return;
+                }
+                let room_id = portal.room_id.clone().expect("checked above");
+                portal.state = PortalState::Active;
+                self.change(Change::PutPortal(portal));
+                self.emit(
+                    lane,
+                    Action::Invite {
+                        room: room_id,
+                        sender: self.config.bot.clone(),
+                        target: owner.clone(),
+                    },
+                );
+                self.notice(owner, format!("Invited you to the room of {label}."));
+            }
+            Some(portal) if portal.state == PortalState::Creating => {}
+            _ => {
+                let portal = PortalRecord {
+                    owner: owner.clone(),
+                    gitter_room: room.id.clone(),
+                    room_id: None,
+                    state: PortalState::Creating,
+                    joined_ghosts: BTreeSet::new(),
+                    queued: Vec::new(),
+                };
+                self.change(Change::PutPortal(portal));
+                let topic = if room.topic.is_empty() {
+                    format!("Gitter room {label}")
+                } else {
+                    room.topic.clone()
+                };
+                self.emit(
+                    lane,
+                    Action::CreateRoom {
+                        creator: self.config.bot.clone(),
+                        name: room.name.clone(),
+                        topic,
+                        invite: vec![owner.clone()],
+                        // Room version 12: the creator has implicit top power and must not be
+                        // listed; the owner gets no extra power, so the bot can kick.
+                        power_users: BTreeMap::new(),
+                        purpose: CreatePurpose::Portal {
+                            owner: owner.clone(),
+                            room: room.id.clone(),
+                        },
+                    },
+                );
+            }
+        }
+        self.ensure_reader(&room.id);
+    }
+
+    /// Closes a portal: the bot kicks the owner (with `reason`) and stops relaying into it.
+    pub(crate) fn close_portal(&mut self, owner: &OwnedUserId, room: &GitterRoomId, reason: &str) {
+        let key = (owner.clone(), room.clone());
+        let Some(mut portal) = self.state.portals.get(&key).cloned() else {
+            return;
+        };
+        if portal.state != PortalState::Closed {
+            if let Some(room_id) = portal.room_id.clone() {
+                self.emit(
+                    Lane::Portal {
+                        owner: owner.clone(),
+                        room: room.clone(),
+                    },
+                    Action::Kick {
+                        room: room_id,
+                        sender: self.config.bot.clone(),
+                        target: owner.clone(),
+                        reason: reason.to_owned(),
+                    },
+                );
+            }
+            portal.state = PortalState::Closed;
+            portal.queued.clear();
+            self.change(Change::PutPortal(portal));
+        }
+        self.ensure_reader(room);
+    }
+
+    pub(crate) fn on_room_created(&mut self, purpose: CreatePurpose, room_id: OwnedRoomId) {
+        let CreatePurpose::Portal { owner, room } = purpose;
+        let key = (owner.clone(), room.clone());
+        let Some(mut portal) = self.state.portals.get(&key).cloned() else {
+            return;
+        };
+        let queued = std::mem::take(&mut portal.queued);
+        let closed = portal.state == PortalState::Closed;
+        portal.room_id = Some(room_id.clone());
+        if !closed {
+            portal.state = PortalState::Active;
+        }
+        self.change(Change::PutPortal(portal));
+        if closed {
+            // Closed while being created (logout, leave): the owner is invited but should
+            // not stay.
+            self.emit(
+                Lane::Portal {
+                    owner: owner.clone(),
+                    room: room.clone(),
+                },
+                Action::Kick {
+                    room: room_id,
+                    sender: self.config.bot.clone(),
+                    target: owner,
+                    reason: "This room was closed.".to_owned(),
+                },
+            );
+            return;
+        }
+        let small = self
+            .state
+            .gitter_rooms
+            .get(&room)
+            .and_then(|r| r.user_count)
+            .is_some_and(|n| n < self.config.eager_join_threshold);
+        if small && let Some(login) = self.valid_login(&owner) {
+            self.emit(
+                Lane::Portal {
+                    owner: owner.clone(),
+                    room: room.clone(),
+                },
+                Action::GitterRoomMembers {
+                    token: login.token,
+                    room: room.clone(),
+                    owner: owner.clone(),
+                },
+            );
+        }
+        for message in queued {
+            self.deliver(&owner, &room, &message);
+        }
+    }
+
+    pub(crate) fn on_room_create_failed(&mut self, purpose: CreatePurpose, failure: &Failure) {
+        let CreatePurpose::Portal { owner, room } = purpose;
+        let key = (owner.clone(), room.clone());
+        if let Some(mut portal) = self.state.portals.get(&key).cloned() {
+            portal.state = PortalState::Closed;
+            portal.queued.clear();
+            self.change(Change::PutPortal(portal));
+        }
+        let label = self.room_label(&room);
+        self.notice(
+            &owner,
+            format!(
+                "Could not create the Matrix room for {label} ({:?}). Send `invite {label}` to try again.",
+                failure.kind
+            ),
+        );
+        self.ensure_reader(&room);
+    }
+
+    pub(crate) fn on_gitter_members(
+        &mut self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+        users: Vec<GitterUser>,
+    ) {
+        if !self.portal_receives(owner, room) {
+            return;
+        }
+        for user in users {
+            self.ghost_in_portal(owner, room, &user);
+        }
+    }
+}

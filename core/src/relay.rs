@@ -1,1 +1,278 @@
-//! (in progress)
+//! Relaying messages both ways.
+//!
+//! Gitter -> Matrix: every portal of the room gets the message from the author's ghost,
+//! once: a message is skipped in a portal that already maps its Gitter id (a duplicate
+//! delivery, or the echo of the owner's own send), and in the whole room when it is among the
+//! room's recent ids. The room's cursor advances in the same change set.
+//!
+//! Matrix -> Gitter: only the portal owner's messages, posted with the owner's token. The
+//! stream's copy of such a send can arrive before the send's result; so while a user has a
+//! send in flight to a room, stream messages from that user (and everything after them, to
+//! keep the order) are held until the send completes and the echo can be recognised by id.
+
+use crate::bridge::Bridge;
+use crate::effect::{Action, Lane, RelayRef, SendOrigin};
+use crate::format::gitter_to_matrix;
+use crate::ids::{GitterRoomId, OwnedEventId, OwnedUserId};
+use crate::input::{Failure, FailureKind, GitterMessage, MatrixEvent, MsgType};
+use crate::state::{Change, MessageRecord, Origin, PortalState};
+
+impl Bridge {
+    /// A Gitter message from a stream (`from_catch_up` false) or a catch-up page.
+    pub(crate) fn on_gitter_message(
+        &mut self,
+        room: GitterRoomId,
+        message: GitterMessage,
+        from_catch_up: bool,
+    ) {
+        if !self.state.gitter_rooms.contains_key(&room) {
+            return;
+        }
+        if !from_catch_up && self.streams.get(&room).is_some_and(|s| s.catching_up) {
+            self.stream_mut(&room).buffer.push_back(message);
+            return;
+        }
+        let author_sending = self
+            .inflight
+            .contains_key(&(room.clone(), message.from.id.clone()));
+        if author_sending || !self.held_is_empty(&room) {
+            self.push_held(&room, message);
+            return;
+        }
+        self.relay_to_portals(&room, &message);
+    }
+
+    /// Releases held messages whose authors have no send in flight any more.
+    fn drain_held(&mut self, room: &GitterRoomId) {
+        while let Some(front) = self.held_front(room) {
+            if self
+                .inflight
+                .contains_key(&(room.clone(), front.from.id.clone()))
+            {
+                break;
+            }
+            let message = self.take_held(room).expect("front exists");
+            self.relay_to_portals(room, &message);
+        }
+    }
+
+    fn relay_to_portals(&mut self, room: &GitterRoomId, message: &GitterMessage) {
+        let Some(mut record) = self.state.gitter_rooms.get(room).cloned() else {
+            return;
+        };
+        if record.recent.contains(&message.id) {
+            return;
+        }
+        let owners: Vec<OwnedUserId> = self
+            .room_portals
+            .get(room)
+            .map(|o| o.iter().cloned().collect())
+            .unwrap_or_default();
+        for owner in owners {
+            let key = (owner.clone(), room.clone());
+            let Some(portal) = self.state.portals.get(&key).cloned() else {
+                continue;
+            };
+            if self
+                .state
+                .messages
+                .contains_key(&(owner.clone(), message.id.clone()))
+            {
+                // Already bridged here, or the echo of the owner's own send.
+                continue;
+            }
+            match portal.state {
+                PortalState::Closed => {}
+                PortalState::Creating => {
+                    let mut portal = portal;
+                    portal.queued.push(message.clone());
+                    self.change(Change::PutPortal(portal));
+                    self.change(Change::PutMessage(MessageRecord {
+                        owner: owner.clone(),
+                        gitter_room: room.clone(),
+                        gitter_id: message.id.clone(),
+                        event_id: None,
+                        origin: Origin::Gitter,
+                    }));
+                }
+                PortalState::Active => self.deliver(&owner, room, message),
+            }
+        }
+        record.recent.push_back(message.id.clone());
+        while record.recent.len() > self.config.recent_capacity {
+            record.recent.pop_front();
+        }
+        record.cursor = Some(message.id.clone());
+        self.change(Change::PutGitterRoom(record));
+    }
+
+    /// Sends a Gitter message into one active portal as its author's ghost.
+    pub(crate) fn deliver(
+        &mut self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+        message: &GitterMessage,
+    ) {
+        let Some(room_id) = self
+            .state
+            .portals
+            .get(&(owner.clone(), room.clone()))
+            .and_then(|p| p.room_id.clone())
+        else {
+            return;
+        };
+        let Some(ghost) = self.ghost_in_portal(owner, room, &message.from) else {
+            return;
+        };
+        self.change(Change::PutMessage(MessageRecord {
+            owner: owner.clone(),
+            gitter_room: room.clone(),
+            gitter_id: message.id.clone(),
+            event_id: None,
+            origin: Origin::Gitter,
+        }));
+        self.emit(
+            Lane::Portal {
+                owner: owner.clone(),
+                room: room.clone(),
+            },
+            Action::SendMessage {
+                room: room_id,
+                sender: ghost,
+                content: gitter_to_matrix(message),
+                relay: Some(RelayRef {
+                    owner: owner.clone(),
+                    gitter_id: message.id.clone(),
+                }),
+                ts: None,
+            },
+        );
+    }
+
+    pub(crate) fn on_relayed(&mut self, relay: RelayRef, event_id: OwnedEventId) {
+        let key = (relay.owner.clone(), relay.gitter_id.clone());
+        if let Some(mut record) = self.state.messages.get(&key).cloned() {
+            record.event_id = Some(event_id);
+            self.change(Change::PutMessage(record));
+        }
+    }
+
+    /// A message in a portal room from its owner.
+    pub(crate) fn on_portal_message(
+        &mut self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+        event: &MatrixEvent,
+        msgtype: &MsgType,
+        body: &str,
+    ) {
+        let lane = Lane::Portal {
+            owner: owner.clone(),
+            room: room.clone(),
+        };
+        let status = match msgtype {
+            MsgType::Text | MsgType::Notice => false,
+            MsgType::Emote => true,
+            MsgType::Other(kind) => {
+                self.notice_in(
+                    lane,
+                    event.room_id.clone(),
+                    format!("This kind of message ({kind}) is not bridged to Gitter yet."),
+                );
+                return;
+            }
+        };
+        let Some(login) = self.valid_login(owner) else {
+            self.notice_in(
+                lane,
+                event.room_id.clone(),
+                "Your message was not sent to Gitter: you are not logged in. \
+                 Send `login` to the bridge bot.",
+            );
+            return;
+        };
+        let text = if status {
+            format!("@{} {body}", login.username)
+        } else {
+            body.to_owned()
+        };
+        let len = text.chars().count();
+        if len > self.config.max_message_len {
+            // Gitter refuses longer texts (400 "Message exceeds maximum size"); never cut
+            // silently.
+            self.notice_in(
+                lane,
+                event.room_id.clone(),
+                format!(
+                    "Your message was not sent to Gitter: it is {len} characters long and \
+                     Gitter accepts at most {}.",
+                    self.config.max_message_len
+                ),
+            );
+            return;
+        }
+        if text.trim().is_empty() {
+            return;
+        }
+        self.emit(
+            lane,
+            Action::SendGitter {
+                token: login.token,
+                gitter_user: login.gitter_id,
+                room: room.clone(),
+                text,
+                status,
+                reconcile: false,
+                not_before: self.now,
+                origin: SendOrigin {
+                    owner: owner.clone(),
+                    room: event.room_id.clone(),
+                    event_id: event.event_id.clone(),
+                },
+            },
+        );
+    }
+
+    pub(crate) fn on_gitter_sent(
+        &mut self,
+        room: GitterRoomId,
+        origin: SendOrigin,
+        message: GitterMessage,
+    ) {
+        self.change(Change::PutMessage(MessageRecord {
+            owner: origin.owner,
+            gitter_room: room.clone(),
+            gitter_id: message.id,
+            event_id: Some(origin.event_id),
+            origin: Origin::Matrix,
+        }));
+        self.drain_held(&room);
+    }
+
+    pub(crate) fn on_gitter_send_failed(
+        &mut self,
+        room: GitterRoomId,
+        origin: SendOrigin,
+        failure: &Failure,
+    ) {
+        let why = match failure.kind {
+            FailureKind::TokenRevoked => {
+                "your Gitter login is no longer valid (send `login` to the bridge bot)"
+            }
+            FailureKind::Forbidden => "Gitter does not allow you to write in this room",
+            FailureKind::NotFound => "Gitter no longer knows this room",
+            FailureKind::RateLimited => "Gitter kept refusing because of its rate limit",
+            FailureKind::Transient => "Gitter did not answer",
+            FailureKind::Rejected => "Gitter refused the message",
+        };
+        self.notice_in(
+            Lane::Portal {
+                owner: origin.owner.clone(),
+                room: room.clone(),
+            },
+            origin.room,
+            format!("Your message was not sent to Gitter: {why}."),
+        );
+        self.drain_held(&room);
+    }
+}

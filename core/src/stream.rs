@@ -1,1 +1,221 @@
-//! (in progress)
+//! Streams and catch-up: one stream per Gitter room, read with the token of one logged-in
+//! member (the reader).
+//!
+//! On every (re)connect the core first pages `chatMessages?afterId=<cursor>` so nothing sent
+//! while the stream was down is missed; stream messages that arrive meanwhile wait in a buffer
+//! so the room's order is kept. The stream has no resume token and is at-most-once
+//! (gitter-api.md §5), which is why the cursor, not the stream, is the source of truth. If the
+//! reader logs out or its token dies, another member takes over.
+
+use std::collections::VecDeque;
+
+use crate::bridge::Bridge;
+use crate::effect::{Action, Lane};
+use crate::ids::{GitterMessageId, GitterRoomId, Timestamp};
+use crate::input::{Failure, FailureKind, GitterMessage};
+use crate::state::Change;
+
+/// In-memory state of a room's stream.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StreamState {
+    /// An OpenStream was emitted and not closed since.
+    pub(crate) open: bool,
+    /// A catch-up is under way: stream messages wait in `buffer`.
+    pub(crate) catching_up: bool,
+    /// Stream messages that arrived during catch-up.
+    pub(crate) buffer: VecDeque<GitterMessage>,
+    /// Messages held back, in order, until the sends of their authors complete (so the
+    /// stream's copy of our own send is recognised as an echo).
+    pub(crate) held: VecDeque<GitterMessage>,
+    /// When to retry a failed catch-up.
+    pub(crate) retry_at: Option<Timestamp>,
+}
+
+impl Bridge {
+    /// Makes sure a room with receiving portals has a reader with a valid token and an open
+    /// stream, and that a room without any has none.
+    pub(crate) fn ensure_reader(&mut self, room: &GitterRoomId) {
+        let Some(mut record) = self.state.gitter_rooms.get(room).cloned() else {
+            return;
+        };
+        let owners: Vec<_> = self
+            .room_portals
+            .get(room)
+            .map(|o| o.iter().cloned().collect())
+            .unwrap_or_default();
+        let candidates: Vec<_> = owners
+            .into_iter()
+            .filter(|o| self.portal_receives(o, room) && self.valid_login(o).is_some())
+            .collect();
+        let current_ok = record
+            .reader
+            .as_ref()
+            .is_some_and(|r| candidates.contains(r));
+        if current_ok {
+            if !self.streams.get(room).is_some_and(|s| s.open) {
+                let reader = record.reader.clone().expect("checked above");
+                self.open_stream(room, &reader);
+            }
+            return;
+        }
+        match candidates.first().cloned() {
+            Some(reader) => {
+                record.reader = Some(reader.clone());
+                self.change(Change::PutGitterRoom(record));
+                self.open_stream(room, &reader);
+            }
+            None => {
+                if record.reader.take().is_some() {
+                    self.change(Change::PutGitterRoom(record));
+                }
+                if self.streams.get(room).is_some_and(|s| s.open) {
+                    self.emit(
+                        Lane::Stream(room.clone()),
+                        Action::CloseStream { room: room.clone() },
+                    );
+                }
+                self.streams.remove(room);
+            }
+        }
+    }
+
+    fn open_stream(&mut self, room: &GitterRoomId, reader: &ruma::OwnedUserId) {
+        let Some(login) = self.valid_login(reader) else {
+            return;
+        };
+        let state = self.stream_mut(room);
+        state.open = true;
+        self.emit(
+            Lane::Stream(room.clone()),
+            Action::OpenStream {
+                room: room.clone(),
+                token: login.token,
+            },
+        );
+    }
+
+    pub(crate) fn on_stream_connected(&mut self, room: GitterRoomId) {
+        let Some(record) = self.state.gitter_rooms.get(&room).cloned() else {
+            return;
+        };
+        if record.reader.is_none() {
+            return;
+        }
+        let state = self.stream_mut(&room);
+        state.catching_up = true;
+        state.retry_at = None;
+        self.fetch_after(&room, record.cursor);
+    }
+
+    pub(crate) fn on_stream_disconnected(&mut self, room: GitterRoomId, reason: FailureKind) {
+        if reason == FailureKind::TokenRevoked {
+            let reader = self
+                .state
+                .gitter_rooms
+                .get(&room)
+                .and_then(|r| r.reader.clone());
+            if let Some(reader) = reader {
+                // The adapter does not reconnect after a 401: the stream is gone.
+                self.stream_mut(&room).open = false;
+                self.invalidate_login(&reader);
+                self.ensure_reader(&room);
+            }
+        }
+    }
+
+    fn fetch_after(&mut self, room: &GitterRoomId, after: Option<GitterMessageId>) {
+        let reader = self
+            .state
+            .gitter_rooms
+            .get(room)
+            .and_then(|r| r.reader.clone());
+        let Some(login) = reader.and_then(|r| self.valid_login(&r)) else {
+            return;
+        };
+        // Without a cursor (a room never read before) the newest message becomes the
+        // baseline; history before the portal existed is not backfilled.
+        let limit = if after.is_some() {
+            self.config.catch_up_page
+        } else {
+            1
+        };
+        self.emit(
+            Lane::Stream(room.clone()),
+            Action::FetchMessages {
+                token: login.token,
+                room: room.clone(),
+                after,
+                limit,
+            },
+        );
+    }
+
+    pub(crate) fn on_fetched(
+        &mut self,
+        room: GitterRoomId,
+        after: Option<GitterMessageId>,
+        messages: Vec<GitterMessage>,
+    ) {
+        let Some(mut record) = self.state.gitter_rooms.get(&room).cloned() else {
+            return;
+        };
+        if after.is_none() {
+            if record.cursor.is_none()
+                && let Some(last) = messages.last()
+            {
+                record.cursor = Some(last.id.clone());
+                record.recent.push_back(last.id.clone());
+                self.change(Change::PutGitterRoom(record));
+            }
+            self.finish_catch_up(&room);
+            return;
+        }
+        let full = messages.len() >= self.config.catch_up_page as usize;
+        let last = messages.last().map(|m| m.id.clone());
+        for message in messages {
+            self.on_gitter_message(room.clone(), message, true);
+        }
+        if full && last.is_some() {
+            self.fetch_after(&room, last);
+        } else {
+            self.finish_catch_up(&room);
+        }
+    }
+
+    fn finish_catch_up(&mut self, room: &GitterRoomId) {
+        self.stream_mut(room).catching_up = false;
+        let buffered = self.buffer_take(room);
+        for message in buffered {
+            self.on_gitter_message(room.clone(), message, true);
+        }
+    }
+
+    pub(crate) fn on_fetch_failed(&mut self, room: GitterRoomId, failure: &Failure) {
+        if failure.kind == FailureKind::TokenRevoked {
+            // invalidate_login handed the room to another reader, whose stream will connect
+            // and catch up.
+            return;
+        }
+        let at = self.now.plus_ms(self.config.catch_up_retry_ms);
+        self.stream_mut(&room).retry_at = Some(at);
+    }
+
+    pub(crate) fn retry_catch_ups(&mut self) {
+        let now = self.now;
+        let due: Vec<GitterRoomId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.retry_at.is_some_and(|t| t <= now))
+            .map(|(r, _)| r.clone())
+            .collect();
+        for room in due {
+            self.stream_mut(&room).retry_at = None;
+            let cursor = self
+                .state
+                .gitter_rooms
+                .get(&room)
+                .and_then(|r| r.cursor.clone());
+            self.fetch_after(&room, cursor);
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! The one test harness for the core: the bridge, a model store that applies every change
+//! set (and must always equal the bridge's own state), and a tiny deterministic world that
+//! answers effects the way a homeserver and Gitter would.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use gitter_bridge_core::*;
+
+pub const DOMAIN: &str = "example.org";
+
+pub fn uid(local: &str) -> OwnedUserId {
+    format!("@{local}:{DOMAIN}").try_into().unwrap()
+}
+
+pub fn config() -> Config {
+    let mut c = Config::with_defaults(DOMAIN);
+    c.permissions.domains = vec![DOMAIN.to_owned()];
+    c.public_url = "https://bridge.example.org".into();
+    c.oauth_authorize_url = "https://gitter.example/login/oauth/authorize".into();
+    c.oauth_client_id = "cid".into();
+    c
+}
+
+pub fn gitter_user(name: &str) -> GitterUser {
+    GitterUser {
+        id: GitterUserId::new(format!("u-{name}")),
+        username: name.to_owned(),
+        display_name: format!("{name} Display"),
+        avatar_url: None,
+    }
+}
+
+/// A Gitter room in the fake world.
+#[derive(Clone, Debug)]
+pub struct WorldRoom {
+    pub room: GitterRoom,
+    pub members: BTreeSet<String>,
+    pub messages: Vec<GitterMessage>,
+}
+
+/// What a Matrix room looks like to the harness.
+#[derive(Clone, Debug, Default)]
+pub struct MatrixRoom {
+    pub members: BTreeSet<OwnedUserId>,
+    /// (sender, content) in order.
+    pub timeline: Vec<(OwnedUserId, MatrixContent)>,
+}
+
+pub struct Harness {
+    pub bridge: Bridge,
+    pub seed: u64,
+    pub store: Snapshot,
+    pub now: Timestamp,
+    pub pending: VecDeque<Effect>,
+    pub log: Vec<Effect>,
+    pub replies: Vec<(RequestId, WebReply)>,
+    pub warnings: Vec<CoreError>,
+    pub matrix: BTreeMap<OwnedRoomId, MatrixRoom>,
+    pub gitter: BTreeMap<GitterRoomId, WorldRoom>,
+    /// token -> Gitter username.
+    pub tokens: BTreeMap<String, String>,
+    /// Rooms whose stream is open.
+    pub streams: BTreeSet<GitterRoomId>,
+    pub next: u64,
+    pub next_request: u64,
+    pub txn: u64,
+    /// Failures to answer instead of success, by action name, in order.
+    pub failures: BTreeMap<&'static str, VecDeque<FailureKind>>,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        Harness::with_config(config())
+    }
+
+    pub fn with_config(config: Config) -> Harness {
+        let mut h = Harness {
+            bridge: Bridge::new(config, 7),
+            seed: 7,
+            store: Snapshot::default(),
+            now: Timestamp(1_700_000_000_000),
+            pending: VecDeque::new(),
+            log: Vec::new(),
+            replies: Vec::new(),
+            warnings: Vec::new(),
+            matrix: BTreeMap::new(),
+            gitter: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            streams: BTreeSet::new(),
+            next: 1,
+            next_request: 1,
+            txn: 0,
+            failures: BTreeMap::new(),
+        };
+        h.step(Input::Startup);
+        h
+    }
+
+    pub fn bot(&self) -> OwnedUserId {
+        self.bridge.config().bot.clone()
+    }
+
+    /// Feeds one input, commits its change set to the model store and queues its effects.
+    pub fn step(&mut self, input: Input) -> Outputs {
+        let out = self.bridge.handle(self.now, input);
+        self.store.apply_set(&out.changes);
+        assert_eq!(
+            &self.store,
+            self.bridge.snapshot(),
+            "the change sets must rebuild the bridge's state exactly"
+        );
+        self.pending.extend(out.effects.iter().cloned());
+        self.replies.extend(out.replies.iter().cloned());
+        self.warnings.extend(out.warnings.iter().cloned());
+        out
+    }
+
+    pub fn fresh(&mut self, prefix: &str) -> String {
+        self.next += 1;
+        format!("{prefix}{:04}", self.next)
+    }
+
+    /// Drops the bridge and restores it from the model store, as after a crash.
+    pub fn restart(&mut self) {
+        self.streams.clear();
+        self.pending.clear();
+        self.bridge = Bridge::restore(self.bridge.config().clone(), self.seed + 1, self.store.clone());
+        self.step(Input::Startup);
+    }
+
+    // ------------------------------------------------------------ the world
+
+    pub fn add_gitter_room(&mut self, uri: &str, members: &[&str]) -> GitterRoomId {
+        let id = GitterRoomId::new(format!("r-{uri}"));
+        self.gitter.insert(
+            id.clone(),
+            WorldRoom {
+                room: GitterRoom {
+                    id: id.clone(),
+                    name: uri.to_owned(),
+                    uri: Some(uri.to_owned()),
+                    topic: format!("topic of {uri}"),
+                    one_to_one: false,
+                    user_count: Some(members.len() as u64),
+                    room_member: None,
+                },
+                members: members.iter().map(|m| m.to_string()).collect(),
+                messages: Vec::new(),
+            },
+        );
+        id
+    }
+
+    pub fn room_for(&self, uri: &str) -> GitterRoomId {
+        GitterRoomId::new(format!("r-{uri}"))
+    }
+
+    /// A Gitter user posts in a room (from any client); returns the message.
+    pub fn gitter_post(&mut self, room: &GitterRoomId, author: &str, text: &str) -> GitterMessage {
+        let id = GitterMessageId::new(self.fresh("m"));
+        let message = GitterMessage {
+            id,
+            text: text.to_owned(),
+            html: text.to_owned(),
+            status: false,
+            sent: "2024-01-01T00:00:00.000Z".into(),
+            from: gitter_user(author),
+            parent_id: None,
+        };
+        self.gitter
+            .get_mut(room)
+            .expect("room exists")
+            .messages
+            .push(message.clone());
+        message
+    }
+
+    /// A Gitter user posts and the open stream delivers it.
+    pub fn gitter_says(&mut self, room: &GitterRoomId, author: &str, text: &str) -> GitterMessage {
+        let m = self.gitter_post(room, author, text);
+        if self.streams.contains(room) {
+            self.step(Input::GitterMessage {
+                room: room.clone(),
+                message: m.clone(),
+            });
+        }
+        m
+    }
+
+    fn respond(&mut self, effect: &Effect) -> EffectResult {
+        if let Some(kind) = self
+            .failures
+            .get_mut(effect.action.name())
+            .and_then(|q| q.pop_front())
+        {
+            return Err(Failure::new(kind, "injected"));
+        }
+        match &effect.action {
+            Action::CreateRoom { creator, invite, power_users, .. } => {
+                assert!(!power_users.contains_key(creator), "room v12: creator not in users");
+                let id: OwnedRoomId = format!("!{}", self.fresh("room")).try_into().unwrap();
+                let mut room = MatrixRoom::default();
+                room.members.insert(creator.clone());
+                room.members.extend(invite.iter().cloned());
+                self.matrix.insert(id.clone(), room);
+                Ok(EffectOutput::RoomCreated(id))
+            }
+            Action::SendMessage { room, sender, content, .. } => {
+                let r = self.matrix.entry(room.clone()).or_default();
+                r.timeline.push((sender.clone(), content.clone()));
+                let ev: OwnedEventId = format!("${}", self.fresh("ev")).try_into().unwrap();
+                Ok(EffectOutput::EventSent(ev))
+            }
+            Action::Join { room, user, .. } | Action::Invite { room, target: user, .. } => {
+                self.matrix.entry(room.clone()).or_default().members.insert(user.clone());
+                Ok(EffectOutput::Done)
+            }
+            Action::Leave { room, user } | Action::Kick { room, target: user, .. } => {
+                self.matrix.entry(room.clone()).or_default().members.remove(user);
+                Ok(EffectOutput::Done)
+            }
+            Action::RoomMembers { room, .. } => Ok(EffectOutput::MatrixMembers(
+                self.matrix.get(room).map(|r| r.members.iter().cloned().collect()).unwrap_or_default(),
+            )),
+            Action::RegisterGhost { .. } | Action::SetDisplayName { .. } => Ok(EffectOutput::Done),
+            Action::ExchangeCode { code, .. } => {
+                let name = code.expose().trim_start_matches("code-").to_owned();
+                let token = format!("tok-{name}");
+                self.tokens.insert(token.clone(), name);
+                Ok(EffectOutput::Token(Secret::new(token)))
+            }
+            Action::GetGitterUser { token, .. } => match self.tokens.get(token.expose()) {
+                Some(name) => Ok(EffectOutput::GitterUser(gitter_user(name))),
+                None => Err(Failure::new(FailureKind::TokenRevoked, "401")),
+            },
+            Action::ListRooms { token, .. } => {
+                let name = self.tokens.get(token.expose()).cloned().unwrap_or_default();
+                Ok(EffectOutput::GitterRooms(
+                    self.gitter
+                        .values()
+                        .filter(|r| r.members.contains(&name))
+                        .map(|r| GitterRoom { room_member: Some(true), ..r.room.clone() })
+                        .collect(),
+                ))
+            }
+            Action::ResolveRoom { token, uri, .. } => {
+                let name = self.tokens.get(token.expose()).cloned().unwrap_or_default();
+                match self.gitter.values().find(|r| r.room.uri.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(uri))) {
+                    Some(r) => Ok(EffectOutput::GitterRoom(GitterRoom {
+                        room_member: Some(r.members.contains(&name)),
+                        ..r.room.clone()
+                    })),
+                    None => Err(Failure::new(FailureKind::NotFound, "404")),
+                }
+            }
+            Action::JoinGitterRoom { token, room, .. } => {
+                let name = self.tokens.get(token.expose()).cloned().unwrap_or_default();
+                let r = self.gitter.get_mut(room).expect("room");
+                r.members.insert(name);
+                Ok(EffectOutput::GitterRoom(r.room.clone()))
+            }
+            Action::LeaveGitterRoom { token, room, .. } => {
+                let name = self.tokens.get(token.expose()).cloned().unwrap_or_default();
+                let r = self.gitter.get_mut(room).expect("room");
+                if r.members.remove(&name) {
+                    Ok(EffectOutput::Done)
+                } else {
+                    Err(Failure::new(FailureKind::NotFound, "404"))
+                }
+            }
+            Action::GitterRoomMembers { room, .. } => Ok(EffectOutput::GitterUsers(
+                self.gitter[room].members.iter().map(|m| gitter_user(m)).collect(),
+            )),
+            Action::FetchMessages { room, after, limit, .. } => {
+                let all = &self.gitter[room].messages;
+                let page: Vec<_> = match after {
+                    Some(after) => {
+                        let start = all.iter().position(|m| &m.id == after).map_or(0, |p| p + 1);
+                        all[start..].iter().take(*limit as usize).cloned().collect()
+                    }
+                    None => all[all.len().saturating_sub(*limit as usize)..].to_vec(),
+                };
+                Ok(EffectOutput::GitterMessages(page))
+            }
+            Action::SendGitter { token, room, text, status, reconcile, gitter_user: _, .. } => {
+                let name = self.tokens.get(token.expose()).cloned().unwrap_or_default();
+                if *reconcile {
+                    if let Some(m) = self.gitter[room].messages.iter().find(|m| m.from.username == name && &m.text == text) {
+                        return Ok(EffectOutput::GitterMessage(m.clone()));
+                    }
+                }
+                let mut m = self.gitter_post(room, &name, text);
+                m.status = *status;
+                self.gitter.get_mut(room).unwrap().messages.last_mut().unwrap().status = *status;
+                Ok(EffectOutput::GitterMessage(m))
+            }
+            Action::OpenStream { room, .. } => {
+                self.streams.insert(room.clone());
+                Ok(EffectOutput::Done)
+            }
+            Action::CloseStream { room } => {
+                self.streams.remove(room);
+                Ok(EffectOutput::Done)
+            }
+        }
+    }
+
+    /// Completes one pending effect with the world's answer; streams that open connect.
+    pub fn complete_next(&mut self) -> Option<Effect> {
+        let effect = self.pending.pop_front()?;
+        let result = self.respond(&effect);
+        self.log.push(effect.clone());
+        self.step(Input::EffectDone { id: effect.id, result: result.clone() });
+        if let (Action::OpenStream { room, .. }, Ok(_)) = (&effect.action, &result) {
+            self.step(Input::StreamConnected { room: room.clone() });
+        }
+        Some(effect)
+    }
+
+    /// Completes pending effects until none are left.
+    pub fn settle(&mut self) {
+        for _ in 0..10_000 {
+            if self.complete_next().is_none() {
+                return;
+            }
+        }
+        panic!("effects never settled");
+    }
+
+    // ------------------------------------------------------------ Matrix users
+
+    pub fn txn(&mut self, events: Vec<MatrixEvent>) -> Outputs {
+        self.txn += 1;
+        self.step(Input::Transaction { txn_id: AsTxnId::new(self.txn.to_string()), events })
+    }
+
+    pub fn event(&mut self, room: &OwnedRoomId, sender: &OwnedUserId, kind: MatrixEventKind) -> MatrixEvent {
+        MatrixEvent {
+            event_id: format!("${}", self.fresh("in")).try_into().unwrap(),
+            room_id: room.clone(),
+            sender: sender.clone(),
+            kind,
+        }
+    }
+
+    /// `user` creates a DM with the bot (others invited too) and invites the bot.
+    pub fn dm_bot(&mut self, user: &OwnedUserId, others: &[OwnedUserId]) -> OwnedRoomId {
+        let room: OwnedRoomId = format!("!{}", self.fresh("dm")).try_into().unwrap();
+        let mut r = MatrixRoom::default();
+        r.members.insert(user.clone());
+        r.members.extend(others.iter().cloned());
+        self.matrix.insert(room.clone(), r);
+        let bot = self.bot();
+        let ev = self.event(&room, user, MatrixEventKind::Member { target: bot, membership: Membership::Invite });
+        self.txn(vec![ev]);
+        self.settle();
+        room
+    }
+
+    pub fn say(&mut self, room: &OwnedRoomId, user: &OwnedUserId, body: &str) -> MatrixEvent {
+        self.say_as(room, user, MsgType::Text, body)
+    }
+
+    pub fn say_as(&mut self, room: &OwnedRoomId, user: &OwnedUserId, msgtype: MsgType, body: &str) -> MatrixEvent {
+        let ev = self.event(room, user, MatrixEventKind::Message { msgtype, body: body.to_owned(), formatted_body: None });
+        self.txn(vec![ev.clone()]);
+        ev
+    }
+
+    /// Notices the bot sent to a room.
+    pub fn notices(&self, room: &OwnedRoomId) -> Vec<String> {
+        let bot = self.bot();
+        self.matrix
+            .get(room)
+            .map(|r| {
+                r.timeline
+                    .iter()
+                    .filter(|(s, c)| s == &bot && c.msgtype == OutMsgType::Notice)
+                    .map(|(_, c)| c.body.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn last_notice(&self, room: &OwnedRoomId) -> String {
+        self.notices(room).last().cloned().unwrap_or_default()
+    }
+
+    /// The login link in the last notice of a room.
+    pub fn link_in(&self, room: &OwnedRoomId) -> String {
+        let n = self.last_notice(room);
+        let start = n.find("https://bridge.example.org/login/").expect("a login link");
+        n[start..].split_whitespace().next().unwrap().to_owned()
+    }
+
+    pub fn request(&mut self) -> RequestId {
+        self.next_request += 1;
+        RequestId(self.next_request)
+    }
+
+    pub fn reply_to(&self, request: RequestId) -> Option<WebReply> {
+        self.replies.iter().find(|(r, _)| *r == request).map(|(_, w)| w.clone())
+    }
+
+    /// Logs `user` in as Gitter user `name` through the link in `control`.
+    pub fn login(&mut self, user: &OwnedUserId, control: &OwnedRoomId, name: &str) {
+        let link = self.link_in(control);
+        let token = link.rsplit('/').next().unwrap().to_owned();
+        let req = self.request();
+        self.step(Input::LoginLinkOpened { request: req, token });
+        let Some(WebReply::Redirect(url)) = self.reply_to(req) else {
+            panic!("expected a redirect, got {:?}", self.reply_to(req));
+        };
+        let state = url.split("state=").nth(1).unwrap().to_owned();
+        let req = self.request();
+        self.step(Input::OAuthCallback {
+            request: req,
+            code: Some(Secret::new(format!("code-{name}"))),
+            state: Some(state),
+            error: None,
+        });
+        self.settle();
+        let _ = user;
+    }
+
+    /// The portal room of (owner, Gitter room).
+    pub fn portal(&self, owner: &OwnedUserId, room: &GitterRoomId) -> Option<OwnedRoomId> {
+        self.bridge
+            .snapshot()
+            .portals
+            .get(&(owner.clone(), room.clone()))
+            .and_then(|p| p.room_id.clone())
+    }
+
+    /// Message bodies in a Matrix room, with the sender.
+    pub fn timeline(&self, room: &OwnedRoomId) -> Vec<(OwnedUserId, String)> {
+        self.matrix
+            .get(room)
+            .map(|r| r.timeline.iter().map(|(s, c)| (s.clone(), c.body.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Messages in a Gitter room, as (username, text).
+    pub fn gitter_timeline(&self, room: &GitterRoomId) -> Vec<(String, String)> {
+        self.gitter[room]
+            .messages
+            .iter()
+            .map(|m| (m.from.username.clone(), m.text.clone()))
+            .collect()
+    }
+
+    /// A user with a control room, logged in as `name`.
+    pub fn logged_in_user(&mut self, local: &str, name: &str) -> (OwnedUserId, OwnedRoomId) {
+        let user = uid(local);
+        let control = self.dm_bot(&user, &[]);
+        self.login(&user, &control, name);
+        (user, control)
+    }
+}
