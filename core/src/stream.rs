@@ -15,6 +15,9 @@ use crate::ids::{GitterMessageId, GitterRoomId, Timestamp};
 use crate::input::{Failure, FailureKind, GitterMessage};
 use crate::state::Change;
 
+/// The smallest ObjectId: `afterId` of it reads a room from its first message.
+pub(crate) const ZERO_OBJECT_ID: &str = "000000000000000000000000";
+
 /// In-memory state of a room's stream.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct StreamState {
@@ -160,11 +163,16 @@ impl Bridge {
             return;
         };
         if after.is_none() {
-            if record.cursor.is_none()
-                && let Some(last) = messages.last()
-            {
-                record.cursor = Some(last.id.clone());
-                record.recent.push_back(last.id.clone());
+            if record.cursor.is_none() {
+                // The newest message is the baseline. An empty room gets the zero ObjectId,
+                // which sorts before every id, so later catch-ups read from its start.
+                record.cursor = Some(match messages.last() {
+                    Some(last) => {
+                        record.recent.push_back(last.id.clone());
+                        last.id.clone()
+                    }
+                    None => GitterMessageId::new(ZERO_OBJECT_ID),
+                });
                 self.change(Change::PutGitterRoom(record));
             }
             self.finish_catch_up(&room);

@@ -13,7 +13,10 @@ fn invite_from_permitted_user_sets_control_room_and_greets_with_login_link() {
     let alice = uid("alice");
     let dm = h.dm_bot(&alice, &[]);
     assert_eq!(h.store.users[&alice].control_room.as_ref(), Some(&dm));
-    assert!(h.last_notice(&dm).contains("https://bridge.example.org/login/"));
+    assert!(
+        h.last_notice(&dm)
+            .contains("https://bridge.example.org/login/")
+    );
 }
 
 #[test]
@@ -48,9 +51,18 @@ fn group_room_is_refused_and_remembered() {
     assert!(!h.matrix[&room].members.contains(&h.bot()));
     // A second invite to the same room is declined without a word.
     let bot = h.bot();
-    let ev = h.event(&room, &alice, MatrixEventKind::Member { target: bot.clone(), membership: Membership::Invite });
+    let ev = h.event(
+        &room,
+        &alice,
+        MatrixEventKind::Member {
+            target: bot.clone(),
+            membership: Membership::Invite,
+        },
+    );
     let out = h.txn(vec![ev]);
-    assert!(matches!(&out.effects[..], [Effect { action: Action::Leave { user, .. }, .. }] if user == &bot));
+    assert!(
+        matches!(&out.effects[..], [Effect { action: Action::Leave { user, .. }, .. }] if user == &bot)
+    );
 }
 
 #[test]
@@ -68,7 +80,14 @@ fn leaving_the_control_room_clears_it() {
     let mut h = Harness::new();
     let alice = uid("alice");
     let dm = h.dm_bot(&alice, &[]);
-    let ev = h.event(&dm, &alice, MatrixEventKind::Member { target: alice.clone(), membership: Membership::Leave });
+    let ev = h.event(
+        &dm,
+        &alice,
+        MatrixEventKind::Member {
+            target: alice.clone(),
+            membership: Membership::Leave,
+        },
+    );
     h.txn(vec![ev]);
     h.settle();
     assert_eq!(h.store.users[&alice].control_room, None);
@@ -94,10 +113,18 @@ fn login_flow_stores_login_says_so_and_opens_portals_for_member_rooms() {
     let login = h.store.users[&alice].login.clone().unwrap();
     assert_eq!(login.username, "alice");
     assert!(login.valid);
-    assert!(h.notices(&dm).iter().any(|n| n == "You are now logged in as alice."));
+    assert!(
+        h.notices(&dm)
+            .iter()
+            .any(|n| n == "You are now logged in as alice.")
+    );
     let portal = h.portal(&alice, &room).expect("portal for a member room");
     assert!(h.matrix[&portal].members.contains(&alice));
-    assert_eq!(h.store.portals.len(), 1, "no portal for rooms the user is not in");
+    assert_eq!(
+        h.store.portals.len(),
+        1,
+        "no portal for rooms the user is not in"
+    );
     let success = h.replies.iter().any(|(_, r)| matches!(r, WebReply::Page { status: 200, message, .. } if message.contains("alice")));
     assert!(success);
 }
@@ -110,8 +137,13 @@ fn login_link_redirects_to_authorize_url_with_client_id_redirect_uri_and_state()
     let token = h.link_in(&dm).rsplit('/').next().unwrap().to_owned();
     assert_eq!(token.len(), 32, "128-bit token");
     let req = h.request();
-    h.step(Input::LoginLinkOpened { request: req, token });
-    let Some(WebReply::Redirect(url)) = h.reply_to(req) else { panic!() };
+    h.step(Input::LoginLinkOpened {
+        request: req,
+        token,
+    });
+    let Some(WebReply::Redirect(url)) = h.reply_to(req) else {
+        panic!()
+    };
     assert!(url.starts_with("https://gitter.example/login/oauth/authorize?client_id=cid&response_type=code&redirect_uri=https%3A%2F%2Fbridge.example.org%2Foauth%2Fcallback&state="));
 }
 
@@ -121,10 +153,16 @@ fn login_link_is_single_use() {
     let dm = h.dm_bot(&uid("alice"), &[]);
     let token = h.link_in(&dm).rsplit('/').next().unwrap().to_owned();
     let r1 = h.request();
-    h.step(Input::LoginLinkOpened { request: r1, token: token.clone() });
+    h.step(Input::LoginLinkOpened {
+        request: r1,
+        token: token.clone(),
+    });
     let r2 = h.request();
     let out = h.step(Input::LoginLinkOpened { request: r2, token });
-    assert!(matches!(h.reply_to(r2), Some(WebReply::Page { status: 404, .. })));
+    assert!(matches!(
+        h.reply_to(r2),
+        Some(WebReply::Page { status: 404, .. })
+    ));
     assert!(out.changes.is_empty(), "a reused link changes nothing");
 }
 
@@ -135,8 +173,14 @@ fn login_link_expires_after_the_configured_lifetime() {
     let token = h.link_in(&dm).rsplit('/').next().unwrap().to_owned();
     h.now = h.now.plus_ms(15 * 60 * 1000 + 1);
     let req = h.request();
-    h.step(Input::LoginLinkOpened { request: req, token });
-    assert!(matches!(h.reply_to(req), Some(WebReply::Page { status: 410, .. })));
+    h.step(Input::LoginLinkOpened {
+        request: req,
+        token,
+    });
+    assert!(matches!(
+        h.reply_to(req),
+        Some(WebReply::Page { status: 410, .. })
+    ));
     assert!(h.store.oauth_states.is_empty());
 }
 
@@ -155,8 +199,16 @@ fn expired_links_are_purged_by_the_timer() {
 fn unknown_or_reused_oauth_state_gets_an_error_page_and_no_change() {
     let mut h = Harness::new();
     let req = h.request();
-    let out = h.step(Input::OAuthCallback { request: req, code: Some(Secret::new("code-x")), state: Some("nope".into()), error: None });
-    assert!(matches!(h.reply_to(req), Some(WebReply::Page { status: 400, .. })));
+    let out = h.step(Input::OAuthCallback {
+        request: req,
+        code: Some(Secret::new("code-x")),
+        state: Some("nope".into()),
+        error: None,
+    });
+    assert!(matches!(
+        h.reply_to(req),
+        Some(WebReply::Page { status: 400, .. })
+    ));
     assert!(out.changes.is_empty() && out.effects.is_empty());
 }
 
@@ -166,12 +218,25 @@ fn denied_authorization_gets_an_error_page() {
     let dm = h.dm_bot(&uid("alice"), &[]);
     let token = h.link_in(&dm).rsplit('/').next().unwrap().to_owned();
     let req = h.request();
-    h.step(Input::LoginLinkOpened { request: req, token });
-    let Some(WebReply::Redirect(url)) = h.reply_to(req) else { panic!() };
+    h.step(Input::LoginLinkOpened {
+        request: req,
+        token,
+    });
+    let Some(WebReply::Redirect(url)) = h.reply_to(req) else {
+        panic!()
+    };
     let state = url.split("state=").nth(1).unwrap().to_owned();
     let req = h.request();
-    let out = h.step(Input::OAuthCallback { request: req, code: None, state: Some(state), error: Some("access_denied".into()) });
-    assert!(matches!(h.reply_to(req), Some(WebReply::Page { status: 400, .. })));
+    let out = h.step(Input::OAuthCallback {
+        request: req,
+        code: None,
+        state: Some(state),
+        error: Some("access_denied".into()),
+    });
+    assert!(matches!(
+        h.reply_to(req),
+        Some(WebReply::Page { status: 400, .. })
+    ));
     assert!(out.effects.is_empty());
 }
 
@@ -180,9 +245,16 @@ fn failed_code_exchange_shows_an_error_page_and_tells_the_user() {
     let mut h = Harness::new();
     let alice = uid("alice");
     let dm = h.dm_bot(&alice, &[]);
-    h.failures.entry("exchange_code").or_default().push_back(FailureKind::Rejected);
+    h.failures
+        .entry("exchange_code")
+        .or_default()
+        .push_back(FailureKind::Rejected);
     h.login(&alice, &dm, "alice");
-    assert!(h.replies.iter().any(|(_, r)| matches!(r, WebReply::Page { status: 502, .. })));
+    assert!(
+        h.replies
+            .iter()
+            .any(|(_, r)| matches!(r, WebReply::Page { status: 502, .. }))
+    );
     assert!(h.last_notice(&dm).contains("Logging in to Gitter failed"));
     assert!(h.store.users[&alice].login.is_none());
 }
@@ -209,7 +281,10 @@ fn help_and_unknown_commands() {
     assert!(h.last_notice(&dm).contains("Commands:"));
     h.say(&dm, &alice, "frobnicate");
     h.settle();
-    assert_eq!(h.last_notice(&dm), "Unknown command `frobnicate`. Send `help` for the list of commands.");
+    assert_eq!(
+        h.last_notice(&dm),
+        "Unknown command `frobnicate`. Send `help` for the list of commands."
+    );
 }
 
 #[test]
@@ -221,7 +296,11 @@ fn commands_needing_a_login_answer_log_in_first_with_a_fresh_link() {
     for cmd in ["list", "join org/chat", "leave org/chat", "invite org/chat"] {
         h.say(&dm, &alice, cmd);
         h.settle();
-        assert!(h.last_notice(&dm).starts_with("You need to log in to Gitter first: https://"), "{cmd}");
+        assert!(
+            h.last_notice(&dm)
+                .starts_with("You need to log in to Gitter first: https://"),
+            "{cmd}"
+        );
         assert_ne!(h.link_in(&dm), first);
     }
 }
@@ -260,7 +339,11 @@ fn join_joins_on_gitter_then_opens_the_portal() {
     h.say(&dm, &alice, "gjoin org/NEW");
     h.settle();
     assert!(h.gitter[&room].members.contains("alice"));
-    assert!(h.notices(&dm).iter().any(|n| n == "Joined org/new on Gitter."));
+    assert!(
+        h.notices(&dm)
+            .iter()
+            .any(|n| n == "Joined org/new on Gitter.")
+    );
     assert!(h.portal(&alice, &room).is_some());
 }
 
@@ -278,10 +361,16 @@ fn join_refused_by_gitter_says_so() {
     let mut h = Harness::new();
     h.add_gitter_room("org/private", &["bob"]);
     let (alice, dm) = h.logged_in_user("alice", "alice");
-    h.failures.entry("join_gitter_room").or_default().push_back(FailureKind::Forbidden);
+    h.failures
+        .entry("join_gitter_room")
+        .or_default()
+        .push_back(FailureKind::Forbidden);
     h.say(&dm, &alice, "join org/private");
     h.settle();
-    assert_eq!(h.last_notice(&dm), "Gitter refused to let you join org/private.");
+    assert_eq!(
+        h.last_notice(&dm),
+        "Gitter refused to let you join org/private."
+    );
 }
 
 #[test]
@@ -294,8 +383,15 @@ fn leave_leaves_on_gitter_and_kicks_from_the_portal() {
     h.settle();
     assert!(!h.gitter[&room].members.contains("alice"));
     assert!(!h.matrix[&portal].members.contains(&alice));
-    assert_eq!(h.store.portals[&(alice.clone(), room.clone())].state, PortalState::Closed);
-    assert!(h.notices(&dm).iter().any(|n| n == "Left org/chat on Gitter."));
+    assert_eq!(
+        h.store.portals[&(alice.clone(), room.clone())].state,
+        PortalState::Closed
+    );
+    assert!(
+        h.notices(&dm)
+            .iter()
+            .any(|n| n == "Left org/chat on Gitter.")
+    );
 }
 
 #[test]
@@ -331,7 +427,10 @@ fn whoami_names_the_gitter_account() {
     h.login(&alice, &dm, "alice_gh");
     h.say(&dm, &alice, "whoami");
     h.settle();
-    assert_eq!(h.last_notice(&dm), "You are logged in to Gitter as alice_gh.");
+    assert_eq!(
+        h.last_notice(&dm),
+        "You are logged in to Gitter as alice_gh."
+    );
 }
 
 #[test]
@@ -370,10 +469,27 @@ fn portal_is_private_named_after_the_room_with_topic_and_creator_not_in_power_us
     let mut h = Harness::new();
     h.add_gitter_room("org/chat", &["alice"]);
     h.logged_in_user("alice", "alice");
-    let create = h.log.iter().find_map(|e| match &e.action {
-        Action::CreateRoom { creator, name, topic, invite, power_users, .. } => Some((creator.clone(), name.clone(), topic.clone(), invite.clone(), power_users.clone())),
-        _ => None,
-    }).unwrap();
+    let create = h
+        .log
+        .iter()
+        .find_map(|e| match &e.action {
+            Action::CreateRoom {
+                creator,
+                name,
+                topic,
+                invite,
+                power_users,
+                ..
+            } => Some((
+                creator.clone(),
+                name.clone(),
+                topic.clone(),
+                invite.clone(),
+                power_users.clone(),
+            )),
+            _ => None,
+        })
+        .unwrap();
     assert_eq!(create.0, h.bot());
     assert_eq!(create.1, "org/chat");
     assert_eq!(create.2, "topic of org/chat");
@@ -389,7 +505,9 @@ fn ghosts_of_small_rooms_join_at_creation_with_display_name() {
     let portal = h.portal(&alice, &room).unwrap();
     assert!(h.matrix[&portal].members.contains(&uid("gitter_bob")));
     assert!(h.log.iter().any(|e| matches!(&e.action, Action::SetDisplayName { user, name } if user == &uid("gitter_bob") && name == "bob Display (Gitter)")));
-    assert!(h.log.iter().any(|e| matches!(&e.action, Action::RegisterGhost { user } if user == &uid("gitter_bob"))));
+    assert!(h.log.iter().any(
+        |e| matches!(&e.action, Action::RegisterGhost { user } if user == &uid("gitter_bob"))
+    ));
 }
 
 #[test]
@@ -404,7 +522,16 @@ fn ghosts_of_big_rooms_join_lazily_before_their_first_message() {
     h.gitter_says(&room, "bob", "hi");
     // Register, name, invite, join and send are in one lane, in that order.
     let lane: Vec<&str> = h.pending.iter().map(|e| e.action.name()).collect();
-    assert_eq!(lane, ["register_ghost", "set_display_name", "invite", "join", "send_matrix"]);
+    assert_eq!(
+        lane,
+        [
+            "register_ghost",
+            "set_display_name",
+            "invite",
+            "join",
+            "send_matrix"
+        ]
+    );
     h.settle();
     assert!(h.matrix[&portal].members.contains(&uid("gitter_bob")));
 }
@@ -419,12 +546,17 @@ fn ghost_is_keyed_by_gitter_id_so_a_rename_keeps_it() {
     let mut m = h.gitter_post(&room, "bob", "two");
     m.from.username = "robert".into();
     m.from.display_name = "Robert".into();
-    h.step(Input::GitterMessage { room: room.clone(), message: m });
+    h.step(Input::GitterMessage {
+        room: room.clone(),
+        message: m,
+    });
     h.settle();
     let portal = h.portal(&alice, &room).unwrap();
     let senders: Vec<_> = h.timeline(&portal).into_iter().map(|(s, _)| s).collect();
     assert_eq!(senders, vec![uid("gitter_bob"), uid("gitter_bob")]);
-    assert!(h.log.iter().any(|e| matches!(&e.action, Action::SetDisplayName { name, .. } if name == "Robert (Gitter)")));
+    assert!(h.log.iter().any(
+        |e| matches!(&e.action, Action::SetDisplayName { name, .. } if name == "Robert (Gitter)")
+    ));
 }
 
 #[test]
@@ -433,15 +565,32 @@ fn owner_leaving_a_portal_keeps_gitter_membership_and_invite_reopens_it() {
     let room = h.add_gitter_room("org/chat", &["alice"]);
     let (alice, dm) = h.logged_in_user("alice", "alice");
     let portal = h.portal(&alice, &room).unwrap();
-    let ev = h.event(&portal, &alice, MatrixEventKind::Member { target: alice.clone(), membership: Membership::Leave });
+    let ev = h.event(
+        &portal,
+        &alice,
+        MatrixEventKind::Member {
+            target: alice.clone(),
+            membership: Membership::Leave,
+        },
+    );
     h.txn(vec![ev]);
     h.settle();
-    assert_eq!(h.store.portals[&(alice.clone(), room.clone())].state, PortalState::Closed);
+    assert_eq!(
+        h.store.portals[&(alice.clone(), room.clone())].state,
+        PortalState::Closed
+    );
     assert!(h.gitter[&room].members.contains("alice"));
     h.say(&dm, &alice, "invite org/chat");
     h.settle();
-    assert_eq!(h.store.portals[&(alice.clone(), room.clone())].state, PortalState::Active);
-    assert_eq!(h.portal(&alice, &room), Some(portal.clone()), "the same room comes back");
+    assert_eq!(
+        h.store.portals[&(alice.clone(), room.clone())].state,
+        PortalState::Active
+    );
+    assert_eq!(
+        h.portal(&alice, &room),
+        Some(portal.clone()),
+        "the same room comes back"
+    );
     assert!(h.matrix[&portal].members.contains(&alice));
 }
 
@@ -457,7 +606,10 @@ fn gitter_message_fans_out_to_every_portal_of_the_room_as_the_ghost() {
     h.settle();
     for owner in [&alice, &bob] {
         let portal = h.portal(owner, &room).unwrap();
-        assert_eq!(h.timeline(&portal), vec![(uid("gitter_carol"), "hello all".to_owned())]);
+        assert_eq!(
+            h.timeline(&portal),
+            vec![(uid("gitter_carol"), "hello all".to_owned())]
+        );
     }
     assert_eq!(h.streams.len(), 1, "one stream per Gitter room");
 }
@@ -469,14 +621,27 @@ fn gitter_html_is_sanitised_and_status_messages_become_emotes() {
     let (alice, _) = h.logged_in_user("alice", "alice");
     let mut m = h.gitter_post(&room, "bob", "**hi**");
     m.html = "<strong>hi</strong><script>x()</script>".into();
-    h.step(Input::GitterMessage { room: room.clone(), message: m });
+    h.step(Input::GitterMessage {
+        room: room.clone(),
+        message: m,
+    });
     let mut s = h.gitter_post(&room, "bob", "@bob waves");
     s.status = true;
-    h.step(Input::GitterMessage { room: room.clone(), message: s });
+    h.step(Input::GitterMessage {
+        room: room.clone(),
+        message: s,
+    });
     h.settle();
     let portal = h.portal(&alice, &room).unwrap();
-    let contents: Vec<_> = h.matrix[&portal].timeline.iter().map(|(_, c)| c.clone()).collect();
-    assert_eq!(contents[0].formatted_body.as_deref(), Some("<strong>hi</strong>"));
+    let contents: Vec<_> = h.matrix[&portal]
+        .timeline
+        .iter()
+        .map(|(_, c)| c.clone())
+        .collect();
+    assert_eq!(
+        contents[0].formatted_body.as_deref(),
+        Some("<strong>hi</strong>")
+    );
     assert_eq!(contents[1].msgtype, OutMsgType::Emote);
     assert_eq!(contents[1].body, "waves");
 }
@@ -487,7 +652,10 @@ fn duplicate_gitter_deliveries_are_bridged_once() {
     let room = h.add_gitter_room("org/chat", &["alice"]);
     let (alice, _) = h.logged_in_user("alice", "alice");
     let m = h.gitter_says(&room, "bob", "once");
-    h.step(Input::GitterMessage { room: room.clone(), message: m });
+    h.step(Input::GitterMessage {
+        room: room.clone(),
+        message: m,
+    });
     h.settle();
     assert_eq!(h.timeline(&h.portal(&alice, &room).unwrap()).len(), 1);
 }
@@ -508,15 +676,25 @@ fn reconnect_catches_up_from_the_cursor_and_nothing_is_lost() {
     let (alice, _) = h.logged_in_user("alice", "alice");
     h.gitter_says(&room, "bob", "before");
     h.settle();
-    h.step(Input::StreamDisconnected { room: room.clone(), reason: FailureKind::Transient });
+    h.step(Input::StreamDisconnected {
+        room: room.clone(),
+        reason: FailureKind::Transient,
+    });
     h.gitter_post(&room, "bob", "while down 1");
     h.gitter_post(&room, "bob", "while down 2");
     h.step(Input::StreamConnected { room: room.clone() });
     // A live message during catch-up waits so the order is kept.
     let live = h.gitter_post(&room, "bob", "live");
-    h.step(Input::GitterMessage { room: room.clone(), message: live });
+    h.step(Input::GitterMessage {
+        room: room.clone(),
+        message: live,
+    });
     h.settle();
-    let bodies: Vec<_> = h.timeline(&h.portal(&alice, &room).unwrap()).into_iter().map(|(_, b)| b).collect();
+    let bodies: Vec<_> = h
+        .timeline(&h.portal(&alice, &room).unwrap())
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
     assert_eq!(bodies, ["before", "while down 1", "while down 2", "live"]);
 }
 
@@ -534,9 +712,17 @@ fn catch_up_pages_until_a_short_page() {
     }
     h.step(Input::StreamConnected { room: room.clone() });
     h.settle();
-    let bodies: Vec<_> = h.timeline(&h.portal(&alice, &room).unwrap()).into_iter().map(|(_, b)| b).collect();
+    let bodies: Vec<_> = h
+        .timeline(&h.portal(&alice, &room).unwrap())
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
     assert_eq!(bodies, ["0", "1", "2", "3", "4", "5"]);
-    let fetches = h.log.iter().filter(|e| matches!(e.action, Action::FetchMessages { after: Some(_), .. })).count();
+    let fetches = h
+        .log
+        .iter()
+        .filter(|e| matches!(e.action, Action::FetchMessages { after: Some(_), .. }))
+        .count();
     assert!(fetches >= 3);
 }
 
@@ -548,7 +734,10 @@ fn failed_catch_up_is_retried_by_the_timer() {
     h.gitter_says(&room, "bob", "a");
     h.settle();
     h.gitter_post(&room, "bob", "missed");
-    h.failures.entry("fetch_messages").or_default().push_back(FailureKind::Transient);
+    h.failures
+        .entry("fetch_messages")
+        .or_default()
+        .push_back(FailureKind::Transient);
     h.step(Input::StreamConnected { room: room.clone() });
     h.settle();
     let out = h.step(Input::Timer);
@@ -568,7 +757,9 @@ fn another_member_takes_over_reading_when_the_reader_logs_out() {
     h.say(&dm, &alice, "logout");
     h.settle();
     assert_eq!(h.store.gitter_rooms[&room].reader.as_ref(), Some(&bob));
-    assert!(h.log.iter().any(|e| matches!(&e.action, Action::OpenStream { token, .. } if token.expose() == "tok-bob")));
+    assert!(h.log.iter().any(
+        |e| matches!(&e.action, Action::OpenStream { token, .. } if token.expose() == "tok-bob")
+    ));
     h.gitter_says(&room, "carol", "still here");
     h.settle();
     assert_eq!(h.timeline(&h.portal(&bob, &room).unwrap()).len(), 1);
@@ -580,7 +771,10 @@ fn another_member_takes_over_when_the_reader_token_is_revoked() {
     let room = h.add_gitter_room("org/chat", &["alice", "bob"]);
     let (alice, dm) = h.logged_in_user("alice", "alice");
     let (bob, _) = h.logged_in_user("bob", "bob");
-    h.step(Input::StreamDisconnected { room: room.clone(), reason: FailureKind::TokenRevoked });
+    h.step(Input::StreamDisconnected {
+        room: room.clone(),
+        reason: FailureKind::TokenRevoked,
+    });
     h.settle();
     assert!(!h.store.users[&alice].login.as_ref().unwrap().valid);
     assert!(h.last_notice(&dm).contains("Send `login` to log in again"));
@@ -597,8 +791,16 @@ fn owner_message_is_sent_with_owner_token_and_mapped() {
     let portal = h.portal(&alice, &room).unwrap();
     let ev = h.say(&portal, &alice, "hello gitter");
     h.settle();
-    assert_eq!(h.gitter_timeline(&room), vec![("alice".to_owned(), "hello gitter".to_owned())]);
-    let mapped = h.store.messages.values().find(|m| m.origin == Origin::Matrix).unwrap();
+    assert_eq!(
+        h.gitter_timeline(&room),
+        vec![("alice".to_owned(), "hello gitter".to_owned())]
+    );
+    let mapped = h
+        .store
+        .messages
+        .values()
+        .find(|m| m.origin == Origin::Matrix)
+        .unwrap();
     assert_eq!(mapped.event_id.as_ref(), Some(&ev.event_id));
 }
 
@@ -613,10 +815,16 @@ fn echo_is_not_bridged_into_the_owner_portal_but_reaches_other_portals() {
     h.settle();
     // The stream delivers the copy after the send's result.
     let copy = h.gitter[&room].messages.last().unwrap().clone();
-    h.step(Input::GitterMessage { room: room.clone(), message: copy });
+    h.step(Input::GitterMessage {
+        room: room.clone(),
+        message: copy,
+    });
     h.settle();
     assert!(h.timeline(&pa).is_empty(), "no echo");
-    assert_eq!(h.timeline(&h.portal(&bob, &room).unwrap()), vec![(uid("gitter_alice"), "from matrix".to_owned())]);
+    assert_eq!(
+        h.timeline(&h.portal(&bob, &room).unwrap()),
+        vec![(uid("gitter_alice"), "from matrix".to_owned())]
+    );
 }
 
 #[test]
@@ -630,14 +838,29 @@ fn echo_arriving_before_the_send_result_is_held_and_recognised() {
     // Execute the POST in the world but hold back its result.
     let send = h.pending.pop_front().unwrap();
     assert!(matches!(send.action, Action::SendGitter { .. }));
-    let Action::SendGitter { text, .. } = &send.action else { unreachable!() };
+    let Action::SendGitter { text, .. } = &send.action else {
+        unreachable!()
+    };
     let posted = h.gitter_post(&room, "alice", text);
-    h.step(Input::GitterMessage { room: room.clone(), message: posted.clone() });
+    h.step(Input::GitterMessage {
+        room: room.clone(),
+        message: posted.clone(),
+    });
     let later = h.gitter_says(&room, "bob", "after");
-    assert_eq!(h.bridge.held_messages(&room), 2, "held until the send completes");
-    h.step(Input::EffectDone { id: send.id, result: Ok(EffectOutput::GitterMessage(posted)) });
+    assert_eq!(
+        h.bridge.held_messages(&room),
+        2,
+        "held until the send completes"
+    );
+    h.step(Input::EffectDone {
+        id: send.id,
+        result: Ok(EffectOutput::GitterMessage(posted)),
+    });
     h.settle();
-    assert_eq!(h.timeline(&pa), vec![(uid("gitter_bob"), "after".to_owned())]);
+    assert_eq!(
+        h.timeline(&pa),
+        vec![(uid("gitter_bob"), "after".to_owned())]
+    );
     let pb = h.portal(&bob, &room).unwrap();
     let bodies: Vec<_> = h.timeline(&pb).into_iter().map(|(_, b)| b).collect();
     assert_eq!(bodies, ["race", "after"]);
@@ -651,7 +874,10 @@ fn owner_message_from_another_gitter_client_appears_as_their_ghost() {
     let (alice, _) = h.logged_in_user("alice", "alice");
     h.gitter_says(&room, "alice", "from the web client");
     h.settle();
-    assert_eq!(h.timeline(&h.portal(&alice, &room).unwrap()), vec![(uid("gitter_alice"), "from the web client".to_owned())]);
+    assert_eq!(
+        h.timeline(&h.portal(&alice, &room).unwrap()),
+        vec![(uid("gitter_alice"), "from the web client".to_owned())]
+    );
 }
 
 #[test]
@@ -702,10 +928,16 @@ fn failed_send_tells_the_owner_in_the_portal() {
     let room = h.add_gitter_room("org/chat", &["alice"]);
     let (alice, _) = h.logged_in_user("alice", "alice");
     let portal = h.portal(&alice, &room).unwrap();
-    h.failures.entry("send_gitter").or_default().push_back(FailureKind::Forbidden);
+    h.failures
+        .entry("send_gitter")
+        .or_default()
+        .push_back(FailureKind::Forbidden);
     h.say(&portal, &alice, "nope");
     h.settle();
-    assert_eq!(h.last_notice(&portal), "Your message was not sent to Gitter: Gitter does not allow you to write in this room.");
+    assert_eq!(
+        h.last_notice(&portal),
+        "Your message was not sent to Gitter: Gitter does not allow you to write in this room."
+    );
 }
 
 #[test]
@@ -714,11 +946,18 @@ fn revoked_token_marks_login_invalid_and_asks_for_login() {
     let room = h.add_gitter_room("org/chat", &["alice"]);
     let (alice, dm) = h.logged_in_user("alice", "alice");
     let portal = h.portal(&alice, &room).unwrap();
-    h.failures.entry("send_gitter").or_default().push_back(FailureKind::TokenRevoked);
+    h.failures
+        .entry("send_gitter")
+        .or_default()
+        .push_back(FailureKind::TokenRevoked);
     h.say(&portal, &alice, "hi");
     h.settle();
     assert!(!h.store.users[&alice].login.as_ref().unwrap().valid);
-    assert!(h.notices(&dm).iter().any(|n| n.contains("Send `login` to log in again")));
+    assert!(
+        h.notices(&dm)
+            .iter()
+            .any(|n| n.contains("Send `login` to log in again"))
+    );
     h.say(&portal, &alice, "again");
     h.settle();
     assert!(h.last_notice(&portal).contains("not logged in"));
@@ -732,12 +971,29 @@ fn transactions_are_deduplicated_by_id_and_events_by_event_id() {
     let mut h = Harness::new();
     let alice = uid("alice");
     let dm = h.dm_bot(&alice, &[]);
-    let ev = h.event(&dm, &alice, MatrixEventKind::Message { msgtype: MsgType::Text, body: "help".into(), formatted_body: None });
-    let first = h.step(Input::Transaction { txn_id: AsTxnId::new("t1"), events: vec![ev.clone()] });
+    let ev = h.event(
+        &dm,
+        &alice,
+        MatrixEventKind::Message {
+            msgtype: MsgType::Text,
+            body: "help".into(),
+            formatted_body: None,
+        },
+    );
+    let first = h.step(Input::Transaction {
+        txn_id: AsTxnId::new("t1"),
+        events: vec![ev.clone()],
+    });
     assert_eq!(first.effects.len(), 1);
-    let retry = h.step(Input::Transaction { txn_id: AsTxnId::new("t1"), events: vec![ev.clone()] });
+    let retry = h.step(Input::Transaction {
+        txn_id: AsTxnId::new("t1"),
+        events: vec![ev.clone()],
+    });
     assert!(retry.effects.is_empty() && retry.changes.is_empty());
-    let redelivered = h.step(Input::Transaction { txn_id: AsTxnId::new("t2"), events: vec![ev] });
+    let redelivered = h.step(Input::Transaction {
+        txn_id: AsTxnId::new("t2"),
+        events: vec![ev],
+    });
     assert!(redelivered.effects.is_empty());
 }
 
@@ -746,10 +1002,31 @@ fn one_odd_event_never_fails_the_transaction() {
     let mut h = Harness::new();
     let alice = uid("alice");
     let dm = h.dm_bot(&alice, &[]);
-    let odd = h.event(&dm, &alice, MatrixEventKind::Other { event_type: "m.weird".into() });
+    let odd = h.event(
+        &dm,
+        &alice,
+        MatrixEventKind::Other {
+            event_type: "m.weird".into(),
+        },
+    );
     let unknown_room: OwnedRoomId = "!nowhere".try_into().unwrap();
-    let stray = h.event(&unknown_room, &alice, MatrixEventKind::Member { target: uid("x"), membership: Membership::Leave });
-    let help = h.event(&dm, &alice, MatrixEventKind::Message { msgtype: MsgType::Text, body: "help".into(), formatted_body: None });
+    let stray = h.event(
+        &unknown_room,
+        &alice,
+        MatrixEventKind::Member {
+            target: uid("x"),
+            membership: Membership::Leave,
+        },
+    );
+    let help = h.event(
+        &dm,
+        &alice,
+        MatrixEventKind::Message {
+            msgtype: MsgType::Text,
+            body: "help".into(),
+            formatted_body: None,
+        },
+    );
     let out = h.txn(vec![odd, stray, help]);
     assert_eq!(out.effects.len(), 1, "the good event is still handled");
 }
@@ -773,7 +1050,12 @@ fn matrix_transaction_ids_come_from_effect_ids_and_are_unique() {
     h.gitter_says(&room, "bob", "1");
     h.gitter_says(&room, "carol", "2");
     h.settle();
-    let ids: Vec<String> = h.log.iter().filter(|e| matches!(e.action, Action::SendMessage { .. })).map(|e| e.id.matrix_txn_id()).collect();
+    let ids: Vec<String> = h
+        .log
+        .iter()
+        .filter(|e| matches!(e.action, Action::SendMessage { .. }))
+        .map(|e| e.id.matrix_txn_id())
+        .collect();
     let unique: std::collections::BTreeSet<_> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len());
 }
@@ -789,13 +1071,29 @@ fn restart_replays_the_outbox_and_reconciles_gitter_sends() {
     h.say(&portal, &alice, "survives");
     // The POST reached Gitter, then the bridge crashed before recording the result.
     let send = h.pending.pop_front().unwrap();
-    let Action::SendGitter { text, .. } = &send.action else { panic!() };
+    let Action::SendGitter { text, .. } = &send.action else {
+        panic!()
+    };
     h.gitter_post(&room, "alice", text);
     h.restart();
-    let replay = h.pending.iter().find(|e| e.id == send.id).expect("the send is replayed");
-    assert!(matches!(replay.action, Action::SendGitter { reconcile: true, .. }));
+    let replay = h
+        .pending
+        .iter()
+        .find(|e| e.id == send.id)
+        .expect("the send is replayed");
+    assert!(matches!(
+        replay.action,
+        Action::SendGitter {
+            reconcile: true,
+            ..
+        }
+    ));
     h.settle();
-    assert_eq!(h.gitter_timeline(&room).len(), 1, "reconciled, not sent twice");
+    assert_eq!(
+        h.gitter_timeline(&room).len(),
+        1,
+        "reconciled, not sent twice"
+    );
 }
 
 #[test]
@@ -808,13 +1106,23 @@ fn restart_reopens_streams_and_catches_up() {
     h.gitter_post(&room, "bob", "while down");
     h.restart();
     h.settle();
-    let bodies: Vec<_> = h.timeline(&h.portal(&alice, &room).unwrap()).into_iter().map(|(_, b)| b).collect();
+    let bodies: Vec<_> = h
+        .timeline(&h.portal(&alice, &room).unwrap())
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
     assert_eq!(bodies, ["before", "while down"]);
 }
 
 #[test]
 fn results_for_unknown_effects_are_reported_not_fatal() {
     let mut h = Harness::new();
-    let out = h.step(Input::EffectDone { id: EffectId(999_999), result: Ok(EffectOutput::Done) });
-    assert_eq!(out.warnings, vec![CoreError::UnknownEffect(EffectId(999_999))]);
+    let out = h.step(Input::EffectDone {
+        id: EffectId(999_999),
+        result: Ok(EffectOutput::Done),
+    });
+    assert_eq!(
+        out.warnings,
+        vec![CoreError::UnknownEffect(EffectId(999_999))]
+    );
 }

@@ -63,6 +63,8 @@ pub struct Harness {
     pub tokens: BTreeMap<String, String>,
     /// Rooms whose stream is open.
     pub streams: BTreeSet<GitterRoomId>,
+    /// Rooms whose stream is open but currently dropped (messages are not delivered).
+    pub down: BTreeSet<GitterRoomId>,
     pub next: u64,
     pub next_request: u64,
     pub txn: u64,
@@ -89,6 +91,7 @@ impl Harness {
             gitter: BTreeMap::new(),
             tokens: BTreeMap::new(),
             streams: BTreeSet::new(),
+            down: BTreeSet::new(),
             next: 1,
             next_request: 1,
             txn: 0,
@@ -125,8 +128,13 @@ impl Harness {
     /// Drops the bridge and restores it from the model store, as after a crash.
     pub fn restart(&mut self) {
         self.streams.clear();
+        self.down.clear();
         self.pending.clear();
-        self.bridge = Bridge::restore(self.bridge.config().clone(), self.seed + 1, self.store.clone());
+        self.bridge = Bridge::restore(
+            self.bridge.config().clone(),
+            self.seed + 1,
+            self.store.clone(),
+        );
         self.step(Input::Startup);
     }
 
@@ -180,13 +188,18 @@ impl Harness {
     /// A Gitter user posts and the open stream delivers it.
     pub fn gitter_says(&mut self, room: &GitterRoomId, author: &str, text: &str) -> GitterMessage {
         let m = self.gitter_post(room, author, text);
-        if self.streams.contains(room) {
+        if self.live(room) {
             self.step(Input::GitterMessage {
                 room: room.clone(),
                 message: m.clone(),
             });
         }
         m
+    }
+
+    /// Whether the room's stream delivers messages now.
+    pub fn live(&self, room: &GitterRoomId) -> bool {
+        self.streams.contains(room) && !self.down.contains(room)
     }
 
     fn respond(&mut self, effect: &Effect) -> EffectResult {
@@ -198,8 +211,16 @@ impl Harness {
             return Err(Failure::new(kind, "injected"));
         }
         match &effect.action {
-            Action::CreateRoom { creator, invite, power_users, .. } => {
-                assert!(!power_users.contains_key(creator), "room v12: creator not in users");
+            Action::CreateRoom {
+                creator,
+                invite,
+                power_users,
+                ..
+            } => {
+                assert!(
+                    !power_users.contains_key(creator),
+                    "room v12: creator not in users"
+                );
                 let id: OwnedRoomId = format!("!{}", self.fresh("room")).try_into().unwrap();
                 let mut room = MatrixRoom::default();
                 room.members.insert(creator.clone());
@@ -207,22 +228,44 @@ impl Harness {
                 self.matrix.insert(id.clone(), room);
                 Ok(EffectOutput::RoomCreated(id))
             }
-            Action::SendMessage { room, sender, content, .. } => {
+            Action::SendMessage {
+                room,
+                sender,
+                content,
+                ..
+            } => {
                 let r = self.matrix.entry(room.clone()).or_default();
                 r.timeline.push((sender.clone(), content.clone()));
                 let ev: OwnedEventId = format!("${}", self.fresh("ev")).try_into().unwrap();
                 Ok(EffectOutput::EventSent(ev))
             }
-            Action::Join { room, user, .. } | Action::Invite { room, target: user, .. } => {
-                self.matrix.entry(room.clone()).or_default().members.insert(user.clone());
+            Action::Join { room, user, .. }
+            | Action::Invite {
+                room, target: user, ..
+            } => {
+                self.matrix
+                    .entry(room.clone())
+                    .or_default()
+                    .members
+                    .insert(user.clone());
                 Ok(EffectOutput::Done)
             }
-            Action::Leave { room, user } | Action::Kick { room, target: user, .. } => {
-                self.matrix.entry(room.clone()).or_default().members.remove(user);
+            Action::Leave { room, user }
+            | Action::Kick {
+                room, target: user, ..
+            } => {
+                self.matrix
+                    .entry(room.clone())
+                    .or_default()
+                    .members
+                    .remove(user);
                 Ok(EffectOutput::Done)
             }
             Action::RoomMembers { room, .. } => Ok(EffectOutput::MatrixMembers(
-                self.matrix.get(room).map(|r| r.members.iter().cloned().collect()).unwrap_or_default(),
+                self.matrix
+                    .get(room)
+                    .map(|r| r.members.iter().cloned().collect())
+                    .unwrap_or_default(),
             )),
             Action::RegisterGhost { .. } | Action::SetDisplayName { .. } => Ok(EffectOutput::Done),
             Action::ExchangeCode { code, .. } => {
@@ -241,13 +284,21 @@ impl Harness {
                     self.gitter
                         .values()
                         .filter(|r| r.members.contains(&name))
-                        .map(|r| GitterRoom { room_member: Some(true), ..r.room.clone() })
+                        .map(|r| GitterRoom {
+                            room_member: Some(true),
+                            ..r.room.clone()
+                        })
                         .collect(),
                 ))
             }
             Action::ResolveRoom { token, uri, .. } => {
                 let name = self.tokens.get(token.expose()).cloned().unwrap_or_default();
-                match self.gitter.values().find(|r| r.room.uri.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(uri))) {
+                match self.gitter.values().find(|r| {
+                    r.room
+                        .uri
+                        .as_deref()
+                        .is_some_and(|u| u.eq_ignore_ascii_case(uri))
+                }) {
                     Some(r) => Ok(EffectOutput::GitterRoom(GitterRoom {
                         room_member: Some(r.members.contains(&name)),
                         ..r.room.clone()
@@ -271,9 +322,15 @@ impl Harness {
                 }
             }
             Action::GitterRoomMembers { room, .. } => Ok(EffectOutput::GitterUsers(
-                self.gitter[room].members.iter().map(|m| gitter_user(m)).collect(),
+                self.gitter[room]
+                    .members
+                    .iter()
+                    .map(|m| gitter_user(m))
+                    .collect(),
             )),
-            Action::FetchMessages { room, after, limit, .. } => {
+            Action::FetchMessages {
+                room, after, limit, ..
+            } => {
                 let all = &self.gitter[room].messages;
                 let page: Vec<_> = match after {
                     Some(after) => {
@@ -284,16 +341,33 @@ impl Harness {
                 };
                 Ok(EffectOutput::GitterMessages(page))
             }
-            Action::SendGitter { token, room, text, status, reconcile, gitter_user: _, .. } => {
+            Action::SendGitter {
+                token,
+                room,
+                text,
+                status,
+                reconcile,
+                gitter_user: _,
+                ..
+            } => {
                 let name = self.tokens.get(token.expose()).cloned().unwrap_or_default();
-                if *reconcile {
-                    if let Some(m) = self.gitter[room].messages.iter().find(|m| m.from.username == name && &m.text == text) {
-                        return Ok(EffectOutput::GitterMessage(m.clone()));
-                    }
+                if *reconcile
+                    && let Some(m) = self.gitter[room]
+                        .messages
+                        .iter()
+                        .find(|m| m.from.username == name && &m.text == text)
+                {
+                    return Ok(EffectOutput::GitterMessage(m.clone()));
                 }
                 let mut m = self.gitter_post(room, &name, text);
                 m.status = *status;
-                self.gitter.get_mut(room).unwrap().messages.last_mut().unwrap().status = *status;
+                self.gitter
+                    .get_mut(room)
+                    .unwrap()
+                    .messages
+                    .last_mut()
+                    .unwrap()
+                    .status = *status;
                 Ok(EffectOutput::GitterMessage(m))
             }
             Action::OpenStream { room, .. } => {
@@ -312,9 +386,30 @@ impl Harness {
         let effect = self.pending.pop_front()?;
         let result = self.respond(&effect);
         self.log.push(effect.clone());
-        self.step(Input::EffectDone { id: effect.id, result: result.clone() });
-        if let (Action::OpenStream { room, .. }, Ok(_)) = (&effect.action, &result) {
-            self.step(Input::StreamConnected { room: room.clone() });
+        self.step(Input::EffectDone {
+            id: effect.id,
+            result: result.clone(),
+        });
+        match (&effect.action, &result) {
+            (Action::OpenStream { room, .. }, Ok(_)) => {
+                self.down.remove(room);
+                self.step(Input::StreamConnected { room: room.clone() });
+            }
+            // Gitter streams the sender's own messages too (gitter-api.md §5.1).
+            (
+                Action::SendGitter {
+                    room,
+                    reconcile: false,
+                    ..
+                },
+                Ok(EffectOutput::GitterMessage(m)),
+            ) if self.live(room) => {
+                self.step(Input::GitterMessage {
+                    room: room.clone(),
+                    message: m.clone(),
+                });
+            }
+            _ => {}
         }
         Some(effect)
     }
@@ -333,10 +428,18 @@ impl Harness {
 
     pub fn txn(&mut self, events: Vec<MatrixEvent>) -> Outputs {
         self.txn += 1;
-        self.step(Input::Transaction { txn_id: AsTxnId::new(self.txn.to_string()), events })
+        self.step(Input::Transaction {
+            txn_id: AsTxnId::new(self.txn.to_string()),
+            events,
+        })
     }
 
-    pub fn event(&mut self, room: &OwnedRoomId, sender: &OwnedUserId, kind: MatrixEventKind) -> MatrixEvent {
+    pub fn event(
+        &mut self,
+        room: &OwnedRoomId,
+        sender: &OwnedUserId,
+        kind: MatrixEventKind,
+    ) -> MatrixEvent {
         MatrixEvent {
             event_id: format!("${}", self.fresh("in")).try_into().unwrap(),
             room_id: room.clone(),
@@ -353,7 +456,14 @@ impl Harness {
         r.members.extend(others.iter().cloned());
         self.matrix.insert(room.clone(), r);
         let bot = self.bot();
-        let ev = self.event(&room, user, MatrixEventKind::Member { target: bot, membership: Membership::Invite });
+        let ev = self.event(
+            &room,
+            user,
+            MatrixEventKind::Member {
+                target: bot,
+                membership: Membership::Invite,
+            },
+        );
         self.txn(vec![ev]);
         self.settle();
         room
@@ -363,8 +473,22 @@ impl Harness {
         self.say_as(room, user, MsgType::Text, body)
     }
 
-    pub fn say_as(&mut self, room: &OwnedRoomId, user: &OwnedUserId, msgtype: MsgType, body: &str) -> MatrixEvent {
-        let ev = self.event(room, user, MatrixEventKind::Message { msgtype, body: body.to_owned(), formatted_body: None });
+    pub fn say_as(
+        &mut self,
+        room: &OwnedRoomId,
+        user: &OwnedUserId,
+        msgtype: MsgType,
+        body: &str,
+    ) -> MatrixEvent {
+        let ev = self.event(
+            room,
+            user,
+            MatrixEventKind::Message {
+                msgtype,
+                body: body.to_owned(),
+                formatted_body: None,
+            },
+        );
         self.txn(vec![ev.clone()]);
         ev
     }
@@ -391,7 +515,9 @@ impl Harness {
     /// The login link in the last notice of a room.
     pub fn link_in(&self, room: &OwnedRoomId) -> String {
         let n = self.last_notice(room);
-        let start = n.find("https://bridge.example.org/login/").expect("a login link");
+        let start = n
+            .find("https://bridge.example.org/login/")
+            .expect("a login link");
         n[start..].split_whitespace().next().unwrap().to_owned()
     }
 
@@ -401,7 +527,10 @@ impl Harness {
     }
 
     pub fn reply_to(&self, request: RequestId) -> Option<WebReply> {
-        self.replies.iter().find(|(r, _)| *r == request).map(|(_, w)| w.clone())
+        self.replies
+            .iter()
+            .find(|(r, _)| *r == request)
+            .map(|(_, w)| w.clone())
     }
 
     /// Logs `user` in as Gitter user `name` through the link in `control`.
@@ -409,7 +538,10 @@ impl Harness {
         let link = self.link_in(control);
         let token = link.rsplit('/').next().unwrap().to_owned();
         let req = self.request();
-        self.step(Input::LoginLinkOpened { request: req, token });
+        self.step(Input::LoginLinkOpened {
+            request: req,
+            token,
+        });
         let Some(WebReply::Redirect(url)) = self.reply_to(req) else {
             panic!("expected a redirect, got {:?}", self.reply_to(req));
         };
@@ -438,7 +570,12 @@ impl Harness {
     pub fn timeline(&self, room: &OwnedRoomId) -> Vec<(OwnedUserId, String)> {
         self.matrix
             .get(room)
-            .map(|r| r.timeline.iter().map(|(s, c)| (s.clone(), c.body.clone())).collect())
+            .map(|r| {
+                r.timeline
+                    .iter()
+                    .map(|(s, c)| (s.clone(), c.body.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
