@@ -46,6 +46,8 @@ pub struct Bridge {
     pub(crate) now: Timestamp,
     /// The current step's outputs.
     out: Outputs,
+    /// The HTML sanitiser, built once.
+    pub(crate) sanitizer: ammonia::Builder<'static>,
 }
 
 impl Bridge {
@@ -67,6 +69,7 @@ impl Bridge {
             streams: BTreeMap::new(),
             now: Timestamp(0),
             out: Outputs::default(),
+            sanitizer: crate::format::sanitizer(),
         };
         bridge.state = snapshot;
         bridge.reindex();

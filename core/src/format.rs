@@ -1,7 +1,6 @@
 //! Message formatting between Gitter and Matrix.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
 
 use crate::effect::{MatrixContent, OutMsgType};
 use crate::input::GitterMessage;
@@ -49,9 +48,10 @@ const MATRIX_TAGS: &[&str] = &[
     "summary",
 ];
 
-fn sanitizer() -> &'static ammonia::Builder<'static> {
-    static BUILDER: OnceLock<ammonia::Builder<'static>> = OnceLock::new();
-    BUILDER.get_or_init(|| {
+/// The sanitiser for Gitter HTML. Built once per [`crate::Bridge`] (no global state in the
+/// core) and reused for every message.
+pub(crate) fn sanitizer() -> ammonia::Builder<'static> {
+    {
         let mut b = ammonia::Builder::empty();
         b.tags(MATRIX_TAGS.iter().copied().collect::<HashSet<_>>())
             .add_tag_attributes("a", ["href", "title"])
@@ -62,13 +62,18 @@ fn sanitizer() -> &'static ammonia::Builder<'static> {
             .url_schemes(["http", "https", "ftp", "mailto", "magnet", "mxc"].into())
             .link_rel(Some("noopener"));
         b
-    })
+    }
 }
 
 /// Sanitises Gitter HTML to the Matrix allowed tag set: scripts, styles, event handlers and
 /// unknown tags are removed, so nothing Gitter sends can run in a Matrix client.
 pub fn sanitize_html(html: &str) -> String {
     sanitizer().clean(html).to_string()
+}
+
+/// Sanitises with a sanitiser built beforehand.
+pub(crate) fn sanitize_with(builder: &ammonia::Builder<'static>, html: &str) -> String {
+    builder.clean(html).to_string()
 }
 
 /// Escapes text for HTML.
@@ -90,7 +95,10 @@ fn strip_status_prefix<'a>(text: &'a str, username: &str) -> &'a str {
 
 /// The Matrix content for a Gitter message: `body` = text, `formatted_body` = Gitter's HTML
 /// sanitised (left out when it adds nothing to the text), `m.emote` for status messages.
-pub(crate) fn gitter_to_matrix(message: &GitterMessage) -> MatrixContent {
+pub(crate) fn gitter_to_matrix(
+    builder: &ammonia::Builder<'static>,
+    message: &GitterMessage,
+) -> MatrixContent {
     let (msgtype, body) = if message.status {
         (
             OutMsgType::Emote,
@@ -103,7 +111,7 @@ pub(crate) fn gitter_to_matrix(message: &GitterMessage) -> MatrixContent {
         // The HTML starts with a rendered mention of the author; the emote names them anyway.
         escape(&body)
     } else {
-        sanitize_html(&message.html)
+        sanitize_with(builder, &message.html)
     };
     let formatted_body = (!html.is_empty() && html != escape(&body)).then_some(html);
     MatrixContent {

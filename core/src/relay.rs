@@ -139,7 +139,7 @@ impl Bridge {
             Action::SendMessage {
                 room: room_id,
                 sender: ghost,
-                content: gitter_to_matrix(message),
+                content: gitter_to_matrix(&self.sanitizer, message),
                 relay: Some(RelayRef {
                     owner: owner.clone(),
                     gitter_id: message.id.clone(),
