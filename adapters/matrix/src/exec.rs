@@ -1,0 +1,102 @@
+//! Execution of the core's Matrix [`Action`]s.
+
+use gitter_bridge_core::{Action, Effect, EffectId, EffectOutput, EffectResult};
+
+use crate::client::MatrixClient;
+use crate::error::MatrixError;
+
+impl MatrixClient {
+    /// Executes a Matrix effect and classifies the outcome for the core
+    /// ([`gitter_bridge_core::Input::EffectDone`]). Transient faults were already retried.
+    pub async fn execute_effect(&self, effect: &Effect) -> EffectResult {
+        self.execute(effect.id, &effect.action).await
+    }
+
+    /// Executes the Matrix action of effect `id` (the id gives a send its transaction id,
+    /// [`EffectId::matrix_txn_id`], so a re-issued send after a crash is deduplicated by the
+    /// homeserver). A fatal [`MatrixError`] (bad as_token) is reported as a transient
+    /// failure here; use [`Self::try_execute`] to tell it apart and stop the bridge.
+    pub async fn execute(&self, id: EffectId, action: &Action) -> EffectResult {
+        self.try_execute(id, action).await.map_err(|e| {
+            tracing::warn!(effect = %id, action = action.name(), error = %e, "Matrix effect failed");
+            e.to_failure()
+        })
+    }
+
+    /// Like [`Self::execute`], with the adapter's own error.
+    pub async fn try_execute(
+        &self,
+        id: EffectId,
+        action: &Action,
+    ) -> Result<EffectOutput, MatrixError> {
+        match action {
+            Action::RegisterGhost { user } => {
+                self.register_ghost(user).await?;
+                Ok(EffectOutput::Done)
+            }
+            Action::SetDisplayName { user, name } => {
+                self.set_display_name(user, name).await?;
+                Ok(EffectOutput::Done)
+            }
+            Action::CreateRoom {
+                creator,
+                name,
+                topic,
+                invite,
+                power_users,
+                purpose: _,
+            } => {
+                let room = self
+                    .create_room(creator, name, topic, invite, power_users)
+                    .await?;
+                Ok(EffectOutput::RoomCreated(room))
+            }
+            Action::Invite {
+                room,
+                sender,
+                target,
+            } => {
+                self.invite(room, sender, target).await?;
+                Ok(EffectOutput::Done)
+            }
+            Action::Join { room, user, .. } => {
+                self.join(room, user).await?;
+                Ok(EffectOutput::Done)
+            }
+            Action::Leave { room, user } => {
+                self.leave(room, user).await?;
+                Ok(EffectOutput::Done)
+            }
+            Action::Kick {
+                room,
+                sender,
+                target,
+                reason,
+            } => {
+                self.kick(room, sender, target, reason).await?;
+                Ok(EffectOutput::Done)
+            }
+            Action::SendMessage {
+                room,
+                sender,
+                content,
+                ts,
+                relay: _,
+            } => {
+                let event = self
+                    .send_message(room, sender, &id.matrix_txn_id(), content, ts.map(|t| t.0))
+                    .await?;
+                Ok(EffectOutput::EventSent(event))
+            }
+            Action::RoomMembers { room, .. } => {
+                // Listed as the bot: it is the one that was invited or created the room.
+                let members = self.room_members(room, self.bot()).await?;
+                Ok(EffectOutput::MatrixMembers(members))
+            }
+            other => Err(MatrixError::Misuse(format!(
+                "{} is not a Matrix action",
+                other.name()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Parsing of AS transaction bodies into the core's [`MatrixEvent`]s.
+//!
+//! The body is read as loose JSON first and each event is reduced on its own, so that one odd
+//! event never fails the transaction: the homeserver queues every later event behind a
+//! transaction that did not get a 200 (Synapse's `_Recoverer` retries it forever with backoff
+//! up to 512 s), so a non-200 for one bad event would stall the whole bridge.
+//!
+//! Shape seen from Synapse 1.163 (see `fixtures/matrix/`): `events` (client-format events
+//! that still carry the legacy `user_id` and `age` keys next to `sender` and
+//! `unsigned.age`), `ephemeral` (with `receive_ephemeral: true`) and
+//! `de.sorunome.msc2409.to_device`. Keys the bridge does not use are ignored.
+
+use gitter_bridge_core::{
+    MatrixEvent, MatrixEventKind, Membership, MsgType, OwnedEventId, OwnedRoomId, OwnedUserId,
+};
+use serde_json::{Map, Value};
+
+/// The parsed contents of one transaction.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParsedTransaction {
+    /// The timeline events, in order (events that could not be identified are left out).
+    pub events: Vec<MatrixEvent>,
+    /// Events left out because they lacked a valid `event_id`, `room_id`, `sender` or `type`.
+    pub skipped: usize,
+    /// Ephemeral events received (typing, receipts, presence): accepted and ignored.
+    pub ephemeral: usize,
+}
+
+/// Why a transaction body was refused as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum TransactionParseError {
+    /// Not JSON at all (`400 M_NOT_JSON`).
+    #[error("the homeserver sent a transaction body that is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// JSON, but not a transaction (`400 M_BAD_JSON`).
+    #[error("the homeserver sent a transaction of the wrong shape: {0}")]
+    BadJson(String),
+}
+
+impl TransactionParseError {
+    /// The Matrix `errcode` for the 400 answer.
+    pub fn errcode(&self) -> &'static str {
+        match self {
+            TransactionParseError::NotJson(_) => "M_NOT_JSON",
+            TransactionParseError::BadJson(_) => "M_BAD_JSON",
+        }
+    }
+}
+
+/// Why one event was left out of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("event left out: {0}")]
+pub struct SkippedEvent(pub String);
+
+/// Parses a `PUT /transactions/{txnId}` body.
+pub fn parse_transaction(body: &[u8]) -> Result<ParsedTransaction, TransactionParseError> {
+    let value: Value = serde_json::from_slice(body).map_err(TransactionParseError::NotJson)?;
+    let Value::Object(top) = value else {
+        return Err(TransactionParseError::BadJson(
+            "the body is not a JSON object".to_owned(),
+        ));
+    };
+    // `events` is the one required key (spec: application-service-api, PUT /transactions).
+    let events = match top.get("events") {
+        Some(Value::Array(events)) => events,
+        Some(_) => {
+            return Err(TransactionParseError::BadJson(
+                "`events` is not an array".to_owned(),
+            ));
+        }
+        None => {
+            return Err(TransactionParseError::BadJson(
+                "`events` is missing".to_owned(),
+            ));
+        }
+    };
+
+    let mut parsed = ParsedTransaction::default();
+    for (index, raw) in events.iter().enumerate() {
+        match parse_event(raw) {
+            Ok(event) => parsed.events.push(event),
+            Err(why) => {
+                tracing::warn!(index, reason = %why.0, "skipping an unidentifiable event in an AS transaction");
+                parsed.skipped += 1;
+            }
+        }
+    }
+    // `ephemeral` is the stable name (spec v1.13); the MSC2409 name is what older Synapse
+    // versions and `de.sorunome.msc2409.push_ephemeral` registrations get.
+    for key in ["ephemeral", "de.sorunome.msc2409.ephemeral"] {
+        if let Some(Value::Array(list)) = top.get(key) {
+            parsed.ephemeral += list.len();
+        }
+    }
+    Ok(parsed)
+}
+
+/// Reduces one client-format event to a [`MatrixEvent`].
+///
+/// Fails only when the event cannot be identified (no valid `event_id`, `room_id`, `sender`
+/// or `type`); an event whose content is odd becomes [`MatrixEventKind::Other`].
+pub fn parse_event(raw: &Value) -> Result<MatrixEvent, SkippedEvent> {
+    let Value::Object(event) = raw else {
+        return Err(SkippedEvent("not a JSON object".to_owned()));
+    };
+    let event_id: OwnedEventId = id_field(event, "event_id")?;
+    let room_id: OwnedRoomId = id_field(event, "room_id")?;
+    let sender: OwnedUserId = id_field(event, "sender")?;
+    let event_type = str_field(event, "type")
+        .ok_or_else(|| SkippedEvent(format!("{event_id}: `type` is missing")))?
+        .to_owned();
+
+    let kind = match event.get("content") {
+        Some(Value::Object(content)) => kind_of(&event_type, event, content),
+        _ => None,
+    }
+    .unwrap_or(MatrixEventKind::Other { event_type });
+
+    Ok(MatrixEvent {
+        event_id,
+        room_id,
+        sender,
+        kind,
+    })
+}
+
+/// The kind of an identified event, or `None` for [`MatrixEventKind::Other`].
+fn kind_of(
+    event_type: &str,
+    event: &Map<String, Value>,
+    content: &Map<String, Value>,
+) -> Option<MatrixEventKind> {
+    match event_type {
+        "m.room.member" => {
+            let target = OwnedUserId::try_from(str_field(event, "state_key")?).ok()?;
+            let membership = match str_field(content, "membership")? {
+                "invite" => Membership::Invite,
+                "join" => Membership::Join,
+                "leave" => Membership::Leave,
+                "ban" => Membership::Ban,
+                "knock" => Membership::Knock,
+                _ => return None,
+            };
+            Some(MatrixEventKind::Member { target, membership })
+        }
+        "m.room.message" => {
+            // An edit (spec: event replacements, `rel_type: m.replace`) repeats an earlier
+            // message; Gitter edits are not bridged, and relaying the `* ` fallback body as a
+            // new message would duplicate it.
+            let rel_type = content
+                .get("m.relates_to")
+                .and_then(Value::as_object)
+                .and_then(|r| str_field(r, "rel_type"));
+            if rel_type == Some("m.replace") {
+                return None;
+            }
+            let msgtype = match str_field(content, "msgtype")? {
+                "m.text" => MsgType::Text,
+                "m.notice" => MsgType::Notice,
+                "m.emote" => MsgType::Emote,
+                other => MsgType::Other(other.to_owned()),
+            };
+            let body = str_field(content, "body")?.to_owned();
+            let formatted_body = match str_field(content, "format") {
+                Some("org.matrix.custom.html") => {
+                    str_field(content, "formatted_body").map(str::to_owned)
+                }
+                _ => None,
+            };
+            Some(MatrixEventKind::Message {
+                msgtype,
+                body,
+                formatted_body,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn str_field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    map.get(key).and_then(Value::as_str)
+}
+
+fn id_field<T: TryFrom<String>>(map: &Map<String, Value>, key: &str) -> Result<T, SkippedEvent> {
+    let s = str_field(map, key).ok_or_else(|| SkippedEvent(format!("`{key}` is missing")))?;
+    T::try_from(s.to_owned()).map_err(|_| SkippedEvent(format!("`{key}` is not a valid id: {s:?}")))
+}

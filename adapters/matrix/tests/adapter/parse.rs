@@ -1,0 +1,136 @@
+//! Transaction fixtures in Synapse 1.163's shape, parsed into the core's events.
+
+use gitter_bridge_core::{MatrixEventKind, Membership, MsgType};
+use gitter_bridge_matrix::{TransactionParseError, parse_transaction};
+
+use crate::helpers::*;
+
+fn kinds(name: &str) -> Vec<MatrixEventKind> {
+    let parsed = parse_transaction(&fixture(name)).expect("fixture parses");
+    parsed.events.into_iter().map(|e| e.kind).collect()
+}
+
+fn other(t: &str) -> MatrixEventKind {
+    MatrixEventKind::Other {
+        event_type: t.to_owned(),
+    }
+}
+
+fn text(msgtype: MsgType, body: &str, html: Option<&str>) -> MatrixEventKind {
+    MatrixEventKind::Message {
+        msgtype,
+        body: body.to_owned(),
+        formatted_body: html.map(str::to_owned),
+    }
+}
+
+#[test]
+fn an_invite_of_the_bot_names_the_bot_as_target_in_a_v12_room() {
+    let parsed = parse_transaction(&fixture("transaction_bot_invite.json")).unwrap();
+    assert_eq!(parsed.events.len(), 1);
+    let invite = &parsed.events[0];
+    assert_eq!(invite.sender, user(ALICE));
+    assert_eq!(
+        invite.room_id.as_str(),
+        "!dmLSZOeZ9oP7L236JHqokar8JsV0vQv2azhjfMx6b2Y"
+    );
+    assert!(
+        invite.room_id.server_name().is_none(),
+        "v12 room ids have no server"
+    );
+    assert_eq!(
+        invite.kind,
+        MatrixEventKind::Member {
+            target: user(BOT),
+            membership: Membership::Invite,
+        }
+    );
+}
+
+#[test]
+fn a_portals_life_parses_event_by_event() {
+    let m = "m.room.message";
+    assert_eq!(
+        kinds("transaction_portal.json"),
+        vec![
+            other("m.room.create"),
+            MatrixEventKind::Member {
+                target: user(BOT),
+                membership: Membership::Join
+            },
+            other("m.room.power_levels"),
+            MatrixEventKind::Member {
+                target: user(ALICE),
+                membership: Membership::Invite
+            },
+            MatrixEventKind::Member {
+                target: user(ALICE),
+                membership: Membership::Join
+            },
+            text(
+                MsgType::Text,
+                "hello **gitter**",
+                Some("hello <strong>gitter</strong>")
+            ),
+            text(MsgType::Emote, "waves", None),
+            text(MsgType::Notice, "You are now logged in as alice", None),
+            // An edit is not a new message.
+            other(m),
+            text(MsgType::Other("m.image".to_owned()), "cat.png", None),
+            other("m.reaction"),
+            other("m.room.redaction"),
+            text(
+                MsgType::Text,
+                "hi from gitter",
+                Some("<p>hi from gitter</p>")
+            ),
+            // `formatted_body` counts only with `format: org.matrix.custom.html`.
+            text(MsgType::Text, "markdown format is not html", None),
+            MatrixEventKind::Member {
+                target: user(ALICE),
+                membership: Membership::Leave
+            },
+        ]
+    );
+    let parsed = parse_transaction(&fixture("transaction_portal.json")).unwrap();
+    assert_eq!(parsed.ephemeral, 3);
+    assert_eq!(parsed.skipped, 0);
+}
+
+#[test]
+fn odd_events_become_other_and_unidentifiable_ones_are_skipped() {
+    let parsed = parse_transaction(&fixture("transaction_malformed_events.json")).unwrap();
+    assert_eq!(parsed.skipped, 4);
+    let kinds: Vec<_> = parsed.events.iter().map(|e| e.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            text(MsgType::Text, "first", None),
+            other("m.room.message"), // body is a number
+            other("m.room.member"),  // unknown membership
+            other("m.room.member"),  // state_key is not a user id
+            other("m.room.message"), // content is null
+            other("m.room.message"), // no msgtype
+            text(MsgType::Text, "last", None),
+        ]
+    );
+}
+
+#[test]
+fn the_msc2409_ephemeral_key_is_accepted() {
+    let body = br#"{"events": [], "de.sorunome.msc2409.ephemeral": [{"type": "m.typing", "content": {}}]}"#;
+    let parsed = parse_transaction(body).unwrap();
+    assert_eq!(parsed.ephemeral, 1);
+}
+
+#[test]
+fn whole_body_errors_are_told_apart() {
+    assert!(matches!(
+        parse_transaction(b"\xff\xfe"),
+        Err(TransactionParseError::NotJson(_))
+    ));
+    assert!(matches!(
+        parse_transaction(br#"{"events": null}"#),
+        Err(TransactionParseError::BadJson(_))
+    ));
+}
