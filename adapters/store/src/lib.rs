@@ -1,1 +1,60 @@
-//! redb persistence of the core's change sets and outbox (being built: see the store issue).
+//! # gitter-bridge-store: persistence of the core's change sets and outbox
+//!
+//! The core ([`gitter_bridge_core`]) keeps its whole persistent state as a [`Snapshot`] and
+//! reports every step's modifications as a [`ChangeSet`]. This crate makes those durable.
+//!
+//! ## The contract
+//!
+//! * [`Store::apply`]`(sets)` persists one or many steps' change sets, outbox additions and
+//!   removals included, in **one** transaction (group commit: the driver may batch the steps
+//!   that arrived together). For [`RedbStore`] that is one redb write transaction with
+//!   `Durability::Immediate`: when `apply` returns `Ok`, the changes are on disk (fsync'd) and
+//!   survive a crash or power loss; if it returns `Err`, or the process dies during the call,
+//!   *none* of the sets is visible after reopening. There is never a partial step.
+//! * [`Store::load`]`()` returns exactly the [`Snapshot`] obtained by starting from
+//!   `Snapshot::default()` and applying every committed change, in commit order, with
+//!   [`Snapshot::apply`]'s semantics, including the order of the `transactions` and `events`
+//!   deques (stored under increasing sequence numbers).
+//! * The store does not bound anything itself: the core bounds the processed transaction and
+//!   event ids by emitting `ForgetTransaction` / `ForgetEvent` changes, and completes outbox
+//!   rows with `DeleteOutbox`. The tables are as large as the core's state.
+//! * [`RedbStore::open`] creates a missing file, migrates an older schema to
+//!   [`SCHEMA_VERSION`] in one write transaction, and refuses (leaving the file untouched) a
+//!   directory, a file that is not a redb database or is damaged, a foreign redb database,
+//!   and a schema newer than this binary knows. Every [`StoreError`] names the path.
+//! * [`MemoryStore`] is the same contract without durability, for tests and the simulator.
+//!
+//! The store is synchronous (redb is); an async driver calls it from `spawn_blocking`.
+//!
+//! ## Secrets
+//!
+//! The file holds Gitter OAuth tokens **in clear**: in `users` (each `Login::token`) and in
+//! `outbox` rows of Gitter effects (each carries the token it will use). Protect the file
+//! like a password file (mode 0600, encrypted backups).
+
+#![warn(missing_docs)]
+#![warn(unreachable_pub)]
+
+mod codec;
+mod error;
+mod memory;
+mod migrate;
+mod redb_store;
+mod schema;
+
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use migrate::SCHEMA_VERSION;
+pub use redb_store::RedbStore;
+
+use gitter_bridge_core::{ChangeSet, Snapshot};
+
+/// Where the core's state is kept. See the crate documentation for the contract.
+pub trait Store {
+    /// Persists `sets`, in order, in one atomic and (for durable stores) durable transaction.
+    fn apply(&mut self, sets: &[ChangeSet]) -> Result<(), StoreError>;
+
+    /// The state every committed change set gives, applied in order with
+    /// [`Snapshot::apply`]'s semantics.
+    fn load(&self) -> Result<Snapshot, StoreError>;
+}

@@ -1,0 +1,45 @@
+//! [`MemoryStore`]: the reference store, a [`Snapshot`] in memory.
+//!
+//! It is [`Snapshot::apply_set`] behind the [`Store`] trait: the conformance suite checks the
+//! redb store against it, and tests and the simulator can run the driver without a file.
+//! Nothing survives the process.
+
+use gitter_bridge_core::{ChangeSet, Snapshot};
+
+use crate::{Store, StoreError};
+
+/// A store that keeps the state in memory only.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    state: Snapshot,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A store that starts from `state`.
+    pub fn from_snapshot(state: Snapshot) -> Self {
+        Self { state }
+    }
+
+    /// The current state, without cloning.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.state
+    }
+}
+
+impl Store for MemoryStore {
+    fn apply(&mut self, sets: &[ChangeSet]) -> Result<(), StoreError> {
+        for set in sets {
+            self.state.apply_set(set);
+        }
+        Ok(())
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        Ok(self.state.clone())
+    }
+}

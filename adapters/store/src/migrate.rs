@@ -1,0 +1,234 @@
+//! Schema versions and numbered migrations.
+//!
+//! The file records its schema version in `meta[schema_version]`. A fresh (empty) file is
+//! version 0. `MIGRATIONS[n]` turns version `n` into version `n + 1`; [`SCHEMA_VERSION`] is
+//! their count. On open, every missing migration runs in ONE write transaction together with
+//! the version bump, so a crash mid-migration leaves the file at its old version, and the
+//! next open simply runs them again.
+//!
+//! A file whose version is newer than [`SCHEMA_VERSION`] is refused before anything is
+//! written (see `RedbStore::open`): an old binary cannot know what the newer tables mean.
+//!
+//! To change the format (a new table, a new field in a record, a re-keyed table): append a
+//! migration here, never edit an old one, and add a test that opens a file of the previous
+//! version.
+
+use std::path::Path;
+
+use redb::{ReadableDatabase, TableError, WriteTransaction};
+
+use crate::error::{RedbContext, StoreError};
+use crate::schema::{self, META, META_SCHEMA_VERSION};
+
+/// A migration from version `n` (its index in the list) to `n + 1`. It runs inside the write
+/// transaction that also records the new version.
+pub(crate) type Migration = fn(&WriteTransaction, &Path) -> Result<(), StoreError>;
+
+/// Every migration, in order.
+pub(crate) const MIGRATIONS: &[Migration] = &[v0_create_tables];
+
+/// The schema version this binary writes and reads.
+pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
+
+/// Version 0 -> 1: create every table of ARCHITECTURE.md §4 (creating them up front means
+/// `load` never meets a missing table).
+fn v0_create_tables(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
+    const DURING: &str = "creating the tables";
+    txn.open_table(schema::USERS).ctx(path, DURING)?;
+    txn.open_table(schema::GHOSTS).ctx(path, DURING)?;
+    txn.open_table(schema::PORTALS).ctx(path, DURING)?;
+    txn.open_table(schema::GITTER_ROOMS).ctx(path, DURING)?;
+    txn.open_table(schema::MESSAGES).ctx(path, DURING)?;
+    txn.open_table(schema::REFUSED_ROOMS).ctx(path, DURING)?;
+    txn.open_table(schema::LOGIN_LINKS).ctx(path, DURING)?;
+    txn.open_table(schema::OAUTH_STATES).ctx(path, DURING)?;
+    txn.open_table(schema::TRANSACTIONS).ctx(path, DURING)?;
+    txn.open_table(schema::EVENTS).ctx(path, DURING)?;
+    txn.open_table(schema::OUTBOX).ctx(path, DURING)?;
+    txn.open_table(schema::META).ctx(path, DURING)?;
+    Ok(())
+}
+
+/// The schema version of an open database, without writing. An empty database is version 0;
+/// a database with tables but no version is not ours.
+pub(crate) fn read_version(db: &impl ReadableDatabase, path: &Path) -> Result<u64, StoreError> {
+    const DURING: &str = "reading the schema version";
+    let txn = db.begin_read().ctx(path, DURING)?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(TableError::TableDoesNotExist(_)) => {
+            let has_tables = txn.list_tables().ctx(path, DURING)?.next().is_some();
+            return if has_tables {
+                Err(StoreError::NotAStore {
+                    path: path.to_path_buf(),
+                })
+            } else {
+                Ok(0)
+            };
+        }
+        // A `meta` table of other key/value types: somebody else's database.
+        Err(TableError::TableTypeMismatch { .. }) => {
+            return Err(StoreError::NotAStore {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(e) => return Err(e).ctx(path, DURING),
+    };
+    match meta.get(META_SCHEMA_VERSION).ctx(path, DURING)? {
+        Some(v) => Ok(v.value()),
+        None => Err(StoreError::NotAStore {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// Refuses a version this binary does not know.
+pub(crate) fn check_supported(
+    path: &Path,
+    found: u64,
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
+    let supported = migrations.len() as u64;
+    if found > supported {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        });
+    }
+    Ok(())
+}
+
+/// Brings the database to `migrations.len()`, in one durable write transaction. Does nothing
+/// (and writes nothing) when it is already there.
+pub(crate) fn run(
+    db: &redb::Database,
+    path: &Path,
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
+    let found = read_version(db, path)?;
+    check_supported(path, found, migrations)?;
+    let target = migrations.len() as u64;
+    if found == target {
+        return Ok(());
+    }
+    let txn = db.begin_write().ctx(path, "starting the migration")?;
+    // `found < target` here, so the slice is in range; `get` keeps it panic-free anyway.
+    let pending = migrations.get(found as usize..).unwrap_or_default();
+    for migration in pending {
+        migration(&txn, path)?;
+    }
+    {
+        let mut meta = txn
+            .open_table(META)
+            .ctx(path, "recording the schema version")?;
+        meta.insert(META_SCHEMA_VERSION, target)
+            .ctx(path, "recording the schema version")?;
+    }
+    txn.commit().ctx(path, "committing the migration")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use gitter_bridge_core::{Change, ChangeSet, EffectId};
+    use redb::{ReadableDatabase, TableDefinition};
+
+    use super::*;
+    use crate::{RedbStore, Store};
+
+    const EXTRA: TableDefinition<&str, u64> = TableDefinition::new("extra");
+
+    fn v1_add_extra(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
+        txn.open_table(EXTRA)
+            .ctx(path, "test")?
+            .insert("answer", 42)
+            .ctx(path, "test")?;
+        Ok(())
+    }
+
+    fn v1_fails_halfway(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
+        v1_add_extra(txn, path)?;
+        Err(StoreError::NotAStore {
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn version_of(path: &Path) -> u64 {
+        let db = redb::Database::open(path).expect("raw open");
+        read_version(&db, path).expect("version")
+    }
+
+    fn v1_store_with_data(path: &Path) -> ChangeSet {
+        let set = ChangeSet {
+            changes: vec![Change::SetNextEffectId(EffectId(7))],
+        };
+        let mut store = RedbStore::open(path).expect("open");
+        store.apply(std::slice::from_ref(&set)).expect("apply");
+        set
+    }
+
+    #[test]
+    fn a_new_file_is_created_at_the_current_version() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.redb");
+        drop(RedbStore::open(&path).expect("open"));
+        assert_eq!(version_of(&path), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn pending_migrations_run_once_and_keep_the_data() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.redb");
+        v1_store_with_data(&path);
+        let newer: &[Migration] = &[v0_create_tables, v1_add_extra];
+
+        let store = RedbStore::open_with(&path, newer).expect("migrate to v2");
+        assert_eq!(store.load().expect("load").next_effect_id, 7);
+        drop(store);
+        assert_eq!(version_of(&path), 2);
+        let db = redb::Database::open(&path).expect("raw open");
+        let txn = db.begin_read().expect("read");
+        let extra = txn.open_table(EXTRA).expect("migration created the table");
+        assert_eq!(
+            extra.get("answer").expect("get").map(|v| v.value()),
+            Some(42)
+        );
+        drop((extra, txn, db));
+
+        // Opening again at v2 runs nothing; the binary that only knows v1 refuses the file.
+        drop(RedbStore::open_with(&path, newer).expect("reopen at v2"));
+        let err = RedbStore::open(&path).expect_err("v1 binary on a v2 file");
+        assert!(
+            matches!(
+                err,
+                StoreError::TooNew {
+                    found: 2,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_migration_leaves_the_old_version_and_no_trace() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.redb");
+        v1_store_with_data(&path);
+        let broken: &[Migration] = &[v0_create_tables, v1_fails_halfway];
+        RedbStore::open_with(&path, broken).expect_err("the migration fails");
+
+        assert_eq!(version_of(&path), 1);
+        let db = redb::Database::open(&path).expect("raw open");
+        let txn = db.begin_read().expect("read");
+        assert!(
+            txn.open_table(EXTRA).is_err(),
+            "half a migration was committed"
+        );
+        drop((txn, db));
+        let store = RedbStore::open(&path).expect("the old binary still opens it");
+        assert_eq!(store.load().expect("load").next_effect_id, 7);
+    }
+}

@@ -1,0 +1,512 @@
+//! [`RedbStore`]: the durable store, one redb file.
+
+use std::fs;
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use gitter_bridge_core::{
+    Change, ChangeSet, Effect, GhostRecord, GitterRoomRecord, MessageRecord, PortalRecord,
+    Snapshot, Ticket, UserRecord,
+};
+use redb::{
+    Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, Table, WriteTransaction,
+};
+
+use crate::Store;
+use crate::codec::{decode, encode};
+use crate::error::{RedbContext, StoreError, redb_error};
+use crate::migrate::{self, MIGRATIONS, Migration};
+use crate::schema::{
+    EVENTS, GHOSTS, GITTER_ROOMS, LOGIN_LINKS, MESSAGES, META, META_NEXT_EFFECT_ID, OAUTH_STATES,
+    OUTBOX, PORTALS, REFUSED_ROOMS, TRANSACTIONS, USERS,
+};
+
+/// redb's page cache. redb defaults to 1 GiB; the bridge reads the whole state once at start
+/// and then mostly appends, so a small cache keeps the resident size modest without slowing
+/// commits (they touch a few pages per table).
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The durable store: one redb file holding the tables of ARCHITECTURE.md §4.
+///
+/// Holds the file open exclusively (redb locks it): a second `open` of the same path, in this
+/// process or another, fails with [`StoreError::AlreadyOpen`].
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens the store at `path`, creating the file (not its directory) if it does not exist,
+    /// and migrating it to [`crate::SCHEMA_VERSION`] in one write transaction.
+    ///
+    /// Refused, with the file left byte-for-byte as it was: a directory, a missing parent
+    /// directory, a file that is not a redb database or is damaged, a redb database that is not
+    /// a gitter-bridge store, and a store whose schema is newer than this binary's.
+    pub fn open(path: impl AsRef<Path>) -> Result<RedbStore, StoreError> {
+        Self::open_with(path.as_ref(), MIGRATIONS)
+    }
+
+    /// [`RedbStore::open`] with an explicit migration list (tests exercise the mechanism).
+    pub(crate) fn open_with(
+        path: &Path,
+        migrations: &[Migration],
+    ) -> Result<RedbStore, StoreError> {
+        let existing = inspect_path(path)?;
+        if existing {
+            precheck(path, migrations)?;
+        }
+        let db = guard_panic(path, || {
+            Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                // Verify every page's checksum on open: a damaged file then fails with a
+                // `Corrupted` error instead of being trusted (where redb may panic later, in
+                // the middle of the bridge's work). It costs one read of the file at startup,
+                // which `load` does anyway.
+                .set_check_integrity_on_open(true)
+                .create(path)
+                .map_err(|e| open_error(path, e))
+        })?;
+        migrate::run(&db, path, migrations)?;
+        Ok(RedbStore {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file this store writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&self, sets: &[ChangeSet]) -> Result<(), StoreError> {
+        let path = self.path.as_path();
+        let txn = self.db.begin_write().ctx(path, "starting a commit")?;
+        {
+            let mut tables = Tables::open(&txn, path)?;
+            for change in sets.iter().flat_map(|s| &s.changes) {
+                tables.apply(change)?;
+            }
+        }
+        // Durability::Immediate is redb's default: commit returns after fsync. Dropping the
+        // transaction on an earlier `?` aborts it, so a failed apply writes nothing.
+        txn.commit().ctx(path, "committing")
+    }
+
+    fn read(&self) -> Result<Snapshot, StoreError> {
+        let path = self.path.as_path();
+        const DURING: &str = "loading";
+        let txn = self.db.begin_read().ctx(path, DURING)?;
+        let mut snap = Snapshot::default();
+
+        for row in txn
+            .open_table(USERS)
+            .ctx(path, DURING)?
+            .iter()
+            .ctx(path, DURING)?
+        {
+            let (_, v) = row.ctx(path, DURING)?;
+            let r: UserRecord = decode(path, "users", v.value())?;
+            snap.users.insert(r.user.clone(), r);
+        }
+        for row in txn
+            .open_table(GHOSTS)
+            .ctx(path, DURING)?
+            .iter()
+            .ctx(path, DURING)?
+        {
+            let (_, v) = row.ctx(path, DURING)?;
+            let r: GhostRecord = decode(path, "ghosts", v.value())?;
+            snap.ghosts.insert(r.gitter_id.clone(), r);
+        }
+        for row in txn
+            .open_table(PORTALS)
+            .ctx(path, DURING)?
+            .iter()
+            .ctx(path, DURING)?
+        {
+            let (_, v) = row.ctx(path, DURING)?;
+            let r: PortalRecord = decode(path, "portals", v.value())?;
+            snap.portals
+                .insert((r.owner.clone(), r.gitter_room.clone()), r);
+        }
+        for row in txn
+            .open_table(GITTER_ROOMS)
+            .ctx(path, DURING)?
+            .iter()
+            .ctx(path, DURING)?
+        {
+            let (_, v) = row.ctx(path, DURING)?;
+            let r: GitterRoomRecord = decode(path, "gitter_rooms", v.value())?;
+            snap.gitter_rooms.insert(r.id.clone(), r);
+        }
+        for row in txn
+            .open_table(MESSAGES)
+            .ctx(path, DURING)?
+            .iter()
+            .ctx(path, DURING)?
+        {
+            let (_, v) = row.ctx(path, DURING)?;
+            let r: MessageRecord = decode(path, "messages", v.value())?;
+            snap.messages
+                .insert((r.owner.clone(), r.gitter_id.clone()), r);
+        }
+        for row in txn
+            .open_table(REFUSED_ROOMS)
+            .ctx(path, DURING)?
+            .iter()
+            .ctx(path, DURING)?
+        {
+            let (k, _) = row.ctx(path, DURING)?;
+            let room =
+                k.value()
+                    .try_into()
+                    .map_err(|e: ruma::IdParseError| StoreError::Corrupt {
+                        path: path.to_path_buf(),
+                        detail: format!("refused_rooms holds an invalid room id: {e}"),
+                    })?;
+            snap.refused_rooms.insert(room);
+        }
+        for row in txn
+            .open_table(LOGIN_LINKS)
+            .ctx(path, DURING)?
+            .iter()
+            .ctx(path, DURING)?
+        {
+            let (k, v) = row.ctx(path, DURING)?;
+            let t: Ticket = decode(path, "login_links", v.value())?;
+            snap.login_links.insert(k.value().to_owned(), t);
+        }
+        for row in txn
+            .open_table(OAUTH_STATES)
+            .ctx(path, DURING)?
+            .iter()
+            .ctx(path, DURING)?
+        {
+            let (k, v) = row.ctx(path, DURING)?;
+            let t: Ticket = decode(path, "oauth_states", v.value())?;
+            snap.oauth_states.insert(k.value().to_owned(), t);
+        }
+        // Sequence keys iterate in ascending order: oldest first, as the deque wants.
+        for row in txn
+            .open_table(TRANSACTIONS)
+            .ctx(path, DURING)?
+            .iter()
+            .ctx(path, DURING)?
+        {
+            let (_, v) = row.ctx(path, DURING)?;
+            snap.transactions
+                .push_back(gitter_bridge_core::AsTxnId::new(v.value()));
+        }
+        for row in txn
+            .open_table(EVENTS)
+            .ctx(path, DURING)?
+            .iter()
+            .ctx(path, DURING)?
+        {
+            let (_, v) = row.ctx(path, DURING)?;
+            let id = v
+                .value()
+                .try_into()
+                .map_err(|e: ruma::IdParseError| StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: format!("events holds an invalid event id: {e}"),
+                })?;
+            snap.events.push_back(id);
+        }
+        for row in txn
+            .open_table(OUTBOX)
+            .ctx(path, DURING)?
+            .iter()
+            .ctx(path, DURING)?
+        {
+            let (_, v) = row.ctx(path, DURING)?;
+            let e: Effect = decode(path, "outbox", v.value())?;
+            snap.outbox.insert(e.id, e);
+        }
+        let meta = txn.open_table(META).ctx(path, DURING)?;
+        snap.next_effect_id = meta
+            .get(META_NEXT_EFFECT_ID)
+            .ctx(path, DURING)?
+            .map_or(0, |v| v.value());
+        Ok(snap)
+    }
+}
+
+impl Store for RedbStore {
+    fn apply(&mut self, sets: &[ChangeSet]) -> Result<(), StoreError> {
+        if sets.iter().all(ChangeSet::is_empty) {
+            // Nothing to persist: skip the fsync.
+            return Ok(());
+        }
+        self.write(sets)
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        guard_panic(&self.path, || self.read())
+    }
+}
+
+/// The tables of one write transaction, opened once per commit rather than once per change.
+struct Tables<'txn> {
+    path: &'txn Path,
+    users: Table<'txn, &'static str, &'static [u8]>,
+    ghosts: Table<'txn, &'static str, &'static [u8]>,
+    portals: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    gitter_rooms: Table<'txn, &'static str, &'static [u8]>,
+    messages: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    refused_rooms: Table<'txn, &'static str, ()>,
+    login_links: Table<'txn, &'static str, &'static [u8]>,
+    oauth_states: Table<'txn, &'static str, &'static [u8]>,
+    transactions: Table<'txn, u64, &'static str>,
+    events: Table<'txn, u64, &'static str>,
+    outbox: Table<'txn, u64, &'static [u8]>,
+    meta: Table<'txn, &'static str, u64>,
+}
+
+const WRITING: &str = "writing a change";
+
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn WriteTransaction, path: &'txn Path) -> Result<Self, StoreError> {
+        const DURING: &str = "opening the tables";
+        Ok(Tables {
+            path,
+            users: txn.open_table(USERS).ctx(path, DURING)?,
+            ghosts: txn.open_table(GHOSTS).ctx(path, DURING)?,
+            portals: txn.open_table(PORTALS).ctx(path, DURING)?,
+            gitter_rooms: txn.open_table(GITTER_ROOMS).ctx(path, DURING)?,
+            messages: txn.open_table(MESSAGES).ctx(path, DURING)?,
+            refused_rooms: txn.open_table(REFUSED_ROOMS).ctx(path, DURING)?,
+            login_links: txn.open_table(LOGIN_LINKS).ctx(path, DURING)?,
+            oauth_states: txn.open_table(OAUTH_STATES).ctx(path, DURING)?,
+            transactions: txn.open_table(TRANSACTIONS).ctx(path, DURING)?,
+            events: txn.open_table(EVENTS).ctx(path, DURING)?,
+            outbox: txn.open_table(OUTBOX).ctx(path, DURING)?,
+            meta: txn.open_table(META).ctx(path, DURING)?,
+        })
+    }
+
+    /// One change, with exactly [`Snapshot::apply`]'s semantics.
+    fn apply(&mut self, change: &Change) -> Result<(), StoreError> {
+        let path = self.path;
+        match change {
+            Change::PutUser(u) => {
+                let v = encode(path, "users", u)?;
+                self.users
+                    .insert(u.user.as_str(), v.as_slice())
+                    .ctx(path, WRITING)?;
+            }
+            Change::PutGhost(g) => {
+                let v = encode(path, "ghosts", g)?;
+                self.ghosts
+                    .insert(g.gitter_id.as_str(), v.as_slice())
+                    .ctx(path, WRITING)?;
+            }
+            Change::PutPortal(p) => {
+                let v = encode(path, "portals", p)?;
+                self.portals
+                    .insert((p.owner.as_str(), p.gitter_room.as_str()), v.as_slice())
+                    .ctx(path, WRITING)?;
+            }
+            Change::PutGitterRoom(r) => {
+                let v = encode(path, "gitter_rooms", r)?;
+                self.gitter_rooms
+                    .insert(r.id.as_str(), v.as_slice())
+                    .ctx(path, WRITING)?;
+            }
+            Change::DeleteGitterRoom(id) => {
+                self.gitter_rooms.remove(id.as_str()).ctx(path, WRITING)?;
+            }
+            Change::PutMessage(m) => {
+                let v = encode(path, "messages", m)?;
+                self.messages
+                    .insert((m.owner.as_str(), m.gitter_id.as_str()), v.as_slice())
+                    .ctx(path, WRITING)?;
+            }
+            Change::RefuseRoom(r) => {
+                self.refused_rooms
+                    .insert(r.as_str(), ())
+                    .ctx(path, WRITING)?;
+            }
+            Change::PutLoginLink(k, t) => {
+                let v = encode(path, "login_links", t)?;
+                self.login_links
+                    .insert(k.as_str(), v.as_slice())
+                    .ctx(path, WRITING)?;
+            }
+            Change::DeleteLoginLink(k) => {
+                self.login_links.remove(k.as_str()).ctx(path, WRITING)?;
+            }
+            Change::PutOAuthState(k, t) => {
+                let v = encode(path, "oauth_states", t)?;
+                self.oauth_states
+                    .insert(k.as_str(), v.as_slice())
+                    .ctx(path, WRITING)?;
+            }
+            Change::DeleteOAuthState(k) => {
+                self.oauth_states.remove(k.as_str()).ctx(path, WRITING)?;
+            }
+            Change::RememberTransaction(t) => push_back(&mut self.transactions, t.as_str(), path)?,
+            Change::ForgetTransaction(t) => forget_first(&mut self.transactions, t.as_str(), path)?,
+            Change::RememberEvent(e) => push_back(&mut self.events, e.as_str(), path)?,
+            Change::ForgetEvent(e) => forget_first(&mut self.events, e.as_str(), path)?,
+            Change::PutOutbox(e) => {
+                let v = encode(path, "outbox", e)?;
+                self.outbox
+                    .insert(e.id.0, v.as_slice())
+                    .ctx(path, WRITING)?;
+            }
+            Change::DeleteOutbox(id) => {
+                self.outbox.remove(id.0).ctx(path, WRITING)?;
+            }
+            Change::SetNextEffectId(id) => {
+                self.meta
+                    .insert(META_NEXT_EFFECT_ID, id.0)
+                    .ctx(path, WRITING)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends to a sequence-keyed log: the key after the last one, so ascending keys are the
+/// deque's order. Keys are never reused while the log is non-empty, and u64 does not run out.
+fn push_back(
+    table: &mut Table<'_, u64, &'static str>,
+    value: &str,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let next = table
+        .last()
+        .ctx(path, WRITING)?
+        .map_or(0, |(k, _)| k.value().saturating_add(1));
+    table.insert(next, value).ctx(path, WRITING)?;
+    Ok(())
+}
+
+/// Removes the oldest entry equal to `value`, like `VecDeque::remove(position(..))`. The core
+/// forgets the oldest entry, so the scan almost always stops at the first row.
+fn forget_first(
+    table: &mut Table<'_, u64, &'static str>,
+    value: &str,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let mut found = None;
+    for row in table.iter().ctx(path, WRITING)? {
+        let (k, v) = row.ctx(path, WRITING)?;
+        if v.value() == value {
+            found = Some(k.value());
+            break;
+        }
+    }
+    if let Some(k) = found {
+        table.remove(k).ctx(path, WRITING)?;
+    }
+    Ok(())
+}
+
+/// Checks the path before redb touches it. Returns whether a non-empty file is there (one
+/// that must be checked before we write to it).
+fn inspect_path(path: &Path) -> Result<bool, StoreError> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(StoreError::IsDirectory {
+            path: path.to_path_buf(),
+        }),
+        Ok(m) => Ok(m.len() > 0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let parent = match path.parent() {
+                // A bare file name: its parent is the current directory.
+                Some(p) if p.as_os_str().is_empty() => Path::new("."),
+                Some(p) => p,
+                None => Path::new("/"),
+            };
+            if parent.is_dir() {
+                Ok(false)
+            } else {
+                Err(StoreError::MissingParent {
+                    path: path.to_path_buf(),
+                })
+            }
+        }
+        Err(source) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            during: "inspecting the path",
+            source,
+        }),
+    }
+}
+
+/// Opens an existing file read-only and checks its schema version before anything is
+/// written: a writable open may update the header, and a migration would write tables, so a
+/// file that is not ours or is too new must be refused here to stay byte-for-byte untouched.
+///
+/// A file that was not closed cleanly (the bridge crashed or was killed) cannot be opened
+/// read-only, because redb must first rebuild its allocator state. Such a file was written by
+/// redb, and the repair does not change its committed contents, so we let the writable open
+/// repair it and check the version afterwards (still before any migration writes).
+fn precheck(path: &Path, migrations: &[Migration]) -> Result<(), StoreError> {
+    let ro = guard_panic(path, || match Builder::new().open_read_only(path) {
+        Ok(db) => Ok(Some(db)),
+        Err(DatabaseError::RepairAborted) => Ok(None),
+        Err(e) => Err(open_error(path, e)),
+    })?;
+    let Some(ro) = ro else {
+        return Ok(());
+    };
+    let found = guard_panic(path, || migrate::read_version(&ro, path))?;
+    migrate::check_supported(path, found, migrations)
+}
+
+/// Maps an open failure. redb reports a file that is not a database, or whose header does not
+/// check out, in several ways (a corrupted-storage error, an I/O error of kind `InvalidData`
+/// or `UnexpectedEof` for a short file, an upgrade request for an unknown format byte); all of
+/// them mean "this file is not a usable store".
+fn open_error(path: &Path, e: DatabaseError) -> StoreError {
+    let e: redb::Error = e.into();
+    match e {
+        redb::Error::Io(io)
+            if matches!(
+                io.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: io.to_string(),
+            }
+        }
+        redb::Error::UpgradeRequired(v) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("unknown redb file format version {v}"),
+        },
+        other => redb_error(path, "opening", other),
+    }
+}
+
+/// redb documents that opening or reading a file damaged outside redb may panic rather than
+/// return an error. A damaged store must not take the process down with an unhelpful panic
+/// message, so such a panic becomes [`StoreError::Corrupt`] naming the file.
+fn guard_panic<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("redb failed while reading the file: {msg}"),
+            })
+        }
+    }
+}

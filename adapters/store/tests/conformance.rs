@@ -1,0 +1,198 @@
+//! One conformance suite, run against every backend: whatever is committed, `load()` returns
+//! the snapshot the core's own `Snapshot::apply` gives, before and after a reopen.
+
+mod common;
+
+use common::*;
+use gitter_bridge_core::{AsTxnId, Change, ChangeSet, EffectId, Snapshot};
+use gitter_bridge_store::{MemoryStore, RedbStore, Store};
+use proptest::prelude::*;
+use tempfile::TempDir;
+
+/// How a suite makes and reopens a store of one backend.
+trait Backend {
+    type S: Store;
+    fn fresh(&mut self) -> Self::S;
+    /// Closes the store and opens it again from wherever it keeps its state.
+    fn reopen(&mut self, store: Self::S) -> Self::S;
+}
+
+struct Memory;
+
+impl Backend for Memory {
+    type S = MemoryStore;
+    fn fresh(&mut self) -> MemoryStore {
+        MemoryStore::new()
+    }
+    fn reopen(&mut self, store: MemoryStore) -> MemoryStore {
+        // Nothing outlives a MemoryStore; "reopening" keeps the value.
+        store
+    }
+}
+
+struct Redb {
+    dir: Option<TempDir>,
+}
+
+impl Redb {
+    fn new() -> Self {
+        Redb { dir: None }
+    }
+}
+
+impl Backend for Redb {
+    type S = RedbStore;
+    fn fresh(&mut self) -> RedbStore {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = RedbStore::open(dir.path().join("bridge.redb")).expect("create store");
+        self.dir = Some(dir);
+        store
+    }
+    fn reopen(&mut self, store: RedbStore) -> RedbStore {
+        let path = store.path().to_path_buf();
+        drop(store);
+        RedbStore::open(&path).expect("reopen store")
+    }
+}
+
+/// Applies `commits` (each a group commit) and checks load() against the reference after every
+/// commit and after a reopen at the end.
+fn check_commits<B: Backend>(backend: &mut B, commits: &[Vec<ChangeSet>]) {
+    let mut store = backend.fresh();
+    let mut expected = Snapshot::default();
+    for group in commits {
+        store.apply(group).expect("apply");
+        for set in group {
+            expected.apply_set(set);
+        }
+        assert_eq!(store.load().expect("load"), expected);
+    }
+    let store = backend.reopen(store);
+    assert_eq!(store.load().expect("load after reopen"), expected);
+}
+
+fn set(changes: Vec<Change>) -> ChangeSet {
+    ChangeSet { changes }
+}
+
+macro_rules! conformance_suite {
+    ($name:ident, $backend:expr) => {
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn a_new_store_loads_the_empty_snapshot() {
+                let mut b = $backend;
+                let store = b.fresh();
+                assert_eq!(store.load().expect("load"), Snapshot::default());
+                let store = b.reopen(store);
+                assert_eq!(store.load().expect("load"), Snapshot::default());
+            }
+
+            #[test]
+            fn the_deterministic_workload_round_trips() {
+                let commits: Vec<Vec<ChangeSet>> = (0..60).map(|i| vec![numbered_set(i)]).collect();
+                check_commits(&mut $backend, &commits);
+            }
+
+            #[test]
+            fn a_group_commit_equals_the_steps_one_by_one() {
+                let sets: Vec<ChangeSet> = (0..40).map(numbered_set).collect();
+                let mut b = $backend;
+                let mut store = b.fresh();
+                store.apply(&sets[..1]).expect("apply one");
+                store.apply(&sets[1..33]).expect("apply a group");
+                store.apply(&[]).expect("apply nothing");
+                store
+                    .apply(&[ChangeSet::default(), ChangeSet::default()])
+                    .expect("empty sets");
+                store.apply(&sets[33..]).expect("apply the rest");
+                let store = b.reopen(store);
+                assert_eq!(store.load().expect("load"), reference(&sets));
+            }
+
+            #[test]
+            fn an_outbox_row_added_and_removed_in_one_commit_is_gone() {
+                let mut b = $backend;
+                let mut store = b.fresh();
+                store
+                    .apply(&[
+                        set(vec![
+                            Change::PutOutbox(effect(1, 1, 1)),
+                            Change::PutOutbox(effect(2, 1, 1)),
+                        ]),
+                        set(vec![
+                            Change::DeleteOutbox(EffectId(1)),
+                            Change::SetNextEffectId(EffectId(3)),
+                        ]),
+                    ])
+                    .expect("apply");
+                let store = b.reopen(store);
+                let snap = store.load().expect("load");
+                assert_eq!(
+                    snap.outbox.keys().copied().collect::<Vec<_>>(),
+                    vec![EffectId(2)]
+                );
+                assert_eq!(snap.next_effect_id, 3);
+            }
+
+            #[test]
+            fn remembered_ids_keep_their_order_and_forget_removes_the_oldest_match() {
+                let t = |s: &str| AsTxnId::new(s);
+                let sets = vec![
+                    set(vec![
+                        Change::RememberTransaction(t("c")),
+                        Change::RememberTransaction(t("a")),
+                        Change::RememberTransaction(t("b")),
+                        Change::RememberTransaction(t("a")),
+                        Change::RememberEvent(event(2)),
+                        Change::RememberEvent(event(1)),
+                    ]),
+                    // Forget a middle one, a duplicate (the first copy goes), and an unknown id.
+                    set(vec![
+                        Change::ForgetTransaction(t("a")),
+                        Change::ForgetTransaction(t("zzz")),
+                        Change::ForgetEvent(event(2)),
+                        Change::RememberTransaction(t("d")),
+                        Change::RememberEvent(event(3)),
+                    ]),
+                ];
+                let mut b = $backend;
+                let mut store = b.fresh();
+                store.apply(&sets).expect("apply");
+                let store = b.reopen(store);
+                let snap = store.load().expect("load");
+                assert_eq!(snap, reference(&sets));
+                let order: Vec<&str> = snap.transactions.iter().map(AsTxnId::as_str).collect();
+                assert_eq!(order, ["c", "b", "a", "d"]);
+            }
+
+            proptest! {
+                #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+                #[test]
+                fn random_commits_load_as_the_reference(commits in arb_commits()) {
+                    check_commits(&mut $backend, &commits);
+                }
+            }
+        }
+    };
+}
+
+conformance_suite!(memory, Memory);
+conformance_suite!(redb, Redb::new());
+
+/// Both backends, fed the same commits, load the same snapshot.
+#[test]
+fn both_backends_agree_on_the_same_history() {
+    let sets: Vec<ChangeSet> = (0..30).map(numbered_set).collect();
+    let mut mem = Memory.fresh();
+    let mut r = Redb::new();
+    let mut redb = r.fresh();
+    for chunk in sets.chunks(7) {
+        mem.apply(chunk).expect("memory apply");
+        redb.apply(chunk).expect("redb apply");
+    }
+    let redb = r.reopen(redb);
+    assert_eq!(mem.load().expect("load"), redb.load().expect("load"));
+}
