@@ -1,0 +1,182 @@
+//! [`GitterClient::execute`]: runs one core [`Action`] against Gitter and reports an
+//! [`EffectResult`]. Pure translation: the core decided what to do; this only says how it went.
+
+use gitter_bridge_core::{
+    Action, EffectOutput, EffectResult, GitterMessage, GitterRoom, GitterUser, Secret,
+};
+
+use crate::client::GitterClient;
+use crate::error::{GitterError, scrub};
+use crate::models::Message;
+
+/// How many recent messages a reconciling send looks through (the most one page holds).
+const RECONCILE_WINDOW: u32 = 100;
+
+impl GitterClient {
+    /// Executes a Gitter action: `ExchangeCode`, `GetGitterUser`, `ListRooms`, `ResolveRoom`,
+    /// `JoinGitterRoom`, `LeaveGitterRoom`, `GitterRoomMembers`, `FetchMessages` and
+    /// `SendGitter`. Transient faults have been retried by the time this returns.
+    ///
+    /// `OpenStream`/`CloseStream` belong to [`crate::StreamManager`] and Matrix actions to
+    /// the Matrix adapter: handing them here is a wiring bug, answered with a `Rejected`
+    /// failure.
+    pub async fn execute(&self, action: &Action) -> EffectResult {
+        let secret = action_secret(action);
+        match self.run(action).await {
+            Ok(output) => Ok(output),
+            Err(error) => {
+                let kind = error.kind();
+                let blame = error.blame();
+                let mut failure = error.into_failure(secret);
+                failure.message = scrub(&failure.message, &self.config().oauth.client_secret);
+                tracing::warn!(
+                    action = action.name(),
+                    ?kind,
+                    ?blame,
+                    error = %failure.message,
+                    "Gitter action failed"
+                );
+                Err(failure)
+            }
+        }
+    }
+
+    async fn run(&self, action: &Action) -> Result<EffectOutput, GitterError> {
+        match action {
+            Action::ExchangeCode { code, .. } => {
+                let token = self.oauth().exchange_code(code).await?;
+                Ok(EffectOutput::Token(token))
+            }
+            Action::GetGitterUser { token, .. } => {
+                let user = self.current_user(token).await?;
+                Ok(EffectOutput::GitterUser(GitterUser::from(user)))
+            }
+            Action::ListRooms { token, .. } => {
+                let rooms = self.rooms(token, None).await?;
+                Ok(EffectOutput::GitterRooms(
+                    rooms.into_iter().map(GitterRoom::from).collect(),
+                ))
+            }
+            Action::ResolveRoom { token, uri, .. } => {
+                let room = self.resolve_room(token, uri).await?;
+                Ok(EffectOutput::GitterRoom(room.into()))
+            }
+            Action::JoinGitterRoom {
+                token,
+                gitter_user,
+                room,
+                ..
+            } => {
+                let room = self
+                    .join_room(token, gitter_user.as_str(), room.as_str())
+                    .await?;
+                Ok(EffectOutput::GitterRoom(room.into()))
+            }
+            Action::LeaveGitterRoom {
+                token,
+                gitter_user,
+                room,
+                ..
+            } => {
+                self.leave_room(token, room.as_str(), gitter_user.as_str())
+                    .await?;
+                Ok(EffectOutput::Done)
+            }
+            Action::GitterRoomMembers { token, room, .. } => {
+                let users = self.room_members(token, room.as_str()).await?;
+                Ok(EffectOutput::GitterUsers(
+                    users.into_iter().map(GitterUser::from).collect(),
+                ))
+            }
+            Action::FetchMessages {
+                token,
+                room,
+                after,
+                limit,
+            } => {
+                // Without a cursor, no `afterId`: the server then gives the newest `limit`.
+                let after = after.as_ref().map(|a| a.as_str());
+                let page = self
+                    .messages(token, room.as_str(), after, None, *limit)
+                    .await?;
+                let messages = page
+                    .into_iter()
+                    .filter_map(|m| {
+                        let id = m.id.clone();
+                        let converted = m.into_core();
+                        if converted.is_none() {
+                            tracing::warn!(
+                                message = id,
+                                "skipping a Gitter message without author"
+                            );
+                        }
+                        converted
+                    })
+                    .collect();
+                Ok(EffectOutput::GitterMessages(messages))
+            }
+            Action::SendGitter {
+                token,
+                gitter_user,
+                room,
+                text,
+                status,
+                reconcile,
+                not_before,
+                ..
+            } => {
+                if *reconcile {
+                    // A Gitter POST has no idempotency key (ARCHITECTURE §6): a send left in the
+                    // outbox by a crash may already have gone out. Look before posting again.
+                    let recent = self
+                        .messages(token, room.as_str(), None, None, RECONCILE_WINDOW)
+                        .await?;
+                    if let Some(found) = recent.into_iter().rev().find(|m| {
+                        m.from_user_id() == gitter_user.as_str()
+                            && m.text == *text
+                            && m.sent_ms().is_some_and(|t| t >= not_before.0)
+                    }) {
+                        tracing::info!(message = found.id, "reconciled send: already on Gitter");
+                        return into_core(found).map(EffectOutput::GitterMessage);
+                    }
+                }
+                let sent = self
+                    .send_message(token, room.as_str(), text, *status)
+                    .await?;
+                into_core(sent).map(EffectOutput::GitterMessage)
+            }
+            Action::OpenStream { .. } | Action::CloseStream { .. } => {
+                Err(GitterError::Config(format!(
+                    "{} goes to the StreamManager, not GitterClient::execute",
+                    action.name()
+                )))
+            }
+            other => Err(GitterError::Config(format!(
+                "{} is not a Gitter action",
+                other.name()
+            ))),
+        }
+    }
+}
+
+fn into_core(m: Message) -> Result<GitterMessage, GitterError> {
+    m.into_core()
+        .ok_or_else(|| GitterError::Decode("message without id or author".to_owned()))
+}
+
+/// The secret an action carries, to scrub it from failure messages.
+fn action_secret(action: &Action) -> Option<&Secret> {
+    match action {
+        Action::ExchangeCode { code, .. } => Some(code),
+        Action::GetGitterUser { token, .. }
+        | Action::ListRooms { token, .. }
+        | Action::ResolveRoom { token, .. }
+        | Action::JoinGitterRoom { token, .. }
+        | Action::LeaveGitterRoom { token, .. }
+        | Action::GitterRoomMembers { token, .. }
+        | Action::FetchMessages { token, .. }
+        | Action::SendGitter { token, .. }
+        | Action::OpenStream { token, .. } => Some(token),
+        _ => None,
+    }
+}

@@ -1,0 +1,171 @@
+//! OAuth2 authorization-code flow against Gitter (gitter-api.md §2), with the `oauth2` crate.
+//!
+//! Gitter's quirks, and how they are met here:
+//! * Client authentication goes **in the body** only: HTTP Basic is commented out on the
+//!   server (§2.1 step 4), hence [`AuthType::RequestBody`].
+//! * The token answer is `{"access_token":"..","token_type":"Bearer"}` with no expiry, no
+//!   refresh token, no scope (§2.2). The docs say `bearer`. oauth2 5's `BasicTokenType`
+//!   parses only lowercase `"bearer"` as `Bearer` and keeps `"Bearer"` as
+//!   `Extension("Bearer")`, so the type is checked here by comparing its string without
+//!   regard to case.
+//! * Gitter has no scopes (§2.1 step 2): none are asked for.
+//! * oauth2 5's own reqwest glue targets reqwest 0.12; [`OAuthHttp`] implements its
+//!   `AsyncHttpClient` over our reqwest 0.13 client and remembers the status code, which the
+//!   crate's error type drops but the failure classification needs.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use gitter_bridge_core::Secret;
+use oauth2::basic::BasicClient;
+use oauth2::{
+    AsyncHttpClient, AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    EndpointNotSet, EndpointSet, HttpClientError, HttpRequest, HttpResponse, RedirectUrl,
+    RequestTokenError, TokenResponse, TokenUrl,
+};
+use url::Url;
+
+use crate::error::GitterError;
+
+/// The OAuth application registered with Gitter.
+#[derive(Clone, Debug)]
+pub struct OAuthConfig {
+    /// `GET .../login/oauth/authorize`.
+    pub authorize_url: Url,
+    /// `POST .../login/oauth/token`.
+    pub token_url: Url,
+    /// The client id ("key").
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: Secret,
+    /// The one registered redirect URI (must match exactly, §2.1).
+    pub redirect_uri: Url,
+}
+
+type Client = BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+/// Builds authorize URLs and exchanges codes for tokens.
+#[derive(Clone, Debug)]
+pub struct GitterOAuth {
+    client: Client,
+    http: reqwest::Client,
+}
+
+impl GitterOAuth {
+    /// An OAuth helper for this app, sending with `http` (which should not follow redirects).
+    pub fn new(config: &OAuthConfig, http: reqwest::Client) -> Self {
+        let client = BasicClient::new(ClientId::new(config.client_id.clone()))
+            .set_client_secret(ClientSecret::new(config.client_secret.expose().to_owned()))
+            .set_auth_uri(AuthUrl::from_url(config.authorize_url.clone()))
+            .set_token_uri(TokenUrl::from_url(config.token_url.clone()))
+            .set_redirect_uri(RedirectUrl::from_url(config.redirect_uri.clone()))
+            .set_auth_type(AuthType::RequestBody);
+        Self { client, http }
+    }
+
+    /// The URL to send the browser to:
+    /// `<authorize>?response_type=code&client_id=..&state=..&redirect_uri=..`.
+    pub fn authorize_url(&self, state: &str) -> Url {
+        let state = state.to_owned();
+        let (url, _) = self
+            .client
+            .authorize_url(move || CsrfToken::new(state))
+            .url();
+        url
+    }
+
+    /// Exchanges an authorization code for an access token (form body with `grant_type`,
+    /// `code`, `redirect_uri`, `client_id`, `client_secret`; `Accept: application/json`).
+    /// Not retried: a code is single-use, so a retry after a lost answer could only fail.
+    pub async fn exchange_code(&self, code: &Secret) -> Result<Secret, GitterError> {
+        let http = OAuthHttp {
+            http: &self.http,
+            status: AtomicU16::new(0),
+        };
+        let result = self
+            .client
+            .exchange_code(AuthorizationCode::new(code.expose().to_owned()))
+            .request_async(&http)
+            .await;
+        let status = match http.status.load(Ordering::Relaxed) {
+            0 => None,
+            s => Some(s),
+        };
+        let response = result.map_err(|e| exchange_error(e, status))?;
+        let token_type = response.token_type().as_ref();
+        if !token_type.eq_ignore_ascii_case("bearer") {
+            return Err(GitterError::OAuth {
+                status,
+                error: format!("unsupported token_type {token_type:?}"),
+            });
+        }
+        let token = response.access_token().secret();
+        if token.is_empty() {
+            return Err(GitterError::OAuth {
+                status,
+                error: "empty access_token".to_owned(),
+            });
+        }
+        Ok(Secret::new(token.clone()))
+    }
+}
+
+/// Classifies what oauth2 reports. Nothing here can hold the code, secret or token: oauth2
+/// errors carry the server's `error`/`error_description`, parse errors and transport errors.
+fn exchange_error(
+    e: RequestTokenError<
+        HttpClientError<reqwest::Error>,
+        oauth2::StandardErrorResponse<oauth2::basic::BasicErrorResponseType>,
+    >,
+    status: Option<u16>,
+) -> GitterError {
+    match e {
+        RequestTokenError::ServerResponse(r) => {
+            let mut error = r.error().to_string();
+            if let Some(d) = r.error_description() {
+                error = format!("{error}: {d}");
+            }
+            GitterError::OAuth { status, error }
+        }
+        RequestTokenError::Request(HttpClientError::Reqwest(e)) => GitterError::network(&e, 1),
+        RequestTokenError::Request(other) => GitterError::OAuth {
+            status,
+            error: other.to_string(),
+        },
+        RequestTokenError::Parse(e, _body) => GitterError::OAuth {
+            // A 200 that does not parse is the server's fault; report it as a rejection
+            // rather than a transient fault.
+            status: status.or(Some(200)),
+            // Only the path: serde's message could quote a value from the body.
+            error: format!("unreadable token response (at `{}`)", e.path()),
+        },
+        RequestTokenError::Other(s) => GitterError::OAuth { status, error: s },
+    }
+}
+
+/// oauth2's HTTP client trait over our reqwest 0.13 client (see the module docs).
+struct OAuthHttp<'a> {
+    http: &'a reqwest::Client,
+    status: AtomicU16,
+}
+
+impl<'c> AsyncHttpClient<'c> for OAuthHttp<'_> {
+    type Error = HttpClientError<reqwest::Error>;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Self::Error>> + Send + 'c>>;
+
+    fn call(&'c self, request: HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let request = reqwest::Request::try_from(request).map_err(Box::new)?;
+            let response = self.http.execute(request).await.map_err(Box::new)?;
+            self.status
+                .store(response.status().as_u16(), Ordering::Relaxed);
+            let mut builder = oauth2::http::Response::builder().status(response.status());
+            for (name, value) in response.headers() {
+                builder = builder.header(name, value);
+            }
+            let body = response.bytes().await.map_err(Box::new)?;
+            builder.body(body.to_vec()).map_err(HttpClientError::Http)
+        })
+    }
+}

@@ -1,0 +1,488 @@
+//! Streaming readers: `GET <stream_base>/v1/rooms/:roomId/chatMessages` (gitter-api.md §5).
+//!
+//! The body is newline-delimited JSON, one bare Message per line, with `" \n"` heartbeats
+//! between them, and a JSON object may be split across TCP chunks at any byte (§5.1). The
+//! pure [`LineSplitter`] turns bytes into [`StreamItem`]s; a reader task per room
+//! ([`StreamManager`]) feeds it, reports [`StreamEvent`]s to the driver, treats a stream
+//! silent for longer than [`StreamConfig::idle_timeout`] as dead, and reconnects with
+//! exponential backoff and jitter, except after a 401 (the token is dead: reconnecting could
+//! only fail again, and the core picks another reader).
+//!
+//! The stream is create-only and at-most-once (§5.1): on every [`StreamEvent::Connected`] the
+//! core pages `chatMessages?afterId=<cursor>` to fill the gap (§5.2). The stream is not covered
+//! by the REST rate limiter (§8), so reader connections do not take from a token's budget.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use gitter_bridge_core::{
+    Action, EffectOutput, EffectResult, FailureKind, GitterMessage, GitterRoomId, Input, Secret,
+};
+use reqwest::StatusCode;
+use reqwest::header::ACCEPT;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use url::Url;
+
+use crate::client::GitterClient;
+use crate::error::GitterError;
+use crate::models::Message;
+
+/// Settings of the streaming readers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamConfig {
+    /// A stream that delivers nothing (not even a heartbeat) for this long is dead. The
+    /// heartbeat interval is undocumented ("periodic", §5.1), so this is generous.
+    pub idle_timeout: Duration,
+    /// First reconnect delay.
+    pub reconnect_min: Duration,
+    /// Largest reconnect delay.
+    pub reconnect_max: Duration,
+    /// Longest line accepted; longer ones are dropped as malformed (bounds memory).
+    pub max_line: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(120),
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(300),
+            max_line: 1 << 20,
+        }
+    }
+}
+
+impl StreamConfig {
+    fn backoff(&self) -> backon::ExponentialBackoff {
+        ExponentialBuilder::new()
+            .with_min_delay(self.reconnect_min)
+            .with_max_delay(self.reconnect_max)
+            .without_max_times()
+            .with_jitter()
+            .build()
+    }
+}
+
+// ---- the pure parser ----
+
+/// One thing read from a stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamItem {
+    /// A message line.
+    Message(Box<Message>),
+    /// A keep-alive (`" \n"`, or any line empty after trimming).
+    Heartbeat,
+    /// A line that is not a message (lossy UTF-8, cut to 256 bytes), or `"<line too long>"`.
+    Malformed(String),
+}
+
+/// Splits a byte stream into lines at `\n`, whatever the chunk boundaries, and parses each:
+/// trimmed (so a stray `\r` from the old `\r`-delimited docs does no harm), empty -> heartbeat,
+/// otherwise JSON (§5.1).
+#[derive(Debug)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    max_line: usize,
+    overflow: bool,
+}
+
+impl Default for LineSplitter {
+    fn default() -> Self {
+        Self::new(StreamConfig::default().max_line)
+    }
+}
+
+impl LineSplitter {
+    /// A splitter that refuses lines longer than `max_line` bytes.
+    pub fn new(max_line: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            max_line,
+            overflow: false,
+        }
+    }
+
+    /// Feeds a chunk; returns the items of every line it completes.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<StreamItem> {
+        let mut items = Vec::new();
+        let mut rest = chunk;
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            self.append(&rest[..pos]);
+            items.push(self.take_line());
+            rest = &rest[pos + 1..];
+        }
+        self.append(rest);
+        items
+    }
+
+    /// The end of the stream: a last line without its `\n`, if any.
+    pub fn finish(&mut self) -> Vec<StreamItem> {
+        if self.overflow || !self.buf.trim_ascii().is_empty() {
+            vec![self.take_line()]
+        } else {
+            self.buf.clear();
+            Vec::new()
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        if self.buf.len() + bytes.len() > self.max_line {
+            self.overflow = true;
+            self.buf = Vec::new();
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+
+    fn take_line(&mut self) -> StreamItem {
+        let line = std::mem::take(&mut self.buf);
+        if std::mem::replace(&mut self.overflow, false) {
+            return StreamItem::Malformed("<line too long>".to_owned());
+        }
+        parse_line(&line)
+    }
+}
+
+fn parse_line(line: &[u8]) -> StreamItem {
+    let line = line.trim_ascii();
+    if line.is_empty() {
+        return StreamItem::Heartbeat;
+    }
+    match serde_json::from_slice::<Message>(line) {
+        Ok(m) if !m.id.is_empty() => StreamItem::Message(Box::new(m)),
+        _ => {
+            let cut = &line[..line.len().min(256)];
+            StreamItem::Malformed(String::from_utf8_lossy(cut).into_owned())
+        }
+    }
+}
+
+// ---- events ----
+
+/// What a reader reports to the driver.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// The stream is (re)connected: the core should catch up from its cursor.
+    Connected {
+        /// The room.
+        room: GitterRoomId,
+    },
+    /// A message arrived.
+    Message {
+        /// The room.
+        room: GitterRoomId,
+        /// The message.
+        message: GitterMessage,
+    },
+    /// The stream ended or could not be opened. Reported once per outage (not for every
+    /// failed attempt of the same kind).
+    Disconnected {
+        /// The room.
+        room: GitterRoomId,
+        /// Why: `TokenRevoked` for a 401 (no reconnect), `Transient` for network trouble,
+        /// silence and server errors, and so on.
+        reason: FailureKind,
+        /// A detail for logs (never a token).
+        detail: String,
+        /// Whether the reader keeps trying (false only after a 401).
+        reconnecting: bool,
+    },
+}
+
+impl StreamEvent {
+    /// The room the event is about.
+    pub fn room(&self) -> &GitterRoomId {
+        match self {
+            StreamEvent::Connected { room }
+            | StreamEvent::Message { room, .. }
+            | StreamEvent::Disconnected { room, .. } => room,
+        }
+    }
+}
+
+impl From<StreamEvent> for Input {
+    fn from(e: StreamEvent) -> Self {
+        match e {
+            StreamEvent::Connected { room } => Input::StreamConnected { room },
+            StreamEvent::Message { room, message } => Input::GitterMessage { room, message },
+            StreamEvent::Disconnected { room, reason, .. } => {
+                Input::StreamDisconnected { room, reason }
+            }
+        }
+    }
+}
+
+// ---- the manager ----
+
+/// One reader task per Gitter room. [`Action::OpenStream`] and [`Action::CloseStream`] map to
+/// [`StreamManager::open`] and [`StreamManager::close`] (or [`StreamManager::execute`]).
+#[derive(Debug)]
+pub struct StreamManager {
+    client: GitterClient,
+    events: mpsc::Sender<StreamEvent>,
+    tasks: HashMap<GitterRoomId, JoinHandle<()>>,
+}
+
+impl StreamManager {
+    /// A manager whose readers use `client`'s configuration and report to `events`.
+    pub fn new(client: GitterClient, events: mpsc::Sender<StreamEvent>) -> Self {
+        Self {
+            client,
+            events,
+            tasks: HashMap::new(),
+        }
+    }
+
+    /// Opens the room's stream with `token`, replacing any reader already there (a new
+    /// token, or a fresh start after a revoked one). The old reader has stopped when this
+    /// returns, so none of its events follow the new reader's.
+    pub async fn open(&mut self, room: GitterRoomId, token: Secret) {
+        self.stop(&room).await;
+        let reader = Reader {
+            url: GitterClient::url(
+                &self.client.config().stream_base,
+                &["v1", "rooms", room.as_str(), "chatMessages"],
+            ),
+            client: self.client.clone(),
+            config: self.client.config().stream.clone(),
+            room: room.clone(),
+            token,
+            events: self.events.clone(),
+        };
+        tracing::debug!(%room, "opening Gitter stream");
+        self.tasks.insert(room, tokio::spawn(reader.run()));
+    }
+
+    /// Closes the room's stream. Returns whether one was open (or had ended by itself).
+    pub async fn close(&mut self, room: &GitterRoomId) -> bool {
+        let had = self.stop(room).await;
+        if had {
+            tracing::debug!(%room, "closed Gitter stream");
+        }
+        had
+    }
+
+    /// Closes every stream.
+    pub async fn close_all(&mut self) {
+        let rooms: Vec<GitterRoomId> = self.tasks.keys().cloned().collect();
+        for room in rooms {
+            self.stop(&room).await;
+        }
+    }
+
+    /// Whether the room's reader is running (false after it stopped on a 401).
+    pub fn is_running(&self, room: &GitterRoomId) -> bool {
+        self.tasks.get(room).is_some_and(|t| !t.is_finished())
+    }
+
+    /// The rooms with a reader task (running or stopped on a 401).
+    pub fn rooms(&self) -> impl Iterator<Item = &GitterRoomId> {
+        self.tasks.keys()
+    }
+
+    /// Runs `OpenStream`/`CloseStream` (both answer `Done`); `None` for any other action.
+    pub async fn execute(&mut self, action: &Action) -> Option<EffectResult> {
+        match action {
+            Action::OpenStream { room, token } => {
+                self.open(room.clone(), token.clone()).await;
+                Some(Ok(EffectOutput::Done))
+            }
+            Action::CloseStream { room } => {
+                self.close(room).await;
+                Some(Ok(EffectOutput::Done))
+            }
+            _ => None,
+        }
+    }
+
+    async fn stop(&mut self, room: &GitterRoomId) -> bool {
+        match self.tasks.remove(room) {
+            Some(task) => {
+                task.abort();
+                // Wait until it has really stopped: an aborted task on another worker could
+                // otherwise still push an event after its successor's `Connected`.
+                let _ = task.await;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for StreamManager {
+    fn drop(&mut self) {
+        for task in self.tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+// ---- one reader ----
+
+struct Reader {
+    client: GitterClient,
+    config: StreamConfig,
+    url: Url,
+    room: GitterRoomId,
+    token: Secret,
+    events: mpsc::Sender<StreamEvent>,
+}
+
+/// How one connection ended.
+enum End {
+    /// The driver dropped the receiver: stop.
+    ReceiverGone,
+    /// The connection failed or ended.
+    Failed {
+        kind: FailureKind,
+        detail: String,
+        /// Whether it had connected (then the backoff starts over).
+        connected: bool,
+    },
+}
+
+impl Reader {
+    async fn run(self) {
+        let mut backoff = self.config.backoff();
+        // The kind of the last reported disconnect; `None` while connected or before the first
+        // attempt. A dead server is reported once, not on every retry.
+        let mut reported: Option<FailureKind> = None;
+        loop {
+            let (kind, detail, connected) = match self.connect_and_read().await {
+                End::ReceiverGone => return,
+                End::Failed {
+                    kind,
+                    detail,
+                    connected,
+                } => (kind, detail, connected),
+            };
+            if connected {
+                backoff = self.config.backoff();
+                reported = None;
+            }
+            let revoked = kind == FailureKind::TokenRevoked;
+            tracing::info!(room = %self.room, ?kind, detail, "Gitter stream disconnected");
+            if reported != Some(kind) {
+                reported = Some(kind);
+                let event = StreamEvent::Disconnected {
+                    room: self.room.clone(),
+                    reason: kind,
+                    detail,
+                    reconnecting: !revoked,
+                };
+                if self.events.send(event).await.is_err() {
+                    return;
+                }
+            }
+            if revoked {
+                // The token is dead (§2.2): retrying would only fail again.
+                return;
+            }
+            let delay = backoff.next().unwrap_or(self.config.reconnect_max);
+            tracing::debug!(room = %self.room, delay_ms = delay.as_millis(), "reconnecting Gitter stream");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn connect_and_read(&self) -> End {
+        let idle = self.config.idle_timeout;
+        let failed = |kind, detail: String, connected| End::Failed {
+            kind,
+            detail,
+            connected,
+        };
+        let request = self
+            .client
+            .http()
+            .get(self.url.clone())
+            .header(ACCEPT, "application/json")
+            .bearer_auth(self.token.expose());
+        // A server that accepts the connection but never answers is as dead as a silent one.
+        let mut response = match tokio::time::timeout(idle, request.send()).await {
+            Err(_) => return failed(FailureKind::Transient, "no answer".to_owned(), false),
+            Ok(Err(e)) => {
+                let e = GitterError::network(&e, 1);
+                return failed(e.kind(), e.to_string(), false);
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        if status != StatusCode::OK {
+            // Auth failures come back as the REST-style JSON error before streaming (§5.2).
+            let body = match tokio::time::timeout(idle, response.bytes()).await {
+                Ok(Ok(b)) => b,
+                _ => Default::default(),
+            };
+            let e = GitterError::from_status(status.as_u16(), &body, 1).scrub_token(&self.token);
+            return failed(e.kind(), e.to_string(), false);
+        }
+        tracing::info!(room = %self.room, "Gitter stream connected");
+        let connected = StreamEvent::Connected {
+            room: self.room.clone(),
+        };
+        if self.events.send(connected).await.is_err() {
+            return End::ReceiverGone;
+        }
+        let mut splitter = LineSplitter::new(self.config.max_line);
+        loop {
+            // Only the wait for bytes is timed: a slow driver must not count as silence.
+            let chunk = match tokio::time::timeout(idle, response.chunk()).await {
+                Err(_) => {
+                    let detail = format!("silent for {} s", idle.as_secs_f32());
+                    return failed(FailureKind::Transient, detail, true);
+                }
+                Ok(Err(e)) => {
+                    let e = GitterError::network(&e, 1);
+                    return failed(FailureKind::Transient, e.to_string(), true);
+                }
+                Ok(Ok(None)) => {
+                    if !self.deliver(splitter.finish()).await {
+                        return End::ReceiverGone;
+                    }
+                    return failed(
+                        FailureKind::Transient,
+                        "ended by the server".to_owned(),
+                        true,
+                    );
+                }
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            if !self.deliver(splitter.push(&chunk)).await {
+                return End::ReceiverGone;
+            }
+        }
+    }
+
+    /// Sends the messages among `items`; false when the driver is gone.
+    async fn deliver(&self, items: Vec<StreamItem>) -> bool {
+        for item in items {
+            match item {
+                StreamItem::Message(m) => {
+                    let id = m.id.clone();
+                    let Some(message) = m.into_core() else {
+                        tracing::warn!(room = %self.room, message = id, "stream message without author; skipped");
+                        continue;
+                    };
+                    let event = StreamEvent::Message {
+                        room: self.room.clone(),
+                        message,
+                    };
+                    if self.events.send(event).await.is_err() {
+                        return false;
+                    }
+                }
+                StreamItem::Heartbeat => tracing::trace!(room = %self.room, "stream heartbeat"),
+                // Message text is user content: log its size, not the line.
+                StreamItem::Malformed(line) => {
+                    tracing::warn!(room = %self.room, len = line.len(), "malformed stream line skipped");
+                }
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,398 @@
+//! Streaming readers against a tiny loopback server (axum) that plays a script per
+//! connection: status codes, chunks cut mid-object, heartbeats, silence, closed connections.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use common::*;
+use gitter_bridge_core::{FailureKind, GitterRoomId, Input, Secret};
+use gitter_bridge_gitter::{GitterClient, StreamEvent, StreamManager};
+use tokio::sync::mpsc;
+
+const ROOM: &str = "5787e94cc2f0db084a230583";
+
+/// What the fake server does with one connection.
+#[derive(Clone, Debug)]
+enum Play {
+    /// Answer with this status and a JSON error body.
+    Status(u16, &'static str),
+    /// Answer 200 and play these steps; after the last one the connection is closed.
+    Stream(Vec<Step>),
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Send(Vec<u8>),
+    Wait(Duration),
+    /// Keep the connection open and say nothing, forever.
+    Silence,
+}
+
+/// One request the server saw.
+#[derive(Clone, Debug)]
+struct Hit {
+    room: String,
+    authorization: Option<String>,
+    accept: Option<String>,
+}
+
+#[derive(Default)]
+struct Script {
+    plays: Mutex<VecDeque<Play>>,
+    hits: Mutex<Vec<Hit>>,
+}
+
+struct FakeStream {
+    script: Arc<Script>,
+    base: String,
+}
+
+impl FakeStream {
+    /// Starts a server that plays `plays` in order, then keeps every later connection silent.
+    async fn start(plays: Vec<Play>) -> FakeStream {
+        let script = Arc::new(Script {
+            plays: Mutex::new(plays.into()),
+            ..Default::default()
+        });
+        let app = axum::Router::new()
+            .route("/v1/rooms/{room}/chatMessages", axum::routing::get(serve))
+            .with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeStream { script, base }
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        self.script.hits.lock().unwrap().clone()
+    }
+
+    /// A stream manager whose readers talk to this server, with short timeouts.
+    fn manager(&self) -> (StreamManager, mpsc::Receiver<StreamEvent>) {
+        let mut config = config(&self.base);
+        config.stream.idle_timeout = Duration::from_millis(500);
+        config.stream.reconnect_min = Duration::from_millis(20);
+        config.stream.reconnect_max = Duration::from_millis(100);
+        let (tx, rx) = mpsc::channel(64);
+        (
+            StreamManager::new(GitterClient::new(config).unwrap(), tx),
+            rx,
+        )
+    }
+}
+
+async fn serve(
+    State(script): State<Arc<Script>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    script.hits.lock().unwrap().push(Hit {
+        room,
+        authorization: header("authorization"),
+        accept: header("accept"),
+    });
+    let play = script
+        .plays
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(Play::Stream(vec![Step::Silence]));
+    match play {
+        Play::Status(code, body) => (
+            StatusCode::from_u16(code).unwrap(),
+            [("content-type", "application/json")],
+            body,
+        )
+            .into_response(),
+        Play::Stream(steps) => {
+            let steps: VecDeque<Step> = steps.into();
+            let body = futures_util::stream::unfold(steps, |mut steps| async move {
+                loop {
+                    match steps.pop_front()? {
+                        Step::Send(bytes) => {
+                            return Some((Ok::<_, std::io::Error>(Bytes::from(bytes)), steps));
+                        }
+                        Step::Wait(d) => tokio::time::sleep(d).await,
+                        Step::Silence => std::future::pending::<()>().await,
+                    }
+                }
+            });
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from_stream(body))
+                .unwrap()
+        }
+    }
+}
+
+fn room() -> GitterRoomId {
+    GitterRoomId::new(ROOM)
+}
+
+/// The next event, or a failed test after 5 s.
+async fn next(rx: &mut mpsc::Receiver<StreamEvent>) -> StreamEvent {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("no stream event within 5 s")
+        .expect("channel closed")
+}
+
+/// Asserts nothing arrives for a while.
+async fn quiet(rx: &mut mpsc::Receiver<StreamEvent>, for_ms: u64) {
+    if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(for_ms), rx.recv()).await {
+        panic!("unexpected event {e:?}");
+    }
+}
+
+fn disconnected(e: &StreamEvent) -> (FailureKind, bool) {
+    match e {
+        StreamEvent::Disconnected {
+            reason,
+            reconnecting,
+            ..
+        } => (*reason, *reconnecting),
+        other => panic!("expected a disconnect, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn messages_cut_across_chunks_are_delivered_in_order() {
+    let plain = one_line(&fixture("message-plain.json"));
+    let status = one_line(&fixture("message-status.json"));
+    let (a, b) = plain.as_bytes().split_at(plain.len() / 2);
+    let fake = FakeStream::start(vec![Play::Stream(vec![
+        Step::Send(b" \n".to_vec()),
+        Step::Send(a.to_vec()),
+        Step::Wait(Duration::from_millis(20)),
+        Step::Send([b, b"\n", status.as_bytes()].concat()),
+        Step::Send(b"\n \n".to_vec()),
+        Step::Silence,
+    ])])
+    .await;
+    let (mut streams, mut rx) = fake.manager();
+
+    streams.open(room(), token()).await;
+
+    assert_eq!(next(&mut rx).await, StreamEvent::Connected { room: room() });
+    let StreamEvent::Message {
+        message: first,
+        room: r,
+    } = next(&mut rx).await
+    else {
+        panic!()
+    };
+    let StreamEvent::Message {
+        message: second, ..
+    } = next(&mut rx).await
+    else {
+        panic!()
+    };
+    assert_eq!(r, room());
+    assert_eq!(first.id.as_str(), "5fedc44197312f4b6bfe4519");
+    assert!(second.status);
+    let hit = &fake.hits()[0];
+    assert_eq!(hit.room, ROOM);
+    assert_eq!(
+        hit.authorization.as_deref(),
+        Some(&*format!("Bearer {TOKEN}"))
+    );
+    assert_eq!(hit.accept.as_deref(), Some("application/json"));
+    assert!(streams.is_running(&room()));
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_reported_once_and_not_retried() {
+    let fake = FakeStream::start(vec![Play::Status(401, r#"{"error":"Unauthorized"}"#)]).await;
+    let (mut streams, mut rx) = fake.manager();
+
+    streams.open(room(), token()).await;
+
+    let event = next(&mut rx).await;
+    assert_eq!(disconnected(&event), (FailureKind::TokenRevoked, false));
+    let StreamEvent::Disconnected { detail, .. } = &event else {
+        unreachable!()
+    };
+    assert!(!detail.contains(TOKEN));
+    quiet(&mut rx, 400).await;
+    assert_eq!(fake.hits().len(), 1, "no reconnect loop");
+    assert!(!streams.is_running(&room()));
+    assert_eq!(
+        Input::from(event),
+        Input::StreamDisconnected {
+            room: room(),
+            reason: FailureKind::TokenRevoked
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_silent_stream_times_out_and_reconnects() {
+    let fake = FakeStream::start(vec![Play::Stream(vec![
+        Step::Send(b" \n".to_vec()),
+        Step::Silence,
+    ])])
+    .await;
+    let (mut streams, mut rx) = fake.manager();
+
+    streams.open(room(), token()).await;
+
+    assert_eq!(next(&mut rx).await, StreamEvent::Connected { room: room() });
+    assert_eq!(
+        disconnected(&next(&mut rx).await),
+        (FailureKind::Transient, true)
+    );
+    assert_eq!(next(&mut rx).await, StreamEvent::Connected { room: room() });
+    assert!(fake.hits().len() >= 2);
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_quiet_stream_alive() {
+    // Heartbeats every 100 ms for 1 s, well past the 500 ms idle limit.
+    let mut steps = Vec::new();
+    for _ in 0..10 {
+        steps.push(Step::Wait(Duration::from_millis(100)));
+        steps.push(Step::Send(b" \n".to_vec()));
+    }
+    steps.push(Step::Silence);
+    let fake = FakeStream::start(vec![Play::Stream(steps)]).await;
+    let (mut streams, mut rx) = fake.manager();
+
+    streams.open(room(), token()).await;
+
+    assert_eq!(next(&mut rx).await, StreamEvent::Connected { room: room() });
+    quiet(&mut rx, 900).await;
+    assert_eq!(fake.hits().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_closed_by_the_server_reconnects() {
+    let line = one_line(&fixture("message-plain.json"));
+    let fake = FakeStream::start(vec![Play::Stream(vec![Step::Send(
+        format!("{line}\n").into_bytes(),
+    )])])
+    .await;
+    let (mut streams, mut rx) = fake.manager();
+
+    streams.open(room(), token()).await;
+
+    assert_eq!(next(&mut rx).await, StreamEvent::Connected { room: room() });
+    assert!(matches!(next(&mut rx).await, StreamEvent::Message { .. }));
+    assert_eq!(
+        disconnected(&next(&mut rx).await),
+        (FailureKind::Transient, true)
+    );
+    assert_eq!(next(&mut rx).await, StreamEvent::Connected { room: room() });
+}
+
+#[tokio::test]
+async fn an_outage_is_reported_once_until_the_stream_is_back() {
+    let down = Play::Status(503, r#"{"error":"Service Unavailable"}"#);
+    let fake = FakeStream::start(vec![down.clone(), down.clone(), down.clone(), down]).await;
+    let (mut streams, mut rx) = fake.manager();
+
+    streams.open(room(), token()).await;
+
+    assert_eq!(
+        disconnected(&next(&mut rx).await),
+        (FailureKind::Transient, true)
+    );
+    assert_eq!(next(&mut rx).await, StreamEvent::Connected { room: room() });
+    assert_eq!(fake.hits().len(), 5);
+}
+
+#[tokio::test]
+async fn forbidden_and_missing_rooms_are_reported_and_retried() {
+    let fake = FakeStream::start(vec![
+        Play::Status(403, r#"{"error":"Forbidden"}"#),
+        Play::Status(404, r#"{"error":"Not Found"}"#),
+    ])
+    .await;
+    let (mut streams, mut rx) = fake.manager();
+
+    streams.open(room(), token()).await;
+
+    assert_eq!(
+        disconnected(&next(&mut rx).await),
+        (FailureKind::Forbidden, true)
+    );
+    assert_eq!(
+        disconnected(&next(&mut rx).await),
+        (FailureKind::NotFound, true)
+    );
+    assert_eq!(next(&mut rx).await, StreamEvent::Connected { room: room() });
+}
+
+#[tokio::test]
+async fn reopening_replaces_the_token_and_closing_stops_the_reader() {
+    let fake = FakeStream::start(vec![]).await;
+    let (mut streams, mut rx) = fake.manager();
+    let other = "fedcba9876543210fedcba9876543210fedcba98";
+
+    streams.open(room(), token()).await;
+    assert_eq!(next(&mut rx).await, StreamEvent::Connected { room: room() });
+    streams.open(room(), Secret::new(other)).await;
+    assert_eq!(next(&mut rx).await, StreamEvent::Connected { room: room() });
+
+    let hits = fake.hits();
+    assert_eq!(hits.len(), 2);
+    assert_eq!(
+        hits[1].authorization.as_deref(),
+        Some(&*format!("Bearer {other}"))
+    );
+
+    assert!(streams.close(&room()).await);
+    assert!(!streams.is_running(&room()));
+    quiet(&mut rx, 400).await;
+    assert_eq!(fake.hits().len(), 2, "closed readers do not reconnect");
+}
+
+#[tokio::test]
+async fn open_and_close_stream_actions_are_executed_by_the_manager() {
+    let fake = FakeStream::start(vec![]).await;
+    let (mut streams, mut rx) = fake.manager();
+    let open = gitter_bridge_core::Action::OpenStream {
+        room: room(),
+        token: token(),
+    };
+    let close = gitter_bridge_core::Action::CloseStream { room: room() };
+    let other = gitter_bridge_core::Action::RegisterGhost {
+        user: "@a:example.org".try_into().unwrap(),
+    };
+
+    assert_eq!(
+        streams.execute(&open).await,
+        Some(Ok(gitter_bridge_core::EffectOutput::Done))
+    );
+    assert_eq!(next(&mut rx).await, StreamEvent::Connected { room: room() });
+    assert_eq!(
+        streams.execute(&close).await,
+        Some(Ok(gitter_bridge_core::EffectOutput::Done))
+    );
+    assert_eq!(streams.execute(&other).await, None);
+    assert!(!streams.is_running(&room()));
+}
+
+#[tokio::test]
+async fn a_dropped_receiver_stops_the_reader() {
+    let fake = FakeStream::start(vec![Play::Stream(vec![Step::Send(b" \n".to_vec())])]).await;
+    let (mut streams, rx) = fake.manager();
+    drop(rx);
+
+    streams.open(room(), token()).await;
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!streams.is_running(&room()));
+}
