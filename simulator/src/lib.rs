@@ -1,1 +1,14 @@
-//! `bridge-sim`: fake homeserver, fake Gitter, scenarios and load (being built: see the simulator issue).
+//! `bridge-sim`: test partners for the Matrix <-> Gitter bridge.
+//!
+//! * [`fake_gitter`] — a fake Gitter server (REST v1, streaming, OAuth) that
+//!   follows `shared/reference/gitter-api.md`.
+//! * [`fake_hs`] — a fake Matrix homeserver with Synapse's behaviour where a
+//!   bridge can tell the difference (`shared/reference/matrix-rust-ecosystem.md`).
+//!
+//! Each fake is a plain state struct holding every rule (unit tested without
+//! HTTP) under a thin axum layer, and a handle type that binds a socket and
+//! gives tests a Rust API to act as users and inject faults.
+
+pub mod fake_gitter;
+pub mod fake_hs;
+pub mod util;

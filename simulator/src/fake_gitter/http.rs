@@ -1,0 +1,905 @@
+//! The axum layer of the fake Gitter: request parsing, auth/rate-limit/fault
+//! plumbing and response shapes. All decisions are made by
+//! [`GitterState`](super::state::GitterState).
+//!
+//! Served on one listener:
+//! * `/v1/...` — the REST API (gitter-api.md §3), base URL = `base_url`;
+//! * `/stream/v1/rooms/{roomId}/chatMessages` — the streaming API (§5), i.e.
+//!   the stream base URL is `base_url + "/stream"`;
+//! * `/login/oauth/{authorize,token}` — OAuth (§2);
+//! * `/_sim/gitter/...` — fault and scripting controls for tests.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Shared;
+use super::state::{ApiError, Caller, GitterState, MessageQuery, RateInfo};
+
+type App = Arc<Shared>;
+
+/// Build the router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/user", get(user_index))
+        .route("/v1/user/{uid}", get(user_show))
+        .route("/v1/user/{uid}/rooms", get(user_rooms).post(user_join))
+        .route("/v1/user/{uid}/unreadItems", get(unread_summary))
+        .route(
+            "/v1/user/{uid}/rooms/{rid}/unreadItems",
+            get(unread_get).post(unread_post),
+        )
+        .route(
+            "/v1/user/{uid}/rooms/{rid}/unreadItems/all",
+            delete(unread_all),
+        )
+        .route("/v1/rooms", get(rooms_index).post(rooms_resolve))
+        .route("/v1/rooms/{rid}", get(room_show))
+        .route("/v1/rooms/{rid}/users", get(room_users))
+        .route("/v1/rooms/{rid}/users/{uid}", delete(room_remove_user))
+        .route(
+            "/v1/rooms/{rid}/chatMessages",
+            get(messages_list).post(messages_create),
+        )
+        .route(
+            "/v1/rooms/{rid}/chatMessages/{mid}",
+            get(message_show).put(message_update).delete(message_delete),
+        )
+        .route(
+            "/v1/rooms/{rid}/chatMessages/{mid}/thread",
+            get(message_thread),
+        )
+        .route("/stream/v1/rooms/{rid}/chatMessages", get(stream_messages))
+        .route(
+            "/login/oauth/authorize",
+            get(authorize_get).post(authorize_post),
+        )
+        .route("/login/oauth/token", post(token_exchange))
+        .route("/_sim/gitter/fail", post(sim_fail))
+        .route("/_sim/gitter/delay", post(sim_delay))
+        .route("/_sim/gitter/clear-faults", post(sim_clear))
+        .route("/_sim/gitter/drop-streams", post(sim_drop_streams))
+        .route("/_sim/gitter/revoke", post(sim_revoke))
+        .route("/_sim/gitter/advance-clock", post(sim_advance_clock))
+        .route("/_sim/gitter/post", post(sim_post))
+        .route("/_sim/gitter/rooms/{room}/messages", get(sim_messages))
+        .fallback(|| async { error_response(&ApiError::not_found(), None) })
+        .with_state(shared)
+}
+
+// ----------------------------------------------------------------------
+// plumbing
+
+enum Reply {
+    Json(Value),
+    NoContent,
+}
+
+fn json_response(status: u16, body: &Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+fn error_response(err: &ApiError, rate: Option<RateInfo>) -> Response {
+    let mut resp = json_response(err.status, &err.body());
+    if let Some(rate) = rate {
+        add_rate_headers(&mut resp, rate);
+    }
+    resp
+}
+
+fn add_rate_headers(resp: &mut Response, rate: RateInfo) {
+    let h = resp.headers_mut();
+    h.insert("X-RateLimit-Limit", HeaderValue::from(rate.limit));
+    h.insert("X-RateLimit-Remaining", HeaderValue::from(rate.remaining));
+    h.insert("X-RateLimit-Reset", HeaderValue::from(rate.reset_ms));
+}
+
+/// WEBAPP `get-access-token-from-req.js` order (gitter-api.md §1.2):
+/// `Authorization: Bearer` (scheme case-insensitive, cut at the first comma),
+/// `x-access-token`, `access_token` in the body, then in the query.
+fn extract_token(headers: &HeaderMap, body: Option<&Value>, query: Option<&str>) -> Option<String> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let v = v.trim();
+        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
+            let t = v[7..].split(',').next().unwrap_or("").trim();
+            if !t.is_empty() {
+                return Some(t.to_string());
+            }
+        }
+    }
+    if let Some(v) = headers.get("x-access-token").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim().to_string());
+    }
+    if let Some(t) = body
+        .and_then(|b| b.get("access_token"))
+        .and_then(Value::as_str)
+    {
+        return Some(t.to_string());
+    }
+    query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "access_token")
+            .map(|(_, v)| v.into_owned())
+    })
+}
+
+fn is_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("chunked"))
+}
+
+fn reason(status: u16) -> String {
+    StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error")
+        .to_string()
+}
+
+/// Parse a JSON or form body into a JSON object (gitter-api.md §1.2: both
+/// parsers are installed). Repeated form keys and `key[]` become arrays.
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ct.starts_with("application/x-www-form-urlencoded") {
+        let mut map = serde_json::Map::new();
+        for (k, v) in url::form_urlencoded::parse(body) {
+            let (key, is_array) = match k.strip_suffix("[]") {
+                Some(k) => (k.to_string(), true),
+                None => (k.into_owned(), false),
+            };
+            match map.get_mut(&key) {
+                Some(Value::Array(a)) => a.push(json!(v)),
+                Some(existing) => {
+                    let prev = existing.take();
+                    *existing = json!([prev, v]);
+                }
+                None if is_array => {
+                    map.insert(key, json!([v]));
+                }
+                None => {
+                    map.insert(key, json!(v));
+                }
+            }
+        }
+        return Ok(Value::Object(map));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err(ApiError::bad_request("Bad Request")),
+    }
+}
+
+/// Run one REST call: delay, 406 for chunked bodies, injected faults, auth
+/// (401 without rate headers, as unauthenticated requests are not counted),
+/// rate limit (headers on every counted response), then `f`.
+async fn run_api<F>(
+    app: &App,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: Option<&Value>,
+    f: F,
+) -> Response
+where
+    F: FnOnce(&mut GitterState, &Caller, u64) -> Result<Reply, ApiError>,
+{
+    let delay = app.lock().delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if is_chunked(headers) {
+        return error_response(
+            &ApiError::new(
+                406,
+                "Using the `Transfer-Encoding: chunked` header is not allowed when interacting with the API",
+            ),
+            None,
+        );
+    }
+    let now = app.clock.now_ms();
+    let mut state = app.lock();
+    if let Some(status) = state.take_fault(now) {
+        tracing::debug!(status, "fake gitter: injected failure");
+        let err = if status == 429 {
+            ApiError::new(429, "API rate limit exceeded")
+        } else {
+            ApiError::new(status, reason(status))
+        };
+        let rate = (status == 429).then(|| RateInfo {
+            limit: state.config.rate_limit,
+            remaining: 0,
+            reset_ms: now + state.config.rate_window.as_millis() as u64,
+        });
+        return error_response(&err, rate);
+    }
+    let token = extract_token(headers, body, query);
+    let caller = match state.authenticate(token.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return error_response(&e, None),
+    };
+    let rate = match state.rate_check(&caller, now) {
+        Ok(r) => r,
+        Err(r) => {
+            return error_response(&ApiError::new(429, "API rate limit exceeded"), Some(r));
+        }
+    };
+    let mut resp = match f(&mut state, &caller, now) {
+        Ok(Reply::Json(v)) => json_response(200, &v),
+        Ok(Reply::NoContent) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error_response(&e, None),
+    };
+    add_rate_headers(&mut resp, rate);
+    resp
+}
+
+fn json_ok(v: Value) -> Result<Reply, ApiError> {
+    Ok(Reply::Json(v))
+}
+
+fn body_or_400(headers: &HeaderMap, body: &Bytes) -> Result<Value, Box<Response>> {
+    parse_body(headers, body).map_err(|e| Box::new(error_response(&e, None)))
+}
+
+fn str_field<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
+    body.get(key).and_then(Value::as_str)
+}
+
+/// Accept `true`, `"true"` and `1` (form bodies carry strings).
+fn bool_field(body: &Value, key: &str) -> bool {
+    match body.get(key) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "true" || s == "1",
+        Some(Value::Number(n)) => n.as_u64() == Some(1),
+        _ => false,
+    }
+}
+
+fn id_list(body: &Value, key: &str) -> Vec<String> {
+    match body.get(key) {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SearchQuery {
+    q: Option<String>,
+    limit: Option<u64>,
+    skip: Option<u64>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+fn search_query(raw: Option<&str>) -> SearchQuery {
+    raw.and_then(serde_urlencoded_like).unwrap_or_default()
+}
+
+/// Lenient query decoding: a malformed number should not turn into a 400
+/// from axum's extractor with a non-Gitter body, so unknown or bad values are
+/// simply ignored.
+fn serde_urlencoded_like<T: for<'de> Deserialize<'de>>(raw: &str) -> Option<T> {
+    let map: serde_json::Map<String, Value> = url::form_urlencoded::parse(raw.as_bytes())
+        .map(|(k, v)| {
+            let v = match v.parse::<u64>() {
+                Ok(n) => json!(n),
+                Err(_) if v == "true" || v == "false" => json!(v == "true"),
+                Err(_) => json!(v),
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    serde_json::from_value(Value::Object(map)).ok()
+}
+
+// ----------------------------------------------------------------------
+// REST handlers
+
+async fn user_index(State(app): State<App>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let sq = search_query(q.as_deref());
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _| match &sq.q {
+        Some(text) => json_ok(s.user_search(text, sq.limit, sq.skip)),
+        // `GET /v1/user` is an array holding one user (§3.1).
+        None => json_ok(json!([s.user_show(c, "me")?])),
+    })
+    .await
+}
+
+async fn user_show(
+    State(app): State<App>,
+    Path(uid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+        json_ok(s.user_show(c, &uid)?)
+    })
+    .await
+}
+
+async fn user_rooms(
+    State(app): State<App>,
+    Path(uid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+        json_ok(Value::Array(s.rooms_for(c, &uid)?))
+    })
+    .await
+}
+
+async fn user_join(
+    State(app): State<App>,
+    Path(uid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let body = match body_or_400(&headers, &body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    run_api(&app, &headers, q.as_deref(), Some(&body), |s, c, now| {
+        json_ok(s.join_room(c, &uid, str_field(&body, "id"), now)?)
+    })
+    .await
+}
+
+async fn unread_summary(
+    State(app): State<App>,
+    Path(uid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+        json_ok(s.unread_summary(c, &uid)?)
+    })
+    .await
+}
+
+async fn unread_get(
+    State(app): State<App>,
+    Path((uid, rid)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+        json_ok(s.unread_items(c, &uid, &rid)?)
+    })
+    .await
+}
+
+async fn unread_post(
+    State(app): State<App>,
+    Path((uid, rid)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let body = match body_or_400(&headers, &body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let mut ids = id_list(&body, "chat");
+    ids.extend(id_list(&body, "mention"));
+    run_api(&app, &headers, q.as_deref(), Some(&body), |s, c, now| {
+        json_ok(s.mark_read(c, &uid, &rid, &ids, now)?)
+    })
+    .await
+}
+
+async fn unread_all(
+    State(app): State<App>,
+    Path((uid, rid)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, now| {
+        json_ok(s.mark_all_read(c, &uid, &rid, now)?)
+    })
+    .await
+}
+
+async fn rooms_index(
+    State(app): State<App>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let sq = search_query(q.as_deref());
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _| match &sq.q {
+        Some(text) => json_ok(s.room_search(c, text, sq.limit, sq.skip)),
+        None => json_ok(Value::Array(s.rooms_for(c, "me")?)),
+    })
+    .await
+}
+
+async fn rooms_resolve(
+    State(app): State<App>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let body = match body_or_400(&headers, &body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    // `uri` may also come in the query (§3.0 #6).
+    let query_uri = q.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "uri")
+            .map(|(_, v)| v.into_owned())
+    });
+    run_api(&app, &headers, q.as_deref(), Some(&body), |s, c, now| {
+        let uri = str_field(&body, "uri").or(query_uri.as_deref());
+        json_ok(s.resolve_room(c, uri, now)?)
+    })
+    .await
+}
+
+async fn room_show(
+    State(app): State<App>,
+    Path(rid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+        json_ok(s.room_show(c, &rid)?)
+    })
+    .await
+}
+
+async fn room_users(
+    State(app): State<App>,
+    Path(rid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let sq = search_query(q.as_deref());
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+        json_ok(Value::Array(s.room_users(
+            c,
+            &rid,
+            sq.skip,
+            sq.limit,
+            sq.q.as_deref(),
+        )?))
+    })
+    .await
+}
+
+async fn room_remove_user(
+    State(app): State<App>,
+    Path((rid, uid)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let sq = search_query(q.as_deref());
+    let by_username = sq.kind.as_deref() == Some("username");
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+        json_ok(s.remove_user(c, &rid, &uid, by_username)?)
+    })
+    .await
+}
+
+fn message_query(raw: Option<&str>) -> MessageQuery {
+    raw.and_then(serde_urlencoded_like).unwrap_or_default()
+}
+
+async fn messages_list(
+    State(app): State<App>,
+    Path(rid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let mq = message_query(q.as_deref());
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+        json_ok(Value::Array(s.list_messages(c, &rid, &mq)?))
+    })
+    .await
+}
+
+async fn messages_create(
+    State(app): State<App>,
+    Path(rid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let body = match body_or_400(&headers, &body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    run_api(&app, &headers, q.as_deref(), Some(&body), |s, c, now| {
+        let text = str_field(&body, "text");
+        let status = bool_field(&body, "status");
+        let parent = str_field(&body, "parentId");
+        json_ok(s.post_message(c, &rid, text, status, parent, now)?)
+    })
+    .await
+}
+
+async fn message_show(
+    State(app): State<App>,
+    Path((rid, mid)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+        json_ok(s.get_message(c, &rid, &mid)?)
+    })
+    .await
+}
+
+async fn message_update(
+    State(app): State<App>,
+    Path((rid, mid)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let body = match body_or_400(&headers, &body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    run_api(&app, &headers, q.as_deref(), Some(&body), |s, c, now| {
+        json_ok(s.edit_message(c, &rid, &mid, str_field(&body, "text"), now)?)
+    })
+    .await
+}
+
+async fn message_delete(
+    State(app): State<App>,
+    Path((rid, mid)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+        s.delete_message(c, &rid, &mid)?;
+        Ok(Reply::NoContent)
+    })
+    .await
+}
+
+async fn message_thread(
+    State(app): State<App>,
+    Path((rid, mid)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let mq = message_query(q.as_deref());
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+        json_ok(Value::Array(s.thread(c, &rid, &mid, &mq)?))
+    })
+    .await
+}
+
+// ----------------------------------------------------------------------
+// streaming (gitter-api.md §5)
+
+async fn stream_messages(
+    State(app): State<App>,
+    Path(rid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let now = app.clock.now_ms();
+    let opened = {
+        let mut state = app.lock();
+        if let Some(status) = state.take_fault(now) {
+            let err = if status == 429 {
+                ApiError::new(429, "API rate limit exceeded")
+            } else {
+                ApiError::new(status, reason(status))
+            };
+            return error_response(&err, None);
+        }
+        let token = extract_token(&headers, None, q.as_deref());
+        state
+            .open_stream(token.as_deref(), &rid)
+            .map(|(_, rx)| (rx, state.config.heartbeat))
+    };
+    let (rx, heartbeat) = match opened {
+        Ok(x) => x,
+        // Auth and permission errors come back as REST-style JSON before any
+        // streaming starts (§5.2).
+        Err(e) => return error_response(&e, None),
+    };
+    tracing::debug!(room = %rid, "fake gitter: stream opened");
+    let heartbeat = heartbeat.max(Duration::from_millis(1));
+    let interval = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    // Messages as `<json>\n`, keep-alives as `" \n"`; the body ends when the
+    // state drops our sender (drop_streams, revoke_token).
+    let body = futures_util::stream::unfold((rx, interval), |(mut rx, mut iv)| async move {
+        tokio::select! {
+            msg = rx.recv() => msg.map(|m| (Ok::<_, Infallible>(Bytes::from(m)), (rx, iv))),
+            _ = iv.tick() => Some((Ok(Bytes::from_static(b" \n")), (rx, iv))),
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+// ----------------------------------------------------------------------
+// OAuth (gitter-api.md §2)
+
+fn html_page(status: u16, title: &str, body_html: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let page = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1>{body_html}</body></html>",
+        t = super::render::escape(title)
+    );
+    (status, Html(page)).into_response()
+}
+
+fn redirect_with_code(redirect_uri: &str, code: &str, state: Option<&str>) -> Response {
+    let location = match url::Url::parse(redirect_uri) {
+        Ok(mut u) => {
+            {
+                let mut pairs = u.query_pairs_mut();
+                pairs.append_pair("code", code);
+                if let Some(s) = state {
+                    pairs.append_pair("state", s);
+                }
+            }
+            u.to_string()
+        }
+        Err(_) => return html_page(400, "Bad redirect_uri", ""),
+    };
+    let mut resp = StatusCode::FOUND.into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// Both the sign-in page and the `login_as` shortcut: validate the client
+/// and redirect URI first, like WEBAPP (401 HTML page on mismatch).
+fn authorize(app: &App, params: &HashMap<String, String>, username: Option<&str>) -> Response {
+    let get = |k: &str| params.get(k).map(String::as_str);
+    let mut state = app.lock();
+    if let Err((status, msg)) =
+        state.check_authorize(get("client_id"), get("redirect_uri"), get("response_type"))
+    {
+        return html_page(
+            status,
+            "Authorization error",
+            &format!("<p>{}</p>", super::render::escape(&msg)),
+        );
+    }
+    let Some(username) = username else {
+        // The sign-in form: pick a test user, POST back to this URL.
+        let mut options = String::new();
+        for u in state.users().take(200) {
+            options.push_str(&format!(
+                "<li><label><input type=\"radio\" name=\"username\" value=\"{n}\"> {d} (@{n})</label></li>",
+                n = super::render::escape(&u.username),
+                d = super::render::escape(&u.display_name)
+            ));
+        }
+        let hidden: String = ["client_id", "redirect_uri", "response_type", "state"]
+            .iter()
+            .filter_map(|k| {
+                get(k).map(|v| {
+                    format!(
+                        "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
+                        super::render::escape(v)
+                    )
+                })
+            })
+            .collect();
+        return html_page(
+            200,
+            "Sign in to the fake Gitter",
+            &format!(
+                "<form method=\"post\" action=\"/login/oauth/authorize\">{hidden}<ul>{options}</ul><button type=\"submit\">Allow</button></form>"
+            ),
+        );
+    };
+    let redirect_uri = state.config.redirect_uri.clone();
+    match state.issue_code(username) {
+        Some(code) => redirect_with_code(&redirect_uri, &code, get("state")),
+        None => html_page(404, "Unknown user", "<p>No such test user.</p>"),
+    }
+}
+
+async fn authorize_get(
+    State(app): State<App>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let login_as = params.get("login_as").cloned();
+    authorize(&app, &params, login_as.as_deref())
+}
+
+async fn authorize_post(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let params = match parse_body(&headers, &body) {
+        Ok(v) => flatten(&v),
+        Err(_) => return html_page(400, "Bad request", ""),
+    };
+    let Some(username) = params.get("username").cloned() else {
+        return html_page(400, "Bad request", "<p>Choose a user.</p>");
+    };
+    authorize(&app, &params, Some(&username))
+}
+
+fn flatten(v: &Value) -> HashMap<String, String> {
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| match v {
+                    Value::String(s) => Some((k.clone(), s.clone())),
+                    Value::Number(n) => Some((k.clone(), n.to_string())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn token_exchange(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = match parse_body(&headers, &body) {
+        Ok(v) => flatten(&v),
+        Err(_) => {
+            return json_response(
+                400,
+                &json!({"error": "invalid_request", "error_description": "Malformed body"}),
+            );
+        }
+    };
+    let result = app.lock().exchange_code(&form);
+    let mut resp = match result {
+        Ok(token) => json_response(
+            200,
+            &json!({ "access_token": token, "token_type": "Bearer" }),
+        ),
+        Err(e) => json_response(e.status, &e.body()),
+    };
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+// ----------------------------------------------------------------------
+// simulator controls
+
+#[derive(Debug, Deserialize)]
+struct FailReq {
+    status: u16,
+    count: Option<u32>,
+    duration_ms: Option<u64>,
+}
+
+async fn sim_fail(State(app): State<App>, axum::Json(req): axum::Json<FailReq>) -> Response {
+    let now = app.clock.now_ms();
+    let mut s = app.lock();
+    match (req.count, req.duration_ms) {
+        (_, Some(ms)) => s.fail_until(now + ms, req.status),
+        (n, None) => s.fail_next(n.unwrap_or(1), req.status),
+    }
+    json_response(200, &json!({}))
+}
+
+#[derive(Debug, Deserialize)]
+struct DelayReq {
+    ms: u64,
+}
+
+async fn sim_delay(State(app): State<App>, axum::Json(req): axum::Json<DelayReq>) -> Response {
+    app.lock().set_delay(Duration::from_millis(req.ms));
+    json_response(200, &json!({}))
+}
+
+async fn sim_clear(State(app): State<App>) -> Response {
+    app.lock().clear_faults();
+    json_response(200, &json!({}))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DropReq {
+    room: Option<String>,
+}
+
+async fn sim_drop_streams(State(app): State<App>, body: Bytes) -> Response {
+    let req: DropReq = serde_json::from_slice(&body).unwrap_or_default();
+    let mut s = app.lock();
+    let room_id = match req.room.as_deref() {
+        Some(r) => match s.room_ref(r) {
+            Some(room) => Some(room.id.clone()),
+            None => return error_response(&ApiError::not_found(), None),
+        },
+        None => None,
+    };
+    let dropped = s.drop_streams(room_id.as_deref());
+    json_response(200, &json!({ "dropped": dropped }))
+}
+
+#[derive(Debug, Deserialize)]
+struct RevokeReq {
+    token: String,
+}
+
+async fn sim_revoke(State(app): State<App>, axum::Json(req): axum::Json<RevokeReq>) -> Response {
+    let existed = app.lock().revoke_token(&req.token);
+    json_response(200, &json!({ "revoked": existed }))
+}
+
+#[derive(Debug, Deserialize)]
+struct AdvanceReq {
+    ms: u64,
+}
+
+async fn sim_advance_clock(
+    State(app): State<App>,
+    axum::Json(req): axum::Json<AdvanceReq>,
+) -> Response {
+    app.clock.advance(Duration::from_millis(req.ms));
+    json_response(200, &json!({ "now_ms": app.clock.now_ms() }))
+}
+
+#[derive(Debug, Deserialize)]
+struct PostReq {
+    room: String,
+    username: String,
+    text: String,
+    #[serde(default)]
+    status: bool,
+    #[serde(rename = "parentId")]
+    parent_id: Option<String>,
+}
+
+async fn sim_post(State(app): State<App>, axum::Json(req): axum::Json<PostReq>) -> Response {
+    let now = app.clock.now_ms();
+    let mut s = app.lock();
+    let result = match (&req.parent_id, req.status) {
+        (Some(p), _) => s.reply_as(&req.username, &req.room, p, &req.text, now),
+        (None, true) => s.post_status_as(&req.username, &req.room, &req.text, now),
+        (None, false) => s.post_as(&req.username, &req.room, &req.text, now),
+    };
+    match result {
+        Ok(v) => json_response(200, &v),
+        Err(e) => error_response(&e, None),
+    }
+}
+
+async fn sim_messages(State(app): State<App>, Path(room): Path<String>) -> Response {
+    match app.lock().messages_of(&room) {
+        Ok(v) => json_response(200, &Value::Array(v)),
+        Err(e) => error_response(&e, None),
+    }
+}

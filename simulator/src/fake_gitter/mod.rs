@@ -1,0 +1,301 @@
+//! Fake Gitter server: REST v1, the streaming API and OAuth, on loopback HTTP.
+//!
+//! It copies the 2020 Gitter server (`gitlab-org/gitter/webapp`) as written up
+//! in `shared/reference/gitter-api.md`, items 1–11 of the §9 checklist:
+//! bearer auth everywhere (§1.2), 406 on chunked request bodies, the OAuth
+//! authorization-code flow with single-use 40-hex codes and one token per
+//! (user, client) (§2), the REST endpoints a bridge uses with their paging and
+//! error rules (§3), absent-not-null serialization (§4), the newline-delimited
+//! stream with `" \n"` heartbeats (§5) and dolph's fixed-window rate limiter
+//! with absolute-millisecond `X-RateLimit-Reset` (§8). Faye (item 12) is not
+//! implemented.
+//!
+//! Layout: [`state::GitterState`] holds every rule as plain methods (unit
+//! tested without HTTP); [`http`] is a thin axum layer; [`FakeGitter`] runs it
+//! on a socket and gives tests a Rust API to act as Gitter users and to
+//! inject faults.
+
+pub mod http;
+pub mod render;
+pub mod state;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use state::{ApiError, Caller, GitterConfig, GitterSeed, GitterState, MessageQuery, RateInfo};
+
+use crate::util::SimClock;
+
+/// State shared between the HTTP handlers and the test-facing handle.
+#[derive(Debug)]
+pub struct Shared {
+    state: Mutex<GitterState>,
+    /// The clock every handler reads; tests can move it forward.
+    pub clock: SimClock,
+}
+
+impl Shared {
+    /// Lock the state. A panic while holding the lock cannot leave it
+    /// half-updated in a way worth refusing service for, so poisoning is
+    /// ignored.
+    pub fn lock(&self) -> MutexGuard<'_, GitterState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running fake Gitter. Dropping it stops the server.
+#[derive(Debug)]
+pub struct FakeGitter {
+    /// `http://127.0.0.1:PORT` — the REST base (use it as `api.gitter.im`,
+    /// and as `gitter.im` for OAuth).
+    pub base_url: String,
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl FakeGitter {
+    /// Bind `bind` (use port 0 for a free port) and serve `state`.
+    pub async fn spawn(bind: SocketAddr, state: GitterState) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            clock: SimClock::default(),
+        });
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = http::router(shared.clone());
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "fake gitter server stopped");
+            }
+        });
+        tracing::info!(%addr, "fake gitter listening");
+        Ok(Self {
+            base_url: format!("http://{addr}"),
+            addr,
+            shared,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// Convenience: a state with `config`, seeded from `seed`.
+    pub fn seeded_state(config: GitterConfig, seed: &GitterSeed) -> Result<GitterState, String> {
+        let mut state = GitterState::new(config);
+        state.apply_seed(seed, SimClock::default().now_ms())?;
+        Ok(state)
+    }
+
+    /// REST base URL (`https://api.gitter.im` equivalent).
+    pub fn api_base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// Streaming base URL (`https://stream.gitter.im` equivalent).
+    pub fn stream_base_url(&self) -> String {
+        format!("{}/stream", self.base_url)
+    }
+
+    /// OAuth authorize URL (`https://gitter.im/login/oauth/authorize`).
+    pub fn authorize_url(&self) -> String {
+        format!("{}/login/oauth/authorize", self.base_url)
+    }
+
+    /// OAuth token URL (`https://gitter.im/login/oauth/token`).
+    pub fn token_url(&self) -> String {
+        format!("{}/login/oauth/token", self.base_url)
+    }
+
+    /// Run `f` on the state under the lock (for anything not wrapped below).
+    pub fn with_state<R>(&self, f: impl FnOnce(&mut GitterState) -> R) -> R {
+        f(&mut self.shared.lock())
+    }
+
+    /// Simulated now, Unix ms.
+    pub fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    /// Move the server's clock forward (edit window, rate-limit windows).
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared.clock.advance(by);
+    }
+
+    // ---- acting as Gitter users -------------------------------------
+
+    /// Post `text` as `username` into a room given by id or uri; open streams
+    /// of the room receive it. Returns the Message JSON.
+    pub fn post_message(&self, room: &str, username: &str, text: &str) -> Result<Value, ApiError> {
+        let now = self.now_ms();
+        self.with_state(|s| s.post_as(username, room, text, now))
+    }
+
+    /// Post a `/me` status message.
+    pub fn post_status(&self, room: &str, username: &str, text: &str) -> Result<Value, ApiError> {
+        let now = self.now_ms();
+        self.with_state(|s| s.post_status_as(username, room, text, now))
+    }
+
+    /// Reply in the thread of `parent_id`.
+    pub fn reply_in_thread(
+        &self,
+        room: &str,
+        username: &str,
+        parent_id: &str,
+        text: &str,
+    ) -> Result<Value, ApiError> {
+        let now = self.now_ms();
+        self.with_state(|s| s.reply_as(username, room, parent_id, text, now))
+    }
+
+    /// Edit a message as its author.
+    pub fn edit_message(
+        &self,
+        room: &str,
+        username: &str,
+        msg_id: &str,
+        text: &str,
+    ) -> Result<Value, ApiError> {
+        let now = self.now_ms();
+        self.with_state(|s| s.edit_as(username, room, msg_id, text, now))
+    }
+
+    /// Delete a message (author or room admin).
+    pub fn delete_message(&self, room: &str, username: &str, msg_id: &str) -> Result<(), ApiError> {
+        self.with_state(|s| s.delete_as(username, room, msg_id))
+    }
+
+    /// Join a room as `username`.
+    pub fn join(&self, room: &str, username: &str) -> Result<Value, ApiError> {
+        let now = self.now_ms();
+        self.with_state(|s| s.join_as(username, room, now))
+    }
+
+    /// Leave a room as `username`.
+    pub fn leave(&self, room: &str, username: &str) -> Result<Value, ApiError> {
+        self.with_state(|s| s.leave_as(username, room))
+    }
+
+    /// Main-timeline messages of a room (id or uri), oldest first.
+    pub fn messages(&self, room: &str) -> Result<Vec<Value>, ApiError> {
+        self.with_state(|s| s.messages_of(room))
+    }
+
+    /// Usernames of a room's members, in join order.
+    pub fn members(&self, room: &str) -> Vec<String> {
+        self.with_state(|s| {
+            s.room_ref(room)
+                .map(|r| {
+                    r.members
+                        .iter()
+                        .filter_map(|id| s.user(id).map(|u| u.username.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    /// Room id of a uri (or id).
+    pub fn room_id(&self, room: &str) -> Option<String> {
+        self.with_state(|s| s.room_ref(room).map(|r| r.id.clone()))
+    }
+
+    /// User id of a username.
+    pub fn user_id(&self, username: &str) -> Option<String> {
+        self.with_state(|s| s.user_by_username(username).map(|u| u.id.clone()))
+    }
+
+    /// The token `username` would get from OAuth with the configured client
+    /// (created if needed) — a shortcut past the browser flow.
+    pub fn token_for(&self, username: &str) -> Option<String> {
+        self.with_state(|s| s.caller_for(username).ok().map(|c| c.token))
+    }
+
+    // ---- faults -----------------------------------------------------
+
+    /// Close the streams of a room (id or uri), or all streams.
+    pub fn drop_streams(&self, room: Option<&str>) -> usize {
+        self.with_state(|s| {
+            let rid = room.map(|r| {
+                s.room_ref(r)
+                    .map(|x| x.id.clone())
+                    .unwrap_or_else(|| r.to_string())
+            });
+            s.drop_streams(rid.as_deref())
+        })
+    }
+
+    /// Open streams (of one room, or all).
+    pub fn stream_count(&self, room: Option<&str>) -> usize {
+        self.with_state(|s| {
+            let rid = room.map(|r| {
+                s.room_ref(r)
+                    .map(|x| x.id.clone())
+                    .unwrap_or_else(|| r.to_string())
+            });
+            s.stream_count(rid.as_deref())
+        })
+    }
+
+    /// Fail the next `n` `/v1` requests (and stream opens) with `status`.
+    pub fn fail_next(&self, n: u32, status: u16) {
+        self.with_state(|s| s.fail_next(n, status));
+    }
+
+    /// Fail every `/v1` request with `status` for `duration`.
+    pub fn fail_for(&self, duration: Duration, status: u16) {
+        let until = self.now_ms() + duration.as_millis() as u64;
+        self.with_state(|s| s.fail_until(until, status));
+    }
+
+    /// Delay every `/v1` response.
+    pub fn set_delay(&self, delay: Duration) {
+        self.with_state(|s| s.set_delay(delay));
+    }
+
+    /// Remove all injected faults.
+    pub fn clear_faults(&self) {
+        self.with_state(|s| s.clear_faults());
+    }
+
+    /// Revoke a token: 401 from now on, its streams closed.
+    pub fn revoke_token(&self, token: &str) -> bool {
+        self.with_state(|s| s.revoke_token(token))
+    }
+
+    /// Stop the server and wait for it to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        // Open streams would keep graceful shutdown waiting: close them.
+        self.with_state(|s| s.drop_streams(None));
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for FakeGitter {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.shared.lock().drop_streams(None);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! A small stand-in for `gitter-markdown-processor`: enough to produce the
+//! `html`, `mentions`, `urls` and `issues` fields in the shapes of the
+//! captured 2020 payloads (gitter-api.md §4.3 "HTML rendering conventions").
+//!
+//! It is not a Markdown renderer. It escapes HTML (`'` becomes `&#39;` as in
+//! the captured payloads), links mentions, issues and URLs, turns inline
+//! `` `code` `` into `<code>`, and wraps multi-line text in `<p>...<br>...</p>`
+//! while leaving a single line unwrapped, like the real server.
+
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+/// One `@name` found in a message. `known` is the matched user's id, if any:
+/// the real server leaves `userId` out for names that match nobody.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mention {
+    pub screen_name: String,
+    pub user_id: Option<String>,
+}
+
+/// What the renderer extracted from a message text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rendered {
+    pub html: String,
+    pub mentions: Vec<Mention>,
+    pub urls: Vec<String>,
+    pub issues: Vec<String>,
+}
+
+fn token_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        // Order matters: URLs first so `#frag` inside a URL is not an issue.
+        Regex::new(r"(?P<url>https?://[^\s<>]+)|(?P<mention>@[A-Za-z0-9_\-]+)|(?P<issue>#\d+)|(?P<code>`[^`\n]+`)")
+            .expect("static regex is valid")
+    })
+}
+
+/// HTML-escape like the real renderer (`&`, `<`, `>`, `"`, and `'` as `&#39;`).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Render `text`. `lookup_user` maps a screen name to a user id (case-insensitive
+/// on the caller's side).
+pub fn render(text: &str, lookup_user: impl Fn(&str) -> Option<String>) -> Rendered {
+    let mut r = Rendered::default();
+    let trimmed = text.trim_end_matches('\n');
+    if !trimmed.contains('\n') {
+        r.html = render_line(trimmed, &lookup_user, &mut r);
+        return r;
+    }
+    // Multi-line: blank lines separate paragraphs, single newlines become <br>.
+    let mut html = String::new();
+    for para in trimmed.split("\n\n") {
+        if para.trim().is_empty() {
+            continue;
+        }
+        let lines: Vec<String> = para
+            .split('\n')
+            .map(|l| render_line(l, &lookup_user, &mut r))
+            .collect();
+        html.push_str("<p>");
+        html.push_str(&lines.join("<br>"));
+        html.push_str("</p>");
+    }
+    r.html = html;
+    r
+}
+
+fn render_line(
+    line: &str,
+    lookup_user: &impl Fn(&str) -> Option<String>,
+    r: &mut Rendered,
+) -> String {
+    let mut out = String::new();
+    let mut last = 0;
+    for caps in token_re().captures_iter(line) {
+        let Some(m) = caps.get(0) else { continue };
+        // A mention or issue must start a word ("foo@bar" is an e-mail-ish string).
+        let starts_word = m.start() == 0
+            || line[..m.start()]
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_whitespace() || c == '(');
+        out.push_str(&escape(&line[last..m.start()]));
+        last = m.end();
+        let tok = m.as_str();
+        if caps.name("url").is_some() {
+            let url = tok.trim_end_matches(['.', ',', ')', '!', '?']);
+            let rest = &tok[url.len()..];
+            let e = escape(url);
+            out.push_str(&format!(
+                "<a href=\"{e}\" rel=\"nofollow noopener noreferrer\" target=\"_blank\" class=\"link \">{e}</a>{}",
+                escape(rest)
+            ));
+            r.urls.push(url.to_string());
+        } else if caps.name("mention").is_some() && starts_word {
+            let name = &tok[1..];
+            out.push_str(&format!(
+                "<span data-link-type=\"mention\" data-screen-name=\"{n}\" class=\"mention\">@{n}</span>",
+                n = escape(name)
+            ));
+            r.mentions.push(Mention {
+                screen_name: name.to_string(),
+                user_id: lookup_user(name),
+            });
+        } else if caps.name("issue").is_some() && starts_word {
+            let n = &tok[1..];
+            out.push_str(&format!(
+                "<a target=\"_blank\" data-link-type=\"issue\" data-issue=\"{n}\" class=\"issue\">#{n}</a>"
+            ));
+            r.issues.push(n.to_string());
+        } else if caps.name("code").is_some() {
+            out.push_str(&format!("<code>{}</code>", escape(&tok[1..tok.len() - 1])));
+        } else {
+            out.push_str(&escape(tok));
+        }
+    }
+    out.push_str(&escape(&line[last..]));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known(name: &str) -> Option<String> {
+        (name.eq_ignore_ascii_case("alice")).then(|| "5f9ab228d73408ce4ff2c66c".to_string())
+    }
+
+    #[test]
+    fn single_line_is_not_wrapped_and_is_escaped() {
+        let r = render("it's <b> & done", known);
+        assert_eq!(r.html, "it&#39;s &lt;b&gt; &amp; done");
+    }
+
+    #[test]
+    fn multi_line_becomes_paragraphs() {
+        let r = render("one\ntwo\n\nthree", known);
+        assert_eq!(r.html, "<p>one<br>two</p><p>three</p>");
+    }
+
+    #[test]
+    fn mentions_issues_and_links_like_the_captured_payload() {
+        let r = render("test @alice #11  https://gitter.im/a/b", known);
+        assert_eq!(
+            r.html,
+            "test <span data-link-type=\"mention\" data-screen-name=\"alice\" class=\"mention\">@alice</span> \
+             <a target=\"_blank\" data-link-type=\"issue\" data-issue=\"11\" class=\"issue\">#11</a>  \
+             <a href=\"https://gitter.im/a/b\" rel=\"nofollow noopener noreferrer\" target=\"_blank\" class=\"link \">https://gitter.im/a/b</a>"
+        );
+        assert_eq!(
+            r.mentions[0].user_id.as_deref(),
+            Some("5f9ab228d73408ce4ff2c66c")
+        );
+        assert_eq!(r.urls, vec!["https://gitter.im/a/b"]);
+        assert_eq!(r.issues, vec!["11"]);
+        let unknown = render("hi @nobody", known);
+        assert_eq!(unknown.mentions[0].user_id, None);
+    }
+}

@@ -1,0 +1,1743 @@
+//! The fake homeserver's world as one plain struct: users, access tokens,
+//! rooms with their event lists, the transaction-id cache, the queue of events
+//! for the application service, media and injected faults. No I/O, no clock:
+//! time comes in as `now_ms`. The HTTP layer (`http.rs`) parses requests, calls
+//! one method under a lock, and runs the AS pusher.
+//!
+//! Where Synapse differs from the bare spec, this copies Synapse 1.163
+//! (`shared/reference/matrix-rust-ecosystem.md` §1, §2 "Room version 12
+//! pitfalls"): error codes and texts, the masquerading rules, per-AS
+//! transaction-id caching, orphan rooms on a refused `createRoom`, room ids
+//! without a server part, and the AS transaction scheduler.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::util::{random_b64url, random_letters};
+
+/// Synapse's cap on events per AS transaction (`scheduler.py`).
+pub const MAX_EVENTS_PER_TXN: usize = 100;
+
+/// Room versions this fake accepts; 12 is Synapse 1.163's default.
+const ROOM_VERSIONS: &[&str] = &[
+    "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
+];
+
+// ----------------------------------------------------------------------
+// registration
+
+/// One namespace entry of the registration file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Namespace {
+    pub exclusive: bool,
+    pub regex: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Namespaces {
+    #[serde(default)]
+    pub users: Vec<Namespace>,
+    #[serde(default)]
+    pub aliases: Vec<Namespace>,
+    #[serde(default)]
+    pub rooms: Vec<Namespace>,
+}
+
+/// The application-service registration (spec `registration.yaml`; unknown
+/// keys are ignored like Synapse does for keys it does not read).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Registration {
+    pub id: String,
+    /// `null` means "never push" (Synapse accepts an explicit null).
+    pub url: Option<String>,
+    pub as_token: String,
+    pub hs_token: String,
+    pub sender_localpart: String,
+    pub namespaces: Namespaces,
+    #[serde(default)]
+    pub receive_ephemeral: Option<bool>,
+}
+
+impl Registration {
+    pub fn from_yaml(s: &str) -> Result<Self, String> {
+        serde_saphyr::from_str(s).map_err(|e| format!("invalid registration: {e}"))
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let s = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_yaml(&s)
+    }
+}
+
+/// Settings of one fake homeserver.
+#[derive(Debug, Clone)]
+pub struct HsConfig {
+    pub server_name: String,
+    pub registration: Registration,
+    /// First retry delay of a failed AS transaction; Synapse uses 2 s,
+    /// doubling up to 512 s. Tests use a few milliseconds.
+    pub push_backoff_base: Duration,
+    pub push_backoff_max: Duration,
+    pub rng_seed: Option<u64>,
+}
+
+impl HsConfig {
+    pub fn new(server_name: &str, registration: Registration) -> Self {
+        Self {
+            server_name: server_name.to_string(),
+            registration,
+            push_backoff_base: Duration::from_secs(2),
+            push_backoff_max: Duration::from_secs(512),
+            rng_seed: None,
+        }
+    }
+}
+
+// ----------------------------------------------------------------------
+// errors and requesters
+
+/// A Matrix error: `{"errcode","error", ...extra}` with an HTTP status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatrixError {
+    pub status: u16,
+    pub errcode: String,
+    pub error: String,
+    pub extra: Map<String, Value>,
+}
+
+impl MatrixError {
+    pub fn new(status: u16, errcode: &str, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            errcode: errcode.to_string(),
+            error: error.into(),
+            extra: Map::new(),
+        }
+    }
+    pub fn forbidden(error: impl Into<String>) -> Self {
+        Self::new(403, "M_FORBIDDEN", error)
+    }
+    pub fn not_found(error: impl Into<String>) -> Self {
+        Self::new(404, "M_NOT_FOUND", error)
+    }
+    pub fn bad_json(error: impl Into<String>) -> Self {
+        Self::new(400, "M_BAD_JSON", error)
+    }
+    pub fn with(mut self, key: &str, value: Value) -> Self {
+        self.extra.insert(key.to_string(), value);
+        self
+    }
+    /// The JSON body. An empty `errcode` marks a user-interactive-auth
+    /// challenge, whose body is only `flows`/`params`/`session` in Synapse.
+    pub fn body(&self) -> Value {
+        let mut m = self.extra.clone();
+        if !self.errcode.is_empty() {
+            m.insert("errcode".into(), json!(self.errcode));
+            m.insert("error".into(), json!(self.error));
+        }
+        Value::Object(m)
+    }
+}
+
+impl std::fmt::Display for MatrixError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.errcode, self.error)
+    }
+}
+
+impl std::error::Error for MatrixError {}
+
+/// Who is making a request, after authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requester {
+    /// The application service, acting as `user_id` (its bot or a ghost).
+    AppService { user_id: String },
+    /// A normal user with their own access token.
+    User { user_id: String, device_id: String },
+}
+
+impl Requester {
+    pub fn user_id(&self) -> &str {
+        match self {
+            Requester::AppService { user_id } | Requester::User { user_id, .. } => user_id,
+        }
+    }
+}
+
+// ----------------------------------------------------------------------
+// rooms and events
+
+/// One event as stored.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub event_id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub content: Value,
+    pub origin_server_ts: u64,
+    pub redacts: Option<String>,
+    pub redacted: bool,
+}
+
+impl Event {
+    /// The client-format event (as sent to the AS, with Synapse's legacy
+    /// `user_id` and `age` next to `sender` and `unsigned.age`).
+    pub fn to_client_json(&self, now_ms: u64) -> Value {
+        let age = now_ms.saturating_sub(self.origin_server_ts);
+        let mut m = Map::new();
+        m.insert("type".into(), json!(self.kind));
+        m.insert("room_id".into(), json!(self.room_id));
+        m.insert("sender".into(), json!(self.sender));
+        m.insert("content".into(), self.content.clone());
+        m.insert("event_id".into(), json!(self.event_id));
+        m.insert("origin_server_ts".into(), json!(self.origin_server_ts));
+        if let Some(k) = &self.state_key {
+            m.insert("state_key".into(), json!(k));
+        }
+        if let Some(r) = &self.redacts {
+            m.insert("redacts".into(), json!(r));
+        }
+        m.insert("unsigned".into(), json!({ "age": age }));
+        m.insert("user_id".into(), json!(self.sender));
+        m.insert("age".into(), json!(age));
+        Value::Object(m)
+    }
+}
+
+/// A room as stored.
+#[derive(Debug, Clone)]
+pub struct Room {
+    pub room_id: String,
+    pub version: String,
+    pub creator: String,
+    pub events: Vec<Event>,
+    /// Current state: (type, state_key) -> index into `events`.
+    pub state: BTreeMap<(String, String), usize>,
+}
+
+impl Room {
+    pub fn state_content(&self, kind: &str, key: &str) -> Option<&Value> {
+        self.state
+            .get(&(kind.to_string(), key.to_string()))
+            .and_then(|i| self.events.get(*i))
+            .map(|e| &e.content)
+    }
+
+    pub fn membership(&self, user: &str) -> Option<&str> {
+        self.state_content("m.room.member", user)
+            .and_then(|c| c.get("membership"))
+            .and_then(Value::as_str)
+    }
+
+    pub fn joined(&self) -> Vec<String> {
+        self.members_with("join")
+    }
+
+    pub fn members_with(&self, membership: &str) -> Vec<String> {
+        self.state
+            .iter()
+            .filter(|((t, _), _)| t == "m.room.member")
+            .filter(|(_, i)| {
+                self.events[**i]
+                    .content
+                    .get("membership")
+                    .and_then(Value::as_str)
+                    == Some(membership)
+            })
+            .map(|((_, k), _)| k.clone())
+            .collect()
+    }
+
+    fn join_rule(&self) -> &str {
+        self.state_content("m.room.join_rules", "")
+            .and_then(|c| c.get("join_rule"))
+            .and_then(Value::as_str)
+            .unwrap_or("invite")
+    }
+
+    /// v12: creators have infinite power and must not be listed in `users`.
+    fn creators_are_privileged(&self) -> bool {
+        self.version == "12"
+    }
+
+    fn power_levels(&self) -> Value {
+        self.state_content("m.room.power_levels", "")
+            .cloned()
+            .unwrap_or_else(|| json!({}))
+    }
+
+    /// A user's power level; `i64::MAX` for a v12 creator.
+    pub fn power_of(&self, user: &str) -> i64 {
+        if self.creators_are_privileged() && user == self.creator {
+            return i64::MAX;
+        }
+        let pl = self.power_levels();
+        pl.get("users")
+            .and_then(|u| u.get(user))
+            .and_then(Value::as_i64)
+            .or_else(|| pl.get("users_default").and_then(Value::as_i64))
+            .unwrap_or(0)
+    }
+
+    fn level(&self, key: &str, default: i64) -> i64 {
+        self.power_levels()
+            .get(key)
+            .and_then(Value::as_i64)
+            .unwrap_or(default)
+    }
+
+    fn event_level(&self, kind: &str, is_state: bool) -> i64 {
+        let pl = self.power_levels();
+        pl.get("events")
+            .and_then(|e| e.get(kind))
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| {
+                if is_state {
+                    self.level("state_default", 50)
+                } else {
+                    self.level("events_default", 0)
+                }
+            })
+    }
+}
+
+/// What a (human) user sees of one event, for assertions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenEvent {
+    pub event_id: String,
+    pub sender: String,
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub msgtype: Option<String>,
+    pub body: Option<String>,
+    pub content: Value,
+    pub redacted: bool,
+}
+
+/// One AS transaction: its id and events (resent unchanged until 200).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsTransaction {
+    pub txn_id: String,
+    pub events: Vec<Value>,
+}
+
+#[derive(Debug, Clone)]
+struct UserRec {
+    displayname: Option<String>,
+    avatar_url: Option<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Faults {
+    cs_fail_next: Option<(u32, u16)>,
+    cs_fail_until: Option<(u64, u16)>,
+    cs_delay: Duration,
+    push_fail_next: u32,
+}
+
+/// A `createRoom` request body (the fields this fake reads).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CreateRoom {
+    pub preset: Option<String>,
+    pub visibility: Option<String>,
+    #[serde(default)]
+    pub is_direct: bool,
+    #[serde(default)]
+    pub invite: Vec<String>,
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub room_alias_name: Option<String>,
+    pub room_version: Option<String>,
+    pub creation_content: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub initial_state: Vec<InitialState>,
+    pub power_level_content_override: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InitialState {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub state_key: String,
+    pub content: Value,
+}
+
+/// The fake homeserver's state.
+#[derive(Debug)]
+pub struct HsState {
+    pub config: HsConfig,
+    user_regexes: Vec<(Regex, bool)>,
+    rng: StdRng,
+    users: BTreeMap<String, UserRec>,
+    /// Access tokens of normal users: token -> (user, device).
+    tokens: HashMap<String, (String, String)>,
+    rooms: BTreeMap<String, Room>,
+    room_order: Vec<String>,
+    aliases: HashMap<String, String>,
+    /// Synapse `HttpTransactionCache`: key -> cached event id.
+    txn_cache: HashMap<(String, String), String>,
+    queue: VecDeque<Value>,
+    in_flight: Option<AsTransaction>,
+    next_txn: u64,
+    delivered: Vec<AsTransaction>,
+    push_attempts: Vec<(String, bool)>,
+    media: HashMap<String, (String, Vec<u8>)>,
+    faults: Faults,
+}
+
+impl HsState {
+    /// A new homeserver. Fails if a namespace regex does not compile.
+    pub fn new(config: HsConfig) -> Result<Self, String> {
+        let mut user_regexes = Vec::new();
+        for ns in &config.registration.namespaces.users {
+            // Synapse matches the whole user id (`re.match` anchored at the
+            // start; registrations conventionally end with `:server`).
+            let re = Regex::new(&format!("^(?:{})", ns.regex))
+                .map_err(|e| format!("bad users namespace regex {:?}: {e}", ns.regex))?;
+            user_regexes.push((re, ns.exclusive));
+        }
+        let rng = match config.rng_seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_os_rng(),
+        };
+        let mut s = Self {
+            config,
+            user_regexes,
+            rng,
+            users: BTreeMap::new(),
+            tokens: HashMap::new(),
+            rooms: BTreeMap::new(),
+            room_order: Vec::new(),
+            aliases: HashMap::new(),
+            txn_cache: HashMap::new(),
+            queue: VecDeque::new(),
+            in_flight: None,
+            next_txn: 1,
+            delivered: Vec::new(),
+            push_attempts: Vec::new(),
+            media: HashMap::new(),
+            faults: Faults::default(),
+        };
+        // Synapse registers the AS sender user at start-up.
+        let bot = s.bot_user_id();
+        s.users.insert(
+            bot.clone(),
+            UserRec {
+                displayname: Some(s.config.registration.sender_localpart.clone()),
+                avatar_url: None,
+            },
+        );
+        Ok(s)
+    }
+
+    pub fn server_name(&self) -> &str {
+        &self.config.server_name
+    }
+
+    /// `@<sender_localpart>:<server_name>`.
+    pub fn bot_user_id(&self) -> String {
+        format!(
+            "@{}:{}",
+            self.config.registration.sender_localpart, self.config.server_name
+        )
+    }
+
+    /// Whether the AS may act as `user_id`: its bot, or inside any users
+    /// namespace (Synapse `is_interested_in_user`).
+    pub fn in_as_namespace(&self, user_id: &str) -> bool {
+        user_id == self.bot_user_id()
+            || self.user_regexes.iter().any(|(re, _)| re.is_match(user_id))
+    }
+
+    fn in_exclusive_namespace(&self, user_id: &str) -> bool {
+        self.user_regexes
+            .iter()
+            .any(|(re, ex)| *ex && re.is_match(user_id))
+    }
+
+    pub fn user_exists(&self, user_id: &str) -> bool {
+        self.users.contains_key(user_id)
+    }
+
+    fn new_event_id(&mut self) -> String {
+        format!("${}", random_b64url(&mut self.rng, 43))
+    }
+
+    // ------------------------------------------------------------------
+    // auth
+
+    /// Authenticate a Client-Server request (Synapse `auth.get_user_by_req`).
+    /// `user_id` is the `?user_id=` identity-assertion parameter.
+    pub fn authenticate(
+        &self,
+        token: Option<&str>,
+        user_id: Option<&str>,
+    ) -> Result<Requester, MatrixError> {
+        let Some(token) = token else {
+            return Err(MatrixError::new(
+                401,
+                "M_MISSING_TOKEN",
+                "Missing access token.",
+            ));
+        };
+        if token == self.config.registration.as_token {
+            let bot = self.bot_user_id();
+            let target = user_id.unwrap_or(&bot);
+            if target != bot {
+                if !self.in_as_namespace(target) {
+                    return Err(MatrixError::forbidden(format!(
+                        "Application service cannot masquerade as this user ({target})."
+                    )));
+                }
+                if !self.users.contains_key(target) {
+                    return Err(MatrixError::forbidden(format!(
+                        "Application service has not registered this user ({target})"
+                    )));
+                }
+            }
+            return Ok(Requester::AppService {
+                user_id: target.to_string(),
+            });
+        }
+        match self.tokens.get(token) {
+            Some((user, device)) => Ok(Requester::User {
+                user_id: user.clone(),
+                device_id: device.clone(),
+            }),
+            None => Err(
+                MatrixError::new(401, "M_UNKNOWN_TOKEN", "Unrecognised access token.")
+                    .with("soft_logout", json!(false)),
+            ),
+        }
+    }
+
+    /// `true` if `token` is the AS token.
+    pub fn is_as_token(&self, token: Option<&str>) -> bool {
+        token == Some(self.config.registration.as_token.as_str())
+    }
+
+    // ------------------------------------------------------------------
+    // faults
+
+    /// Make the next `n` Client-Server requests fail with `status`.
+    pub fn fail_cs_next(&mut self, n: u32, status: u16) {
+        self.faults.cs_fail_next = (n > 0).then_some((n, status));
+    }
+
+    /// Make Client-Server requests fail with `status` until `until_ms`.
+    pub fn fail_cs_until(&mut self, until_ms: u64, status: u16) {
+        self.faults.cs_fail_until = Some((until_ms, status));
+    }
+
+    pub fn set_cs_delay(&mut self, d: Duration) {
+        self.faults.cs_delay = d;
+    }
+
+    pub fn cs_delay(&self) -> Duration {
+        self.faults.cs_delay
+    }
+
+    /// Make the next `n` push attempts fail without reaching the AS (as if
+    /// the connection were refused).
+    pub fn fail_push_next(&mut self, n: u32) {
+        self.faults.push_fail_next = n;
+    }
+
+    pub fn clear_faults(&mut self) {
+        self.faults = Faults::default();
+    }
+
+    /// The injected error for this request, if any (consumes one "next N").
+    pub fn take_cs_fault(&mut self, now_ms: u64) -> Option<MatrixError> {
+        let status = if let Some((n, status)) = self.faults.cs_fail_next {
+            self.faults.cs_fail_next = (n > 1).then_some((n - 1, status));
+            Some(status)
+        } else {
+            match self.faults.cs_fail_until {
+                Some((until, status)) if now_ms < until => Some(status),
+                _ => None,
+            }
+        }?;
+        Some(if status == 429 {
+            MatrixError::new(429, "M_LIMIT_EXCEEDED", "Too Many Requests")
+                .with("retry_after_ms", json!(500))
+        } else {
+            MatrixError::new(status, "M_UNKNOWN", "Internal server error")
+        })
+    }
+
+    /// Whether this push attempt should fail (consumes one).
+    pub fn take_push_fault(&mut self) -> bool {
+        if self.faults.push_fail_next > 0 {
+            self.faults.push_fail_next -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // registration (spec §1.5 "Registering puppets"; Synapse texts measured)
+
+    /// `POST /register`. `token` is the request's access token (if any).
+    pub fn register(&mut self, token: Option<&str>, body: &Value) -> Result<Value, MatrixError> {
+        let kind = body.get("type").and_then(Value::as_str);
+        let username = body.get("username").and_then(Value::as_str);
+        let inhibit_login = body
+            .get("inhibit_login")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if self.is_as_token(token) {
+            if kind != Some("m.login.application_service") {
+                return Err(MatrixError::new(400, "M_UNKNOWN", "Invalid login type"));
+            }
+            let Some(local) = username else {
+                return Err(MatrixError::new(400, "M_MISSING_PARAM", "Missing username"));
+            };
+            let local = local.to_lowercase();
+            self.check_localpart(&local)?;
+            let user_id = format!("@{local}:{}", self.config.server_name);
+            if !self.in_as_namespace(&user_id) {
+                return Err(MatrixError::new(
+                    400,
+                    "M_EXCLUSIVE",
+                    "Invalid user localpart for this application service.",
+                ));
+            }
+            if self.users.contains_key(&user_id) {
+                return Err(MatrixError::new(
+                    400,
+                    "M_USER_IN_USE",
+                    "User ID already taken.",
+                ));
+            }
+            self.users.insert(
+                user_id.clone(),
+                UserRec {
+                    displayname: Some(local.clone()),
+                    avatar_url: None,
+                },
+            );
+            let mut resp = json!({ "user_id": user_id, "home_server": self.config.server_name });
+            if !inhibit_login {
+                let (token, device) = self.new_login(&user_id);
+                resp["access_token"] = json!(token);
+                resp["device_id"] = json!(device);
+            }
+            return Ok(resp);
+        }
+        if token.is_some() {
+            return Err(MatrixError::new(
+                401,
+                "M_UNKNOWN_TOKEN",
+                "Unrecognised access token.",
+            ));
+        }
+        if kind == Some("m.login.application_service") {
+            return Err(MatrixError::new(
+                401,
+                "M_MISSING_TOKEN",
+                "Missing access token.",
+            ));
+        }
+        // Open registration with user-interactive auth: one m.login.dummy stage.
+        let auth_type = body
+            .get("auth")
+            .and_then(|a| a.get("type"))
+            .and_then(Value::as_str);
+        if auth_type != Some("m.login.dummy") {
+            let session = random_letters(&mut self.rng, 24);
+            return Err(MatrixError::new(401, "", "")
+                .with("flows", json!([{ "stages": ["m.login.dummy"] }]))
+                .with("params", json!({}))
+                .with("session", json!(session)));
+        }
+        let local = match username {
+            Some(u) => u.to_lowercase(),
+            None => random_letters(&mut self.rng, 12).to_lowercase(),
+        };
+        let (user_id, token) = self.register_human(&local, None)?;
+        let device = self
+            .tokens
+            .get(&token)
+            .map(|(_, d)| d.clone())
+            .unwrap_or_default();
+        Ok(json!({
+            "user_id": user_id,
+            "home_server": self.config.server_name,
+            "access_token": token,
+            "device_id": device,
+        }))
+    }
+
+    fn check_localpart(&self, local: &str) -> Result<(), MatrixError> {
+        if local.is_empty()
+            || !local
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'))
+        {
+            return Err(MatrixError::new(
+                400,
+                "M_INVALID_USERNAME",
+                "User ID can only contain characters a-z, 0-9, or '=_-./+'",
+            ));
+        }
+        Ok(())
+    }
+
+    fn new_login(&mut self, user_id: &str) -> (String, String) {
+        let token = format!("syt_{}", random_b64url(&mut self.rng, 30));
+        let device = random_letters(&mut self.rng, 10).to_uppercase();
+        self.tokens
+            .insert(token.clone(), (user_id.to_string(), device.clone()));
+        (token, device)
+    }
+
+    /// Register a human (no AS). Synapse refuses `_`-prefixed names before
+    /// checking exclusive namespaces (measured). Returns (user id, token).
+    pub fn register_human(
+        &mut self,
+        localpart: &str,
+        displayname: Option<&str>,
+    ) -> Result<(String, String), MatrixError> {
+        let local = localpart.to_lowercase();
+        self.check_localpart(&local)?;
+        if local.starts_with('_') {
+            return Err(MatrixError::new(
+                400,
+                "M_INVALID_USERNAME",
+                "User ID may not begin with _",
+            ));
+        }
+        let user_id = format!("@{local}:{}", self.config.server_name);
+        if self.in_exclusive_namespace(&user_id) {
+            return Err(MatrixError::new(
+                400,
+                "M_EXCLUSIVE",
+                "This user ID is reserved by an application service.",
+            ));
+        }
+        if self.users.contains_key(&user_id) {
+            return Err(MatrixError::new(
+                400,
+                "M_USER_IN_USE",
+                "User ID already taken.",
+            ));
+        }
+        self.users.insert(
+            user_id.clone(),
+            UserRec {
+                displayname: Some(displayname.unwrap_or(&local).to_string()),
+                avatar_url: None,
+            },
+        );
+        let (token, _) = self.new_login(&user_id);
+        Ok((user_id, token))
+    }
+
+    /// The access token of a human (first one issued).
+    pub fn token_of(&self, user_id: &str) -> Option<String> {
+        self.tokens
+            .iter()
+            .find(|(_, (u, _))| u == user_id)
+            .map(|(t, _)| t.clone())
+    }
+
+    /// `GET /account/whoami`.
+    pub fn whoami(&self, req: &Requester) -> Value {
+        match req {
+            Requester::AppService { user_id } => json!({ "user_id": user_id, "is_guest": false }),
+            Requester::User { user_id, device_id } => {
+                json!({ "user_id": user_id, "is_guest": false, "device_id": device_id })
+            }
+        }
+    }
+
+    /// Validate `POST /_matrix/client/v1/appservice/{id}/ping`; returns the
+    /// AS url to call.
+    pub fn check_ping(&self, req: &Requester, id: &str) -> Result<String, MatrixError> {
+        if !matches!(req, Requester::AppService { .. }) {
+            return Err(MatrixError::forbidden(
+                "Only application services can use this endpoint",
+            ));
+        }
+        if id != self.config.registration.id {
+            return Err(MatrixError::forbidden(
+                "Mismatching application service ID in path",
+            ));
+        }
+        self.config.registration.url.clone().ok_or_else(|| {
+            MatrixError::new(400, "M_URL_NOT_SET", "Application service URL is not set")
+        })
+    }
+
+    // ------------------------------------------------------------------
+    // events
+
+    fn profile_member_content(&self, user: &str, membership: &str) -> Value {
+        let mut c = Map::new();
+        c.insert("membership".into(), json!(membership));
+        if let Some(u) = self.users.get(user) {
+            if let Some(d) = &u.displayname {
+                c.insert("displayname".into(), json!(d));
+            }
+            if let Some(a) = &u.avatar_url {
+                c.insert("avatar_url".into(), json!(a));
+            }
+        }
+        Value::Object(c)
+    }
+
+    /// Append an event to a room, update state, and queue it for the AS if
+    /// the AS is interested. Returns the event id.
+    #[allow(clippy::too_many_arguments)]
+    fn append(
+        &mut self,
+        room_id: &str,
+        sender: &str,
+        kind: &str,
+        state_key: Option<&str>,
+        content: Value,
+        redacts: Option<String>,
+        ts: u64,
+        event_id: Option<String>,
+    ) -> String {
+        let event_id = event_id.unwrap_or_else(|| self.new_event_id());
+        let ev = Event {
+            event_id: event_id.clone(),
+            room_id: room_id.to_string(),
+            sender: sender.to_string(),
+            kind: kind.to_string(),
+            state_key: state_key.map(str::to_string),
+            content,
+            origin_server_ts: ts,
+            redacts,
+            redacted: false,
+        };
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return event_id;
+        };
+        room.events.push(ev.clone());
+        if let Some(k) = state_key {
+            room.state
+                .insert((kind.to_string(), k.to_string()), room.events.len() - 1);
+        }
+        if self.as_interested(&ev) {
+            self.queue.push_back(ev.to_client_json(ts));
+        }
+        event_id
+    }
+
+    /// Synapse `ApplicationService.is_interested_in_event`: the sender or a
+    /// member event's target is in the namespace (or is the bot), or a
+    /// joined member of the room is.
+    fn as_interested(&self, ev: &Event) -> bool {
+        if self.in_as_namespace(&ev.sender) {
+            return true;
+        }
+        if ev.kind == "m.room.member"
+            && let Some(k) = &ev.state_key
+            && self.in_as_namespace(k)
+        {
+            return true;
+        }
+        self.rooms
+            .get(&ev.room_id)
+            .is_some_and(|r| r.joined().iter().any(|u| self.in_as_namespace(u)))
+    }
+
+    fn room(&self, room_id: &str) -> Result<&Room, MatrixError> {
+        self.rooms
+            .get(room_id)
+            .ok_or_else(|| MatrixError::not_found("Unknown room"))
+    }
+
+    fn require_joined(&self, room_id: &str, user: &str) -> Result<&Room, MatrixError> {
+        let room = self
+            .rooms
+            .get(room_id)
+            .ok_or_else(|| MatrixError::forbidden(format!("User {user} not in room {room_id}")))?;
+        if room.membership(user) != Some("join") {
+            return Err(MatrixError::forbidden(format!(
+                "User {user} not in room {room_id}"
+            )));
+        }
+        Ok(room)
+    }
+
+    // ------------------------------------------------------------------
+    // rooms
+
+    /// `POST /createRoom` as `creator`. In room version 12 a creator listed in
+    /// `power_level_content_override.users` is refused with 400 `M_UNKNOWN`
+    /// **after** the create event and the creator's join were persisted and
+    /// sent to the AS, leaving an orphan room — exactly what Synapse 1.163
+    /// does (matrix-rust-ecosystem.md, "Room version 12 pitfalls").
+    pub fn create_room(
+        &mut self,
+        creator: &str,
+        req: &CreateRoom,
+        now_ms: u64,
+    ) -> Result<String, MatrixError> {
+        let version = req.room_version.clone().unwrap_or_else(|| "12".into());
+        if !ROOM_VERSIONS.contains(&version.as_str()) {
+            return Err(MatrixError::new(
+                400,
+                "M_UNSUPPORTED_ROOM_VERSION",
+                "Your homeserver does not support the features required to interact with this room",
+            ));
+        }
+        let preset = match (req.preset.as_deref(), req.visibility.as_deref()) {
+            (Some(p @ ("private_chat" | "public_chat" | "trusted_private_chat")), _) => {
+                p.to_string()
+            }
+            (Some(_), _) => return Err(MatrixError::new(400, "M_INVALID_PARAM", "Invalid preset")),
+            (None, Some("public")) => "public_chat".into(),
+            (None, _) => "private_chat".into(),
+        };
+        for u in &req.invite {
+            if !u.starts_with('@') || !u.contains(':') {
+                return Err(MatrixError::new(
+                    400,
+                    "M_INVALID_PARAM",
+                    format!("Invalid user_id: {u}"),
+                ));
+            }
+        }
+        if let Some(alias) = &req.room_alias_name {
+            let full = format!("#{alias}:{}", self.config.server_name);
+            if self.aliases.contains_key(&full) {
+                return Err(MatrixError::new(
+                    400,
+                    "M_ROOM_IN_USE",
+                    "Room alias already taken",
+                ));
+            }
+        }
+        let opaque = random_b64url(&mut self.rng, 43);
+        let room_id = if version == "12" {
+            format!("!{opaque}")
+        } else {
+            format!(
+                "!{}:{}",
+                random_letters(&mut self.rng, 18),
+                self.config.server_name
+            )
+        };
+        self.rooms.insert(
+            room_id.clone(),
+            Room {
+                room_id: room_id.clone(),
+                version: version.clone(),
+                creator: creator.to_string(),
+                events: Vec::new(),
+                state: BTreeMap::new(),
+            },
+        );
+        self.room_order.push(room_id.clone());
+
+        // m.room.create: v11+ drops `creator` from content. In v12 the room
+        // id is the create event's reference hash, so the ids share a suffix.
+        let mut create = req.creation_content.clone().unwrap_or_default();
+        create.insert("room_version".into(), json!(version));
+        if version.parse::<u32>().unwrap_or(12) < 11 {
+            create.insert("creator".into(), json!(creator));
+        }
+        let create_id = (version == "12").then(|| format!("${opaque}"));
+        self.append(
+            &room_id,
+            creator,
+            "m.room.create",
+            Some(""),
+            Value::Object(create),
+            None,
+            now_ms,
+            create_id,
+        );
+        let join = self.profile_member_content(creator, "join");
+        self.append(
+            &room_id,
+            creator,
+            "m.room.member",
+            Some(creator),
+            join,
+            None,
+            now_ms,
+            None,
+        );
+
+        // Power levels (Synapse defaults for the presets).
+        let mut users = Map::new();
+        if version != "12" {
+            users.insert(creator.to_string(), json!(100));
+        }
+        if preset == "trusted_private_chat" {
+            for u in &req.invite {
+                users.insert(u.clone(), json!(100));
+            }
+        }
+        let mut pl = json!({
+            "users": users,
+            "users_default": 0,
+            "events": {
+                "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+                "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+                "m.room.server_acl": 100, "m.room.encryption": 100
+            },
+            "events_default": 0, "state_default": 50, "ban": 50, "kick": 50, "redact": 50,
+            "invite": 0,
+            "historical": 100,
+            "notifications": { "room": 50 }
+        });
+        if let Some(over) = &req.power_level_content_override
+            && let Some(obj) = pl.as_object_mut()
+        {
+            for (k, v) in over {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        if version == "12" && pl.get("users").and_then(|u| u.get(creator)).is_some() {
+            tracing::debug!(room = %room_id, "fake hs: createRoom refused, orphan room left behind");
+            return Err(MatrixError::new(
+                400,
+                "M_UNKNOWN",
+                format!("Creator user {creator} must not appear in content.users"),
+            ));
+        }
+        self.append(
+            &room_id,
+            creator,
+            "m.room.power_levels",
+            Some(""),
+            pl,
+            None,
+            now_ms,
+            None,
+        );
+        if let Some(alias) = &req.room_alias_name {
+            let full = format!("#{alias}:{}", self.config.server_name);
+            self.aliases.insert(full.clone(), room_id.clone());
+            self.append(
+                &room_id,
+                creator,
+                "m.room.canonical_alias",
+                Some(""),
+                json!({ "alias": full }),
+                None,
+                now_ms,
+                None,
+            );
+        }
+        let join_rule = if preset == "public_chat" {
+            "public"
+        } else {
+            "invite"
+        };
+        self.append(
+            &room_id,
+            creator,
+            "m.room.join_rules",
+            Some(""),
+            json!({ "join_rule": join_rule }),
+            None,
+            now_ms,
+            None,
+        );
+        self.append(
+            &room_id,
+            creator,
+            "m.room.history_visibility",
+            Some(""),
+            json!({ "history_visibility": "shared" }),
+            None,
+            now_ms,
+            None,
+        );
+        if preset != "public_chat" {
+            self.append(
+                &room_id,
+                creator,
+                "m.room.guest_access",
+                Some(""),
+                json!({ "guest_access": "can_join" }),
+                None,
+                now_ms,
+                None,
+            );
+        }
+        for st in &req.initial_state {
+            self.append(
+                &room_id,
+                creator,
+                &st.kind,
+                Some(&st.state_key),
+                st.content.clone(),
+                None,
+                now_ms,
+                None,
+            );
+        }
+        if let Some(name) = &req.name {
+            self.append(
+                &room_id,
+                creator,
+                "m.room.name",
+                Some(""),
+                json!({ "name": name }),
+                None,
+                now_ms,
+                None,
+            );
+        }
+        if let Some(topic) = &req.topic {
+            self.append(
+                &room_id,
+                creator,
+                "m.room.topic",
+                Some(""),
+                json!({ "topic": topic }),
+                None,
+                now_ms,
+                None,
+            );
+        }
+        for u in &req.invite {
+            let mut content = self.profile_member_content(u, "invite");
+            if req.is_direct {
+                content["is_direct"] = json!(true);
+            }
+            self.append(
+                &room_id,
+                creator,
+                "m.room.member",
+                Some(u),
+                content,
+                None,
+                now_ms,
+                None,
+            );
+        }
+        Ok(room_id)
+    }
+
+    /// Resolve a room id or a local alias.
+    pub fn resolve_room(&self, id_or_alias: &str) -> Result<String, MatrixError> {
+        if id_or_alias.starts_with('#') {
+            return self
+                .aliases
+                .get(id_or_alias)
+                .cloned()
+                .ok_or_else(|| MatrixError::not_found("Room alias not found"));
+        }
+        self.room(id_or_alias).map(|r| r.room_id.clone())
+    }
+
+    /// `POST /rooms/{id}/invite`.
+    pub fn invite(
+        &mut self,
+        inviter: &str,
+        room_id: &str,
+        target: &str,
+        now_ms: u64,
+    ) -> Result<(), MatrixError> {
+        let room = self.require_joined(room_id, inviter)?;
+        match room.membership(target) {
+            Some("join") => {
+                return Err(MatrixError::forbidden(format!(
+                    "{target} is already in the room."
+                )));
+            }
+            Some("ban") => {
+                return Err(MatrixError::forbidden(format!(
+                    "{target} is banned from the room"
+                )));
+            }
+            _ => {}
+        }
+        if room.power_of(inviter) < room.level("invite", 0) {
+            return Err(MatrixError::forbidden(
+                "You don't have permission to invite users",
+            ));
+        }
+        let content = self.profile_member_content(target, "invite");
+        self.append(
+            room_id,
+            inviter,
+            "m.room.member",
+            Some(target),
+            content,
+            None,
+            now_ms,
+            None,
+        );
+        Ok(())
+    }
+
+    /// `POST /rooms/{id}/join` and `/join/{idOrAlias}`: must be invited
+    /// unless the room is public; joining again is a no-op.
+    pub fn join(&mut self, user: &str, room: &str, now_ms: u64) -> Result<String, MatrixError> {
+        let room_id = self.resolve_room(room)?;
+        let r = self.room(&room_id)?;
+        match r.membership(user) {
+            Some("join") => {
+                // Synapse re-sends a join only if the profile changed; no-op here.
+                return Ok(room_id);
+            }
+            Some("ban") => return Err(MatrixError::forbidden("You are banned from this room")),
+            Some("invite") => {}
+            _ if r.join_rule() == "public" => {}
+            _ => return Err(MatrixError::forbidden("You are not invited to this room.")),
+        }
+        let content = self.profile_member_content(user, "join");
+        self.append(
+            &room_id,
+            user,
+            "m.room.member",
+            Some(user),
+            content,
+            None,
+            now_ms,
+            None,
+        );
+        Ok(room_id)
+    }
+
+    /// `POST /rooms/{id}/leave` (also rejects an invite).
+    pub fn leave(&mut self, user: &str, room_id: &str, now_ms: u64) -> Result<(), MatrixError> {
+        let r = self.room(room_id)?;
+        match r.membership(user) {
+            Some("join") | Some("invite") => {}
+            _ => {
+                return Err(MatrixError::forbidden(format!(
+                    "User {user} not in room {room_id}"
+                )));
+            }
+        }
+        self.append(
+            room_id,
+            user,
+            "m.room.member",
+            Some(user),
+            json!({ "membership": "leave" }),
+            None,
+            now_ms,
+            None,
+        );
+        Ok(())
+    }
+
+    /// `POST /rooms/{id}/kick`: target joined or invited; kicker needs the
+    /// kick level and more power than the target (a v12 creator has all).
+    pub fn kick(
+        &mut self,
+        kicker: &str,
+        room_id: &str,
+        target: &str,
+        reason: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(), MatrixError> {
+        let room = self.require_joined(room_id, kicker)?;
+        if !matches!(room.membership(target), Some("join") | Some("invite")) {
+            return Err(MatrixError::forbidden("The target user is not in the room"));
+        }
+        let me = room.power_of(kicker);
+        if me < room.level("kick", 50) || (target != kicker && me <= room.power_of(target)) {
+            return Err(MatrixError::forbidden(
+                "You don't have permission to kick this user",
+            ));
+        }
+        let mut content = json!({ "membership": "leave" });
+        if let Some(r) = reason {
+            content["reason"] = json!(r);
+        }
+        self.append(
+            room_id,
+            kicker,
+            "m.room.member",
+            Some(target),
+            content,
+            None,
+            now_ms,
+            None,
+        );
+        Ok(())
+    }
+
+    /// Synapse `HttpTransactionCache` key: for an AS the request path plus the
+    /// AS id (the `?user_id=` ghost is not part of it); for a user the path
+    /// plus user and device.
+    fn txn_key(&self, req: &Requester, path: &str) -> (String, String) {
+        match req {
+            Requester::AppService { .. } => (
+                format!("as:{}", self.config.registration.id),
+                path.to_string(),
+            ),
+            Requester::User { user_id, device_id } => {
+                (format!("user:{user_id}:{device_id}"), path.to_string())
+            }
+        }
+    }
+
+    /// `PUT /rooms/{id}/send/{type}/{txnId}`. A repeated (requester, path)
+    /// returns the first event id without sending anything. `ts` is the AS
+    /// timestamp-massaging parameter.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send(
+        &mut self,
+        req: &Requester,
+        txn_path: &str,
+        room_id: &str,
+        kind: &str,
+        content: Value,
+        ts: Option<u64>,
+        now_ms: u64,
+    ) -> Result<String, MatrixError> {
+        let key = self.txn_key(req, txn_path);
+        if let Some(eid) = self.txn_cache.get(&key) {
+            return Ok(eid.clone());
+        }
+        let sender = req.user_id().to_string();
+        let room = self.require_joined(room_id, &sender)?;
+        if room.power_of(&sender) < room.event_level(kind, false) {
+            return Err(MatrixError::forbidden(format!(
+                "You don't have permission to post that to the room. user_level ({}) < send_level ({})",
+                room.power_of(&sender),
+                room.event_level(kind, false)
+            )));
+        }
+        if !content.is_object() {
+            return Err(MatrixError::bad_json("Content must be a JSON object."));
+        }
+        let ts = match req {
+            Requester::AppService { .. } => ts.unwrap_or(now_ms),
+            Requester::User { .. } => now_ms,
+        };
+        let eid = self.append(room_id, &sender, kind, None, content, None, ts, None);
+        self.txn_cache.insert(key, eid.clone());
+        Ok(eid)
+    }
+
+    /// `PUT /rooms/{id}/state/{type}/{stateKey}` (not for `m.room.member`:
+    /// use the membership endpoints).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_state(
+        &mut self,
+        req: &Requester,
+        room_id: &str,
+        kind: &str,
+        state_key: &str,
+        content: Value,
+        ts: Option<u64>,
+        now_ms: u64,
+    ) -> Result<String, MatrixError> {
+        let sender = req.user_id().to_string();
+        let room = self.require_joined(room_id, &sender)?;
+        if kind == "m.room.member" {
+            return Err(MatrixError::new(
+                400,
+                "M_UNKNOWN",
+                "The fake homeserver only changes membership through the membership endpoints",
+            ));
+        }
+        if room.power_of(&sender) < room.event_level(kind, true) {
+            return Err(MatrixError::forbidden(
+                "You don't have permission to post that to the room.",
+            ));
+        }
+        if !content.is_object() {
+            return Err(MatrixError::bad_json("Content must be a JSON object."));
+        }
+        if kind == "m.room.power_levels"
+            && room.creators_are_privileged()
+            && content
+                .get("users")
+                .and_then(|u| u.get(&room.creator))
+                .is_some()
+        {
+            return Err(MatrixError::new(
+                400,
+                "M_UNKNOWN",
+                format!(
+                    "Creator user {} must not appear in content.users",
+                    room.creator
+                ),
+            ));
+        }
+        let ts = match req {
+            Requester::AppService { .. } => ts.unwrap_or(now_ms),
+            Requester::User { .. } => now_ms,
+        };
+        Ok(self.append(
+            room_id,
+            &sender,
+            kind,
+            Some(state_key),
+            content,
+            None,
+            ts,
+            None,
+        ))
+    }
+
+    /// `PUT /rooms/{id}/redact/{eventId}/{txnId}`: own events, or with the
+    /// redact power level. Deduplicated like `send`.
+    pub fn redact(
+        &mut self,
+        req: &Requester,
+        txn_path: &str,
+        room_id: &str,
+        target: &str,
+        reason: Option<&str>,
+        now_ms: u64,
+    ) -> Result<String, MatrixError> {
+        let key = self.txn_key(req, txn_path);
+        if let Some(eid) = self.txn_cache.get(&key) {
+            return Ok(eid.clone());
+        }
+        let sender = req.user_id().to_string();
+        let room = self.require_joined(room_id, &sender)?;
+        let Some(idx) = room.events.iter().position(|e| e.event_id == target) else {
+            return Err(MatrixError::not_found("Event not found."));
+        };
+        if room.events[idx].sender != sender && room.power_of(&sender) < room.level("redact", 50) {
+            return Err(MatrixError::forbidden(
+                "You don't have permission to redact events",
+            ));
+        }
+        let mut content = json!({ "redacts": target });
+        if let Some(r) = reason {
+            content["reason"] = json!(r);
+        }
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            let ev = &mut room.events[idx];
+            ev.redacted = true;
+            // Keep only what the redaction algorithm keeps for the common types.
+            ev.content = match ev.kind.as_str() {
+                "m.room.member" => {
+                    json!({ "membership": ev.content.get("membership").cloned().unwrap_or(Value::Null) })
+                }
+                _ => json!({}),
+            };
+        }
+        let eid = self.append(
+            room_id,
+            &sender,
+            "m.room.redaction",
+            None,
+            content,
+            Some(target.to_string()),
+            now_ms,
+            None,
+        );
+        self.txn_cache.insert(key, eid.clone());
+        Ok(eid)
+    }
+
+    // ------------------------------------------------------------------
+    // profile
+
+    /// `PUT /profile/{userId}/displayname` or `avatar_url`: only your own
+    /// profile; like Synapse, a new member event goes to every joined room.
+    pub fn set_profile(
+        &mut self,
+        req: &Requester,
+        target: &str,
+        field: &str,
+        value: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(), MatrixError> {
+        if req.user_id() != target {
+            return Err(MatrixError::forbidden(format!(
+                "Cannot set another user's {field}"
+            )));
+        }
+        let Some(u) = self.users.get_mut(target) else {
+            return Err(MatrixError::not_found("Profile was not found"));
+        };
+        match field {
+            "displayname" => u.displayname = value.map(str::to_string),
+            _ => u.avatar_url = value.map(str::to_string),
+        }
+        let rooms: Vec<String> = self
+            .room_order
+            .iter()
+            .filter(|r| {
+                self.rooms
+                    .get(*r)
+                    .is_some_and(|room| room.membership(target) == Some("join"))
+            })
+            .cloned()
+            .collect();
+        for r in rooms {
+            let content = self.profile_member_content(target, "join");
+            self.append(
+                &r,
+                target,
+                "m.room.member",
+                Some(target),
+                content,
+                None,
+                now_ms,
+                None,
+            );
+        }
+        Ok(())
+    }
+
+    /// `GET /profile/{userId}`.
+    pub fn profile(&self, user: &str) -> Result<Value, MatrixError> {
+        let u = self
+            .users
+            .get(user)
+            .ok_or_else(|| MatrixError::not_found("Profile was not found"))?;
+        let mut m = Map::new();
+        if let Some(d) = &u.displayname {
+            m.insert("displayname".into(), json!(d));
+        }
+        if let Some(a) = &u.avatar_url {
+            m.insert("avatar_url".into(), json!(a));
+        }
+        Ok(Value::Object(m))
+    }
+
+    // ------------------------------------------------------------------
+    // reads
+
+    /// `GET /rooms/{id}/members`: current member events.
+    pub fn members(&self, user: &str, room_id: &str, now_ms: u64) -> Result<Value, MatrixError> {
+        let room = self.require_joined(room_id, user)?;
+        let chunk: Vec<Value> = room
+            .state
+            .iter()
+            .filter(|((t, _), _)| t == "m.room.member")
+            .map(|(_, i)| room.events[*i].to_client_json(now_ms))
+            .collect();
+        Ok(json!({ "chunk": chunk }))
+    }
+
+    /// `GET /rooms/{id}/joined_members`.
+    pub fn joined_members(&self, user: &str, room_id: &str) -> Result<Value, MatrixError> {
+        let room = self.require_joined(room_id, user)?;
+        let mut joined = Map::new();
+        for u in room.joined() {
+            let c = room
+                .state_content("m.room.member", &u)
+                .cloned()
+                .unwrap_or_default();
+            let mut o = Map::new();
+            o.insert(
+                "display_name".into(),
+                c.get("displayname").cloned().unwrap_or(Value::Null),
+            );
+            o.insert(
+                "avatar_url".into(),
+                c.get("avatar_url").cloned().unwrap_or(Value::Null),
+            );
+            joined.insert(u, Value::Object(o));
+        }
+        Ok(json!({ "joined": joined }))
+    }
+
+    /// `GET /joined_rooms`.
+    pub fn joined_rooms(&self, user: &str) -> Value {
+        let rooms: Vec<&String> = self
+            .room_order
+            .iter()
+            .filter(|r| {
+                self.rooms
+                    .get(*r)
+                    .is_some_and(|room| room.membership(user) == Some("join"))
+            })
+            .collect();
+        json!({ "joined_rooms": rooms })
+    }
+
+    /// `GET /rooms/{id}/event/{eventId}`.
+    pub fn get_event(
+        &self,
+        user: &str,
+        room_id: &str,
+        event_id: &str,
+        now_ms: u64,
+    ) -> Result<Value, MatrixError> {
+        let room = self.require_joined(room_id, user)?;
+        room.events
+            .iter()
+            .find(|e| e.event_id == event_id)
+            .map(|e| e.to_client_json(now_ms))
+            .ok_or_else(|| MatrixError::not_found("Event not found."))
+    }
+
+    /// `GET /rooms/{id}/state/{type}/{key}`: the content.
+    pub fn get_state(
+        &self,
+        user: &str,
+        room_id: &str,
+        kind: &str,
+        key: &str,
+    ) -> Result<Value, MatrixError> {
+        let room = self.require_joined(room_id, user)?;
+        room.state_content(kind, key)
+            .cloned()
+            .ok_or_else(|| MatrixError::not_found("Event not found."))
+    }
+
+    // ------------------------------------------------------------------
+    // media
+
+    /// `POST /_matrix/media/v3/upload`: returns the `mxc://` URI.
+    pub fn upload(&mut self, content_type: &str, data: Vec<u8>) -> String {
+        let id = random_letters(&mut self.rng, 24);
+        self.media
+            .insert(id.clone(), (content_type.to_string(), data));
+        format!("mxc://{}/{id}", self.config.server_name)
+    }
+
+    /// Media by server name and id: (content type, bytes).
+    pub fn media(&self, server: &str, id: &str) -> Option<&(String, Vec<u8>)> {
+        (server == self.config.server_name)
+            .then(|| self.media.get(id))
+            .flatten()
+    }
+
+    // ------------------------------------------------------------------
+    // AS transactions (Synapse `appservice/scheduler.py`)
+
+    /// The transaction to push now: the one in flight (a retry, same id and
+    /// same events), or a new one with up to 100 queued events.
+    pub fn next_transaction(&mut self) -> Option<AsTransaction> {
+        if let Some(t) = &self.in_flight {
+            return Some(t.clone());
+        }
+        if self.queue.is_empty() {
+            return None;
+        }
+        let n = self.queue.len().min(MAX_EVENTS_PER_TXN);
+        let events: Vec<Value> = self.queue.drain(..n).collect();
+        let txn = AsTransaction {
+            txn_id: self.next_txn.to_string(),
+            events,
+        };
+        self.next_txn += 1;
+        self.in_flight = Some(txn.clone());
+        Some(txn)
+    }
+
+    /// The push body: `{"events", "ephemeral"?, "de.sorunome.msc2409.to_device"}`.
+    pub fn transaction_body(&self, txn: &AsTransaction) -> Value {
+        let mut m = Map::new();
+        m.insert("events".into(), Value::Array(txn.events.clone()));
+        if self.config.registration.receive_ephemeral.unwrap_or(false) {
+            m.insert("ephemeral".into(), json!([]));
+        }
+        m.insert("de.sorunome.msc2409.to_device".into(), json!([]));
+        Value::Object(m)
+    }
+
+    /// Record the outcome of a push attempt. Success retires the transaction.
+    pub fn record_push(&mut self, txn_id: &str, ok: bool) {
+        self.push_attempts.push((txn_id.to_string(), ok));
+        if ok
+            && self.in_flight.as_ref().is_some_and(|t| t.txn_id == txn_id)
+            && let Some(t) = self.in_flight.take()
+        {
+            self.delivered.push(t);
+        }
+    }
+
+    /// Transactions the AS acknowledged, in order.
+    pub fn delivered(&self) -> &[AsTransaction] {
+        &self.delivered
+    }
+
+    /// Every push attempt: (txn id, succeeded).
+    pub fn push_attempts(&self) -> &[(String, bool)] {
+        &self.push_attempts
+    }
+
+    /// Events waiting (queued plus in flight).
+    pub fn pending_events(&self) -> usize {
+        self.queue.len() + self.in_flight.as_ref().map_or(0, |t| t.events.len())
+    }
+
+    // ------------------------------------------------------------------
+    // what users see
+
+    /// Rooms where `user` has a membership, with it.
+    pub fn rooms_of(&self, user: &str) -> Vec<(String, String)> {
+        self.room_order
+            .iter()
+            .filter_map(|r| {
+                let room = self.rooms.get(r)?;
+                Some((r.clone(), room.membership(user)?.to_string()))
+            })
+            .collect()
+    }
+
+    pub fn room_ids(&self) -> Vec<String> {
+        self.room_order.clone()
+    }
+
+    pub fn room_info(&self, room_id: &str) -> Option<&Room> {
+        self.rooms.get(room_id)
+    }
+
+    /// The timeline as `user`'s client shows it (history visibility
+    /// `shared`): everything while joined; up to the leave after leaving;
+    /// only the invite while invited.
+    pub fn timeline(&self, user: &str, room_id: &str) -> Vec<SeenEvent> {
+        let Some(room) = self.rooms.get(room_id) else {
+            return Vec::new();
+        };
+        let mut ever_joined = false;
+        let mut end = 0;
+        let mut invite_idx = None;
+        for (i, e) in room.events.iter().enumerate() {
+            if e.kind == "m.room.member" && e.state_key.as_deref() == Some(user) {
+                match e.content.get("membership").and_then(Value::as_str) {
+                    Some("join") => ever_joined = true,
+                    Some("invite") => invite_idx = Some(i),
+                    _ => {}
+                }
+                end = i + 1;
+            }
+            if ever_joined && room.membership(user) == Some("join") {
+                end = room.events.len();
+                break;
+            }
+        }
+        let to_seen = |e: &Event| SeenEvent {
+            event_id: e.event_id.clone(),
+            sender: e.sender.clone(),
+            kind: e.kind.clone(),
+            state_key: e.state_key.clone(),
+            msgtype: e
+                .content
+                .get("msgtype")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            body: e
+                .content
+                .get("body")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            content: e.content.clone(),
+            redacted: e.redacted,
+        };
+        if !ever_joined {
+            return invite_idx
+                .map(|i| vec![to_seen(&room.events[i])])
+                .unwrap_or_default();
+        }
+        room.events[..end].iter().map(to_seen).collect()
+    }
+}

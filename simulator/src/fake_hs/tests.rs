@@ -1,0 +1,507 @@
+//! Scenario-style unit tests of the fake homeserver's rules, without HTTP.
+
+use serde_json::{Value, json};
+
+use super::state::*;
+
+const T0: u64 = 1_700_000_000_000;
+const AS_TOKEN: &str = "as_token_test";
+
+fn registration() -> Registration {
+    Registration::from_yaml(
+        r#"
+id: gitter
+url: "http://127.0.0.1:9"
+as_token: "as_token_test"
+hs_token: "hs_token_test"
+sender_localpart: "_gitter_bot"
+rate_limited: false
+namespaces:
+  users: [{exclusive: true, regex: "@_gitter_.*:localhost"}]
+  aliases: []
+  rooms: []
+"#,
+    )
+    .unwrap()
+}
+
+fn hs() -> HsState {
+    let mut cfg = HsConfig::new("localhost", registration());
+    cfg.rng_seed = Some(1);
+    HsState::new(cfg).unwrap()
+}
+
+const BOT: &str = "@_gitter_bot:localhost";
+
+fn as_req(user: &str) -> Requester {
+    Requester::AppService {
+        user_id: user.into(),
+    }
+}
+
+fn register_ghost(s: &mut HsState, local: &str) -> String {
+    let v = s
+        .register(Some(AS_TOKEN), &json!({"type": "m.login.application_service", "username": local, "inhibit_login": true}))
+        .unwrap();
+    v["user_id"].as_str().unwrap().to_string()
+}
+
+fn create(s: &mut HsState, creator: &str, body: Value) -> Result<String, MatrixError> {
+    let req: CreateRoom = serde_json::from_value(body).unwrap();
+    s.create_room(creator, &req, T0)
+}
+
+/// Drain everything queued for the AS, acknowledging each transaction.
+fn drain(s: &mut HsState) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Some(t) = s.next_transaction() {
+        s.record_push(&t.txn_id, true);
+        out.extend(t.events);
+    }
+    out
+}
+
+#[test]
+fn as_token_auth_and_masquerading_follow_synapse() {
+    let mut s = hs();
+    let e = s.authenticate(None, None).unwrap_err();
+    assert_eq!((e.status, e.errcode.as_str()), (401, "M_MISSING_TOKEN"));
+    let e = s.authenticate(Some("wrong"), None).unwrap_err();
+    assert_eq!((e.status, e.errcode.as_str()), (401, "M_UNKNOWN_TOKEN"));
+    assert_eq!(s.authenticate(Some(AS_TOKEN), None).unwrap(), as_req(BOT));
+    let e = s
+        .authenticate(Some(AS_TOKEN), Some("@someone:localhost"))
+        .unwrap_err();
+    assert_eq!((e.status, e.errcode.as_str()), (403, "M_FORBIDDEN"));
+    assert!(e.error.contains("cannot masquerade as this user"));
+    let e = s
+        .authenticate(Some(AS_TOKEN), Some("@_gitter_alice:localhost"))
+        .unwrap_err();
+    assert!(e.error.contains("has not registered this user"));
+    let alice = register_ghost(&mut s, "_gitter_alice");
+    assert_eq!(
+        s.authenticate(Some(AS_TOKEN), Some(&alice)).unwrap(),
+        as_req(&alice)
+    );
+    assert_eq!(s.whoami(&as_req(&alice))["user_id"], alice.as_str());
+}
+
+#[test]
+fn registration_rules() {
+    let mut s = hs();
+    let body = json!({"type": "m.login.application_service", "username": "_gitter_bob", "inhibit_login": true});
+    let v = s.register(Some(AS_TOKEN), &body).unwrap();
+    assert_eq!(
+        v,
+        json!({"user_id": "@_gitter_bob:localhost", "home_server": "localhost"})
+    );
+    let e = s.register(Some(AS_TOKEN), &body).unwrap_err();
+    assert_eq!((e.status, e.errcode.as_str()), (400, "M_USER_IN_USE"));
+    let outside = json!({"type": "m.login.application_service", "username": "bob"});
+    assert_eq!(
+        s.register(Some(AS_TOKEN), &outside).unwrap_err().errcode,
+        "M_EXCLUSIVE"
+    );
+    let e = s.register(None, &body).unwrap_err();
+    assert_eq!(e.errcode, "M_MISSING_TOKEN");
+    // Without inhibit_login the ghost gets a token.
+    let v = s
+        .register(
+            Some(AS_TOKEN),
+            &json!({"type": "m.login.application_service", "username": "_gitter_c"}),
+        )
+        .unwrap();
+    assert!(v["access_token"].is_string());
+    // Humans: `_` prefix refused before the namespace check (measured).
+    assert_eq!(
+        s.register_human("_gitter_evil", None).unwrap_err().error,
+        "User ID may not begin with _"
+    );
+    let (uid, token) = s.register_human("Human", None).unwrap();
+    assert_eq!(uid, "@human:localhost");
+    assert_eq!(s.authenticate(Some(&token), None).unwrap().user_id(), uid);
+    // Over HTTP, open registration asks for the dummy stage first.
+    let e = s.register(None, &json!({"username": "x"})).unwrap_err();
+    assert_eq!(e.status, 401);
+    assert!(e.extra.contains_key("flows"));
+}
+
+#[test]
+fn v12_room_ids_have_no_server_part() {
+    let mut s = hs();
+    let rid = create(&mut s, BOT, json!({"preset": "private_chat"})).unwrap();
+    assert!(rid.starts_with('!') && !rid.contains(':'), "{rid}");
+    assert_eq!(rid.len(), 44);
+    let room = s.room_info(&rid).unwrap();
+    assert_eq!(room.events[0].kind, "m.room.create");
+    assert_eq!(
+        room.events[0].event_id[1..],
+        rid[1..],
+        "v12 room id is the create event's hash"
+    );
+    assert!(room.events[0].content.get("creator").is_none());
+    let old = create(&mut s, BOT, json!({"room_version": "10"})).unwrap();
+    assert!(old.ends_with(":localhost"));
+}
+
+#[test]
+fn creator_in_power_level_override_is_refused_after_making_an_orphan_room() {
+    let mut s = hs();
+    let alice = register_ghost(&mut s, "_gitter_alice");
+    let body = json!({
+        "preset": "private_chat",
+        "power_level_content_override": {"users": {alice.clone(): 100, BOT: 100}}
+    });
+    let e = create(&mut s, &alice, body).unwrap_err();
+    assert_eq!((e.status, e.errcode.as_str()), (400, "M_UNKNOWN"));
+    assert_eq!(
+        e.error,
+        format!("Creator user {alice} must not appear in content.users")
+    );
+    // Like Synapse: the room exists with its create event and the creator's join,
+    // and the AS was told about both.
+    let orphans = s.rooms_of(&alice);
+    assert_eq!(orphans.len(), 1);
+    let kinds: Vec<String> = drain(&mut s)
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, vec!["m.room.create", "m.room.member"]);
+    // Listing only other users is fine.
+    let ok = json!({"power_level_content_override": {"users": {BOT: 100}}});
+    assert!(create(&mut s, &alice, ok).is_ok());
+}
+
+#[test]
+fn joining_needs_an_invite_and_creators_may_kick() {
+    let mut s = hs();
+    let (human, _) = s.register_human("human", None).unwrap();
+    let (other, _) = s.register_human("other", None).unwrap();
+    let rid = create(
+        &mut s,
+        BOT,
+        json!({"preset": "private_chat", "invite": [human.clone()]}),
+    )
+    .unwrap();
+    let e = s.join(&other, &rid, T0).unwrap_err();
+    assert_eq!(e.error, "You are not invited to this room.");
+    s.join(&human, &rid, T0).unwrap();
+    // The human (power 0) cannot kick; the v12 creator can.
+    s.invite(BOT, &rid, &other, T0).unwrap();
+    assert_eq!(
+        s.kick(&human, &rid, &other, None, T0).unwrap_err().status,
+        403
+    );
+    s.kick(BOT, &rid, &human, Some("bye"), T0).unwrap();
+    assert_eq!(s.room_info(&rid).unwrap().membership(&human), Some("leave"));
+    // Public rooms need no invite.
+    let public = create(&mut s, BOT, json!({"preset": "public_chat"})).unwrap();
+    s.join(&other, &public, T0).unwrap();
+    // Sending requires being joined.
+    let e = s
+        .send(
+            &Requester::User {
+                user_id: human.clone(),
+                device_id: "D".into(),
+            },
+            "/p1",
+            &rid,
+            "m.room.message",
+            json!({"body": "x"}),
+            None,
+            T0,
+        )
+        .unwrap_err();
+    assert_eq!(e.status, 403);
+}
+
+#[test]
+fn send_txn_ids_are_cached_per_appservice_like_synapse() {
+    let mut s = hs();
+    let alice = register_ghost(&mut s, "_gitter_alice");
+    let bob = register_ghost(&mut s, "_gitter_bob");
+    let rid = create(&mut s, BOT, json!({"preset": "public_chat"})).unwrap();
+    s.join(&alice, &rid, T0).unwrap();
+    s.join(&bob, &rid, T0).unwrap();
+    let path = format!("/_matrix/client/v3/rooms/{rid}/send/m.room.message/t1");
+    let content = json!({"msgtype": "m.text", "body": "hi"});
+    let a = s
+        .send(
+            &as_req(&alice),
+            &path,
+            &rid,
+            "m.room.message",
+            content.clone(),
+            Some(1_600_000_000_000),
+            T0,
+        )
+        .unwrap();
+    let again = s
+        .send(
+            &as_req(&alice),
+            &path,
+            &rid,
+            "m.room.message",
+            content.clone(),
+            None,
+            T0,
+        )
+        .unwrap();
+    assert_eq!(a, again);
+    // Synapse keys the cache on (path, AS id): another ghost reusing the txn
+    // id in the same room gets the first event back and sends nothing.
+    let other_ghost = s
+        .send(
+            &as_req(&bob),
+            &path,
+            &rid,
+            "m.room.message",
+            content.clone(),
+            None,
+            T0,
+        )
+        .unwrap();
+    assert_eq!(a, other_ghost);
+    let msgs: Vec<_> = s
+        .room_info(&rid)
+        .unwrap()
+        .events
+        .iter()
+        .filter(|e| e.kind == "m.room.message")
+        .cloned()
+        .collect();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(
+        msgs[0].origin_server_ts, 1_600_000_000_000,
+        "?ts= massaging"
+    );
+    let path2 = path.replace("/t1", "/t2");
+    assert_ne!(
+        s.send(
+            &as_req(&bob),
+            &path2,
+            &rid,
+            "m.room.message",
+            content,
+            None,
+            T0
+        )
+        .unwrap(),
+        a
+    );
+}
+
+#[test]
+fn transactions_are_retried_unchanged_and_capped_at_100_events() {
+    let mut s = hs();
+    let rid = create(&mut s, BOT, json!({"preset": "public_chat"})).unwrap();
+    for i in 0..150 {
+        let path = format!("/x/{i}");
+        s.send(
+            &as_req(BOT),
+            &path,
+            &rid,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": i.to_string()}),
+            None,
+            T0,
+        )
+        .unwrap();
+    }
+    let first = s.next_transaction().unwrap();
+    assert_eq!(first.txn_id, "1");
+    assert_eq!(first.events.len(), MAX_EVENTS_PER_TXN);
+    s.record_push("1", false);
+    assert_eq!(
+        s.next_transaction().unwrap(),
+        first,
+        "a retry has the same id and events"
+    );
+    s.record_push("1", true);
+    let second = s.next_transaction().unwrap();
+    assert_eq!(second.txn_id, "2");
+    assert_eq!(second.events.len(), s.pending_events());
+    s.record_push("2", true);
+    assert!(s.next_transaction().is_none());
+    assert_eq!(s.delivered().len(), 2);
+    let body = s.transaction_body(&first);
+    assert!(body["events"].is_array());
+    assert_eq!(first.events[0]["user_id"], first.events[0]["sender"]);
+}
+
+#[test]
+fn the_as_only_hears_about_rooms_it_is_interested_in() {
+    let mut s = hs();
+    drain(&mut s);
+    let (human, _) = s.register_human("human", None).unwrap();
+    let (friend, _) = s.register_human("friend", None).unwrap();
+    let private = create(&mut s, &human, json!({"invite": [friend.clone()]})).unwrap();
+    assert!(drain(&mut s).is_empty(), "a humans-only room is not pushed");
+    // A DM with the bot: the invite names the bot, so it is pushed, and so is
+    // everything after the bot joins.
+    let dm = create(
+        &mut s,
+        &human,
+        json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [BOT]}),
+    )
+    .unwrap();
+    let events = drain(&mut s);
+    let invite = events
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == BOT)
+        .unwrap();
+    assert_eq!(invite["content"]["is_direct"], true);
+    s.join(BOT, &dm, T0).unwrap();
+    let hu = Requester::User {
+        user_id: human.clone(),
+        device_id: "D".into(),
+    };
+    s.send(
+        &hu,
+        "/a",
+        &dm,
+        "m.room.message",
+        json!({"msgtype": "m.text", "body": "login"}),
+        None,
+        T0,
+    )
+    .unwrap();
+    let events = drain(&mut s);
+    assert!(events.iter().any(|e| e["content"]["body"] == "login"));
+    s.send(
+        &hu,
+        "/b",
+        &private,
+        "m.room.message",
+        json!({"body": "secret"}),
+        None,
+        T0,
+    )
+    .unwrap();
+    assert!(drain(&mut s).is_empty());
+}
+
+#[test]
+fn humans_see_what_the_bot_says_and_profile_changes_show_up() {
+    let mut s = hs();
+    let (human, _) = s.register_human("human", None).unwrap();
+    let dm = create(
+        &mut s,
+        &human,
+        json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [BOT]}),
+    )
+    .unwrap();
+    // Before the bot joins it sees only its invite.
+    let seen = s.timeline(BOT, &dm);
+    assert_eq!(seen.len(), 1);
+    s.join(BOT, &dm, T0).unwrap();
+    s.send(
+        &as_req(BOT),
+        "/n",
+        &dm,
+        "m.room.message",
+        json!({"msgtype": "m.notice", "body": "Hello! Send login"}),
+        None,
+        T0,
+    )
+    .unwrap();
+    let notices: Vec<_> = s
+        .timeline(&human, &dm)
+        .into_iter()
+        .filter(|e| e.msgtype.as_deref() == Some("m.notice"))
+        .collect();
+    assert_eq!(notices[0].sender, BOT);
+    assert_eq!(notices[0].body.as_deref(), Some("Hello! Send login"));
+    // A displayname change emits a member event in every joined room.
+    s.set_profile(&as_req(BOT), BOT, "displayname", Some("Gitter bridge"), T0)
+        .unwrap();
+    let last = s.timeline(&human, &dm).pop().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), last.content["displayname"].as_str()),
+        ("m.room.member", Some("Gitter bridge"))
+    );
+    let e = s
+        .set_profile(&as_req(BOT), &human, "displayname", Some("x"), T0)
+        .unwrap_err();
+    assert_eq!(e.status, 403);
+    // After leaving, the human no longer sees new events.
+    s.leave(&human, &dm, T0).unwrap();
+    s.send(
+        &as_req(BOT),
+        "/n2",
+        &dm,
+        "m.room.message",
+        json!({"msgtype": "m.notice", "body": "bye"}),
+        None,
+        T0,
+    )
+    .unwrap();
+    assert!(
+        !s.timeline(&human, &dm)
+            .iter()
+            .any(|e| e.body.as_deref() == Some("bye"))
+    );
+}
+
+#[test]
+fn redaction_rules() {
+    let mut s = hs();
+    let (human, _) = s.register_human("human", None).unwrap();
+    let rid = create(&mut s, BOT, json!({"preset": "public_chat"})).unwrap();
+    s.join(&human, &rid, T0).unwrap();
+    let ev = s
+        .send(
+            &as_req(BOT),
+            "/m",
+            &rid,
+            "m.room.message",
+            json!({"body": "oops"}),
+            None,
+            T0,
+        )
+        .unwrap();
+    let hu = Requester::User {
+        user_id: human.clone(),
+        device_id: "D".into(),
+    };
+    assert_eq!(
+        s.redact(&hu, "/r1", &rid, &ev, None, T0)
+            .unwrap_err()
+            .status,
+        403
+    );
+    let red = s
+        .redact(&as_req(BOT), "/r2", &rid, &ev, Some("spam"), T0)
+        .unwrap();
+    assert_eq!(
+        s.redact(&as_req(BOT), "/r2", &rid, &ev, Some("spam"), T0)
+            .unwrap(),
+        red
+    );
+    let seen = s.timeline(&human, &rid);
+    assert!(
+        seen.iter()
+            .any(|e| e.event_id == ev && e.redacted && e.body.is_none())
+    );
+    assert_eq!(
+        s.redact(&as_req(BOT), "/r3", &rid, "$nope", None, T0)
+            .unwrap_err()
+            .status,
+        404
+    );
+}
+
+#[test]
+fn injected_cs_faults() {
+    let mut s = hs();
+    s.fail_cs_next(1, 429);
+    let e = s.take_cs_fault(T0).unwrap();
+    assert_eq!((e.status, e.errcode.as_str()), (429, "M_LIMIT_EXCEEDED"));
+    assert!(e.extra.contains_key("retry_after_ms"));
+    assert!(s.take_cs_fault(T0).is_none());
+    s.fail_cs_until(T0 + 10, 502);
+    assert_eq!(s.take_cs_fault(T0).unwrap().status, 502);
+    assert!(s.take_cs_fault(T0 + 10).is_none());
+    s.fail_push_next(2);
+    assert!(s.take_push_fault() && s.take_push_fault() && !s.take_push_fault());
+}

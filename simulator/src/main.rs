@@ -1,0 +1,148 @@
+//! `bridge-sim`: run the simulator's fakes as standalone servers.
+//!
+//! ```text
+//! bridge-sim fake-gitter --bind 127.0.0.1:8090 --seed fixtures/sim/gitter-seed.toml
+//! bridge-sim fake-homeserver --bind 127.0.0.1:8008 --registration registration.yaml --server-name localhost
+//! ```
+//!
+//! Each prints the bound address (`listening on http://...`) on stdout and runs
+//! until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use gitter_bridge_sim::fake_gitter::{FakeGitter, GitterConfig, GitterSeed, GitterState};
+use gitter_bridge_sim::fake_hs::{FakeHomeserver, HsConfig, HsState, Registration};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bridge-sim",
+    about = "Test partners for the Matrix <-> Gitter bridge"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the fake Gitter (REST under /v1, stream under /stream/v1, OAuth under /login/oauth).
+    FakeGitter {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: SocketAddr,
+        /// TOML seed with users, rooms and one-to-one rooms.
+        #[arg(long)]
+        seed: Option<PathBuf>,
+        /// Interval between `" \n"` stream heartbeats, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        stream_heartbeat_ms: u64,
+        /// Requests per 60 s per (user, OAuth client).
+        #[arg(long, default_value_t = 100)]
+        rate_limit: u32,
+        /// OAuth client id of the one registered app.
+        #[arg(long, default_value = "sim-client-id")]
+        client_id: String,
+        /// OAuth client secret.
+        #[arg(long, default_value = "sim-client-secret")]
+        client_secret: String,
+        /// The app's registered redirect URI (matched exactly).
+        #[arg(long, default_value = "http://127.0.0.1:29322/oauth/callback")]
+        redirect_uri: String,
+    },
+    /// Run the fake homeserver for one application service.
+    FakeHomeserver {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: SocketAddr,
+        /// The AS registration YAML (id, url, as_token, hs_token, sender_localpart, namespaces).
+        #[arg(long)]
+        registration: PathBuf,
+        /// The homeserver's server name (the part after `:` in user ids).
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+        /// First retry delay of a failed AS transaction (Synapse: 2000), doubling up to 512 s.
+        #[arg(long, default_value_t = 2000)]
+        push_backoff_ms: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bridge-sim: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::FakeGitter {
+            bind,
+            seed,
+            stream_heartbeat_ms,
+            rate_limit,
+            client_id,
+            client_secret,
+            redirect_uri,
+        } => {
+            let config = GitterConfig {
+                client_id,
+                client_secret,
+                redirect_uri,
+                rate_limit,
+                heartbeat: Duration::from_millis(stream_heartbeat_ms.max(1)),
+                ..GitterConfig::default()
+            };
+            let state = match seed {
+                Some(path) => FakeGitter::seeded_state(config, &GitterSeed::load(&path)?)?,
+                None => GitterState::new(config),
+            };
+            let server = FakeGitter::spawn(bind, state)
+                .await
+                .map_err(|e| format!("cannot bind {bind}: {e}"))?;
+            println!("fake-gitter listening on {}", server.base_url);
+            println!("stream base url: {}", server.stream_base_url());
+            wait_for_ctrl_c().await;
+            server.shutdown().await;
+            Ok(())
+        }
+        Command::FakeHomeserver {
+            bind,
+            registration,
+            server_name,
+            push_backoff_ms,
+        } => {
+            let reg = Registration::load(&registration)?;
+            let mut config = HsConfig::new(&server_name, reg);
+            config.push_backoff_base = Duration::from_millis(push_backoff_ms.max(1));
+            let state = HsState::new(config)?;
+            let server = FakeHomeserver::spawn(bind, state)
+                .await
+                .map_err(|e| format!("cannot bind {bind}: {e}"))?;
+            println!("fake-homeserver listening on {}", server.base_url);
+            wait_for_ctrl_c().await;
+            server.shutdown().await;
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_ctrl_c() {
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        tracing::error!(error = %e, "cannot listen for Ctrl-C; stopping");
+    }
+}

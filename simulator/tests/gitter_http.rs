@@ -1,0 +1,484 @@
+//! The fake Gitter over real HTTP: auth, rate-limit headers, OAuth, the
+//! stream, and fault controls.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gitter_bridge_sim::fake_gitter::GitterConfig;
+use serde_json::{Value, json};
+
+/// Read a streaming response until `done(collected)` or the timeout.
+async fn read_stream_until(
+    resp: &mut reqwest::Response,
+    secs: u64,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let mut got = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(secs), async {
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            got.push_str(&String::from_utf8_lossy(&chunk));
+            if done(&got) {
+                break;
+            }
+        }
+    })
+    .await;
+    got
+}
+
+#[tokio::test]
+async fn every_v1_route_needs_a_token_and_accepts_all_three_forms() {
+    let g = gitter().await;
+    let c = client();
+    let url = format!("{}/v1/user", g.base_url);
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers().get("x-ratelimit-limit").is_none(),
+        "unauthenticated requests are not counted"
+    );
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "Unauthorized"})
+    );
+    for req in [
+        c.get(&url).bearer_auth(ALICE_TOKEN),
+        c.get(&url).header("x-access-token", ALICE_TOKEN),
+        c.get(format!("{url}?access_token={ALICE_TOKEN}")),
+    ] {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body[0]["username"], "alice", "GET /v1/user is an array");
+    }
+    let me: Value = c
+        .get(format!("{url}/me"))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["providers"], json!(["github"]));
+    let bob_id = g.user_id("bob").unwrap();
+    let r = c
+        .get(format!("{url}/{bob_id}"))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .get(format!("{}/v1/nope", g.base_url))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn chunked_request_bodies_are_refused_with_406() {
+    let g = gitter().await;
+    let room = g.room_id("org/room").unwrap();
+    let chunks = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
+        bytes::Bytes::from_static(b"{\"text\":\"hi\"}"),
+    )]);
+    let r = client()
+        .post(format!("{}/v1/rooms/{room}/chatMessages", g.base_url))
+        .bearer_auth(ALICE_TOKEN)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 406);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("Transfer-Encoding: chunked")
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_headers_and_429() {
+    let g = gitter_with(GitterConfig {
+        rate_limit: 2,
+        ..GitterConfig::default()
+    })
+    .await;
+    let c = client();
+    let url = format!("{}/v1/rooms", g.base_url);
+    let before = g.now_ms();
+    let first = c.get(&url).bearer_auth(ALICE_TOKEN).send().await.unwrap();
+    let h = first.headers();
+    assert_eq!(h["x-ratelimit-limit"], "2");
+    assert_eq!(h["x-ratelimit-remaining"], "1");
+    let reset: u64 = h["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
+    assert!(
+        reset >= before + 59_000 && reset <= before + 61_000,
+        "absolute Unix ms"
+    );
+    c.get(&url).bearer_auth(ALICE_TOKEN).send().await.unwrap();
+    let limited = c.get(&url).bearer_auth(ALICE_TOKEN).send().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["x-ratelimit-remaining"], "0");
+    assert_eq!(
+        limited.json::<Value>().await.unwrap(),
+        json!({"error": "API rate limit exceeded"})
+    );
+    // Bob has his own bucket; the window reopens after 60 s.
+    assert_eq!(
+        c.get(&url)
+            .bearer_auth(BOB_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    g.advance_clock(Duration::from_secs(61));
+    assert_eq!(
+        c.get(&url)
+            .bearer_auth(ALICE_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn oauth_login_as_shortcut_then_token_exchange() {
+    let g = gitter().await;
+    let c = client();
+    let cfg = GitterConfig::default();
+    let authorize = |redirect: &str| {
+        format!(
+            "{}?client_id={}&response_type=code&redirect_uri={}&state=s1&login_as=carol",
+            g.authorize_url(),
+            cfg.client_id,
+            url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
+        )
+    };
+    let bad = c
+        .get(authorize("http://evil.example/cb"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    assert!(
+        bad.text()
+            .await
+            .unwrap()
+            .contains("does not match registered URI")
+    );
+    let r = c.get(authorize(&cfg.redirect_uri)).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let location = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(location.as_str().starts_with(&cfg.redirect_uri));
+    let q: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(q["state"], "s1");
+    let code = q["code"].clone();
+    assert_eq!(code.len(), 40);
+    let form = [
+        ("client_id", cfg.client_id.as_str()),
+        ("client_secret", cfg.client_secret.as_str()),
+        ("code", code.as_str()),
+        ("redirect_uri", cfg.redirect_uri.as_str()),
+        ("grant_type", "authorization_code"),
+    ];
+    let r = c.post(g.token_url()).form(&form).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let tok: Value = r.json().await.unwrap();
+    assert_eq!(tok["token_type"], "Bearer");
+    let token = tok["access_token"].as_str().unwrap().to_string();
+    // The code is gone; JSON bodies work too.
+    let body: Value = form
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let r = c.post(g.token_url()).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    let me: Value = c
+        .get(format!("{}/v1/user/me", g.base_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["username"], "carol");
+    // Without login_as the sign-in form lists the users.
+    let page = c
+        .get(format!(
+            "{}?client_id={}&response_type=code&redirect_uri={}",
+            g.authorize_url(),
+            cfg.client_id,
+            url::form_urlencoded::byte_serialize(cfg.redirect_uri.as_bytes()).collect::<String>()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<form method=\"post\"") && page.contains("value=\"bob\""));
+}
+
+#[tokio::test]
+async fn a_stream_receives_posted_messages_and_heartbeats() {
+    let g = gitter_with(GitterConfig {
+        heartbeat: Duration::from_millis(100),
+        ..GitterConfig::default()
+    })
+    .await;
+    let room = g.room_id("org/room").unwrap();
+    let mut resp = client()
+        .get(format!(
+            "{}/v1/rooms/{room}/chatMessages",
+            g.stream_base_url()
+        ))
+        .bearer_auth(BOB_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    assert!(eventually(5, || g.stream_count(Some("org/room")) == 1).await);
+    // One heartbeat first, then a message posted through the REST API.
+    let got = read_stream_until(&mut resp, 5, |s| s.contains(" \n")).await;
+    assert!(got.starts_with(" \n"), "{got:?}");
+    let posted: Value = client()
+        .post(format!("{}/v1/rooms/{room}/chatMessages", g.base_url))
+        .bearer_auth(ALICE_TOKEN)
+        .json(&json!({"text": "hello stream"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let got = read_stream_until(&mut resp, 5, |s| s.contains("hello stream")).await;
+    let line = got.lines().find(|l| l.contains("hello stream")).unwrap();
+    let msg: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(msg["id"], posted["id"]);
+    assert_eq!(msg["fromUser"]["username"], "alice");
+    // Dropping the room's streams ends the response.
+    assert_eq!(g.drop_streams(Some("org/room")), 1);
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut tail = Vec::new();
+        while let Ok(Some(c)) = resp.chunk().await {
+            tail.extend_from_slice(&c);
+        }
+        tail
+    })
+    .await;
+    assert!(rest.is_ok(), "stream must end after drop_streams");
+}
+
+#[tokio::test]
+async fn stream_auth_errors_come_back_as_json_before_streaming() {
+    let g = gitter().await;
+    let room = g.room_id("org/room").unwrap();
+    let r = client()
+        .get(format!(
+            "{}/v1/rooms/{room}/chatMessages",
+            g.stream_base_url()
+        ))
+        .bearer_auth("0000000000000000000000000000000000000000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "Unauthorized"})
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_token_closes_its_streams_and_gives_401() {
+    let g = gitter().await;
+    let room = g.room_id("org/room").unwrap();
+    let c = client();
+    let mut resp = c
+        .get(format!(
+            "{}/v1/rooms/{room}/chatMessages?access_token={BOB_TOKEN}",
+            g.stream_base_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(eventually(5, || g.stream_count(None) == 1).await);
+    let r = c
+        .post(format!("{}/_sim/gitter/revoke", g.base_url))
+        .json(&json!({"token": BOB_TOKEN}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["revoked"], true);
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = resp.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok());
+    let r = c
+        .get(format!("{}/v1/user", g.base_url))
+        .bearer_auth(BOB_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn injected_failures_and_the_scripting_endpoints() {
+    let g = gitter().await;
+    let c = client();
+    c.post(format!("{}/_sim/gitter/fail", g.base_url))
+        .json(&json!({"status": 503, "count": 2}))
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let r = c
+            .get(format!("{}/v1/rooms", g.base_url))
+            .bearer_auth(ALICE_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!({"error": "Service Unavailable"})
+        );
+    }
+    g.fail_next(1, 429);
+    let r = c
+        .get(format!("{}/v1/rooms", g.base_url))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("x-ratelimit-reset").is_some());
+    let r = c
+        .get(format!("{}/v1/rooms", g.base_url))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Post as a Gitter user through the control API and through Rust.
+    let r = c
+        .post(format!("{}/_sim/gitter/post", g.base_url))
+        .json(&json!({"room": "org/room", "username": "bob", "text": "via control"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    g.post_message("org/room", "alice", "via rust").unwrap();
+    let texts: Vec<String> = g
+        .messages("org/room")
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts, vec!["via control", "via rust"]);
+    assert_eq!(
+        g.post_message("org/room", "carol", "not a member")
+            .unwrap_err()
+            .status,
+        403
+    );
+}
+
+#[tokio::test]
+async fn join_leave_and_messages_over_http_with_form_bodies() {
+    let g = gitter().await;
+    let c = client();
+    let carol = g.token_for("carol").unwrap();
+    let resolved: Value = c
+        .post(format!("{}/v1/rooms", g.base_url))
+        .bearer_auth(&carol)
+        .form(&[("uri", "Org/Room")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let room = resolved["id"].as_str().unwrap().to_string();
+    assert_eq!(resolved["roomMember"], false);
+    let joined = c
+        .post(format!("{}/v1/user/me/rooms", g.base_url))
+        .bearer_auth(&carol)
+        .json(&json!({"id": room}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(joined.status(), 200);
+    let carol_id = g.user_id("carol").unwrap();
+    let r = c
+        .post(format!("{}/v1/rooms/{room}/chatMessages", g.base_url))
+        .bearer_auth(&carol)
+        .json(&json!({"text": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.json::<Value>().await.unwrap()["error"].clone()
+        ),
+        (400, json!("Text is required"))
+    );
+    let m: Value = c
+        .post(format!("{}/v1/rooms/{room}/chatMessages", g.base_url))
+        .bearer_auth(&carol)
+        .json(&json!({"text": "hi all"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mid = m["id"].as_str().unwrap();
+    let r = c
+        .delete(format!("{}/v1/rooms/{room}/chatMessages/{mid}", g.base_url))
+        .bearer_auth(&carol)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c
+        .delete(format!("{}/v1/rooms/{room}/users/{carol_id}", g.base_url))
+        .bearer_auth(&carol)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"success": true}));
+    let r = c
+        .delete(format!("{}/v1/rooms/{room}/users/{carol_id}", g.base_url))
+        .bearer_auth(&carol)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
