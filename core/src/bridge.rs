@@ -125,22 +125,10 @@ impl Bridge {
                 {
                     self.rooms.remove(&old);
                 }
-                if let Some(room) = &u.control_room {
-                    self.rooms
-                        .insert(room.clone(), RoomRole::Control(u.user.clone()));
-                }
+                index_user(&mut self.rooms, u);
             }
             Change::PutPortal(p) => {
-                if let Some(room) = &p.room_id {
-                    self.rooms.insert(
-                        room.clone(),
-                        RoomRole::Portal(p.owner.clone(), p.gitter_room.clone()),
-                    );
-                }
-                self.room_portals
-                    .entry(p.gitter_room.clone())
-                    .or_default()
-                    .insert(p.owner.clone());
+                index_portal(&mut self.rooms, &mut self.room_portals, p);
             }
             _ => {}
         }
@@ -154,22 +142,10 @@ impl Bridge {
         self.room_portals.clear();
         self.inflight.clear();
         for u in self.state.users.values() {
-            if let Some(room) = &u.control_room {
-                self.rooms
-                    .insert(room.clone(), RoomRole::Control(u.user.clone()));
-            }
+            index_user(&mut self.rooms, u);
         }
         for p in self.state.portals.values() {
-            if let Some(room) = &p.room_id {
-                self.rooms.insert(
-                    room.clone(),
-                    RoomRole::Portal(p.owner.clone(), p.gitter_room.clone()),
-                );
-            }
-            self.room_portals
-                .entry(p.gitter_room.clone())
-                .or_default()
-                .insert(p.owner.clone());
+            index_portal(&mut self.rooms, &mut self.room_portals, p);
         }
         let sends: Vec<_> = self
             .state
@@ -602,6 +578,31 @@ impl Bridge {
     pub(crate) fn buffer_take(&mut self, room: &GitterRoomId) -> VecDeque<GitterMessage> {
         std::mem::take(&mut self.stream_mut(room).buffer)
     }
+}
+
+/// Indexes a user's control room (the caller removes a previous one).
+fn index_user(rooms: &mut BTreeMap<OwnedRoomId, RoomRole>, u: &crate::UserRecord) {
+    if let Some(room) = &u.control_room {
+        rooms.insert(room.clone(), RoomRole::Control(u.user.clone()));
+    }
+}
+
+/// Indexes a portal's Matrix room and its Gitter room's owners.
+fn index_portal(
+    rooms: &mut BTreeMap<OwnedRoomId, RoomRole>,
+    room_portals: &mut BTreeMap<GitterRoomId, BTreeSet<OwnedUserId>>,
+    p: &crate::PortalRecord,
+) {
+    if let Some(room) = &p.room_id {
+        rooms.insert(
+            room.clone(),
+            RoomRole::Portal(p.owner.clone(), p.gitter_room.clone()),
+        );
+    }
+    room_portals
+        .entry(p.gitter_room.clone())
+        .or_default()
+        .insert(p.owner.clone());
 }
 
 fn purpose_list(purpose: &crate::ListPurpose) -> &'static str {
