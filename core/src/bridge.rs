@@ -498,14 +498,8 @@ impl Bridge {
             Action::SendGitter { room, origin, .. } => {
                 self.on_gitter_send_failed(room, origin, &failure)
             }
-            Action::Join {
-                room,
-                purpose: crate::JoinPurpose::BotInvite { .. },
-                ..
-            } => {
-                // Could not accept the invite: nothing else to do; the log line says why.
-                let _ = room;
-            }
+            // Other failures (a bot that could not accept an invite, a ghost that could not
+            // join) need nothing beyond the warning already reported.
             _ => {}
         }
     }

@@ -1,6 +1,5 @@
 //! What one step produces: [`Outputs`].
 
-use crate::effect::Effect;
 use crate::ids::{RequestId, Timestamp};
 use crate::state::ChangeSet;
 
@@ -21,13 +20,6 @@ pub struct Outputs {
     pub next_timer: Option<Timestamp>,
     /// Problems worth a log line (an input that made no sense, an effect that failed).
     pub warnings: Vec<crate::CoreError>,
-}
-
-impl Outputs {
-    /// The effects of this step.
-    pub fn effects(&self) -> &[Effect] {
-        &self.effects
-    }
 }
 
 /// An answer to a login-page request. The binary renders it as escaped HTML.

@@ -393,6 +393,10 @@ async fn a_dropped_receiver_stops_the_reader() {
 
     streams.open(room(), token()).await;
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait on the condition, bounded, rather than for a fixed time.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while streams.is_running(&room()) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(!streams.is_running(&room()));
 }
