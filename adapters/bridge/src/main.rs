@@ -1,19 +1,18 @@
 //! The `gitter-bridge` binary: what an operator runs next to their homeserver.
-//!
-//! Built so far: the command line and the configuration (`check-config`). The runtime (`run`:
-//! driver loop, AS listener, login pages) and `generate-registration` are wired in as the
-//! adapters land; until then they exit with an error that says so.
-
-mod config;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gitter_bridge::{Config, logging, registration};
 
 /// A Matrix <-> Gitter puppeting bridge (a Matrix application service).
+///
+/// First run: copy config.example.toml to config.toml and edit it, then run
+/// `gitter-bridge generate-registration --write-tokens`, give the registration file to the
+/// homeserver (`app_service_config_files` in Synapse), restart it, and run `gitter-bridge`.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -24,8 +23,17 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the bridge (the default).
+    /// Run the bridge until SIGTERM or Ctrl-C (the default).
     Run,
+    /// Write the registration file the homeserver needs, making tokens if the config has none.
+    GenerateRegistration {
+        /// Where to write the registration (YAML).
+        #[arg(short, long, default_value = "registration.yaml")]
+        output: PathBuf,
+        /// Write newly made tokens into the config file (its comments are kept).
+        #[arg(long)]
+        write_tokens: bool,
+    },
     /// Check the configuration file and say what is wrong with it.
     CheckConfig,
 }
@@ -33,7 +41,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig => match config::Config::load(&cli.config) {
+        Command::CheckConfig => match Config::load(&cli.config) {
             Ok(c) => {
                 println!(
                     "{}: OK (bot {}, AS listener {}, login pages {}, store {})",
@@ -50,15 +58,123 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run => {
-            if let Err(e) = config::Config::load(&cli.config) {
-                eprintln!("{e}");
-                return ExitCode::from(2);
+        Command::GenerateRegistration {
+            output,
+            write_tokens,
+        } => generate_registration(&cli.config, &output, write_tokens),
+        Command::Run => run(&cli.config),
+    }
+}
+
+fn generate_registration(
+    config: &std::path::Path,
+    output: &std::path::Path,
+    write: bool,
+) -> ExitCode {
+    match registration::generate(config, output, write) {
+        Ok(g) => {
+            println!("wrote {}", output.display());
+            if g.config_updated {
+                println!(
+                    "wrote the new as_token and hs_token into {}",
+                    config.display()
+                );
+            } else if g.new_tokens {
+                println!(
+                    "new tokens were made; put them into [appservice] of {} (or run again with \
+                     --write-tokens):",
+                    config.display()
+                );
+                println!("as_token = \"{}\"", g.registration.as_token.expose());
+                println!("hs_token = \"{}\"", g.registration.hs_token.expose());
+            } else {
+                println!("used the tokens already in {}", config.display());
             }
-            eprintln!(
-                "gitter-bridge: the runtime is not part of this build yet; only check-config works"
+            println!(
+                "next: add {} to the homeserver's app_service_config_files, restart the \
+                 homeserver, then run `gitter-bridge run -c {}`",
+                output.display(),
+                config.display()
             );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn run(config_path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let running = match gitter_bridge::start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cannot start: {e}");
+                eprintln!("gitter-bridge: cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tokio::select! {
+            _ = shutdown_signal() => {
+                tracing::info!("stop requested");
+            }
+            _ = wait_finished(&running) => {}
+        }
+        match running.stop().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("stopped: {e}");
+                eprintln!("gitter-bridge: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Resolves when the driver ends by itself (a fatal error).
+async fn wait_finished(running: &gitter_bridge::Running) {
+    while !running.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use gitter_bridge_core::Secret;
@@ -69,6 +70,7 @@ struct Window {
 pub struct RateLimiter {
     config: RateLimitConfig,
     windows: Mutex<HashMap<TokenKey, Window>>,
+    waits: AtomicU64,
 }
 
 /// Above this many tracked tokens, expired windows are dropped on the next request.
@@ -80,7 +82,13 @@ impl RateLimiter {
         Self {
             config,
             windows: Mutex::new(HashMap::new()),
+            waits: AtomicU64::new(0),
         }
+    }
+
+    /// How many times a request had to wait for its window (for the operator's metrics).
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
     }
 
     /// The configuration.
@@ -94,6 +102,7 @@ impl RateLimiter {
             match self.try_acquire(key, Instant::now()) {
                 Ok(()) => return,
                 Err(until) => {
+                    self.waits.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(
                         wait_ms = until.saturating_duration_since(Instant::now()).as_millis(),
                         "Gitter rate limit reached; waiting"

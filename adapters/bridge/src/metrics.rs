@@ -1,0 +1,210 @@
+//! Prometheus metrics, served at `/metrics` on the web listener.
+//!
+//! The driver updates them as it goes; nothing here decides anything. Names follow the
+//! Prometheus conventions (`_total` counters, `_seconds` histograms).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::{EncodeLabelSet, text::encode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A direction of bridging.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// A Gitter message relayed into a Matrix portal.
+    GitterToMatrix,
+    /// A Matrix message posted to Gitter.
+    MatrixToGitter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
+impl From<Direction> for DirectionLabel {
+    fn from(d: Direction) -> Self {
+        DirectionLabel {
+            direction: match d {
+                Direction::GitterToMatrix => "gitter_to_matrix",
+                Direction::MatrixToGitter => "matrix_to_gitter",
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    action: &'static str,
+    kind: String,
+}
+
+fn latency_buckets() -> Histogram {
+    // 1 ms .. ~33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// Every metric of the bridge.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    transactions: Counter,
+    transaction_events: Counter,
+    bridged: Family<DirectionLabel, Counter>,
+    effect_failures: Family<FailureLabels, Counter>,
+    rate_limit_waits: Counter,
+    rate_limit_seen: AtomicU64,
+    open_streams: Gauge,
+    effects_running: Gauge,
+    effects_queued: Gauge,
+    latency: Family<DirectionLabel, Histogram, fn() -> Histogram>,
+    commit_seconds: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("gitter_bridge");
+        let m = Metrics {
+            transactions: Counter::default(),
+            transaction_events: Counter::default(),
+            bridged: Family::default(),
+            effect_failures: Family::default(),
+            rate_limit_waits: Counter::default(),
+            rate_limit_seen: AtomicU64::new(0),
+            open_streams: Gauge::default(),
+            effects_running: Gauge::default(),
+            effects_queued: Gauge::default(),
+            latency: Family::new_with_constructor(latency_buckets),
+            commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "as_transactions",
+            "Application-service transactions received from the homeserver",
+            m.transactions.clone(),
+        );
+        registry.register(
+            "as_events",
+            "Events received in application-service transactions",
+            m.transaction_events.clone(),
+        );
+        registry.register(
+            "messages_bridged",
+            "Messages delivered to the other side, by direction",
+            m.bridged.clone(),
+        );
+        registry.register(
+            "effect_failures",
+            "Effects that failed after the adapters' retries, by action and failure kind",
+            m.effect_failures.clone(),
+        );
+        registry.register(
+            "gitter_rate_limit_waits",
+            "Gitter requests that waited for the client-side rate limit",
+            m.rate_limit_waits.clone(),
+        );
+        registry.register(
+            "gitter_open_streams",
+            "Gitter room streams connected now",
+            m.open_streams.clone(),
+        );
+        registry.register(
+            "effects_running",
+            "Effects being executed now",
+            m.effects_running.clone(),
+        );
+        registry.register(
+            "effects_queued",
+            "Effects waiting behind another of their portal, user or stream",
+            m.effects_queued.clone(),
+        );
+        registry.register(
+            "bridging_latency_seconds",
+            "From the bridge receiving a message to the other side accepting it, by direction",
+            m.latency.clone(),
+        );
+        registry.register(
+            "store_commit_seconds",
+            "Duration of one durable store commit (a group of steps)",
+            m.commit_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub(crate) fn transaction(&self, events: usize) {
+        self.transactions.inc();
+        self.transaction_events.inc_by(events as u64);
+    }
+
+    pub(crate) fn bridged(&self, direction: Direction, latency_secs: f64) {
+        self.bridged.get_or_create(&direction.into()).inc();
+        self.latency
+            .get_or_create(&direction.into())
+            .observe(latency_secs);
+    }
+
+    pub(crate) fn effect_failed(&self, action: &'static str, kind: String) {
+        self.effect_failures
+            .get_or_create(&FailureLabels { action, kind })
+            .inc();
+    }
+
+    pub(crate) fn open_streams(&self, n: usize) {
+        self.open_streams.set(n as i64);
+    }
+
+    pub(crate) fn effects(&self, running: usize, queued: usize) {
+        self.effects_running.set(running as i64);
+        self.effects_queued.set(queued as i64);
+    }
+
+    pub(crate) fn commit(&self, secs: f64) {
+        self.commit_seconds.observe(secs);
+    }
+
+    /// The text exposition. `rate_limit_waits` is the Gitter client's running count.
+    pub(crate) fn render(&self, rate_limit_waits: u64) -> String {
+        let before = self
+            .rate_limit_seen
+            .fetch_max(rate_limit_waits, Ordering::Relaxed);
+        self.rate_limit_waits
+            .inc_by(rate_limit_waits.saturating_sub(before));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_every_metric_with_its_labels() {
+        let m = Metrics::new();
+        m.transaction(3);
+        m.bridged(Direction::GitterToMatrix, 0.02);
+        m.effect_failed("send_gitter", "RateLimited".into());
+        m.open_streams(2);
+        let text = m.render(5);
+        for needle in [
+            "gitter_bridge_as_transactions_total 1",
+            "gitter_bridge_as_events_total 3",
+            "gitter_bridge_messages_bridged_total{direction=\"gitter_to_matrix\"} 1",
+            "gitter_bridge_effect_failures_total{action=\"send_gitter\",kind=\"RateLimited\"} 1",
+            "gitter_bridge_gitter_rate_limit_waits_total 5",
+            "gitter_bridge_gitter_open_streams 2",
+            "gitter_bridge_bridging_latency_seconds_count{direction=\"gitter_to_matrix\"} 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        // The waits counter follows the client's count without double counting.
+        assert!(m.render(7).contains("rate_limit_waits_total 7"));
+        assert!(m.render(7).contains("rate_limit_waits_total 7"));
+    }
+}

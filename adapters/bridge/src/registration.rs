@@ -1,0 +1,253 @@
+//! `generate-registration`: the registration file the homeserver loads, from the bridge's
+//! configuration, with fresh tokens when the configuration has none yet.
+
+use std::path::{Path, PathBuf};
+
+use gitter_bridge_matrix::{Registration, RegistrationParams, generate_token};
+
+use crate::config::{Config, ConfigError};
+
+/// What went wrong while generating.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// The configuration is invalid (apart from the tokens).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The registration could not be built.
+    #[error("{0}")]
+    Registration(String),
+}
+
+/// What was generated.
+#[derive(Debug)]
+pub struct Generated {
+    /// The registration written.
+    pub registration: Registration,
+    /// Whether new tokens were made (the config had placeholders).
+    pub new_tokens: bool,
+    /// Whether the new tokens were written into the config file.
+    pub config_updated: bool,
+}
+
+const TOKEN_KEYS: [&str; 2] = ["as_token", "hs_token"];
+
+fn is_placeholder(value: Option<&toml::Value>) -> bool {
+    match value {
+        None => true,
+        Some(toml::Value::String(s)) => {
+            let s = s.trim();
+            s.is_empty() || s.eq_ignore_ascii_case("change_me") || s == "..."
+        }
+        Some(_) => false,
+    }
+}
+
+/// Reads the config at `config_path`; when its tokens are placeholders, makes new ones (and
+/// writes them into the config when `write_tokens`); writes the registration to `output`.
+pub fn generate(
+    config_path: &Path,
+    output: &Path,
+    write_tokens: bool,
+) -> Result<Generated, GenerateError> {
+    let text = std::fs::read_to_string(config_path).map_err(|source| ConfigError::Read {
+        path: config_path.to_owned(),
+        source,
+    })?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: config_path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let appservice = table
+        .get_mut("appservice")
+        .and_then(toml::Value::as_table_mut)
+        .ok_or(ConfigError::Invalid {
+            key: "appservice",
+            problem: "the [appservice] section is missing".into(),
+        })?;
+    // Tokens given through `_env` or `_file` are real ones: never replace those.
+    let indirect = TOKEN_KEYS.iter().any(|k| {
+        appservice.contains_key(&format!("{k}_env"))
+            || appservice.contains_key(&format!("{k}_file"))
+    });
+    let new_tokens = !indirect
+        && TOKEN_KEYS
+            .iter()
+            .any(|k| is_placeholder(appservice.get(*k)));
+    let mut fresh = Vec::new();
+    if new_tokens {
+        for key in TOKEN_KEYS {
+            let token = generate_token().map_err(|e| GenerateError::Registration(e.to_string()))?;
+            appservice.insert(
+                key.to_owned(),
+                toml::Value::String(token.expose().to_owned()),
+            );
+            fresh.push((key, token));
+        }
+    }
+    // The Gitter OAuth app may not be registered yet; the registration does not need it.
+    if let Some(gitter) = table.get_mut("gitter").and_then(toml::Value::as_table_mut) {
+        for key in ["client_id", "client_secret"] {
+            let secret_elsewhere = gitter.contains_key(&format!("{key}_env"))
+                || gitter.contains_key(&format!("{key}_file"));
+            if !secret_elsewhere && is_placeholder(gitter.get(key)) {
+                gitter.insert(key.to_owned(), toml::Value::String("unset".into()));
+            }
+        }
+    }
+    let patched =
+        toml::to_string(&table).map_err(|e| GenerateError::Registration(e.to_string()))?;
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    let config = Config::parse(&patched, base).map_err(|e| match e {
+        ConfigError::Parse { message, .. } => ConfigError::Parse {
+            path: config_path.to_owned(),
+            message,
+        },
+        e => e,
+    })?;
+    let registration = Registration::generate(&RegistrationParams {
+        id: config.appservice_id.clone(),
+        url: config.as_url.clone(),
+        server_name: config.domain.clone(),
+        bot_localpart: config.bot_localpart.clone(),
+        ghost_template: config.core.ghost_template.clone(),
+        as_token: config.as_token.clone(),
+        hs_token: config.hs_token.clone(),
+    })
+    .map_err(|e| GenerateError::Registration(e.to_string()))?;
+    write_private(output, &registration.to_yaml())?;
+
+    let mut config_updated = false;
+    if new_tokens && write_tokens {
+        let mut updated = text.clone();
+        for (key, token) in &fresh {
+            updated =
+                set_token_line(&updated, key, token.expose()).ok_or(ConfigError::Invalid {
+                    key: if *key == "as_token" {
+                        "appservice.as_token"
+                    } else {
+                        "appservice.hs_token"
+                    },
+                    problem: format!(
+                        "--write-tokens needs a `{key} = \"...\"` line in [appservice] to replace"
+                    ),
+                })?;
+        }
+        write_private(config_path, &updated)?;
+        config_updated = true;
+    }
+    Ok(Generated {
+        registration,
+        new_tokens,
+        config_updated,
+    })
+}
+
+/// Replaces the value of the first `key = "..."` line after `[appservice]`, keeping every
+/// comment and the rest of the file as the operator wrote it.
+fn set_token_line(text: &str, key: &str, value: &str) -> Option<String> {
+    let mut in_appservice = false;
+    let mut done = false;
+    let mut out = String::with_capacity(text.len() + value.len());
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            in_appservice = trimmed.starts_with("[appservice]");
+        }
+        let is_key = trimmed
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        if in_appservice && !done && is_key {
+            let indent = &line[..line.len() - trimmed.len()];
+            let newline = if line.ends_with('\n') { "\n" } else { "" };
+            out.push_str(&format!("{indent}{key} = \"{value}\"{newline}"));
+            done = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    done.then_some(out)
+}
+
+/// Writes a file readable by its owner only (it holds tokens).
+fn write_private(path: &Path, contents: &str) -> Result<(), GenerateError> {
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(path)?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()
+    };
+    write().map_err(|source| GenerateError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../config.example.toml");
+
+    #[test]
+    fn fresh_tokens_go_into_the_registration_and_the_config_keeping_its_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        let output = dir.path().join("registration.yaml");
+        std::fs::write(&config, EXAMPLE).unwrap();
+
+        let generated = generate(&config, &output, true).unwrap();
+        assert!(generated.new_tokens && generated.config_updated);
+        let written = std::fs::read_to_string(&config).unwrap();
+        assert!(!written.contains("as_token = \"CHANGE_ME\""));
+        assert!(written.contains("# Tokens shared with the homeserver"));
+        let reg = Registration::from_yaml(&std::fs::read_to_string(&output).unwrap()).unwrap();
+        assert!(written.contains(&format!("as_token = \"{}\"", reg.as_token.expose())));
+        assert!(written.contains(&format!("hs_token = \"{}\"", reg.hs_token.expose())));
+        assert_ne!(reg.as_token, reg.hs_token);
+        assert_eq!(reg.sender_localpart, "gitterbot");
+
+        // Run again: the tokens now in the config are kept.
+        let again = generate(&config, &output, true).unwrap();
+        assert!(!again.new_tokens);
+        assert_eq!(again.registration.as_token, reg.as_token);
+    }
+
+    #[test]
+    fn without_write_tokens_the_config_is_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, EXAMPLE).unwrap();
+        let generated = generate(&config, &dir.path().join("r.yaml"), false).unwrap();
+        assert!(generated.new_tokens && !generated.config_updated);
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), EXAMPLE);
+    }
+
+    #[test]
+    fn a_bad_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            EXAMPLE.replace("domain = \"example.org\"", "domain = \"\""),
+        )
+        .unwrap();
+        let err = generate(&config, &dir.path().join("r.yaml"), true).unwrap_err();
+        assert!(err.to_string().contains("homeserver.domain"), "{err}");
+        assert!(!dir.path().join("r.yaml").exists());
+    }
+}

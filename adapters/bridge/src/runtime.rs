@@ -1,0 +1,790 @@
+//! The driver: one task owns the core and feeds it every input, commits each group of steps
+//! before acting on them, and executes effects in order per lane.
+//!
+//! ```text
+//!  AS listener ──txn──┐
+//!  stream readers ────┤            ┌── commit (redb, blocking pool) ── ack txns / answer pages
+//!  login pages ───────┼─> driver ──┤
+//!  effect results ────┤  (core)    └── effects ─> lanes ─> Matrix / Gitter / stream tasks
+//!  timer ─────────────┘
+//! ```
+//!
+//! Inputs that are ready together are handled one by one and committed in one store
+//! transaction (group commit); only then are AS transactions answered 200, pages answered and
+//! effects started. A crash before the commit loses nothing the homeserver or Gitter was told
+//! about; a crash after it leaves the effects in the outbox, and [`Input::Startup`] re-issues
+//! them on the next start (Gitter sends reconciled first).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gitter_bridge_core::{
+    Action, Bridge, ChangeSet, Effect, EffectId, EffectOutput, EffectResult, Failure, FailureKind,
+    GitterRoomId, Input, Lane, RequestId, Timestamp, WebReply,
+};
+use gitter_bridge_gitter::{
+    GitterClient, GitterConfig, OAuthConfig, RateLimitConfig, StreamEvent, StreamManager,
+};
+use gitter_bridge_matrix::{
+    AsServer, AsServerConfig, AsTransaction, ClientConfig, MatrixClient, MatrixError, PingError,
+    TransactionSource, transaction_channel, user_namespace_regexes,
+};
+use gitter_bridge_store::{RedbStore, Store, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument;
+use url::Url;
+
+use crate::config::Config;
+use crate::lanes::Lanes;
+use crate::metrics::{Direction, Metrics};
+use crate::web::{self, WebKind, WebRequest, WebState};
+
+/// Inputs handled together and committed in one store transaction, at most.
+const MAX_BATCH: usize = 256;
+/// How long a graceful stop waits for running effects before leaving them in the outbox.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the bridge could not start. Each message says what the operator should fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened or read.
+    #[error(
+        "store unreadable: {0} (check store.path, its permissions, and that no other bridge uses it)"
+    )]
+    Store(#[from] StoreError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {key} = {addr}: {source} (is another process using the port?)")]
+    Bind {
+        /// The config key.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A URL or template in the configuration cannot be used.
+    #[error("config key `{key}`: {problem}")]
+    Config {
+        /// The config key.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The homeserver could not be reached or refused the bridge.
+    #[error("homeserver check failed: {0}")]
+    Homeserver(String),
+    /// The homeserver cannot reach the bridge's AS listener.
+    #[error("the homeserver cannot reach the bridge: {0}")]
+    Ping(#[from] PingError),
+}
+
+/// Why a running bridge stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A commit failed: the bridge stops rather than act on state it could not save.
+    #[error("the store failed: {0}; stopped so that nothing unsaved is acted on")]
+    Store(String),
+    /// The homeserver rejected the as_token (or the namespace) in the middle of the run.
+    #[error(
+        "the homeserver refused the bridge's credentials: {0}; check appservice.as_token \
+         against the registration file"
+    )]
+    Credentials(String),
+    /// The driver task itself died.
+    #[error("the bridge's driver failed: {0}")]
+    Driver(String),
+}
+
+/// The listeners to serve on (bound by the caller, so tests and the simulator can use port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The AS API listener (`appservice.bind`).
+    pub appservice: TcpListener,
+    /// The public pages listener (`web.bind`).
+    pub web: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of the configuration.
+    pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
+        let bind = |key, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { key, addr, source })
+        };
+        Ok(Listeners {
+            appservice: bind("appservice.bind", config.as_bind).await?,
+            web: bind("web.bind", config.web_bind).await?,
+        })
+    }
+}
+
+/// A running bridge.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the AS API listens.
+    pub as_addr: SocketAddr,
+    /// Where the public pages listen.
+    pub web_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    driver: JoinHandle<Result<(), RunError>>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Asks the bridge to stop gracefully (what SIGTERM does).
+    pub fn request_stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Stops gracefully: stop accepting requests, let running effects finish for a while,
+    /// commit their results, close the streams. Whatever is left stays in the outbox.
+    pub async fn stop(self) -> Result<(), RunError> {
+        self.request_stop();
+        self.join().await
+    }
+
+    /// Waits until the bridge stops (after [`Running::request_stop`] or a fatal error).
+    pub async fn join(self) -> Result<(), RunError> {
+        let result = match self.driver.await {
+            Ok(r) => r,
+            Err(e) => Err(RunError::Driver(e.to_string())),
+        };
+        // The driver is gone: stop the listeners whatever the reason.
+        self.stop.send_replace(true);
+        for server in self.servers {
+            let _ = server.await;
+        }
+        result
+    }
+
+    /// Whether the driver has ended (a fatal error, or a stop).
+    pub fn is_finished(&self) -> bool {
+        self.driver.is_finished()
+    }
+
+    /// Kills the bridge as a crash would: nothing more is committed, nothing is finished. The
+    /// listeners close their connections so the next instance can take the ports.
+    pub async fn kill(self) {
+        self.driver.abort();
+        let _ = self.driver.await;
+        self.stop.send_replace(true);
+        for server in self.servers {
+            let _ = server.await;
+        }
+    }
+}
+
+/// Binds the configured addresses and starts the bridge.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let listeners = Listeners::bind(&config).await?;
+    start_on(config, listeners).await
+}
+
+fn parse_url(key: &'static str, value: &str) -> Result<Url, StartError> {
+    Url::parse(value).map_err(|e| StartError::Config {
+        key,
+        problem: format!("`{value}` is not a URL: {e}"),
+    })
+}
+
+/// Starts the bridge on listeners the caller bound: opens the store, checks the homeserver,
+/// serves the AS API and the pages, checks that the homeserver reaches us, then replays the
+/// outbox and reopens the streams.
+pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, StartError> {
+    let as_addr = listeners
+        .appservice
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            key: "appservice.bind",
+            addr: config.as_bind,
+            source,
+        })?;
+    let web_addr = listeners
+        .web
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            key: "web.bind",
+            addr: config.web_bind,
+            source,
+        })?;
+
+    // The store first: nothing else matters if the state cannot be read.
+    let path = config.store_path.clone();
+    let (store, snapshot) = tokio::task::spawn_blocking(move || {
+        let store = RedbStore::open(&path)?;
+        let snapshot = store.load()?;
+        Ok::<_, StoreError>((store, snapshot))
+    })
+    .await
+    .map_err(|e| StartError::Homeserver(format!("store task failed: {e}")))??;
+    tracing::info!(
+        path = %config.store_path.display(),
+        users = snapshot.users.len(),
+        portals = snapshot.portals.len(),
+        outbox = snapshot.outbox.len(),
+        "store opened"
+    );
+
+    let matrix = MatrixClient::new(ClientConfig::new(
+        parse_url("homeserver.url", &config.homeserver_url)?,
+        config.as_token.clone(),
+        config.core.bot.clone(),
+        config.appservice_id.clone(),
+    ))
+    .map_err(|e| StartError::Homeserver(e.to_string()))?;
+    let versions = matrix.check_homeserver().await.map_err(|e| {
+        StartError::Homeserver(match e {
+            MatrixError::BadAsToken { .. } => format!(
+                "{e}: the homeserver does not know appservice.as_token; make it equal as_token in \
+                 the registration file and make sure the homeserver loads that file"
+            ),
+            e => format!(
+                "{e}: check that homeserver.url ({}) is right and the homeserver is running",
+                config.homeserver_url
+            ),
+        })
+    })?;
+    tracing::info!(versions = ?versions, "homeserver reachable, as_token accepted");
+
+    let gitter = GitterClient::new(gitter_config(&config)?)
+        .map_err(|e| StartError::Homeserver(format!("Gitter client: {e}")))?;
+
+    let metrics = config.metrics.then(|| Arc::new(Metrics::new()));
+    let (stop, stop_rx) = watch::channel(false);
+
+    // The AS API.
+    let [bot_regex, ghost_regex] = user_namespace_regexes(
+        &config.domain,
+        &config.bot_localpart,
+        &config.core.ghost_template,
+    )
+    .map_err(|e| StartError::Config {
+        key: "appservice.ghost_template",
+        problem: e.to_string(),
+    })?;
+    let user_namespace = [bot_regex, ghost_regex]
+        .iter()
+        .map(|r| regex::Regex::new(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StartError::Config {
+            key: "appservice.ghost_template",
+            problem: e.to_string(),
+        })?;
+    let (txn_sink, txn_source) = transaction_channel(4);
+    let as_router = AsServer::new(
+        AsServerConfig {
+            hs_token: config.hs_token.clone(),
+            bot: config.core.bot.clone(),
+            user_namespace,
+            body_limit: config.max_body_bytes,
+        },
+        txn_sink,
+    )
+    .with_client(matrix.clone())
+    .router();
+
+    // The public pages.
+    let (web_tx, web_rx) = mpsc::channel(64);
+    let limiter_client = gitter.clone();
+    let web_router = web::router(WebState {
+        requests: web_tx,
+        bot: config.core.bot.to_string(),
+        metrics: metrics.clone(),
+        rate_limit_waits: Arc::new(move || limiter_client.limiter().waits()),
+        answer_timeout: Duration::from_secs(60),
+    });
+
+    let servers = vec![
+        serve(
+            "appservice",
+            listeners.appservice,
+            as_router,
+            stop_rx.clone(),
+        ),
+        serve("web", listeners.web, web_router, stop_rx.clone()),
+    ];
+    tracing::info!(%as_addr, %web_addr, "listening");
+
+    // Now that we listen, the homeserver must be able to reach us.
+    match matrix.ping("gitter-bridge-startup").await {
+        Ok(rtt) => tracing::info!(?rtt, "the homeserver reaches the AS listener"),
+        Err(PingError::Unsupported) => {
+            tracing::warn!("the homeserver has no appservice ping (Matrix < v1.7); not checked")
+        }
+        Err(e) => {
+            stop.send_replace(true);
+            for s in servers {
+                let _ = s.await;
+            }
+            return Err(StartError::Ping(e));
+        }
+    }
+
+    let (stream_tx, stream_rx) = mpsc::channel(1024);
+    let streams = StreamManager::new(gitter.clone(), stream_tx);
+    let seed = rand::random::<u64>();
+    let driver = Driver {
+        bridge: Bridge::restore(config.core.clone(), seed, snapshot),
+        store: Some(Box::new(store)),
+        exec: Executor {
+            matrix,
+            gitter,
+            streams: Arc::new(Mutex::new(streams)),
+        },
+        lanes: Lanes::default(),
+        tasks: JoinSet::new(),
+        in_flight: HashMap::new(),
+        web_pending: HashMap::new(),
+        next_request: 0,
+        timer: None,
+        connected: BTreeSet::new(),
+        metrics,
+    };
+    let driver = tokio::spawn(
+        driver
+            .run(txn_source, stream_rx, web_rx, stop_rx)
+            .instrument(tracing::info_span!("driver")),
+    );
+    Ok(Running {
+        as_addr,
+        web_addr,
+        stop,
+        driver,
+        servers,
+    })
+}
+
+fn gitter_config(config: &Config) -> Result<GitterConfig, StartError> {
+    let redirect = format!("{}/oauth/callback", config.core.public_url);
+    let mut g = GitterConfig::new(
+        parse_url("gitter.api_url", &config.gitter_api_url)?,
+        parse_url("gitter.stream_url", &config.gitter_stream_url)?,
+        OAuthConfig {
+            authorize_url: parse_url(
+                "gitter.oauth_authorize_url",
+                &config.core.oauth_authorize_url,
+            )?,
+            token_url: parse_url("gitter.oauth_token_url", &config.oauth_token_url)?,
+            client_id: config.core.oauth_client_id.clone(),
+            client_secret: config.client_secret.clone(),
+            redirect_uri: parse_url("web.public_url", &redirect)?,
+        },
+    );
+    g.rate_limit = RateLimitConfig {
+        requests: config.requests_per_minute,
+        window: Duration::from_secs(60),
+    };
+    g.stream.idle_timeout = Duration::from_secs(config.stream_timeout_secs);
+    Ok(g)
+}
+
+fn serve(
+    name: &'static str,
+    listener: TcpListener,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = gitter_bridge_matrix::serve(listener, router, shutdown).await {
+            tracing::error!(listener = name, error = %e, "listener failed");
+        }
+    })
+}
+
+fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Timestamp(ms)
+}
+
+/// How an effect ended.
+enum Outcome {
+    /// A result for the core.
+    Done(EffectResult),
+    /// The bridge cannot go on (the homeserver refuses our credentials).
+    Fatal(String),
+}
+
+/// Runs effects against the adapters. Cheap to clone into each effect task.
+#[derive(Clone)]
+struct Executor {
+    matrix: MatrixClient,
+    gitter: GitterClient,
+    streams: Arc<Mutex<StreamManager>>,
+}
+
+impl Executor {
+    async fn run(self, effect: Effect) -> Outcome {
+        let action = &effect.action;
+        match action {
+            Action::OpenStream { .. } | Action::CloseStream { .. } => {
+                let mut streams = self.streams.lock().await;
+                Outcome::Done(
+                    streams
+                        .execute(action)
+                        .await
+                        .unwrap_or(Ok(EffectOutput::Done)),
+                )
+            }
+            a if a.is_gitter() => Outcome::Done(self.gitter.execute(a).await),
+            a => match self.matrix.try_execute(effect.id, a).await {
+                Ok(output) => Outcome::Done(Ok(output)),
+                Err(e) if e.is_fatal() => Outcome::Fatal(e.to_string()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Matrix effect failed");
+                    Outcome::Done(Err(e.to_failure()))
+                }
+            },
+        }
+    }
+}
+
+/// What the driver knows of a running effect.
+struct InFlight {
+    id: EffectId,
+    lane: Lane,
+    action: &'static str,
+    direction: Option<Direction>,
+    queued_at: Instant,
+}
+
+/// One input waiting for the core, with what to do once its step is committed.
+enum Item {
+    Txn(AsTransaction),
+    Stream(StreamEvent),
+    Web(WebRequest),
+    Done(tokio::task::Id, Result<Outcome, String>),
+    Timer,
+}
+
+struct Driver {
+    bridge: Bridge,
+    /// Taken while a commit runs on the blocking pool.
+    store: Option<Box<dyn Store + Send>>,
+    exec: Executor,
+    lanes: Lanes,
+    tasks: JoinSet<Outcome>,
+    in_flight: HashMap<tokio::task::Id, InFlight>,
+    web_pending: HashMap<RequestId, oneshot::Sender<WebReply>>,
+    next_request: u64,
+    timer: Option<Timestamp>,
+    connected: BTreeSet<GitterRoomId>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// What a committed batch must still do.
+#[derive(Default)]
+struct Pending {
+    acks: Vec<(String, oneshot::Sender<Result<(), String>>)>,
+    replies: Vec<(RequestId, WebReply)>,
+    effects: Vec<Effect>,
+    fatal: Option<String>,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut txns: TransactionSource,
+        mut stream_events: mpsc::Receiver<StreamEvent>,
+        mut web: mpsc::Receiver<WebRequest>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), RunError> {
+        let mut pending = Pending::default();
+        self.step(Input::Startup, &mut pending);
+        self.finish_batch(vec![], pending).await?;
+        tracing::info!("bridge running");
+
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    done_item(done)
+                }
+                Some(txn) = txns.recv() => Item::Txn(txn),
+                Some(event) = stream_events.recv() => Item::Stream(event),
+                Some(request) = web.recv() => Item::Web(request),
+                _ = sleep_until(self.timer), if self.timer.is_some() => Item::Timer,
+            };
+            let mut items = vec![first];
+            while items.len() < MAX_BATCH {
+                if let Some(done) = self.tasks.try_join_next_with_id() {
+                    items.push(done_item(done));
+                } else if let Ok(txn) = txns.try_recv() {
+                    items.push(Item::Txn(txn));
+                } else if let Ok(event) = stream_events.try_recv() {
+                    items.push(Item::Stream(event));
+                } else if let Ok(request) = web.try_recv() {
+                    items.push(Item::Web(request));
+                } else {
+                    break;
+                }
+            }
+            self.handle_batch(items).await?;
+        }
+
+        // Graceful stop: no new input from the listeners; running effects may finish.
+        tracing::info!(
+            running = self.tasks.len(),
+            "stopping: waiting for running effects"
+        );
+        txns.close();
+        web.close();
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        while !self.tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
+                Ok(Some(done)) => {
+                    let mut items = vec![done_item(done)];
+                    while let Some(done) = self.tasks.try_join_next_with_id() {
+                        items.push(done_item(done));
+                    }
+                    self.handle_batch_stopping(items).await?;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        left = self.tasks.len(),
+                        "effects still running at the stop deadline; they stay in the outbox"
+                    );
+                    break;
+                }
+            }
+        }
+        self.tasks.shutdown().await;
+        self.exec.streams.lock().await.close_all().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// One core step; collects what to do after the commit.
+    fn step(&mut self, input: Input, pending: &mut Pending) -> ChangeSet {
+        let out = self.bridge.handle(now(), input);
+        for w in &out.warnings {
+            tracing::warn!(problem = %w, "bridge warning");
+        }
+        pending.effects.extend(out.effects);
+        pending.replies.extend(out.replies);
+        self.timer = out.next_timer;
+        out.changes
+    }
+
+    /// Turns an item into a core input, recording what the commit must be followed by.
+    fn input_of(&mut self, item: Item, pending: &mut Pending) -> Option<Input> {
+        match item {
+            Item::Txn(txn) => {
+                let span_txn = txn.txn_id.to_string();
+                tracing::debug!(txn = %span_txn, events = txn.events.len(), "AS transaction");
+                if let Some(m) = &self.metrics {
+                    m.transaction(txn.events.len());
+                }
+                let (input, ack) = txn.into_input();
+                pending.acks.push((span_txn, ack));
+                Some(input)
+            }
+            Item::Stream(event) => {
+                match &event {
+                    StreamEvent::Connected { room } => {
+                        self.connected.insert(room.clone());
+                    }
+                    StreamEvent::Disconnected {
+                        room,
+                        reason,
+                        detail,
+                        reconnecting,
+                    } => {
+                        tracing::info!(%room, ?reason, %detail, reconnecting, "Gitter stream ended");
+                        self.connected.remove(room);
+                    }
+                    StreamEvent::Message { .. } => {}
+                }
+                if let Some(m) = &self.metrics {
+                    m.open_streams(self.connected.len());
+                }
+                Some(event.into())
+            }
+            Item::Web(request) => {
+                self.next_request += 1;
+                let id = RequestId(self.next_request);
+                self.web_pending.insert(id, request.reply);
+                Some(match request.kind {
+                    WebKind::LoginLink { token } => Input::LoginLinkOpened { request: id, token },
+                    WebKind::OAuthCallback { code, state, error } => Input::OAuthCallback {
+                        request: id,
+                        code,
+                        state,
+                        error,
+                    },
+                })
+            }
+            Item::Timer => Some(Input::Timer),
+            Item::Done(task, outcome) => {
+                let flight = self.in_flight.remove(&task)?;
+                self.lanes.finish(&flight.lane);
+                let result = match outcome {
+                    Ok(Outcome::Done(result)) => result,
+                    Ok(Outcome::Fatal(message)) => {
+                        pending.fatal.get_or_insert(message);
+                        // The effect stays in the outbox for the next start.
+                        return None;
+                    }
+                    Err(panic) => Err(Failure::new(
+                        FailureKind::Transient,
+                        format!("the adapter failed: {panic}"),
+                    )),
+                };
+                if let Some(m) = &self.metrics {
+                    match &result {
+                        Ok(_) => {
+                            if let Some(d) = flight.direction {
+                                m.bridged(d, flight.queued_at.elapsed().as_secs_f64());
+                            }
+                        }
+                        Err(f) => m.effect_failed(flight.action, format!("{:?}", f.kind)),
+                    }
+                }
+                if let Err(f) = &result {
+                    tracing::info!(effect = %flight.id, action = flight.action, kind = ?f.kind, message = %f.message, "effect failed");
+                }
+                Some(Input::EffectDone {
+                    id: flight.id,
+                    result,
+                })
+            }
+        }
+    }
+
+    async fn handle_batch(&mut self, items: Vec<Item>) -> Result<(), RunError> {
+        let mut pending = Pending::default();
+        let mut sets = Vec::new();
+        for item in items {
+            if let Some(input) = self.input_of(item, &mut pending) {
+                let changes = self.step(input, &mut pending);
+                if !changes.is_empty() {
+                    sets.push(changes);
+                }
+            }
+        }
+        self.finish_batch(sets, pending).await
+    }
+
+    /// While stopping: record results, start nothing new.
+    async fn handle_batch_stopping(&mut self, items: Vec<Item>) -> Result<(), RunError> {
+        let mut pending = Pending::default();
+        let mut sets = Vec::new();
+        for item in items {
+            if let Some(input) = self.input_of(item, &mut pending) {
+                let changes = self.step(input, &mut pending);
+                if !changes.is_empty() {
+                    sets.push(changes);
+                }
+            }
+        }
+        // New effects were committed to the outbox; the next start runs them.
+        pending.effects.clear();
+        self.finish_batch(sets, pending).await
+    }
+
+    /// Commit, then acknowledge, answer and act.
+    async fn finish_batch(
+        &mut self,
+        sets: Vec<ChangeSet>,
+        pending: Pending,
+    ) -> Result<(), RunError> {
+        if !sets.is_empty()
+            && let Err(e) = self.commit(sets).await
+        {
+            for (_, ack) in pending.acks {
+                let _ = ack.send(Err("the bridge could not save the transaction".to_owned()));
+            }
+            return Err(RunError::Store(e));
+        }
+        for (txn, ack) in pending.acks {
+            if ack.send(Ok(())).is_err() {
+                tracing::debug!(%txn, "the homeserver went away before the answer");
+            }
+        }
+        for (request, reply) in pending.replies {
+            if let Some(tx) = self.web_pending.remove(&request) {
+                let _ = tx.send(reply);
+            }
+        }
+        if let Some(fatal) = pending.fatal {
+            return Err(RunError::Credentials(fatal));
+        }
+        let emitted = Instant::now();
+        for effect in pending.effects {
+            self.lanes.push(effect, emitted);
+        }
+        for (effect, queued_at) in self.lanes.take_ready() {
+            self.spawn(effect, queued_at);
+        }
+        if let Some(m) = &self.metrics {
+            m.effects(self.lanes.running(), self.lanes.queued());
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, sets: Vec<ChangeSet>) -> Result<(), String> {
+        let Some(mut store) = self.store.take() else {
+            return Err("the store is gone after an earlier failure".to_owned());
+        };
+        let started = Instant::now();
+        let steps = sets.len();
+        let (store, result) = tokio::task::spawn_blocking(move || {
+            let result = store.apply(&sets);
+            (store, result)
+        })
+        .await
+        .map_err(|e| format!("the commit task failed: {e}"))?;
+        self.store = Some(store);
+        if let Some(m) = &self.metrics {
+            m.commit(started.elapsed().as_secs_f64());
+        }
+        tracing::trace!(steps, elapsed = ?started.elapsed(), "committed");
+        result.map_err(|e| e.to_string())
+    }
+
+    fn spawn(&mut self, effect: Effect, queued_at: Instant) {
+        let direction = match &effect.action {
+            Action::SendMessage { relay: Some(_), .. } => Some(Direction::GitterToMatrix),
+            Action::SendGitter { .. } => Some(Direction::MatrixToGitter),
+            _ => None,
+        };
+        let flight = InFlight {
+            id: effect.id,
+            lane: effect.lane.clone(),
+            action: effect.action.name(),
+            direction,
+            queued_at,
+        };
+        let span = tracing::info_span!("effect", id = %effect.id, action = flight.action);
+        let task = self
+            .tasks
+            .spawn(self.exec.clone().run(effect).instrument(span));
+        self.in_flight.insert(task.id(), flight);
+    }
+}
+
+fn done_item(done: Result<(tokio::task::Id, Outcome), tokio::task::JoinError>) -> Item {
+    match done {
+        Ok((id, outcome)) => Item::Done(id, Ok(outcome)),
+        Err(e) => Item::Done(e.id(), Err(e.to_string())),
+    }
+}
+
+async fn sleep_until(deadline: Option<Timestamp>) {
+    let Some(deadline) = deadline else {
+        return std::future::pending().await;
+    };
+    let wait = deadline.0.saturating_sub(now().0);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
