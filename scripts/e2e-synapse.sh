@@ -17,6 +17,7 @@
 #   E2E_WORK_DIR        where configs, databases and logs go (default: a new dir under $TMPDIR)
 #   E2E_KEEP_WORK=1     keep the work dir after a passing run (a failing run always keeps it)
 #   E2E_SUITE_TIMEOUT   seconds the suite may take before it is stopped (default: 900)
+#   E2E_BRIDGE_LOG_LEVEL  the bridge's logging.level (default: info)
 #   CARGO_TARGET_DIR    honoured, as by cargo itself
 set -euo pipefail
 
@@ -211,7 +212,7 @@ allow_all = true
 open_portals_on_login = true
 
 [logging]
-level = "info"
+level = "${E2E_BRIDGE_LOG_LEVEL:-info}"
 format = "pretty"
 EOF
 
@@ -219,8 +220,9 @@ log "gitter-bridge generate-registration"
 "$BRIDGE_BIN" generate-registration -c "$CONFIG" -o "$REGISTRATION" --write-tokens >/dev/null
 
 mkdir -p "$WORK/synapse"
-"$PY" -m synapse.app.homeserver --server-name "$SERVER_NAME" \
-    --config-path "$WORK/synapse/homeserver.yaml" --generate-config --report-stats=no \
+(cd "$WORK/synapse" && "$PY" -m synapse.app.homeserver --server-name "$SERVER_NAME" \
+    --generate-config --report-stats=no \
+    --config-path "$WORK/synapse/homeserver.yaml" --data-directory "$WORK/synapse") \
     >"$WORK/synapse.out" 2>&1
 "$PY" "$ROOT/tests/e2e/configure_synapse.py" "$WORK/synapse/homeserver.yaml" "$HS_PORT" "$REGISTRATION"
 
@@ -228,8 +230,8 @@ mkdir -p "$WORK/synapse"
 # 4. The servers.
 
 log "starting Synapse on $HS_URL"
-"$PY" -m synapse.app.homeserver --config-path "$WORK/synapse/homeserver.yaml" \
-    >>"$WORK/synapse.out" 2>&1 &
+(cd "$WORK/synapse" && exec "$PY" -m synapse.app.homeserver \
+    --config-path "$WORK/synapse/homeserver.yaml") >>"$WORK/synapse.out" 2>&1 &
 PIDS+=("synapse:$!")
 wait_http Synapse "$HS_URL/_matrix/client/versions" "$!" 60
 
@@ -239,6 +241,7 @@ log "starting the fake Gitter on $GITTER_URL"
 PIDS+=("fake-gitter:$!")
 wait_http "the fake Gitter" "$GITTER_URL/_sim/gitter/rooms/gitter-bridge%2Flobby/messages" "$!" 30
 
+export NO_COLOR=1 # plain log files
 log "starting gitter-bridge"
 BRIDGE_PID_FILE="$WORK/bridge.pid"
 "$BRIDGE_BIN" run -c "$CONFIG" >>"$WORK/bridge.log" 2>&1 &

@@ -166,11 +166,10 @@ impl Bridge {
             if record.cursor.is_none() {
                 // The newest message is the baseline. An empty room gets the zero ObjectId,
                 // which sorts before every id, so later catch-ups read from its start.
+                // The baseline is not marked as seen: it may be a message the stream delivered
+                // after connecting (buffered now), and those are relayed.
                 record.cursor = Some(match messages.last() {
-                    Some(last) => {
-                        record.recent.push_back(last.id.clone());
-                        last.id.clone()
-                    }
+                    Some(last) => last.id.clone(),
                     None => GitterMessageId::new(ZERO_OBJECT_ID),
                 });
                 self.change(Change::PutGitterRoom(record));

@@ -699,6 +699,57 @@ fn reconnect_catches_up_from_the_cursor_and_nothing_is_lost() {
 }
 
 #[test]
+fn a_message_streamed_while_the_first_baseline_is_read_is_relayed() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice"]);
+    h.gitter_post(&room, "bob", "history");
+    let alice = uid("alice");
+    let control = h.dm_bot(&alice, &[]);
+    let link = h.link_in(&control);
+    let req = h.request();
+    h.step(Input::LoginLinkOpened {
+        request: req,
+        token: link.rsplit('/').next().unwrap().to_owned(),
+    });
+    let Some(WebReply::Redirect(url)) = h.reply_to(req) else {
+        panic!("expected a redirect");
+    };
+    let req = h.request();
+    h.step(Input::OAuthCallback {
+        request: req,
+        code: Some(Secret::new("code-alice")),
+        state: Some(url.split("state=").nth(1).unwrap().to_owned()),
+        error: None,
+    });
+    // Run until the room's first read (the baseline, no cursor yet) is about to go out.
+    while !h
+        .pending
+        .front()
+        .is_some_and(|e| matches!(e.action, Action::FetchMessages { after: None, .. }))
+    {
+        h.complete_next().expect("a baseline read comes");
+    }
+    // The stream delivers a new message before the read answers; the read then sees it as
+    // the newest message of the room.
+    let live = h.gitter_post(&room, "bob", "live");
+    h.step(Input::GitterMessage {
+        room: room.clone(),
+        message: live,
+    });
+    h.settle();
+    let bodies: Vec<_> = h
+        .timeline(&h.portal(&alice, &room).unwrap())
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(
+        bodies,
+        ["live"],
+        "history is not backfilled; the live message is not lost"
+    );
+}
+
+#[test]
 fn catch_up_pages_until_a_short_page() {
     let mut c = config();
     c.catch_up_page = 2;

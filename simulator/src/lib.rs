@@ -12,3 +12,4 @@
 pub mod fake_gitter;
 pub mod fake_hs;
 pub mod util;
+pub mod world;

@@ -2,7 +2,8 @@
 
 import pytest
 
-from harness import BridgeProcess, Env, FakeGitter, People, run
+import harness
+from harness import BridgeProcess, Env, FakeGitter, People
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +22,11 @@ def bridge(env: Env) -> BridgeProcess:
 
 
 @pytest.fixture(scope="session")
-def people(env: Env):
-    people = People(env)
-    yield people
-    run(people.close())
+def people(env: Env) -> People:
+    return People(env)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_clients_at_the_end():
+    yield
+    harness.shutdown()

@@ -185,25 +185,29 @@ class FakeGitter:
             assert resp.status == 200, f"messages of {room} answered {resp.status}"
             return await resp.json()
 
-    async def wait_message(self, room: str, username: str, text: str) -> dict:
+    async def wait_message(
+        self, room: str, username: str, text: str, timeout: float = TIMEOUT
+    ) -> dict:
         """Wait until `username` said exactly `text` in `room`; returns that Message."""
-        found: list[dict] = []
+        return (await self.wait_all(room, [(username, text)], timeout))[0]
 
-        async def poll() -> None:
-            deadline = time.monotonic() + TIMEOUT
-            while time.monotonic() < deadline:
-                found[:] = [
-                    m
-                    for m in await self.messages(room)
-                    if m["fromUser"]["username"] == username and m["text"] == text
-                ]
-                if found:
-                    return
-                await asyncio.sleep(0.2)
-            raise AssertionError(f"timed out waiting for {username}: {text!r} in Gitter {room}")
-
-        await poll()
-        return found[0]
+    async def wait_all(
+        self, room: str, expected: list[tuple[str, str]], timeout: float = TIMEOUT
+    ) -> list[dict]:
+        """Wait until every (username, text) of `expected` is in `room`; returns the Messages.
+        On timeout, the error lists everything still missing."""
+        deadline = time.monotonic() + timeout
+        while True:
+            messages = await self.messages(room)
+            by_key = {(m["fromUser"]["username"], m["text"]): m for m in messages}
+            missing = [key for key in expected if key not in by_key]
+            if not missing:
+                return [by_key[key] for key in expected]
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"timed out after {timeout:.0f}s: missing in Gitter {room}: {missing}"
+                )
+            await asyncio.sleep(0.2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,6 +302,7 @@ class MatrixUser:
     # -- account and sync
 
     async def register(self) -> None:
+        _made.append(self)
         resp = await self.client.register(self.localpart, secrets.token_urlsafe(16))
         assert isinstance(resp, RegisterResponse), f"registering {self.user_id}: {resp}"
         self._sync_task = asyncio.create_task(self._sync_forever())
@@ -351,13 +356,15 @@ class MatrixUser:
                 pass
         await self.client.close()
 
-    async def _wait(self, check: Callable[[], T | None], what: str) -> T:
+    async def _wait(
+        self, check: Callable[[], T | None], what: str, timeout: float = TIMEOUT
+    ) -> T:
         def checked() -> T | None:
             if self._sync_error is not None:
                 raise AssertionError(f"{self.user_id}'s sync failed: {self._sync_error!r}")
             return check()
 
-        return await eventually(checked, f"{self.user_id}: {what}")
+        return await eventually(checked, f"{self.user_id}: {what}", timeout)
 
     # -- rooms
 
@@ -423,17 +430,39 @@ class MatrixUser:
         return [e["content"].get("body", "") for e in self.messages(room_id, sender)]
 
     async def wait_message(
-        self, room_id: str, sender: str, predicate: Callable[[dict], bool], what: str
+        self,
+        room_id: str,
+        sender: str,
+        predicate: Callable[[dict], bool],
+        what: str,
+        timeout: float = TIMEOUT,
     ) -> dict:
         def find() -> dict | None:
             return next((e for e in self.messages(room_id, sender) if predicate(e)), None)
 
-        return await self._wait(find, f"{what} from {sender} in {room_id}")
+        return await self._wait(find, f"{what} from {sender} in {room_id}", timeout)
 
-    async def wait_body(self, room_id: str, sender: str, body: str) -> dict:
+    async def wait_body(
+        self, room_id: str, sender: str, body: str, timeout: float = TIMEOUT
+    ) -> dict:
         return await self.wait_message(
-            room_id, sender, lambda e: e["content"].get("body") == body, f"{body!r}"
+            room_id, sender, lambda e: e["content"].get("body") == body, f"{body!r}", timeout
         )
+
+    async def wait_all(
+        self, room_id: str, expected: list[tuple[str, str]], timeout: float = TIMEOUT
+    ) -> None:
+        """Wait until every (sender, body) of `expected` was seen in `room_id`. On timeout,
+        the error lists everything still missing."""
+
+        def missing() -> list[tuple[str, str]]:
+            seen = {(e["sender"], e["content"].get("body")) for e in self.messages(room_id)}
+            return [key for key in expected if key not in seen]
+
+        try:
+            await self._wait(lambda: not missing(), f"{len(expected)} messages", timeout)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; missing in {room_id}: {missing()}") from None
 
     # -- the bot
 
@@ -503,9 +532,11 @@ class People:
             await self.portal(gitter_username, uri)
         return user
 
-    def adopt(self, gitter_username: str, user: MatrixUser) -> None:
-        """Share a user a scenario logged in itself."""
+    def adopt(self, gitter_username: str, user: MatrixUser, portals: dict[str, str]) -> None:
+        """Share a user a scenario logged in itself, with the portals it joined (uri -> id)."""
         self._users[gitter_username] = user
+        for uri, room_id in portals.items():
+            self.portals[(gitter_username, uri)] = room_id
 
     def forget(self, gitter_username: str) -> None:
         """The user logged out: the next `logged_in` makes a new one."""
@@ -521,8 +552,19 @@ class People:
             self.portals[key] = await user.join_invite(uri)
         return self.portals[key]
 
-    async def close(self) -> None:
-        for user in self._users.values():
+
+_made: list[MatrixUser] = []
+
+
+def shutdown() -> None:
+    """End of the session: close every client and the HTTP session, then the loop."""
+
+    async def close_all() -> None:
+        for user in _made:
             await user.close()
         if _http is not None:
             await _http.close()
+
+    run(close_all())
+    LOOP.run_until_complete(LOOP.shutdown_asyncgens())
+    LOOP.close()

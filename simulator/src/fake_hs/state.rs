@@ -1548,6 +1548,21 @@ impl HsState {
     }
 
     /// `GET /joined_rooms`.
+    /// The room named `name` (`m.room.name`) in which `user` is joined or invited.
+    pub fn room_named_for(&self, user: &str, name: &str) -> Option<String> {
+        self.room_order
+            .iter()
+            .filter_map(|id| self.rooms.get(id).map(|r| (id, r)))
+            .find(|(_, r)| {
+                matches!(r.membership(user), Some("join" | "invite"))
+                    && r.state_content("m.room.name", "")
+                        .and_then(|c| c.get("name"))
+                        .and_then(Value::as_str)
+                        == Some(name)
+            })
+            .map(|(id, _)| id.clone())
+    }
+
     pub fn joined_rooms(&self, user: &str) -> Value {
         let rooms: Vec<&String> = self
             .room_order

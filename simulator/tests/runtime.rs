@@ -1,0 +1,315 @@
+//! The real bridge runtime, in-process, against the fake homeserver and the fake Gitter:
+//! startup checks, a message each way, restart with outbox replay, and shutdown.
+
+use std::time::Duration;
+
+use gitter_bridge::StartError;
+use gitter_bridge_sim::world::{WAIT, World, WorldOptions};
+
+const LOBBY: &str = "gitter-bridge/lobby";
+
+async fn world() -> World {
+    World::start(WorldOptions::default())
+        .await
+        .expect("the world starts")
+}
+
+/// Alice logs in as Gitter's alice and accepts her portal invites; returns the lobby portal.
+async fn alice_in_the_lobby(w: &World) -> (gitter_bridge_sim::fake_hs::Human, String) {
+    let alice = w.human("alice").unwrap();
+    let dm = w.open_dm(&alice).await.unwrap();
+    w.login(&alice, &dm, "alice").await.unwrap();
+    w.wait_hs("a portal invite for the lobby", WAIT, |_| {
+        w.portal_named(&alice, LOBBY).is_some()
+    })
+    .await
+    .unwrap();
+    w.accept_invites(&alice).unwrap();
+    let portal = w.portal_named(&alice, LOBBY).unwrap();
+    (alice, portal)
+}
+
+fn bodies_from(
+    w: &World,
+    human: &gitter_bridge_sim::fake_hs::Human,
+    room: &str,
+    sender: &str,
+) -> Vec<String> {
+    w.messages_from_others(human, room)
+        .into_iter()
+        .filter(|m| m.sender == sender)
+        .filter_map(|m| m.body)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_goes_each_way_without_echo() {
+    let w = world().await;
+    let (alice, portal) = alice_in_the_lobby(&w).await;
+    let bob_ghost = format!("@gitter_bob:{}", w.hs.server_name());
+
+    w.gitter
+        .post_message(LOBBY, "bob", "hello from `Gitter`")
+        .unwrap();
+    w.wait_hs("bob's message in alice's portal", WAIT, |_| {
+        bodies_from(&w, &alice, &portal, &bob_ghost)
+            .iter()
+            .any(|b| b == "hello from `Gitter`")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", w.hs.timeline(&alice.user_id, &portal)));
+    let seen = w
+        .messages_from_others(&alice, &portal)
+        .into_iter()
+        .find(|m| m.body.as_deref() == Some("hello from `Gitter`"))
+        .unwrap();
+    assert_eq!(seen.content["format"], "org.matrix.custom.html");
+    assert!(
+        seen.content["formatted_body"]
+            .as_str()
+            .unwrap()
+            .contains("<code>Gitter</code>"),
+        "{:?}",
+        seen.content
+    );
+
+    w.say(&alice, &portal, "hello from Matrix").unwrap();
+    w.wait_gitter("alice's message in the Gitter room", WAIT, |_| {
+        w.gitter_texts_from(LOBBY, "alice")
+            .contains(&"hello from Matrix".to_owned())
+    })
+    .await
+    .unwrap();
+    // Give an echo every chance to arrive, then check there is none.
+    w.gitter.post_message(LOBBY, "bob", "marker").unwrap();
+    w.wait_hs("the marker", WAIT, |_| {
+        bodies_from(&w, &alice, &portal, &bob_ghost).contains(&"marker".to_owned())
+    })
+    .await
+    .unwrap();
+    let alice_ghost = format!("@gitter_alice:{}", w.hs.server_name());
+    assert!(
+        bodies_from(&w, &alice, &portal, &alice_ghost).is_empty(),
+        "alice's own message came back as her ghost"
+    );
+    assert_eq!(w.gitter_texts_from(LOBBY, "alice"), ["hello from Matrix"]);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_cut_off_by_a_crash_is_replayed_once_after_restart() {
+    let mut w = world().await;
+    let (alice, portal) = alice_in_the_lobby(&w).await;
+
+    // Gitter hangs: the send is committed to the outbox but cannot finish.
+    w.gitter.set_delay(Duration::from_secs(30));
+    w.say(&alice, &portal, "sent just before the crash")
+        .unwrap();
+    w.wait_hs("the homeserver delivered alice's message", WAIT, |hs| {
+        hs.delivered_transactions().iter().any(|t| {
+            t.events
+                .iter()
+                .any(|e| e["content"]["body"] == "sent just before the crash")
+        })
+    })
+    .await
+    .unwrap();
+    w.kill_bridge().await;
+    w.gitter.clear_faults();
+
+    w.start_bridge().await.unwrap();
+    w.wait_gitter("the replayed send", WAIT, |_| {
+        !w.gitter_texts_from(LOBBY, "alice").is_empty()
+    })
+    .await
+    .unwrap();
+    // A later message proves the bridge is past the replay; the first is still there once.
+    w.say(&alice, &portal, "after the restart").unwrap();
+    w.wait_gitter("the message after the restart", WAIT, |_| {
+        w.gitter_texts_from(LOBBY, "alice").len() >= 2
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        w.gitter_texts_from(LOBBY, "alice"),
+        ["sent just before the crash", "after the restart"]
+    );
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_keeps_logins_and_streams_come_back_after_restart() {
+    let mut w = world().await;
+    let (alice, portal) = alice_in_the_lobby(&w).await;
+    let health = format!("{}/health", w.public_url());
+    assert_eq!(w.http.get(&health).send().await.unwrap().status(), 200);
+
+    w.stop_bridge().await.unwrap();
+    assert!(
+        w.http.get(&health).send().await.is_err(),
+        "the pages stop with the bridge"
+    );
+    // Bob talks while the bridge is down.
+    w.gitter
+        .post_message(LOBBY, "bob", "while you were away")
+        .unwrap();
+
+    w.start_bridge().await.unwrap();
+    let bob_ghost = format!("@gitter_bob:{}", w.hs.server_name());
+    w.wait_hs(
+        "the message sent during the downtime (catch-up)",
+        WAIT,
+        |_| {
+            bodies_from(&w, &alice, &portal, &bob_ghost).contains(&"while you were away".to_owned())
+        },
+    )
+    .await
+    .unwrap();
+    let dm = w.hs.rooms_of(&alice.user_id);
+    let dm = dm
+        .iter()
+        .map(|(room, _)| room)
+        .find(|room| w.bot_notices(&alice, room).len() > 1)
+        .unwrap()
+        .clone();
+    let skip = w.bot_notices(&alice, &dm).len();
+    w.say(&alice, &dm, "whoami").unwrap();
+    w.wait_notice(&alice, &dm, "logged in to Gitter as alice", skip)
+        .await
+        .unwrap();
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_escape_and_refuse_what_they_should() {
+    let w = world().await;
+    let base = w.public_url();
+    let index = w.http.get(&base).send().await.unwrap();
+    assert_eq!(index.status(), 200);
+    assert_eq!(
+        index.headers()["referrer-policy"],
+        "no-referrer",
+        "login URLs carry secrets"
+    );
+    let text = index.text().await.unwrap();
+    assert!(text.contains(&w.bot()), "{text}");
+
+    let bad = w
+        .http
+        .get(format!("{base}/login/%3Cscript%3Ealert(1)%3C%2Fscript%3E"))
+        .send()
+        .await
+        .unwrap();
+    assert!(bad.status().is_client_error(), "{}", bad.status());
+    let text = bad.text().await.unwrap();
+    assert!(!text.contains("<script>"), "{text}");
+
+    let forged = w
+        .http
+        .get(format!("{base}/oauth/callback?code=x&state=forged"))
+        .send()
+        .await
+        .unwrap();
+    assert!(forged.status().is_client_error(), "{}", forged.status());
+
+    let metrics = w
+        .http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gitter_bridge_as_transactions_total"),
+        "{metrics}"
+    );
+
+    // The AS API is not on the public listener, and refuses a wrong hs_token on its own.
+    let on_public = w
+        .http
+        .put(format!("{base}/_matrix/app/v1/transactions/1"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_public.status(), 404);
+    let wrong_token = w
+        .http
+        .put(format!(
+            "http://{}/_matrix/app/v1/transactions/1",
+            w.as_addr
+        ))
+        .bearer_auth("not-the-hs-token")
+        .json(&serde_json::json!({"events": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_token.status(), 403);
+    w.shutdown().await;
+}
+
+/// Replaces `from` by `to` in the world's bridge config.
+fn edit_config(w: &World, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&w.config_path).unwrap();
+    assert!(text.contains(from), "{from} not in the config");
+    std::fs::write(&w.config_path, text.replacen(from, to, 1)).unwrap();
+}
+
+async fn start_error(w: &mut World) -> String {
+    match w.start_bridge().await {
+        Ok(()) => panic!("the bridge started"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_failures_say_what_to_fix() {
+    let mut w = World::without_bridge(WorldOptions::default())
+        .await
+        .unwrap();
+    let config = std::fs::read_to_string(&w.config_path).unwrap();
+
+    // Homeserver unreachable.
+    let hs_url = format!("http://{}", w.hs.addr);
+    edit_config(&w, &hs_url, "http://127.0.0.1:9");
+    let e = start_error(&mut w).await;
+    assert!(e.contains("homeserver.url"), "{e}");
+    std::fs::write(&w.config_path, &config).unwrap();
+
+    // A wrong as_token.
+    let as_token = w.config().unwrap().as_token;
+    edit_config(&w, as_token.expose(), "wrong-as-token");
+    let e = start_error(&mut w).await;
+    assert!(e.contains("as_token"), "{e}");
+    assert!(
+        !e.contains("wrong-as-token"),
+        "a token reached a message: {e}"
+    );
+    std::fs::write(&w.config_path, &config).unwrap();
+
+    // The homeserver cannot reach us: the registration says where we listen, but we listen
+    // elsewhere.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_addr = other.local_addr().unwrap();
+    drop(other);
+    edit_config(
+        &w,
+        &format!("bind = \"{}\"", w.as_addr),
+        &format!("bind = \"{other_addr}\""),
+    );
+    let e = start_error(&mut w).await;
+    assert!(e.contains("cannot reach the bridge"), "{e}");
+    std::fs::write(&w.config_path, &config).unwrap();
+
+    // An unreadable store.
+    std::fs::write(w.dir.join("gitter-bridge.redb"), "not a database").unwrap();
+    let e = start_error(&mut w).await;
+    assert!(e.contains("store"), "{e}");
+    assert!(matches!(
+        gitter_bridge::start(w.config().unwrap()).await,
+        Err(StartError::Store(_))
+    ));
+    w.shutdown().await;
+}
