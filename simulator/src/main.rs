@@ -16,6 +16,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use gitter_bridge_sim::fake_gitter::{FakeGitter, GitterConfig, GitterSeed, GitterState};
 use gitter_bridge_sim::fake_hs::{FakeHomeserver, HsConfig, HsState, Registration};
+use gitter_bridge_sim::world::WorldOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +30,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the user journey end to end (fakes and the real bridge, in this process) and print
+    /// a transcript. Exit status 0 when every step happened.
+    Demo {
+        /// Keep the bridge's files (config, registration, redb) in this directory instead of
+        /// a temporary one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Run the fake Gitter (REST under /v1, stream under /stream/v1, OAuth under /login/oauth).
     FakeGitter {
         /// Address to listen on (port 0 picks a free port).
@@ -72,14 +81,20 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own transcript on stdout; keep the log to problems.
+    let default_level = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()).await {
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bridge-sim: {e}");
@@ -90,6 +105,15 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Demo { dir } => {
+            let options = WorldOptions {
+                dir,
+                ..WorldOptions::default()
+            };
+            gitter_bridge_sim::demo::run(options)
+                .await
+                .map_err(|e| e.to_string())
+        }
         Command::FakeGitter {
             bind,
             seed,

@@ -313,3 +313,10 @@ async fn startup_failures_say_what_to_fix() {
     ));
     w.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_journey_passes() {
+    gitter_bridge_sim::demo::run(WorldOptions::default())
+        .await
+        .expect("every step of the demo happens");
+}

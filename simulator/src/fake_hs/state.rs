@@ -1548,6 +1548,16 @@ impl HsState {
     }
 
     /// `GET /joined_rooms`.
+    /// A room's `m.room.name`.
+    pub fn room_name(&self, room: &str) -> Option<String> {
+        self.rooms
+            .get(room)?
+            .state_content("m.room.name", "")?
+            .get("name")?
+            .as_str()
+            .map(str::to_owned)
+    }
+
     /// The room named `name` (`m.room.name`) in which `user` is joined or invited.
     pub fn room_named_for(&self, user: &str, name: &str) -> Option<String> {
         self.room_order
