@@ -30,6 +30,28 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Traffic both ways through the real bridge and the fakes; checks exactly-once delivery
+    /// and reports throughput, latency and memory, ending with one JSON line.
+    Load {
+        /// Matrix users, each logged in as their own Gitter user.
+        #[arg(long, default_value_t = 10)]
+        users: usize,
+        /// Gitter rooms; every user is in every room.
+        #[arg(long, default_value_t = 5)]
+        rooms: usize,
+        /// Messages per second, both directions together.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Seconds to wait for the last deliveries.
+        #[arg(long, default_value_t = 60)]
+        settle: u64,
+        /// Seed of the random choices.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Run the user journey end to end (fakes and the real bridge, in this process) and print
     /// a transcript. Exit status 0 when every step happened.
     Demo {
@@ -84,7 +106,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own transcript on stdout; keep the log to problems.
     let default_level = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } | Command::Load { .. } => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -105,6 +127,36 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Load {
+            users,
+            rooms,
+            rate,
+            duration,
+            settle,
+            seed,
+        } => {
+            if users < 2 || rooms < 1 || rate <= 0.0 {
+                return Err(
+                    "--users must be at least 2, --rooms at least 1, --rate above 0".into(),
+                );
+            }
+            let report = gitter_bridge_sim::load::run(gitter_bridge_sim::load::LoadOptions {
+                users,
+                rooms,
+                rate,
+                duration: Duration::from_secs(duration),
+                settle: Duration::from_secs(settle),
+                seed,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            gitter_bridge_sim::load::print(&report);
+            if report.exactly_once() {
+                Ok(())
+            } else {
+                Err("some messages were lost or doubled".into())
+            }
+        }
         Command::Demo { dir } => {
             let options = WorldOptions {
                 dir,

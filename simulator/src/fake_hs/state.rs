@@ -320,6 +320,8 @@ pub struct SeenEvent {
     pub body: Option<String>,
     pub content: Value,
     pub redacted: bool,
+    /// `origin_server_ts`, Unix ms.
+    pub ts: u64,
 }
 
 /// One AS transaction: its id and events (resent unchanged until 200).
@@ -1756,6 +1758,7 @@ impl HsState {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             content: e.content.clone(),
+            ts: e.origin_server_ts,
             redacted: e.redacted,
         };
         if !ever_joined {
