@@ -705,22 +705,7 @@ fn a_message_streamed_while_the_first_baseline_is_read_is_relayed() {
     h.gitter_post(&room, "bob", "history");
     let alice = uid("alice");
     let control = h.dm_bot(&alice, &[]);
-    let link = h.link_in(&control);
-    let req = h.request();
-    h.step(Input::LoginLinkOpened {
-        request: req,
-        token: link.rsplit('/').next().unwrap().to_owned(),
-    });
-    let Some(WebReply::Redirect(url)) = h.reply_to(req) else {
-        panic!("expected a redirect");
-    };
-    let req = h.request();
-    h.step(Input::OAuthCallback {
-        request: req,
-        code: Some(Secret::new("code-alice")),
-        state: Some(url.split("state=").nth(1).unwrap().to_owned()),
-        error: None,
-    });
+    h.start_login(&control, "alice");
     // Run until the room's first read (the baseline, no cursor yet) is about to go out.
     while !h
         .pending

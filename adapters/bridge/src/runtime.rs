@@ -663,21 +663,16 @@ impl Driver {
     }
 
     async fn handle_batch(&mut self, items: Vec<Item>) -> Result<(), RunError> {
-        let mut pending = Pending::default();
-        let mut sets = Vec::new();
-        for item in items {
-            if let Some(input) = self.input_of(item, &mut pending) {
-                let changes = self.step(input, &mut pending);
-                if !changes.is_empty() {
-                    sets.push(changes);
-                }
-            }
-        }
-        self.finish_batch(sets, pending).await
+        self.handle_items(items, true).await
     }
 
-    /// While stopping: record results, start nothing new.
+    /// While stopping: record results, start nothing new (new effects are committed to the
+    /// outbox; the next start runs them).
     async fn handle_batch_stopping(&mut self, items: Vec<Item>) -> Result<(), RunError> {
+        self.handle_items(items, false).await
+    }
+
+    async fn handle_items(&mut self, items: Vec<Item>, act: bool) -> Result<(), RunError> {
         let mut pending = Pending::default();
         let mut sets = Vec::new();
         for item in items {
@@ -688,8 +683,9 @@ impl Driver {
                 }
             }
         }
-        // New effects were committed to the outbox; the next start runs them.
-        pending.effects.clear();
+        if !act {
+            pending.effects.clear();
+        }
         self.finish_batch(sets, pending).await
     }
 
