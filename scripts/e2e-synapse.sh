@@ -29,6 +29,7 @@ PYTHON="${E2E_PYTHON:-python3}"
 REQUIREMENTS="$ROOT/tests/e2e/requirements.txt"
 SERVER_NAME="localhost"
 BOT_LOCALPART="gitterbot"
+APPSERVICE_ID="gitter-e2e"
 
 log() { printf 'e2e: %s\n' "$*" >&2; }
 
@@ -36,6 +37,7 @@ log() { printf 'e2e: %s\n' "$*" >&2; }
 # Processes: every PID started here is remembered and stopped on exit.
 
 PIDS=()         # "name:pid" of the servers this script started
+SUITE_PID=""
 BRIDGE_PID_FILE=""
 WORK=""
 
@@ -78,6 +80,9 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     local pid entry
+    if [[ -n "$SUITE_PID" ]]; then
+        stop suite "$SUITE_PID"
+    fi
     if pid="$(bridge_pid)"; then
         stop gitter-bridge "$pid"
     fi
@@ -153,9 +158,13 @@ SIM_BIN="$TARGET_DIR/debug/bridge-sim"
 # ---------------------------------------------------------------------------------------------
 # 3. The work dir: ports, Synapse's config, the bridge's config and registration.
 
-WORK="${E2E_WORK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/gitter-e2e.XXXXXX")}"
-mkdir -p "$WORK"
-WORK="$(cd "$WORK" && pwd)"
+work="${E2E_WORK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/gitter-e2e.XXXXXX")}"
+mkdir -p "$work"
+if [[ -n "$(ls -A "$work")" ]]; then
+    log "work dir $work is not empty (every run needs fresh databases)"
+    exit 2
+fi
+WORK="$(cd "$work" && pwd)"
 log "work dir $WORK"
 
 # Four free loopback ports (bound together so they differ, then released for the servers).
@@ -183,7 +192,7 @@ url = "$HS_URL"
 domain = "$SERVER_NAME"
 
 [appservice]
-id = "gitter-e2e"
+id = "$APPSERVICE_ID"
 bind = "127.0.0.1:$AS_PORT"
 url = "$AS_URL"
 as_token = "CHANGE_ME"
@@ -224,7 +233,8 @@ mkdir -p "$WORK/synapse"
     --generate-config --report-stats=no \
     --config-path "$WORK/synapse/homeserver.yaml" --data-directory "$WORK/synapse") \
     >"$WORK/synapse.out" 2>&1
-"$PY" "$ROOT/tests/e2e/configure_synapse.py" "$WORK/synapse/homeserver.yaml" "$HS_PORT" "$REGISTRATION"
+"$PY" "$ROOT/tests/e2e/configure_synapse.py" \
+    "$WORK/synapse/homeserver.yaml" "$HS_PORT" "$REGISTRATION"
 
 # ---------------------------------------------------------------------------------------------
 # 4. The servers.
@@ -236,8 +246,9 @@ PIDS+=("synapse:$!")
 wait_http Synapse "$HS_URL/_matrix/client/versions" "$!" 60
 
 log "starting the fake Gitter on $GITTER_URL"
-"$SIM_BIN" fake-gitter --bind "127.0.0.1:$GITTER_PORT" --seed "$ROOT/fixtures/sim/gitter-seed.toml" \
-    --redirect-uri "$WEB_URL/oauth/callback" >"$WORK/fake-gitter.log" 2>&1 &
+"$SIM_BIN" fake-gitter --bind "127.0.0.1:$GITTER_PORT" \
+    --seed "$ROOT/fixtures/sim/gitter-seed.toml" --redirect-uri "$WEB_URL/oauth/callback" \
+    >"$WORK/fake-gitter.log" 2>&1 &
 PIDS+=("fake-gitter:$!")
 wait_http "the fake Gitter" "$GITTER_URL/_sim/gitter/rooms/gitter-bridge%2Flobby/messages" "$!" 30
 
@@ -261,7 +272,13 @@ export E2E_BRIDGE_BIN="$BRIDGE_BIN"
 export E2E_BRIDGE_CONFIG="$CONFIG"
 export E2E_BRIDGE_LOG="$WORK/bridge.log"
 export E2E_BRIDGE_PID_FILE="$BRIDGE_PID_FILE"
+export E2E_SYNAPSE_DB="$WORK/synapse/homeserver.db"
+export E2E_APPSERVICE_ID="$APPSERVICE_ID"
 
 log "running the suite (tests/e2e)"
+# In the background and waited for, so that a signal to this script stops it at once.
 timeout --kill-after=10 "${E2E_SUITE_TIMEOUT:-900}" \
-    "$PY" -m pytest -p no:cacheprovider -v "$ROOT/tests/e2e" "$@" 2>&1 | tee "$WORK/suite.log"
+    "$PY" -m pytest -p no:cacheprovider -v "$ROOT/tests/e2e" "$@" \
+    > >(tee "$WORK/suite.log") 2>&1 &
+SUITE_PID=$!
+wait "$SUITE_PID"

@@ -3,7 +3,7 @@
 import pytest
 
 import harness
-from harness import BridgeProcess, Env, FakeGitter, People
+from harness import BridgeProcess, Env, FakeGitter, People, Synapse
 
 
 @pytest.fixture(scope="session")
@@ -14,6 +14,11 @@ def env() -> Env:
 @pytest.fixture(scope="session")
 def gitter(env: Env) -> FakeGitter:
     return FakeGitter(env)
+
+
+@pytest.fixture(scope="session")
+def synapse(env: Env) -> Synapse:
+    return Synapse(env)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import signal
+import sqlite3
 import subprocess
 import time
 from collections import defaultdict
@@ -61,6 +62,8 @@ class Env:
     bridge_config: str
     bridge_log: str
     bridge_pid_file: str
+    synapse_db: str
+    appservice_id: str
 
     @staticmethod
     def from_environ() -> "Env":
@@ -82,6 +85,8 @@ class Env:
             bridge_config=need("E2E_BRIDGE_CONFIG"),
             bridge_log=need("E2E_BRIDGE_LOG"),
             bridge_pid_file=need("E2E_BRIDGE_PID_FILE"),
+            synapse_db=need("E2E_SYNAPSE_DB"),
+            appservice_id=need("E2E_APPSERVICE_ID"),
         )
 
     def ghost(self, gitter_username: str) -> str:
@@ -211,6 +216,33 @@ class FakeGitter:
 
 
 # ---------------------------------------------------------------------------------------------
+# Synapse's view of the bridge, read from its database (read-only).
+
+
+class Synapse:
+    def __init__(self, env: Env):
+        self.env = env
+
+    def _query(self, sql: str) -> list[tuple]:
+        db = sqlite3.connect(f"file:{self.env.synapse_db}?mode=ro", uri=True, timeout=5)
+        try:
+            return db.execute(sql, (self.env.appservice_id,)).fetchall()
+        finally:
+            db.close()
+
+    def appservice_up(self) -> bool:
+        """Whether Synapse sends new events to the bridge straight away (not "down", i.e. not
+        queueing them for its recoverer)."""
+        rows = self._query("SELECT state FROM application_services_state WHERE as_id = ?")
+        return not rows or rows[0][0] != "down"
+
+    def unsent_transactions(self) -> int:
+        """Transactions Synapse made for the bridge but has not delivered (yet)."""
+        rows = self._query("SELECT COUNT(*) FROM application_services_txns WHERE as_id = ?")
+        return rows[0][0]
+
+
+# ---------------------------------------------------------------------------------------------
 # The bridge process (started by the script; restarted here).
 
 
@@ -242,7 +274,7 @@ class BridgeProcess:
             f.write(f"{proc.pid}\n")
         await self.wait_healthy(proc)
 
-    async def wait_healthy(self, proc: subprocess.Popen | None = None) -> None:
+    async def wait_healthy(self, proc: subprocess.Popen) -> None:
         async def healthy() -> bool:
             try:
                 async with http().get(f"{self.env.web_url}/health") as resp:
@@ -252,7 +284,7 @@ class BridgeProcess:
 
         deadline = time.monotonic() + TIMEOUT
         while not await healthy():
-            if proc is not None and proc.poll() is not None:
+            if proc.poll() is not None:
                 raise AssertionError(f"gitter-bridge exited with {proc.returncode} on start")
             if time.monotonic() >= deadline:
                 raise AssertionError("timed out waiting for gitter-bridge's /health")
@@ -278,6 +310,8 @@ def _alive(pid: int) -> bool:
 # ---------------------------------------------------------------------------------------------
 # A Matrix user: a matrix-nio client with a background sync loop recording what it sees.
 
+_made: list["MatrixUser"] = []  # every user of the session, closed by shutdown()
+
 
 class MatrixUser:
     def __init__(self, env: Env, name: str):
@@ -290,8 +324,8 @@ class MatrixUser:
             config=AsyncClientConfig(encryption_enabled=False, store_sync_tokens=False),
         )
         self.timelines: dict[str, list[dict]] = defaultdict(list)
-        self.invites: dict[str, dict[str, str]] = {}  # room id -> invite state (name, topic)
-        self.left: dict[str, dict] = {}  # room id -> our membership event when we left / were kicked
+        self.invites: dict[str, str] = {}  # room id -> room name, while invited
+        self.left: dict[str, dict] = {}  # room id -> our last membership event (left, kicked)
         self.control_room: str | None = None
         self._sync_task: asyncio.Task | None = None
         self._sync_error: BaseException | None = None
@@ -323,14 +357,12 @@ class MatrixUser:
 
     def _record(self, resp: SyncResponse) -> None:
         for room_id, info in resp.rooms.invite.items():
-            state = {}
-            for event in info.invite_state:
-                source = getattr(event, "source", {}) or {}
-                if source.get("type") == "m.room.name":
-                    state["name"] = source["content"].get("name", "")
-                elif source.get("type") == "m.room.topic":
-                    state["topic"] = source["content"].get("topic", "")
-            self.invites[room_id] = state
+            names = [
+                e.source["content"].get("name", "")
+                for e in info.invite_state
+                if getattr(e, "source", {}).get("type") == "m.room.name"
+            ]
+            self.invites[room_id] = names[-1] if names else ""
             self.left.pop(room_id, None)
         for room_id, info in resp.rooms.join.items():
             self.invites.pop(room_id, None)
@@ -381,7 +413,7 @@ class MatrixUser:
         """Wait for an invite to a room named `name`; returns its id."""
 
         def find() -> str | None:
-            return next((r for r, s in self.invites.items() if s.get("name") == name), None)
+            return next((r for r, n in self.invites.items() if n == name), None)
 
         return await self._wait(find, f"an invite to a room named {name!r}")
 
@@ -551,9 +583,6 @@ class People:
             user = self._users[gitter_username]
             self.portals[key] = await user.join_invite(uri)
         return self.portals[key]
-
-
-_made: list[MatrixUser] = []
 
 
 def shutdown() -> None:

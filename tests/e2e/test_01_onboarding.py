@@ -22,6 +22,7 @@ async def test_new_user_logs_in_and_gets_a_portal_per_gitter_room(env, people):
     await dave.wait_notice("You are now logged in as dave.")
     dev = await dave.join_invite("gitter-bridge/dev")
     assert dave.client.rooms[dev].topic == "Development of the bridge"
+    assert dave.client.rooms[dev].room_version == "12"  # Synapse's default, kept on purpose
 
     # The link was single-use.
     async with http().get(link, allow_redirects=False) as resp:
