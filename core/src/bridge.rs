@@ -19,6 +19,16 @@ use crate::state::{Change, PortalState, Snapshot};
 use crate::stream::StreamState;
 use crate::{Config, GitterMessage};
 
+/// How long an expired login link or OAuth state is kept before the timer forgets it.
+/// Forgetting it at expiry would turn the "expired" page into "unknown or already used" for
+/// anyone who opens an old link; the ticket can no longer be used either way.
+const EXPIRED_TICKET_KEPT_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// When the timer forgets a ticket.
+fn forget_at(ticket: &crate::state::Ticket) -> Timestamp {
+    ticket.expires.plus_ms(EXPIRED_TICKET_KEPT_MS)
+}
+
 /// What a Matrix room is to the bridge (an in-memory index rebuilt from the snapshot).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RoomRole {
@@ -229,8 +239,8 @@ impl Bridge {
 
     /// The earliest deadline the core needs a timer for.
     fn next_deadline(&self) -> Option<Timestamp> {
-        let links = self.state.login_links.values().map(|t| t.expires);
-        let states = self.state.oauth_states.values().map(|t| t.expires);
+        let links = self.state.login_links.values().map(forget_at);
+        let states = self.state.oauth_states.values().map(forget_at);
         let retries = self.streams.values().filter_map(|s| s.retry_at);
         links.chain(states).chain(retries).min()
     }
@@ -241,7 +251,7 @@ impl Bridge {
             .state
             .login_links
             .iter()
-            .filter(|(_, t)| t.expires <= now)
+            .filter(|(_, t)| forget_at(t) <= now)
             .map(|(k, _)| k.clone())
             .collect();
         for k in expired {
@@ -251,7 +261,7 @@ impl Bridge {
             .state
             .oauth_states
             .iter()
-            .filter(|(_, t)| t.expires <= now)
+            .filter(|(_, t)| forget_at(t) <= now)
             .map(|(k, _)| k.clone())
             .collect();
         for k in expired {

@@ -185,6 +185,26 @@ fn login_link_expires_after_the_configured_lifetime() {
 }
 
 #[test]
+fn a_link_opened_after_its_expiry_gets_the_expired_page_even_after_timers_ran() {
+    // The runtime fires the timer at every deadline the core asks for, so an expired link
+    // must survive the timers that run around its expiry.
+    let mut h = Harness::new();
+    let dm = h.dm_bot(&uid("alice"), &[]);
+    let token = h.link_in(&dm).rsplit('/').next().unwrap().to_owned();
+    h.now = h.now.plus_ms(15 * 60 * 1000 + 1);
+    h.step(Input::Timer);
+    let req = h.request();
+    h.step(Input::LoginLinkOpened {
+        request: req,
+        token,
+    });
+    assert!(matches!(
+        h.reply_to(req),
+        Some(WebReply::Page { status: 410, .. })
+    ));
+}
+
+#[test]
 fn expired_links_are_purged_by_the_timer() {
     let mut h = Harness::new();
     h.dm_bot(&uid("alice"), &[]);

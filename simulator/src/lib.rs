@@ -13,5 +13,6 @@ pub mod demo;
 pub mod fake_gitter;
 pub mod fake_hs;
 pub mod load;
+pub mod scenario;
 pub mod util;
 pub mod world;

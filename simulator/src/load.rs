@@ -422,9 +422,12 @@ fn ghost(server: &str, username: &str) -> String {
 /// What the fakes hold after the run: per (user, room) portal, body -> [(sender, ts)]; per
 /// Gitter room, text -> [(author, sent)].
 struct Observed {
-    portals: HashMap<(usize, usize), HashMap<String, Vec<(String, u64)>>>,
-    gitter: HashMap<usize, HashMap<String, Vec<(String, u64)>>>,
+    portals: HashMap<(usize, usize), Copies>,
+    gitter: HashMap<usize, Copies>,
 }
+
+/// Message body -> every copy's (sender, timestamp ms).
+type Copies = HashMap<String, Vec<(String, u64)>>;
 
 impl Observed {
     fn collect(

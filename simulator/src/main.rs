@@ -30,6 +30,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run scenario files (one file, or every `*.toml` of a directory) against fresh worlds;
+    /// print a transcript per scenario. Exit status 0 when every scenario passed.
+    Run {
+        /// A scenario file or a directory of them (e.g. fixtures/scenarios).
+        path: PathBuf,
+    },
     /// Traffic both ways through the real bridge and the fakes; checks exactly-once delivery
     /// and reports throughput, latency and memory, ending with one JSON line.
     Load {
@@ -106,7 +112,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own transcript on stdout; keep the log to problems.
     let default_level = match cli.command {
-        Command::Demo { .. } | Command::Load { .. } => "warn",
+        Command::Demo { .. } | Command::Load { .. } | Command::Run { .. } => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -127,6 +133,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Run { path } => gitter_bridge_sim::scenario::run_cli(&path).await,
         Command::Load {
             users,
             rooms,

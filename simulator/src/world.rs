@@ -431,6 +431,38 @@ level = "warn"
         r.text().await.map_err(step)
     }
 
+    /// Opens a login link like a browser and, when the bridge redirects to Gitter, signs in
+    /// as `gitter_user`. Unlike [`World::follow_login_link`], a refusal anywhere on the way
+    /// (an expired or spent link, a failed sign-in) is an answer, not an error: returns the
+    /// HTTP status and text of the last page.
+    pub async fn browse_login_link(
+        &self,
+        link: &str,
+        gitter_user: &str,
+    ) -> Result<(u16, String), WorldError> {
+        let step = |e: reqwest::Error| WorldError::Step(e.to_string());
+        let r = self.http.get(link).send().await.map_err(step)?;
+        if !r.status().is_redirection() {
+            let status = r.status().as_u16();
+            return Ok((status, r.text().await.map_err(step)?));
+        }
+        let authorize = location(&r)?;
+        let r = self
+            .http
+            .get(format!("{authorize}&login_as={gitter_user}"))
+            .send()
+            .await
+            .map_err(step)?;
+        if !r.status().is_redirection() {
+            let status = r.status().as_u16();
+            return Ok((status, r.text().await.map_err(step)?));
+        }
+        let callback = location(&r)?;
+        let r = self.http.get(callback).send().await.map_err(step)?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().await.map_err(step)?))
+    }
+
     /// Portals `human` is invited to or in, other than `except`.
     pub fn rooms_of(&self, human: &Human) -> Vec<(String, String)> {
         self.hs.rooms_of(&human.user_id)

@@ -249,6 +249,18 @@ impl FakeGitter {
         })
     }
 
+    /// Writes a raw line to the open streams of a room (id or uri); returns
+    /// how many streams got it.
+    pub fn send_stream_line(&self, room: &str, line: &str) -> usize {
+        self.with_state(|s| {
+            let rid = s
+                .room_ref(room)
+                .map(|x| x.id.clone())
+                .unwrap_or_else(|| room.to_string());
+            s.stream_raw_line(&rid, line)
+        })
+    }
+
     /// Fail the next `n` `/v1` requests (and stream opens) with `status`.
     pub fn fail_next(&self, n: u32, status: u16) {
         self.with_state(|s| s.fail_next(n, status));
@@ -263,6 +275,11 @@ impl FakeGitter {
     /// Delay every `/v1` response.
     pub fn set_delay(&self, delay: Duration) {
         self.with_state(|s| s.set_delay(delay));
+    }
+
+    /// Injected "next N" failures not served yet.
+    pub fn pending_failures(&self) -> u32 {
+        self.with_state(|s| s.pending_failures())
     }
 
     /// Remove all injected faults.

@@ -564,6 +564,11 @@ impl GitterState {
         self.faults = Faults::default();
     }
 
+    /// How many of the "next N" injected failures have not been served yet.
+    pub fn pending_failures(&self) -> u32 {
+        self.faults.fail_next.map_or(0, |(n, _)| n)
+    }
+
     /// Whether this request should fail with an injected status; consumes one
     /// of the "next N" failures.
     pub fn take_fault(&mut self, now_ms: u64) -> Option<u16> {
@@ -1585,6 +1590,35 @@ impl GitterState {
         self.streams
             .retain(|s| room_id.is_some_and(|r| s.room_id != r));
         before - self.streams.len()
+    }
+
+    /// Writes `line` (a `\n` is added) as is to every open stream of
+    /// `room_id`, for tests of what a client does with a line that is not a
+    /// message. Returns how many streams got it.
+    pub fn stream_raw_line(&mut self, room_id: &str, line: &str) -> usize {
+        let mut line = line.to_owned();
+        line.push('\n');
+        let mut sent = 0;
+        self.streams.retain(|s| {
+            if s.room_id != room_id {
+                return true;
+            }
+            let ok = s.tx.send(line.clone()).is_ok();
+            sent += usize::from(ok);
+            ok
+        });
+        sent
+    }
+
+    /// Usernames whose tokens hold the open streams of `room_id`, in opening
+    /// order (which Gitter user a client reads the room as).
+    pub fn stream_readers(&self, room_id: &str) -> Vec<String> {
+        self.streams
+            .iter()
+            .filter(|s| !s.tx.is_closed() && s.room_id == room_id)
+            .filter_map(|s| self.tokens.get(&s.token))
+            .filter_map(|t| self.users.get(&t.user_id).map(|u| u.username.clone()))
+            .collect()
     }
 
     /// Number of open streams, optionally for one room.

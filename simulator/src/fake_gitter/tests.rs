@@ -577,10 +577,31 @@ fn streams_get_new_messages_until_dropped_or_revoked() {
 }
 
 #[test]
+fn raw_lines_reach_the_room_streams_and_readers_are_named() {
+    let mut s = world();
+    let room = rid(&s, "org/room");
+    assert_eq!(s.stream_raw_line(&room, "not json"), 0);
+    let alice = caller(&mut s, "alice");
+    let bob = caller(&mut s, "bob");
+    let (_, mut rx_a) = s.open_stream(Some(&alice.token), &room).unwrap();
+    let (_, mut rx_b) = s.open_stream(Some(&bob.token), &room).unwrap();
+    assert_eq!(s.stream_readers(&room), names(&["alice", "bob"]));
+    assert_eq!(s.stream_raw_line(&room, "not json"), 2);
+    assert_eq!(rx_a.try_recv().unwrap(), "not json\n");
+    assert_eq!(rx_b.try_recv().unwrap(), "not json\n");
+    assert!(s.stream_readers(&rid(&s, "org/secret")).is_empty());
+    assert!(s.revoke_token(&alice.token));
+    assert_eq!(s.stream_readers(&room), names(&["bob"]));
+}
+
+#[test]
 fn injected_faults_count_down_and_expire() {
     let mut s = world();
+    assert_eq!(s.pending_failures(), 0);
     s.fail_next(2, 503);
+    assert_eq!(s.pending_failures(), 2);
     assert_eq!(s.take_fault(T0), Some(503));
+    assert_eq!(s.pending_failures(), 1);
     assert_eq!(s.take_fault(T0), Some(503));
     assert_eq!(s.take_fault(T0), None);
     s.fail_until(T0 + 1000, 429);
