@@ -225,6 +225,22 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 async fn wait_for_ctrl_c() {
+    // Ctrl-C, or SIGTERM from a script stopping the fake by PID.
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => return,
+                r = tokio::signal::ctrl_c() => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "cannot listen for Ctrl-C; stopping");
+                    }
+                    return;
+                }
+            }
+        }
+    }
     if let Err(e) = tokio::signal::ctrl_c().await {
         tracing::error!(error = %e, "cannot listen for Ctrl-C; stopping");
     }
