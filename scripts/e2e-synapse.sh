@@ -167,10 +167,10 @@ fi
 WORK="$(cd "$work" && pwd)"
 log "work dir $WORK"
 
-# Four free loopback ports (bound together so they differ, then released for the servers).
-read -r HS_PORT GITTER_PORT AS_PORT WEB_PORT < <("$PY" - <<'EOF'
+# Five free loopback ports (bound together so they differ, then released for the servers).
+read -r HS_PORT GITTER_PORT STREAM_PORT AS_PORT WEB_PORT < <("$PY" - <<'EOF'
 import socket
-socks = [socket.socket() for _ in range(4)]
+socks = [socket.socket() for _ in range(5)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -180,6 +180,7 @@ EOF
 )
 HS_URL="http://127.0.0.1:$HS_PORT"
 GITTER_URL="http://127.0.0.1:$GITTER_PORT"
+GITTER_STREAM_URL="http://127.0.0.1:$STREAM_PORT"
 AS_URL="http://127.0.0.1:$AS_PORT"
 WEB_URL="http://127.0.0.1:$WEB_PORT"
 
@@ -203,7 +204,7 @@ ghost_displayname_template = "{displayName} (Gitter)"
 
 [gitter]
 api_url = "$GITTER_URL"
-stream_url = "$GITTER_URL/stream"
+stream_url = "$GITTER_STREAM_URL"
 oauth_authorize_url = "$GITTER_URL/login/oauth/authorize"
 oauth_token_url = "$GITTER_URL/login/oauth/token"
 client_id = "sim-client-id"
@@ -246,7 +247,7 @@ PIDS+=("synapse:$!")
 wait_http Synapse "$HS_URL/_matrix/client/versions" "$!" 60
 
 log "starting the fake Gitter on $GITTER_URL"
-"$SIM_BIN" fake-gitter --bind "127.0.0.1:$GITTER_PORT" \
+"$SIM_BIN" fake-gitter --bind "127.0.0.1:$GITTER_PORT" --stream-bind "127.0.0.1:$STREAM_PORT" \
     --seed "$ROOT/fixtures/sim/gitter-seed.toml" --redirect-uri "$WEB_URL/oauth/callback" \
     >"$WORK/fake-gitter.log" 2>&1 &
 PIDS+=("fake-gitter:$!")

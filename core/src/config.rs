@@ -30,7 +30,7 @@ pub struct Config {
     pub eager_join_threshold: u64,
     /// Lifetime of login links and OAuth states, in milliseconds.
     pub login_link_lifetime_ms: u64,
-    /// Longest text Gitter accepts (4096).
+    /// Longest text Gitter accepts (4096), in UTF-16 code units as its server counts.
     pub max_message_len: usize,
     /// How many AS transaction ids and event ids are remembered for deduplication.
     pub dedupe_capacity: usize,

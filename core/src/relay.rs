@@ -196,10 +196,11 @@ impl Bridge {
         } else {
             body.to_owned()
         };
-        let len = text.chars().count();
+        // Gitter measures `text.length` in JavaScript, i.e. UTF-16 code units (an emoji
+        // outside the BMP counts 2), and refuses longer texts with 400 "Message exceeds
+        // maximum size"; never cut silently.
+        let len = text.encode_utf16().count();
         if len > self.config.max_message_len {
-            // Gitter refuses longer texts (400 "Message exceeds maximum size"); never cut
-            // silently.
             self.notice_in(
                 lane,
                 event.room_id.clone(),

@@ -66,11 +66,19 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Run the fake Gitter (REST under /v1, stream under /stream/v1, OAuth under /login/oauth).
+    /// Run the fake Gitter: the API host (REST under /v1, OAuth under /login/oauth) and the
+    /// stream host (/v1/rooms/{id}/chatMessages and /events) on two listeners.
     FakeGitter {
-        /// Address to listen on (port 0 picks a free port).
+        /// Address of the API host (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:0")]
         bind: SocketAddr,
+        /// Address of the stream host (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        stream_bind: SocketAddr,
+        /// A pre-approved test user: the OAuth authorize page signs them in and redirects at
+        /// once instead of showing the sign-in form.
+        #[arg(long)]
+        auto_approve: Option<String>,
         /// TOML seed with users, rooms and one-to-one rooms.
         #[arg(long)]
         seed: Option<PathBuf>,
@@ -175,6 +183,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::FakeGitter {
             bind,
+            stream_bind,
+            auto_approve,
             seed,
             stream_heartbeat_ms,
             rate_limit,
@@ -188,15 +198,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                 redirect_uri,
                 rate_limit,
                 heartbeat: Duration::from_millis(stream_heartbeat_ms.max(1)),
+                auto_approve,
                 ..GitterConfig::default()
             };
             let state = match seed {
                 Some(path) => FakeGitter::seeded_state(config, &GitterSeed::load(&path)?)?,
                 None => GitterState::new(config),
             };
-            let server = FakeGitter::spawn(bind, state)
+            let server = FakeGitter::spawn_with_stream(bind, stream_bind, state)
                 .await
-                .map_err(|e| format!("cannot bind {bind}: {e}"))?;
+                .map_err(|e| format!("cannot bind {bind} and {stream_bind}: {e}"))?;
             println!("fake-gitter listening on {}", server.base_url);
             println!("stream base url: {}", server.stream_base_url());
             wait_for_ctrl_c().await;

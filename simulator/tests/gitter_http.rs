@@ -482,3 +482,239 @@ async fn join_leave_and_messages_over_http_with_form_bodies() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn the_stream_lives_on_its_own_host_with_the_rest_paths() {
+    let g = gitter_with(GitterConfig {
+        heartbeat: Duration::from_millis(50),
+        ..GitterConfig::default()
+    })
+    .await;
+    let room = g.room_id("org/room").unwrap();
+    assert_ne!(g.stream_base_url(), g.api_base_url());
+    // The same path on the API host is the REST list, not a stream.
+    let rest: Value = client()
+        .get(format!("{}/v1/rooms/{room}/chatMessages", g.api_base_url()))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(rest.is_array());
+    // The stream host has no REST routes, and /events streams heartbeats.
+    let r = client()
+        .get(format!("{}/v1/user", g.stream_base_url()))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let mut events = client()
+        .get(format!("{}/v1/rooms/{room}/events", g.stream_base_url()))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    g.post_message("org/room", "bob", "not an event").unwrap();
+    let got = read_stream_until(&mut events, 5, |s| s.matches(" \n").count() >= 3).await;
+    assert!(got.matches(" \n").count() >= 3, "{got:?}");
+    assert!(
+        !got.contains("not an event"),
+        "chat messages are not room events"
+    );
+    assert_eq!(
+        g.stream_count(Some("org/room")),
+        0,
+        "counts message streams"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_gitter_404s_after_auth() {
+    let g = gitter().await;
+    let room = g.room_id("org/room").unwrap();
+    let c = client();
+    let msg = g.post_message("org/room", "alice", "hi").unwrap();
+    let mid = msg["id"].as_str().unwrap();
+    // PATCH is not mounted on a message (§3.8): 404, not 405.
+    let r = c
+        .patch(format!("{}/v1/rooms/{room}/chatMessages/{mid}", g.base_url))
+        .bearer_auth(ALICE_TOKEN)
+        .json(&json!({"text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.headers().get("x-ratelimit-remaining").is_some());
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "Not Found"})
+    );
+    // Without a token the /v1 catch-all is a 401; outside /v1 a plain 404.
+    let r = c
+        .get(format!("{}/v1/nope", g.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c.get(format!("{}/nope", g.base_url)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "Not Found"})
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_body_never_hides_a_401() {
+    let g = gitter().await;
+    let room = g.room_id("org/room").unwrap();
+    let url = format!("{}/v1/rooms/{room}/chatMessages", g.base_url);
+    let r = client()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client()
+        .post(&url)
+        .bearer_auth(ALICE_TOKEN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("x-ratelimit-limit").is_some());
+}
+
+#[tokio::test]
+async fn query_parameters_are_read_one_by_one() {
+    let g = gitter().await;
+    let room = g.room_id("org/room").unwrap();
+    let ids: Vec<String> = (0..5)
+        .map(|i| {
+            g.post_message("org/room", "alice", &format!("m{i}"))
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let list = |query: String| {
+        let url = format!("{}/v1/rooms/{room}/chatMessages?{query}", g.base_url);
+        async move {
+            let v: Value = client()
+                .get(url)
+                .bearer_auth(ALICE_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    // A bad limit falls back to the default and keeps afterId.
+    assert_eq!(
+        list(format!("afterId={}&limit=abc&includeThreads=1", ids[2])).await,
+        ids[3..].to_vec()
+    );
+    // An unknown aroundId gives the latest page whatever else was asked.
+    assert_eq!(
+        list(format!(
+            "aroundId=000000000000000000000000&afterId={}",
+            ids[3]
+        ))
+        .await,
+        ids.clone()
+    );
+    // Upper-case ObjectIds name the same room.
+    let upper = room.to_ascii_uppercase();
+    let r = client()
+        .get(format!("{}/v1/rooms/{upper}", g.base_url))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A numeric search text is still a search.
+    let r: Value = client()
+        .get(format!("{}/v1/rooms?q=123", g.base_url))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(r["results"].is_array(), "{r}");
+}
+
+#[tokio::test]
+async fn a_pre_approved_user_is_redirected_at_once() {
+    let cfg = GitterConfig {
+        auto_approve: Some("carol".into()),
+        ..GitterConfig::default()
+    };
+    let g = gitter_with(cfg.clone()).await;
+    let r = client()
+        .get(format!(
+            "{}?client_id={}&response_type=code&redirect_uri={}&state=xyz",
+            g.authorize_url(),
+            cfg.client_id,
+            url::form_urlencoded::byte_serialize(cfg.redirect_uri.as_bytes()).collect::<String>()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let location = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let q: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(q["state"], "xyz");
+    assert_eq!(q["code"].len(), 40);
+}
+
+#[tokio::test]
+async fn texts_are_measured_in_utf16_units_like_gitter() {
+    let g = gitter().await;
+    let room = g.room_id("org/room").unwrap();
+    let post = |text: String| {
+        let url = format!("{}/v1/rooms/{room}/chatMessages", g.base_url);
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(ALICE_TOKEN)
+                .json(&json!({ "text": text }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // 2048 emoji are 4096 UTF-16 units; one more is too long.
+    assert_eq!(post("😀".repeat(2048)).await, 200);
+    assert_eq!(post("😀".repeat(2049)).await, 400);
+}
+
+#[tokio::test]
+async fn a_token_in_the_user_agent_is_accepted() {
+    let g = gitter().await;
+    let r = client()
+        .get(format!("{}/v1/user", g.base_url))
+        .header("user-agent", format!("my-bot/1.0 Token/{ALICE_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -2,12 +2,16 @@
 //! plumbing and response shapes. All decisions are made by
 //! [`GitterState`](super::state::GitterState).
 //!
-//! Served on one listener:
-//! * `/v1/...` — the REST API (gitter-api.md §3), base URL = `base_url`;
-//! * `/stream/v1/rooms/{roomId}/chatMessages` — the streaming API (§5), i.e.
-//!   the stream base URL is `base_url + "/stream"`;
-//! * `/login/oauth/{authorize,token}` — OAuth (§2);
-//! * `/_sim/gitter/...` — fault and scripting controls for tests.
+//! Two listeners, like the two hosts of the real service (gitter-api.md §1.1):
+//! * the API listener ([`router`], `api.gitter.im` and `gitter.im`):
+//!   * `/v1/...` — the REST API (§3);
+//!   * `/login/oauth/{authorize,token}` — OAuth (§2);
+//!   * `/_sim/gitter/...` — fault and scripting controls for tests;
+//! * the stream listener ([`stream_router`], `stream.gitter.im`):
+//!   `/v1/rooms/{roomId}/chatMessages` and `/v1/rooms/{roomId}/events` (§5).
+//!
+//! Unknown routes and methods answer 404 `{"error":"Not Found"}` (§7.1); under
+//! `/v1` they are authenticated first, as the real routers are (§8 "Scope").
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -59,7 +63,6 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/v1/rooms/{rid}/chatMessages/{mid}/thread",
             get(message_thread),
         )
-        .route("/stream/v1/rooms/{rid}/chatMessages", get(stream_messages))
         .route(
             "/login/oauth/authorize",
             get(authorize_get).post(authorize_post),
@@ -73,8 +76,41 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/gitter/advance-clock", post(sim_advance_clock))
         .route("/_sim/gitter/post", post(sim_post))
         .route("/_sim/gitter/rooms/{room}/messages", get(sim_messages))
-        .fallback(|| async { error_response(&ApiError::not_found(), None) })
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
         .with_state(shared)
+}
+
+/// The stream host's router (`stream.gitter.im`, §5.1).
+pub fn stream_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/rooms/{rid}/chatMessages", get(stream_messages))
+        .route("/v1/rooms/{rid}/events", get(stream_events))
+        .fallback(stream_not_found)
+        .method_not_allowed_fallback(stream_not_found)
+        .with_state(shared)
+}
+
+/// Unknown route or method. Under `/v1` the real server authenticates (and
+/// counts the request) before its 404 catch-all, so a missing token is a 401.
+async fn not_found(
+    State(app): State<App>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if uri.path().starts_with("/v1/") || uri.path() == "/v1" {
+        run_api(&app, &headers, uri.query(), Some(&body), |_, _, _, _| {
+            Err(ApiError::not_found())
+        })
+        .await
+    } else {
+        error_response(&ApiError::not_found(), None)
+    }
+}
+
+async fn stream_not_found() -> Response {
+    error_response(&ApiError::not_found(), None)
 }
 
 // ----------------------------------------------------------------------
@@ -112,7 +148,8 @@ fn add_rate_headers(resp: &mut Response, rate: RateInfo) {
 
 /// WEBAPP `get-access-token-from-req.js` order (gitter-api.md §1.2):
 /// `Authorization: Bearer` (scheme case-insensitive, cut at the first comma),
-/// `x-access-token`, `access_token` in the body, then in the query.
+/// `x-access-token`, `access_token` in the body, in the query, then a
+/// `Token/<token>` fragment of the `User-Agent`.
 fn extract_token(headers: &HeaderMap, body: Option<&Value>, query: Option<&str>) -> Option<String> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
@@ -135,11 +172,16 @@ fn extract_token(headers: &HeaderMap, body: Option<&Value>, query: Option<&str>)
     {
         return Some(t.to_string());
     }
-    query.and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "access_token")
-            .map(|(_, v)| v.into_owned())
-    })
+    if let Some(t) = Params::parse(query).string("access_token") {
+        return Some(t);
+    }
+    // Last, a `Token/<token>` fragment in the User-Agent.
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split_whitespace().find_map(|w| w.strip_prefix("Token/")))
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
 }
 
 fn is_chunked(headers: &HeaderMap) -> bool {
@@ -198,18 +240,21 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     }
 }
 
-/// Run one REST call: delay, 406 for chunked bodies, injected faults, auth
-/// (401 without rate headers, as unauthenticated requests are not counted),
-/// rate limit (headers on every counted response), then `f`.
+/// Run one REST call in the server's middleware order: delay, 406 for
+/// chunked bodies, injected faults, auth (401 without rate headers, as
+/// unauthenticated requests are not counted), rate limit (headers on every
+/// counted response), then the body (400 when unreadable), then `f`. The body
+/// is read for `access_token` before auth, as WEBAPP does (§1.2), but an
+/// unreadable body never hides a 401 or 406.
 async fn run_api<F>(
     app: &App,
     headers: &HeaderMap,
     query: Option<&str>,
-    body: Option<&Value>,
+    body: Option<&Bytes>,
     f: F,
 ) -> Response
 where
-    F: FnOnce(&mut GitterState, &Caller, u64) -> Result<Reply, ApiError>,
+    F: FnOnce(&mut GitterState, &Caller, u64, &Value) -> Result<Reply, ApiError>,
 {
     let delay = app.lock().delay();
     if !delay.is_zero() {
@@ -224,23 +269,13 @@ where
             None,
         );
     }
+    let body = body.map_or(Ok(json!({})), |b| parse_body(headers, b));
     let now = app.clock.now_ms();
     let mut state = app.lock();
-    if let Some(status) = state.take_fault(now) {
-        tracing::debug!(status, "fake gitter: injected failure");
-        let err = if status == 429 {
-            ApiError::new(429, "API rate limit exceeded")
-        } else {
-            ApiError::new(status, reason(status))
-        };
-        let rate = (status == 429).then(|| RateInfo {
-            limit: state.config.rate_limit,
-            remaining: 0,
-            reset_ms: now + state.config.rate_window.as_millis() as u64,
-        });
-        return error_response(&err, rate);
+    if let Some(response) = injected_fault(&mut state, now) {
+        return response;
     }
-    let token = extract_token(headers, body, query);
+    let token = extract_token(headers, body.as_ref().ok(), query);
     let caller = match state.authenticate(token.as_deref()) {
         Ok(c) => c,
         Err(e) => return error_response(&e, None),
@@ -251,7 +286,8 @@ where
             return error_response(&ApiError::new(429, "API rate limit exceeded"), Some(r));
         }
     };
-    let mut resp = match f(&mut state, &caller, now) {
+    let result = body.and_then(|body| f(&mut state, &caller, now, &body));
+    let mut resp = match result {
         Ok(Reply::Json(v)) => json_response(200, &v),
         Ok(Reply::NoContent) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => error_response(&e, None),
@@ -260,12 +296,26 @@ where
     resp
 }
 
-fn json_ok(v: Value) -> Result<Reply, ApiError> {
-    Ok(Reply::Json(v))
+/// An injected failure due now, as the response to send (429s carry the
+/// rate headers a real limiter would send).
+fn injected_fault(state: &mut GitterState, now: u64) -> Option<Response> {
+    let status = state.take_fault(now)?;
+    tracing::debug!(status, "fake gitter: injected failure");
+    let err = if status == 429 {
+        ApiError::new(429, "API rate limit exceeded")
+    } else {
+        ApiError::new(status, reason(status))
+    };
+    let rate = (status == 429).then(|| RateInfo {
+        limit: state.config.rate_limit,
+        remaining: 0,
+        reset_ms: now + state.config.rate_window.as_millis() as u64,
+    });
+    Some(error_response(&err, rate))
 }
 
-fn body_or_400(headers: &HeaderMap, body: &Bytes) -> Result<Value, Box<Response>> {
-    parse_body(headers, body).map_err(|e| Box::new(error_response(&e, None)))
+fn json_ok(v: Value) -> Result<Reply, ApiError> {
+    Ok(Reply::Json(v))
 }
 
 fn str_field<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
@@ -293,45 +343,62 @@ fn id_list(body: &Value, key: &str) -> Vec<String> {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct SearchQuery {
-    q: Option<String>,
-    limit: Option<u64>,
-    skip: Option<u64>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-}
+/// Query parameters read one at a time, as Express hands `req.query` to the
+/// handlers: a value that does not parse as the number or flag a handler
+/// wants is ignored (the handler's default applies, like `parseInt` giving
+/// `NaN`), and never hides the other parameters. The first of repeated keys
+/// wins.
+#[derive(Debug, Default)]
+struct Params(HashMap<String, String>);
 
-fn search_query(raw: Option<&str>) -> SearchQuery {
-    raw.and_then(serde_urlencoded_like).unwrap_or_default()
-}
+impl Params {
+    fn parse(raw: Option<&str>) -> Params {
+        let mut map = HashMap::new();
+        for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            map.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+        }
+        Params(map)
+    }
 
-/// Lenient query decoding: a malformed number should not turn into a 400
-/// from axum's extractor with a non-Gitter body, so unknown or bad values are
-/// simply ignored.
-fn serde_urlencoded_like<T: for<'de> Deserialize<'de>>(raw: &str) -> Option<T> {
-    let map: serde_json::Map<String, Value> = url::form_urlencoded::parse(raw.as_bytes())
-        .map(|(k, v)| {
-            let v = match v.parse::<u64>() {
-                Ok(n) => json!(n),
-                Err(_) if v == "true" || v == "false" => json!(v == "true"),
-                Err(_) => json!(v),
-            };
-            (k.into_owned(), v)
-        })
-        .collect();
-    serde_json::from_value(Value::Object(map)).ok()
+    fn str(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn string(&self, key: &str) -> Option<String> {
+        self.str(key).map(str::to_owned)
+    }
+
+    fn number(&self, key: &str) -> Option<u64> {
+        self.str(key).and_then(|v| v.trim().parse().ok())
+    }
+
+    fn flag(&self, key: &str) -> Option<bool> {
+        self.str(key).map(|v| v == "true" || v == "1")
+    }
+
+    fn messages(&self) -> MessageQuery {
+        MessageQuery {
+            limit: self.number("limit"),
+            skip: self.number("skip"),
+            before_id: self.string("beforeId"),
+            after_id: self.string("afterId"),
+            around_id: self.string("aroundId"),
+            include_threads: self.flag("includeThreads"),
+        }
+    }
 }
 
 // ----------------------------------------------------------------------
 // REST handlers
 
 async fn user_index(State(app): State<App>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    let sq = search_query(q.as_deref());
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _| match &sq.q {
-        Some(text) => json_ok(s.user_search(text, sq.limit, sq.skip)),
-        // `GET /v1/user` is an array holding one user (§3.1).
-        None => json_ok(json!([s.user_show(c, "me")?])),
+    let sq = Params::parse(q.as_deref());
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
+        match sq.str("q") {
+            Some(text) => json_ok(s.user_search(text, sq.number("limit"), sq.number("skip"))),
+            // `GET /v1/user` is an array holding one user (§3.1).
+            None => json_ok(json!([s.user_show(c, "me")?])),
+        }
     })
     .await
 }
@@ -342,7 +409,7 @@ async fn user_show(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
         json_ok(s.user_show(c, &uid)?)
     })
     .await
@@ -354,7 +421,7 @@ async fn user_rooms(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
         json_ok(Value::Array(s.rooms_for(c, &uid)?))
     })
     .await
@@ -367,13 +434,13 @@ async fn user_join(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    let body = match body_or_400(&headers, &body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
-    run_api(&app, &headers, q.as_deref(), Some(&body), |s, c, now| {
-        json_ok(s.join_room(c, &uid, str_field(&body, "id"), now)?)
-    })
+    run_api(
+        &app,
+        &headers,
+        q.as_deref(),
+        Some(&body),
+        |s, c, now, body| json_ok(s.join_room(c, &uid, str_field(body, "id"), now)?),
+    )
     .await
 }
 
@@ -383,7 +450,7 @@ async fn unread_summary(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
         json_ok(s.unread_summary(c, &uid)?)
     })
     .await
@@ -395,7 +462,7 @@ async fn unread_get(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
         json_ok(s.unread_items(c, &uid, &rid)?)
     })
     .await
@@ -408,15 +475,17 @@ async fn unread_post(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    let body = match body_or_400(&headers, &body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
-    let mut ids = id_list(&body, "chat");
-    ids.extend(id_list(&body, "mention"));
-    run_api(&app, &headers, q.as_deref(), Some(&body), |s, c, now| {
-        json_ok(s.mark_read(c, &uid, &rid, &ids, now)?)
-    })
+    run_api(
+        &app,
+        &headers,
+        q.as_deref(),
+        Some(&body),
+        |s, c, now, body| {
+            let mut ids = id_list(body, "chat");
+            ids.extend(id_list(body, "mention"));
+            json_ok(s.mark_read(c, &uid, &rid, &ids, now)?)
+        },
+    )
     .await
 }
 
@@ -426,7 +495,7 @@ async fn unread_all(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, now| {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, now, _| {
         json_ok(s.mark_all_read(c, &uid, &rid, now)?)
     })
     .await
@@ -437,10 +506,12 @@ async fn rooms_index(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let sq = search_query(q.as_deref());
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _| match &sq.q {
-        Some(text) => json_ok(s.room_search(c, text, sq.limit, sq.skip)),
-        None => json_ok(Value::Array(s.rooms_for(c, "me")?)),
+    let sq = Params::parse(q.as_deref());
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
+        match sq.str("q") {
+            Some(text) => json_ok(s.room_search(c, text, sq.number("limit"), sq.number("skip"))),
+            None => json_ok(Value::Array(s.rooms_for(c, "me")?)),
+        }
     })
     .await
 }
@@ -451,20 +522,18 @@ async fn rooms_resolve(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    let body = match body_or_400(&headers, &body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
     // `uri` may also come in the query (§3.0 #6).
-    let query_uri = q.as_deref().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "uri")
-            .map(|(_, v)| v.into_owned())
-    });
-    run_api(&app, &headers, q.as_deref(), Some(&body), |s, c, now| {
-        let uri = str_field(&body, "uri").or(query_uri.as_deref());
-        json_ok(s.resolve_room(c, uri, now)?)
-    })
+    let query_uri = Params::parse(q.as_deref()).string("uri");
+    run_api(
+        &app,
+        &headers,
+        q.as_deref(),
+        Some(&body),
+        |s, c, now, body| {
+            let uri = str_field(body, "uri").or(query_uri.as_deref());
+            json_ok(s.resolve_room(c, uri, now)?)
+        },
+    )
     .await
 }
 
@@ -474,7 +543,7 @@ async fn room_show(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
         json_ok(s.room_show(c, &rid)?)
     })
     .await
@@ -486,14 +555,14 @@ async fn room_users(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let sq = search_query(q.as_deref());
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+    let sq = Params::parse(q.as_deref());
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
         json_ok(Value::Array(s.room_users(
             c,
             &rid,
-            sq.skip,
-            sq.limit,
-            sq.q.as_deref(),
+            sq.number("skip"),
+            sq.number("limit"),
+            sq.str("q"),
         )?))
     })
     .await
@@ -505,16 +574,12 @@ async fn room_remove_user(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let sq = search_query(q.as_deref());
-    let by_username = sq.kind.as_deref() == Some("username");
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+    let sq = Params::parse(q.as_deref());
+    let by_username = sq.str("type") == Some("username");
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
         json_ok(s.remove_user(c, &rid, &uid, by_username)?)
     })
     .await
-}
-
-fn message_query(raw: Option<&str>) -> MessageQuery {
-    raw.and_then(serde_urlencoded_like).unwrap_or_default()
 }
 
 async fn messages_list(
@@ -523,8 +588,8 @@ async fn messages_list(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let mq = message_query(q.as_deref());
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+    let mq = Params::parse(q.as_deref()).messages();
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
         json_ok(Value::Array(s.list_messages(c, &rid, &mq)?))
     })
     .await
@@ -537,16 +602,18 @@ async fn messages_create(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    let body = match body_or_400(&headers, &body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
-    run_api(&app, &headers, q.as_deref(), Some(&body), |s, c, now| {
-        let text = str_field(&body, "text");
-        let status = bool_field(&body, "status");
-        let parent = str_field(&body, "parentId");
-        json_ok(s.post_message(c, &rid, text, status, parent, now)?)
-    })
+    run_api(
+        &app,
+        &headers,
+        q.as_deref(),
+        Some(&body),
+        |s, c, now, body| {
+            let text = str_field(body, "text");
+            let status = bool_field(body, "status");
+            let parent = str_field(body, "parentId");
+            json_ok(s.post_message(c, &rid, text, status, parent, now)?)
+        },
+    )
     .await
 }
 
@@ -556,7 +623,7 @@ async fn message_show(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
         json_ok(s.get_message(c, &rid, &mid)?)
     })
     .await
@@ -569,13 +636,13 @@ async fn message_update(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    let body = match body_or_400(&headers, &body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
-    run_api(&app, &headers, q.as_deref(), Some(&body), |s, c, now| {
-        json_ok(s.edit_message(c, &rid, &mid, str_field(&body, "text"), now)?)
-    })
+    run_api(
+        &app,
+        &headers,
+        q.as_deref(),
+        Some(&body),
+        |s, c, now, body| json_ok(s.edit_message(c, &rid, &mid, str_field(body, "text"), now)?),
+    )
     .await
 }
 
@@ -585,7 +652,7 @@ async fn message_delete(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
         s.delete_message(c, &rid, &mid)?;
         Ok(Reply::NoContent)
     })
@@ -598,8 +665,8 @@ async fn message_thread(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let mq = message_query(q.as_deref());
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _| {
+    let mq = Params::parse(q.as_deref()).messages();
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
         json_ok(Value::Array(s.thread(c, &rid, &mid, &mq)?))
     })
     .await
@@ -614,21 +681,47 @@ async fn stream_messages(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
+    open_stream(&app, &headers, q.as_deref(), &rid, GitterState::open_stream)
+}
+
+async fn stream_events(
+    State(app): State<App>,
+    Path(rid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    open_stream(
+        &app,
+        &headers,
+        q.as_deref(),
+        &rid,
+        GitterState::open_events_stream,
+    )
+}
+
+type OpenFn = fn(
+    &mut GitterState,
+    Option<&str>,
+    &str,
+) -> Result<(u64, tokio::sync::mpsc::UnboundedReceiver<String>), ApiError>;
+
+/// A streaming response: lines as `<json>\n`, keep-alives as `" \n"`; the
+/// body ends when the state drops our sender (drop_streams, revoke_token).
+fn open_stream(
+    app: &App,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    rid: &str,
+    open: OpenFn,
+) -> Response {
     let now = app.clock.now_ms();
     let opened = {
         let mut state = app.lock();
-        if let Some(status) = state.take_fault(now) {
-            let err = if status == 429 {
-                ApiError::new(429, "API rate limit exceeded")
-            } else {
-                ApiError::new(status, reason(status))
-            };
-            return error_response(&err, None);
+        if let Some(response) = injected_fault(&mut state, now) {
+            return response;
         }
-        let token = extract_token(&headers, None, q.as_deref());
-        state
-            .open_stream(token.as_deref(), &rid)
-            .map(|(_, rx)| (rx, state.config.heartbeat))
+        let token = extract_token(headers, None, query);
+        open(&mut state, token.as_deref(), rid).map(|(_, rx)| (rx, state.config.heartbeat))
     };
     let (rx, heartbeat) = match opened {
         Ok(x) => x,
@@ -639,8 +732,6 @@ async fn stream_messages(
     tracing::debug!(room = %rid, "fake gitter: stream opened");
     let heartbeat = heartbeat.max(Duration::from_millis(1));
     let interval = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    // Messages as `<json>\n`, keep-alives as `" \n"`; the body ends when the
-    // state drops our sender (drop_streams, revoke_token).
     let body = futures_util::stream::unfold((rx, interval), |(mut rx, mut iv)| async move {
         tokio::select! {
             msg = rx.recv() => msg.map(|m| (Ok::<_, Infallible>(Bytes::from(m)), (rx, iv))),
@@ -742,7 +833,12 @@ async fn authorize_get(
     State(app): State<App>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let login_as = params.get("login_as").cloned();
+    // `login_as` is the scripts' shortcut; otherwise the pre-approved test
+    // user, if any; otherwise the sign-in form.
+    let login_as = params
+        .get("login_as")
+        .cloned()
+        .or_else(|| app.lock().config.auto_approve.clone());
     authorize(&app, &params, login_as.as_deref())
 }
 

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use state::{ApiError, Caller, GitterConfig, GitterSeed, GitterState, MessageQuery, RateInfo};
@@ -50,44 +50,57 @@ impl Shared {
     }
 }
 
-/// A running fake Gitter. Dropping it stops the server.
+/// A running fake Gitter: the API host (REST, OAuth, controls) and the stream
+/// host on two listeners, as `api.gitter.im` and `stream.gitter.im` are two
+/// hosts that both serve `/v1/rooms/:roomId/chatMessages` (§1.1, §5.1).
+/// Dropping it stops the server.
 #[derive(Debug)]
 pub struct FakeGitter {
     /// `http://127.0.0.1:PORT` — the REST base (use it as `api.gitter.im`,
     /// and as `gitter.im` for OAuth).
     pub base_url: String,
     pub addr: SocketAddr,
+    /// Where the stream host listens.
+    pub stream_addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    shutdown: Option<watch::Sender<bool>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl FakeGitter {
-    /// Bind `bind` (use port 0 for a free port) and serve `state`.
+    /// Bind `bind` (use port 0 for a free port) for the API and a free port on
+    /// the same address for the stream host, and serve `state`.
     pub async fn spawn(bind: SocketAddr, state: GitterState) -> std::io::Result<Self> {
+        Self::spawn_with_stream(bind, SocketAddr::new(bind.ip(), 0), state).await
+    }
+
+    /// Bind `bind` for the API and `stream_bind` for the stream host.
+    pub async fn spawn_with_stream(
+        bind: SocketAddr,
+        stream_bind: SocketAddr,
+        state: GitterState,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             clock: SimClock::default(),
         });
         let listener = tokio::net::TcpListener::bind(bind).await?;
+        let stream_listener = tokio::net::TcpListener::bind(stream_bind).await?;
         let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
-        let app = http::router(shared.clone());
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "fake gitter server stopped");
-            }
-        });
-        tracing::info!(%addr, "fake gitter listening");
+        let stream_addr = stream_listener.local_addr()?;
+        let (tx, rx) = watch::channel(false);
+        let tasks = vec![
+            serve(listener, http::router(shared.clone()), rx.clone()),
+            serve(stream_listener, http::stream_router(shared.clone()), rx),
+        ];
+        tracing::info!(%addr, %stream_addr, "fake gitter listening");
         Ok(Self {
             base_url: format!("http://{addr}"),
             addr,
+            stream_addr,
             shared,
             shutdown: Some(tx),
-            task: Some(task),
+            tasks,
         })
     }
 
@@ -105,7 +118,7 @@ impl FakeGitter {
 
     /// Streaming base URL (`https://stream.gitter.im` equivalent).
     pub fn stream_base_url(&self) -> String {
-        format!("{}/stream", self.base_url)
+        format!("http://{}", self.stream_addr)
     }
 
     /// OAuth authorize URL (`https://gitter.im/login/oauth/authorize`).
@@ -295,11 +308,11 @@ impl FakeGitter {
     /// Stop the server and wait for it to finish.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         // Open streams would keep graceful shutdown waiting: close them.
         self.with_state(|s| s.drop_streams(None));
-        if let Some(task) = self.task.take() {
+        for task in self.tasks.drain(..) {
             let _ = task.await;
         }
     }
@@ -308,11 +321,27 @@ impl FakeGitter {
 impl Drop for FakeGitter {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         self.shared.lock().drop_streams(None);
-        if let Some(task) = self.task.take() {
+        for task in self.tasks.drain(..) {
             task.abort();
         }
     }
+}
+
+/// Serve `app` on `listener` until `stop` turns true.
+fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "fake gitter server stopped");
+        }
+    })
 }

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::render::{self, Rendered};
-use crate::util::{is_object_id, iso_ms, random_hex};
+use crate::util::{is_object_id, iso_ms, random_hex, text_len};
 
 /// Maximum message length (gitter-api.md §3.7).
 pub const MAX_TEXT_CHARS: usize = 4096;
@@ -47,6 +47,11 @@ pub struct GitterConfig {
     pub heartbeat: Duration,
     /// Seed for ids, tokens and codes, for reproducible runs.
     pub rng_seed: Option<u64>,
+    /// A pre-approved test user (§9 item 2): a plain `GET
+    /// /login/oauth/authorize` signs them in and redirects at once, as Gitter
+    /// does for a logged-in user of a trusted app. Without it the authorize
+    /// page is a sign-in form.
+    pub auto_approve: Option<String>,
 }
 
 impl Default for GitterConfig {
@@ -60,6 +65,7 @@ impl Default for GitterConfig {
             edit_window: Duration::from_secs(600),
             heartbeat: Duration::from_secs(5),
             rng_seed: None,
+            auto_approve: None,
         }
     }
 }
@@ -197,13 +203,31 @@ pub struct MessageQuery {
     pub include_threads: Option<bool>,
 }
 
+/// Which streaming endpoint a connection reads (gitter-api.md §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamKind {
+    /// `/v1/rooms/:roomId/chatMessages`: new chat messages.
+    ChatMessages,
+    /// `/v1/rooms/:roomId/events`: room activity from integrations, which the
+    /// fake has none of, so only heartbeats flow.
+    Events,
+}
+
 /// One open streaming connection.
 #[derive(Debug)]
 struct StreamSub {
     id: u64,
+    kind: StreamKind,
     room_id: String,
     token: String,
     tx: mpsc::UnboundedSender<String>,
+}
+
+impl StreamSub {
+    /// An open `chatMessages` stream.
+    fn is_chat(&self) -> bool {
+        self.kind == StreamKind::ChatMessages && !self.tx.is_closed()
+    }
 }
 
 #[derive(Debug)]
@@ -981,7 +1005,11 @@ impl GitterState {
         if !is_object_id(room_id) {
             return Err(ApiError::bad_request(format!("Invalid MongoId: {room_id}")));
         }
-        let room = self.rooms.get(room_id).ok_or_else(ApiError::not_found)?;
+        // Mongo reads ObjectIds in either case; ours are stored lowercase.
+        let room = self
+            .rooms
+            .get(&room_id.to_ascii_lowercase())
+            .ok_or_else(ApiError::not_found)?;
         let member = room.members.contains(&caller.user_id);
         if !member && (room.one_to_one || !room.public) {
             return Err(ApiError::forbidden());
@@ -1205,14 +1233,20 @@ impl GitterState {
                 .collect());
         }
 
-        let page = page_messages(
-            all,
-            q.before_id.as_deref(),
-            q.after_id.as_deref(),
-            skip,
-            limit,
-            visible,
-        );
+        // An aroundId that names no message of the room gives the latest 50,
+        // whatever else was asked (§3.6).
+        let page = if q.around_id.is_some() {
+            page_messages(all, None, None, 0, clamp_limit(None), visible)
+        } else {
+            page_messages(
+                all,
+                q.before_id.as_deref(),
+                q.after_id.as_deref(),
+                skip,
+                limit,
+                visible,
+            )
+        };
         Ok(page
             .into_iter()
             .map(|m| self.message_json(m, viewer))
@@ -1283,7 +1317,7 @@ impl GitterState {
         if text.is_empty() {
             return Err(ApiError::bad_request("Text is required"));
         }
-        if text.chars().count() > MAX_TEXT_CHARS {
+        if text_len(text) > MAX_TEXT_CHARS {
             return Err(ApiError::bad_request("Message exceeds maximum size"));
         }
         if let Some(pid) = parent_id {
@@ -1369,8 +1403,11 @@ impl GitterState {
         let mut line = self.message_json(msg, None).to_string();
         line.push('\n');
         // A failed send means the client went away: forget that stream.
-        self.streams
-            .retain(|s| s.room_id != room_id || s.tx.send(line.clone()).is_ok());
+        self.streams.retain(|s| {
+            s.room_id != room_id
+                || s.kind != StreamKind::ChatMessages
+                || s.tx.send(line.clone()).is_ok()
+        });
     }
 
     /// `PUT /v1/rooms/:roomId/chatMessages/:messageId` (§3.8): author only,
@@ -1393,7 +1430,7 @@ impl GitterState {
             return Err(ApiError::bad_request("You can no longer edit this message"));
         }
         let text = text.unwrap_or_default();
-        if text.chars().count() > MAX_TEXT_CHARS {
+        if text_len(text) > MAX_TEXT_CHARS {
             return Err(ApiError::bad_request("Message exceeds maximum size"));
         }
         let rendered = self.render(text);
@@ -1563,6 +1600,26 @@ impl GitterState {
         token: Option<&str>,
         room_id: &str,
     ) -> Result<(u64, mpsc::UnboundedReceiver<String>), ApiError> {
+        self.open_sub(token, room_id, StreamKind::ChatMessages)
+    }
+
+    /// `GET stream/v1/rooms/:roomId/events`: same auth and room rules as the
+    /// message stream; it carries no lines here (no integrations), only the
+    /// HTTP layer's heartbeats, and closes like the message stream.
+    pub fn open_events_stream(
+        &mut self,
+        token: Option<&str>,
+        room_id: &str,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<String>), ApiError> {
+        self.open_sub(token, room_id, StreamKind::Events)
+    }
+
+    fn open_sub(
+        &mut self,
+        token: Option<&str>,
+        room_id: &str,
+        kind: StreamKind,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<String>), ApiError> {
         let caller = self.authenticate(token)?;
         let room_id = self.load_room(&caller, room_id)?.id.clone();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -1570,6 +1627,7 @@ impl GitterState {
         self.next_stream_id += 1;
         self.streams.push(StreamSub {
             id,
+            kind,
             room_id,
             token: caller.token,
             tx,
@@ -1600,7 +1658,7 @@ impl GitterState {
         line.push('\n');
         let mut sent = 0;
         self.streams.retain(|s| {
-            if s.room_id != room_id {
+            if s.room_id != room_id || s.kind != StreamKind::ChatMessages {
                 return true;
             }
             let ok = s.tx.send(line.clone()).is_ok();
@@ -1615,17 +1673,17 @@ impl GitterState {
     pub fn stream_readers(&self, room_id: &str) -> Vec<String> {
         self.streams
             .iter()
-            .filter(|s| !s.tx.is_closed() && s.room_id == room_id)
+            .filter(|s| s.is_chat() && s.room_id == room_id)
             .filter_map(|s| self.tokens.get(&s.token))
             .filter_map(|t| self.users.get(&t.user_id).map(|u| u.username.clone()))
             .collect()
     }
 
-    /// Number of open streams, optionally for one room.
+    /// Number of open message streams, optionally for one room.
     pub fn stream_count(&self, room_id: Option<&str>) -> usize {
         self.streams
             .iter()
-            .filter(|s| !s.tx.is_closed() && room_id.is_none_or(|r| s.room_id == r))
+            .filter(|s| s.is_chat() && room_id.is_none_or(|r| s.room_id == r))
             .count()
     }
 
