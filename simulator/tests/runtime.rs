@@ -180,6 +180,77 @@ async fn a_graceful_stop_keeps_logins_and_streams_come_back_after_restart() {
     w.shutdown().await;
 }
 
+/// The outbox as the store has it, described by action name.
+fn stored_outbox(w: &World) -> Vec<&'static str> {
+    use gitter_bridge_store::Store;
+    let path = w.config().unwrap().store_path;
+    let store = gitter_bridge_store::RedbStore::open(&path).expect("the store opens");
+    let snapshot = store.load().expect("the store loads");
+    snapshot.outbox.values().map(|e| e.action.name()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_commit_their_startup_step_and_leave_no_stale_outbox_rows() {
+    use gitter_bridge_core::{Action, Change, ChangeSet, Effect, EffectId, Lane};
+    use gitter_bridge_store::Store;
+
+    let mut w = world().await;
+    let (alice, portal) = alice_in_the_lobby(&w).await;
+    let lobby = gitter_bridge_core::GitterRoomId::new(w.gitter.room_id(LOBBY).unwrap());
+    for round in 0..2 {
+        w.wait_gitter("the lobby stream is open", WAIT, |g| {
+            g.stream_count(Some(LOBBY)) >= 1
+        })
+        .await
+        .unwrap();
+        w.stop_bridge().await.unwrap();
+        // A crash between committing a catch-up read and finishing it leaves its row; the
+        // next start re-derives reads instead of replaying them, and must commit that.
+        let stale = Effect {
+            id: EffectId(1_000_000 + round),
+            lane: Lane::Stream(lobby.clone()),
+            action: Action::FetchMessages {
+                token: gitter_bridge_core::Secret::new("a-token-of-a-crashed-run"),
+                room: lobby.clone(),
+                after: None,
+                limit: 1,
+            },
+        };
+        {
+            let path = w.config().unwrap().store_path;
+            let mut store = gitter_bridge_store::RedbStore::open(&path).unwrap();
+            let set = ChangeSet {
+                changes: vec![Change::PutOutbox(stale)],
+            };
+            store.apply(&[set]).unwrap();
+        }
+        w.start_bridge().await.unwrap();
+        w.wait_gitter("the lobby stream is open again", WAIT, |g| {
+            g.stream_count(Some(LOBBY)) >= 1
+        })
+        .await
+        .unwrap();
+        w.stop_bridge().await.unwrap();
+        let outbox = stored_outbox(&w);
+        assert!(
+            outbox.is_empty(),
+            "round {round}: the stopped bridge left {outbox:?} in the outbox"
+        );
+        w.start_bridge().await.unwrap();
+    }
+    // And it still works.
+    w.gitter
+        .post_message(LOBBY, "bob", "after the restarts")
+        .unwrap();
+    let bob_ghost = format!("@gitter_bob:{}", w.hs.server_name());
+    w.wait_hs("bob's message after the restarts", WAIT, |_| {
+        bodies_from(&w, &alice, &portal, &bob_ghost).contains(&"after the restarts".to_owned())
+    })
+    .await
+    .unwrap();
+    w.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_escape_and_refuse_what_they_should() {
     let w = world().await;

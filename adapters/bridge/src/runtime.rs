@@ -454,6 +454,9 @@ struct InFlight {
     lane: Lane,
     action: &'static str,
     direction: Option<Direction>,
+    /// The room whose stream a `CloseStream` closes: an aborted reader sends no
+    /// `Disconnected`, so the open-streams gauge learns it here.
+    closes: Option<GitterRoomId>,
     queued_at: Instant,
 }
 
@@ -498,9 +501,9 @@ impl Driver {
         mut web: mpsc::Receiver<WebRequest>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), RunError> {
-        let mut pending = Pending::default();
-        self.step(Input::Startup, &mut pending);
-        self.finish_batch(vec![], pending).await?;
+        // The startup step changes state too (stale stream and catch-up rows leave the
+        // outbox, readers are chosen, new effects enter it): commit it like any other.
+        self.handle_inputs(vec![Input::Startup], true).await?;
         tracing::info!("bridge running");
 
         loop {
@@ -629,6 +632,12 @@ impl Driver {
             Item::Done(task, outcome) => {
                 let flight = self.in_flight.remove(&task)?;
                 self.lanes.finish(&flight.lane);
+                if let Some(room) = &flight.closes
+                    && self.connected.remove(room)
+                    && let Some(m) = &self.metrics
+                {
+                    m.open_streams(self.connected.len());
+                }
                 let result = match outcome {
                     Ok(Outcome::Done(result)) => result,
                     Ok(Outcome::Fatal(message)) => {
@@ -666,34 +675,48 @@ impl Driver {
         self.handle_items(items, true).await
     }
 
-    /// While stopping: record results, start nothing new (new effects are committed to the
-    /// outbox; the next start runs them).
+    /// While stopping: record results; effects the core emits now are not started (they are
+    /// in the committed outbox; the next start runs them).
     async fn handle_batch_stopping(&mut self, items: Vec<Item>) -> Result<(), RunError> {
         self.handle_items(items, false).await
     }
 
     async fn handle_items(&mut self, items: Vec<Item>, act: bool) -> Result<(), RunError> {
         let mut pending = Pending::default();
-        let mut sets = Vec::new();
-        for item in items {
-            if let Some(input) = self.input_of(item, &mut pending) {
-                let changes = self.step(input, &mut pending);
-                if !changes.is_empty() {
-                    sets.push(changes);
-                }
-            }
-        }
-        if !act {
-            pending.effects.clear();
-        }
-        self.finish_batch(sets, pending).await
+        let inputs: Vec<Input> = items
+            .into_iter()
+            .filter_map(|item| self.input_of(item, &mut pending))
+            .collect();
+        self.steps(inputs, pending, act).await
     }
 
-    /// Commit, then acknowledge, answer and act.
+    async fn handle_inputs(&mut self, inputs: Vec<Input>, act: bool) -> Result<(), RunError> {
+        self.steps(inputs, Pending::default(), act).await
+    }
+
+    /// Runs the inputs through the core one by one and finishes them as one batch.
+    async fn steps(
+        &mut self,
+        inputs: Vec<Input>,
+        mut pending: Pending,
+        act: bool,
+    ) -> Result<(), RunError> {
+        let mut sets = Vec::new();
+        for input in inputs {
+            let changes = self.step(input, &mut pending);
+            if !changes.is_empty() {
+                sets.push(changes);
+            }
+        }
+        self.finish_batch(sets, pending, act).await
+    }
+
+    /// Commit, then acknowledge, answer and (unless stopping) act.
     async fn finish_batch(
         &mut self,
         sets: Vec<ChangeSet>,
         pending: Pending,
+        act: bool,
     ) -> Result<(), RunError> {
         if !sets.is_empty()
             && let Err(e) = self.commit(sets).await
@@ -716,9 +739,14 @@ impl Driver {
         if let Some(fatal) = pending.fatal {
             return Err(RunError::Credentials(fatal));
         }
-        let emitted = Instant::now();
-        for effect in pending.effects {
-            self.lanes.push(effect, emitted);
+        // While stopping, effects the core emits now stay in the committed outbox for the
+        // next start; those already queued behind a running one keep starting until the stop
+        // deadline, so a stop leaves as little as possible to replay.
+        if act {
+            let emitted = Instant::now();
+            for effect in pending.effects {
+                self.lanes.push(effect, emitted);
+            }
         }
         for (effect, queued_at) in self.lanes.take_ready() {
             self.spawn(effect, queued_at);
@@ -760,6 +788,10 @@ impl Driver {
             lane: effect.lane.clone(),
             action: effect.action.name(),
             direction,
+            closes: match &effect.action {
+                Action::CloseStream { room } => Some(room.clone()),
+                _ => None,
+            },
             queued_at,
         };
         let span = tracing::info_span!("effect", id = %effect.id, action = flight.action);
