@@ -35,6 +35,9 @@ pub struct WorldOptions {
     pub bridge_requests_per_minute: u32,
     /// Where the bridge's files go (a fresh temporary directory when `None`).
     pub dir: Option<PathBuf>,
+    /// `homeserver.startup_wait_secs` (whole seconds): the fake homeserver is up before the
+    /// bridge starts, so the default gives up at once.
+    pub homeserver_startup_wait: Duration,
 }
 
 impl Default for WorldOptions {
@@ -48,6 +51,7 @@ impl Default for WorldOptions {
             gitter_rate_limit: 100,
             bridge_requests_per_minute: 100,
             dir: None,
+            homeserver_startup_wait: Duration::ZERO,
         }
     }
 }
@@ -150,6 +154,7 @@ impl World {
             r#"[homeserver]
 url = "http://{hs_addr}"
 domain = "{server}"
+startup_wait_secs = {startup_wait}
 
 [appservice]
 id = "gitter"
@@ -191,6 +196,7 @@ level = "warn"
             client_secret = gitter_config.client_secret,
             rpm = options.bridge_requests_per_minute,
             extra = options.bridge_extra,
+            startup_wait = options.homeserver_startup_wait.as_secs(),
         );
         std::fs::write(&config_path, config_text).map_err(setup)?;
         let registration_path = dir.join("registration.yaml");

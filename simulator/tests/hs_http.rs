@@ -358,3 +358,17 @@ async fn cs_faults_return_matrix_errors() {
     .await;
     assert_eq!(s, 200);
 }
+
+#[tokio::test]
+async fn a_token_in_both_the_header_and_the_query_is_refused_like_synapse() {
+    let hs = homeserver(None).await;
+    let url = format!(
+        "{}/_matrix/client/v3/account/whoami?access_token={AS_TOKEN}",
+        hs.base_url
+    );
+    let (status, v) = body(client().get(&url).bearer_auth(AS_TOKEN)).await;
+    assert_eq!(status, 401, "{v}");
+    assert_eq!(v["errcode"], "M_MISSING_TOKEN");
+    let (status, _) = body(client().get(&url)).await;
+    assert_eq!(status, 200);
+}

@@ -283,9 +283,12 @@ async fn the_pages_escape_and_refuse_what_they_should() {
         .unwrap();
     assert!(forged.status().is_client_error(), "{}", forged.status());
 
+    // Metrics are on the private AS listener only.
+    let public_metrics = w.http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(public_metrics.status(), 404);
     let metrics = w
         .http
-        .get(format!("{base}/metrics"))
+        .get(format!("http://{}/metrics", w.as_addr))
         .send()
         .await
         .unwrap()
@@ -410,4 +413,32 @@ async fn a_short_load_run_delivers_everything_exactly_once() {
     assert_eq!(report.m2g.deliveries, report.m2g.sent);
     assert!(report.g2m.sent > 5 && report.m2g.sent > 5, "{report:?}");
     assert!(report.json()["exactly_once"].as_bool().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_waits_for_a_homeserver_that_is_still_starting() {
+    let mut w = World::without_bridge(WorldOptions {
+        homeserver_startup_wait: Duration::from_secs(20),
+        ..WorldOptions::default()
+    })
+    .await
+    .unwrap();
+    // The homeserver answers 502 (a reverse proxy in front of a Synapse that is not up yet)
+    // to the first requests.
+    w.hs.fail_cs_next(2, 502);
+    w.start_bridge().await.unwrap();
+    assert!(w.bridge_running());
+    w.stop_bridge().await.unwrap();
+
+    // With no time to wait, the same failure stops the start, naming what to check.
+    let text = std::fs::read_to_string(&w.config_path).unwrap();
+    std::fs::write(
+        &w.config_path,
+        text.replace("startup_wait_secs = 20", "startup_wait_secs = 0"),
+    )
+    .unwrap();
+    w.hs.fail_cs_next(1, 502);
+    let e = start_error(&mut w).await;
+    assert!(e.contains("homeserver.url"), "{e}");
+    w.shutdown().await;
 }

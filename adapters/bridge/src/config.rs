@@ -74,6 +74,8 @@ struct RawConfig {
 struct RawHomeserver {
     url: String,
     domain: String,
+    #[serde(default = "default_startup_wait")]
+    startup_wait_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +216,9 @@ fn default_ghost_name() -> String {
 fn default_body() -> usize {
     32 * 1024 * 1024
 }
+fn default_startup_wait() -> u64 {
+    60
+}
 fn default_rpm() -> u32 {
     100
 }
@@ -248,15 +253,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// Smallest `appservice.max_body_bytes` accepted: a transaction holds up to 100 events of up
+/// to 64 KiB each in the worst case, but 1 MiB covers any real traffic of text messages.
+const MIN_BODY_BYTES: usize = 1024 * 1024;
+/// Smallest `gitter.stream_timeout_secs` accepted.
+const MIN_STREAM_TIMEOUT_SECS: u64 = 5;
+
 /// The validated configuration.
-// Most fields are read by the runtime (`run`), which is not part of this build yet.
-#[allow(dead_code)]
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Homeserver Client-Server base URL.
     pub homeserver_url: String,
     /// Homeserver server name.
     pub domain: String,
+    /// How long startup waits for an unreachable or failing homeserver (it may be starting
+    /// too) before giving up.
+    pub startup_wait: std::time::Duration,
     /// Registration id.
     pub appservice_id: String,
     /// AS listener address.
@@ -352,13 +364,77 @@ fn url(key: &'static str, value: &str) -> Result<String, ConfigError> {
     if is_placeholder(value) {
         return Err(invalid(key, "not set"));
     }
-    if !(value.starts_with("http://") || value.starts_with("https://")) {
+    let parsed = url::Url::parse(value.trim())
+        .map_err(|e| invalid(key, format!("`{value}` is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(invalid(
             key,
-            format!("`{value}` is not an http:// or https:// URL"),
+            format!("`{value}` is not an http:// or https:// URL with a host"),
         ));
     }
-    Ok(value.trim_end_matches('/').to_owned())
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid(
+            key,
+            format!("`{value}`: give a base URL without `?` or `#`"),
+        ));
+    }
+    Ok(value.trim().trim_end_matches('/').to_owned())
+}
+
+/// `logging.level`: a level, or an EnvFilter list of `target=level` directives with at most
+/// one bare level. EnvFilter reads a bare unknown word (`debgu`) as a target name and then
+/// drops every other line, so a typo would silence the bridge: refuse it instead.
+fn log_level(value: &str) -> Result<String, ConfigError> {
+    const KEY: &str = "logging.level";
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let value = value.trim();
+    for directive in value.split(',').map(str::trim) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(invalid(
+                KEY,
+                format!(
+                    "`{directive}` is not a level: use trace, debug, info, warn, error or off, \
+                     or `target=level` directives"
+                ),
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map_err(|e| invalid(KEY, format!("`{value}`: {e}")))?;
+    Ok(value.to_owned())
+}
+
+/// `appservice.ghost_template`: one `{username}` inside a fixed, lowercase localpart prefix
+/// and suffix. The core lowercases and escapes the whole localpart, so upper-case or other
+/// characters here would put ghosts outside the registered namespace (every registration
+/// then fails with M_EXCLUSIVE).
+fn ghost_template(template: &str, bot_localpart: &str) -> Result<(), ConfigError> {
+    const KEY: &str = "appservice.ghost_template";
+    let Some((prefix, suffix)) = template.split_once("{username}") else {
+        return Err(invalid(KEY, "must contain {username}"));
+    };
+    if suffix.contains("{username}") {
+        return Err(invalid(KEY, "must contain {username} once"));
+    }
+    let allowed = |c: char| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '-' | '/' | '+');
+    if !prefix.chars().chain(suffix.chars()).all(allowed) {
+        return Err(invalid(
+            KEY,
+            format!(
+                "`{template}`: outside {{username}} use only a-z, 0-9 and . _ - / + \
+                 (Matrix localparts are lowercase)"
+            ),
+        ));
+    }
+    if prefix.is_empty() || bot_localpart.starts_with(prefix) && bot_localpart.len() > prefix.len()
+    {
+        return Err(invalid(
+            KEY,
+            "needs a fixed prefix (like `gitter_`) that the bot's localpart does not share",
+        ));
+    }
+    Ok(())
 }
 
 fn addr(key: &'static str, value: &str) -> Result<std::net::SocketAddr, ConfigError> {
@@ -371,6 +447,27 @@ fn addr(key: &'static str, value: &str) -> Result<std::net::SocketAddr, ConfigEr
 }
 
 impl Config {
+    /// Settings that are valid but probably not what the operator meant.
+    pub fn warnings(&self) -> Vec<String> {
+        let p = &self.core.permissions;
+        let mut out = Vec::new();
+        if !p.allow_all && p.domains.is_empty() && p.users.is_empty() {
+            out.push(
+                "nobody may use the bridge: bridge.allow_domains and bridge.allow_users are \
+                 empty and bridge.allow_all is false"
+                    .to_owned(),
+            );
+        }
+        if p.allow_all {
+            out.push(
+                "bridge.allow_all = true: any Matrix user of any server that can reach the \
+                 bot may use the bridge"
+                    .to_owned(),
+            );
+        }
+        out
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -428,19 +525,14 @@ impl Config {
                 format!("`{bot}` is not a valid Matrix user id"),
             )
         })?;
-        if !a.ghost_template.contains("{username}") {
+        ghost_template(&a.ghost_template, &a.bot_localpart)?;
+        if a.max_body_bytes < MIN_BODY_BYTES {
             return Err(invalid(
-                "appservice.ghost_template",
-                "must contain {username}",
-            ));
-        }
-        let prefix = a.ghost_template.split("{username}").next().unwrap_or("");
-        if prefix.is_empty()
-            || a.bot_localpart.starts_with(prefix) && a.bot_localpart.len() > prefix.len()
-        {
-            return Err(invalid(
-                "appservice.ghost_template",
-                "needs a fixed prefix (like `gitter_`) that the bot's localpart does not share",
+                "appservice.max_body_bytes",
+                format!(
+                    "{} is too small for a transaction of 100 events: use at least {MIN_BODY_BYTES}",
+                    a.max_body_bytes
+                ),
             ));
         }
         let g = raw.gitter;
@@ -461,6 +553,15 @@ impl Config {
         if g.requests_per_minute == 0 {
             return Err(invalid("gitter.requests_per_minute", "must be at least 1"));
         }
+        if g.stream_timeout_secs < MIN_STREAM_TIMEOUT_SECS {
+            return Err(invalid(
+                "gitter.stream_timeout_secs",
+                format!(
+                    "must be at least {MIN_STREAM_TIMEOUT_SECS}: a shorter silence is normal \
+                     between heartbeats"
+                ),
+            ));
+        }
         let public_url = url("web.public_url", &raw.web.public_url)?;
         let b = raw.bridge;
         let mut users = Vec::new();
@@ -471,6 +572,15 @@ impl Config {
                     format!("`{u}` is not a Matrix user id"),
                 )
             })?);
+        }
+        for d in &b.allow_domains {
+            let d = d.trim();
+            if d.is_empty() || d.contains(['@', '/', ' ']) {
+                return Err(invalid(
+                    "bridge.allow_domains",
+                    format!("`{d}` is not a server name like example.org"),
+                ));
+            }
         }
         if b.login_link_lifetime_secs == 0 {
             return Err(invalid(
@@ -507,6 +617,7 @@ impl Config {
         Ok(Config {
             homeserver_url: url("homeserver.url", &raw.homeserver.url)?,
             domain,
+            startup_wait: std::time::Duration::from_secs(raw.homeserver.startup_wait_secs),
             appservice_id: a.id,
             as_bind: addr("appservice.bind", &a.bind)?,
             as_url: url("appservice.url", &a.url)?,
@@ -522,7 +633,7 @@ impl Config {
             stream_timeout_secs: g.stream_timeout_secs,
             web_bind: addr("web.bind", &raw.web.bind)?,
             store_path: base.join(raw.store.path),
-            log_level: raw.logging.level,
+            log_level: log_level(&raw.logging.level)?,
             log_format,
             metrics: raw.metrics.enabled,
             core: core_config,
@@ -615,5 +726,98 @@ mod tests {
         let c = Config::parse(&filled(), Path::new("/")).unwrap();
         let dump = format!("{c:?}");
         assert!(!dump.contains("as-secret") && !dump.contains("csecret"));
+    }
+
+    #[test]
+    fn a_misspelt_log_level_is_refused_instead_of_silencing_the_bridge() {
+        let e = error_of(&filled().replace("level = \"info\"", "level = \"debgu\""));
+        assert!(
+            e.starts_with("config key `logging.level`: `debgu` is not a level"),
+            "{e}"
+        );
+        let ok = filled().replace("level = \"info\"", "level = \"warn,gitter_bridge=debug\"");
+        let c = Config::parse(&ok, Path::new("/")).unwrap();
+        assert_eq!(c.log_level, "warn,gitter_bridge=debug");
+    }
+
+    #[test]
+    fn a_ghost_template_outside_the_namespace_rules_is_refused() {
+        for (template, why) in [
+            ("Gitter_{username}", "use only a-z"),
+            ("gitter {username}", "use only a-z"),
+            ("gitter_{username}_{username}", "once"),
+            ("{username}", "fixed prefix"),
+            ("gitter_", "must contain {username}"),
+        ] {
+            let text = filled().replace(
+                "ghost_template = \"gitter_{username}\"",
+                &format!("ghost_template = \"{template}\""),
+            );
+            let e = error_of(&text);
+            assert!(
+                e.starts_with("config key `appservice.ghost_template`") && e.contains(why),
+                "{template}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn urls_are_parsed_not_just_prefix_checked() {
+        for bad in [
+            "http://",
+            "https://exa mple.org",
+            "http://x.org/?a=b",
+            "ftp://x.org",
+        ] {
+            let text = filled().replace(
+                "url = \"http://127.0.0.1:8008\"",
+                &format!("url = \"{bad}\""),
+            );
+            let e = error_of(&text);
+            assert!(e.starts_with("config key `homeserver.url`"), "{bad}: {e}");
+        }
+        let c = Config::parse(
+            &filled().replace(
+                "public_url = \"http://127.0.0.1:29320\"",
+                "public_url = \"https://bridge.example.org/gitter/\"",
+            ),
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(c.core.public_url, "https://bridge.example.org/gitter");
+    }
+
+    #[test]
+    fn limits_that_cannot_work_are_refused() {
+        let e = error_of(&filled().replace("stream_timeout_secs = 90", "stream_timeout_secs = 0"));
+        assert!(
+            e.starts_with("config key `gitter.stream_timeout_secs`"),
+            "{e}"
+        );
+        let e = error_of(&filled().replace("max_body_bytes = 33554432", "max_body_bytes = 0"));
+        assert!(
+            e.starts_with("config key `appservice.max_body_bytes`"),
+            "{e}"
+        );
+        let e = error_of(&filled().replace(
+            "allow_domains = [\"example.org\"]",
+            "allow_domains = [\"@alice:example.org\"]",
+        ));
+        assert!(e.starts_with("config key `bridge.allow_domains`"), "{e}");
+    }
+
+    #[test]
+    fn a_bridge_nobody_may_use_is_valid_but_warned_about() {
+        let text = filled().replace("allow_domains = [\"example.org\"]", "allow_domains = []");
+        let c = Config::parse(&text, Path::new("/")).unwrap();
+        assert!(
+            c.warnings()
+                .iter()
+                .any(|w| w.starts_with("nobody may use the bridge")),
+            "{:?}",
+            c.warnings()
+        );
+        let c = Config::parse(&filled(), Path::new("/")).unwrap();
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
     }
 }

@@ -51,6 +51,9 @@ fn main() -> ExitCode {
                     c.web_bind,
                     c.store_path.display()
                 );
+                for w in c.warnings() {
+                    println!("warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -85,8 +88,13 @@ fn generate_registration(
                      --write-tokens):",
                     config.display()
                 );
-                println!("as_token = \"{}\"", g.registration.as_token.expose());
-                println!("hs_token = \"{}\"", g.registration.hs_token.expose());
+                for key in &g.new_keys {
+                    let token = match *key {
+                        "as_token" => &g.registration.as_token,
+                        _ => &g.registration.hs_token,
+                    };
+                    println!("{key} = \"{}\"", token.expose());
+                }
             } else {
                 println!("used the tokens already in {}", config.display());
             }
@@ -114,6 +122,9 @@ fn run(config_path: &std::path::Path) -> ExitCode {
         }
     };
     logging::init(&config);
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -129,13 +140,19 @@ fn run(config_path: &std::path::Path) -> ExitCode {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("cannot start: {e}");
-                eprintln!("gitter-bridge: cannot start: {e}");
                 return ExitCode::FAILURE;
             }
         };
         tokio::select! {
             _ = shutdown_signal() => {
-                tracing::info!("stop requested");
+                tracing::info!("stop requested; a second signal stops at once");
+                // What is committed is safe in the store: an impatient operator may cut the
+                // graceful stop short, and the next start replays the outbox.
+                tokio::spawn(async {
+                    shutdown_signal().await;
+                    tracing::warn!("second stop signal: exiting without waiting");
+                    std::process::exit(130);
+                });
             }
             _ = wait_finished(&running) => {}
         }
@@ -143,7 +160,6 @@ fn run(config_path: &std::path::Path) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("stopped: {e}");
-                eprintln!("gitter-bridge: {e}");
                 ExitCode::FAILURE
             }
         }

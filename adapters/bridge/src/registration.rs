@@ -33,6 +33,8 @@ pub struct Generated {
     pub registration: Registration,
     /// Whether new tokens were made (the config had placeholders).
     pub new_tokens: bool,
+    /// Which tokens are new (`as_token`, `hs_token`).
+    pub new_keys: Vec<&'static str>,
     /// Whether the new tokens were written into the config file.
     pub config_updated: bool,
 }
@@ -72,26 +74,23 @@ pub fn generate(
             key: "appservice",
             problem: "the [appservice] section is missing".into(),
         })?;
-    // Tokens given through `_env` or `_file` are real ones: never replace those.
-    let indirect = TOKEN_KEYS.iter().any(|k| {
-        appservice.contains_key(&format!("{k}_env"))
-            || appservice.contains_key(&format!("{k}_file"))
-    });
-    let new_tokens = !indirect
-        && TOKEN_KEYS
-            .iter()
-            .any(|k| is_placeholder(appservice.get(*k)));
+    // Only placeholder tokens are replaced: a real one (inline, or through `_env` or
+    // `_file`) is already known to the homeserver and must survive.
     let mut fresh = Vec::new();
-    if new_tokens {
-        for key in TOKEN_KEYS {
-            let token = generate_token().map_err(|e| GenerateError::Registration(e.to_string()))?;
-            appservice.insert(
-                key.to_owned(),
-                toml::Value::String(token.expose().to_owned()),
-            );
-            fresh.push((key, token));
+    for key in TOKEN_KEYS {
+        let indirect = appservice.contains_key(&format!("{key}_env"))
+            || appservice.contains_key(&format!("{key}_file"));
+        if indirect || !is_placeholder(appservice.get(key)) {
+            continue;
         }
+        let token = generate_token().map_err(|e| GenerateError::Registration(e.to_string()))?;
+        appservice.insert(
+            key.to_owned(),
+            toml::Value::String(token.expose().to_owned()),
+        );
+        fresh.push((key, token));
     }
+    let new_tokens = !fresh.is_empty();
     // The Gitter OAuth app may not be registered yet; the registration does not need it.
     if let Some(gitter) = table.get_mut("gitter").and_then(toml::Value::as_table_mut) {
         for key in ["client_id", "client_secret"] {
@@ -122,10 +121,9 @@ pub fn generate(
         hs_token: config.hs_token.clone(),
     })
     .map_err(|e| GenerateError::Registration(e.to_string()))?;
-    write_private(output, &registration.to_yaml())?;
-
-    let mut config_updated = false;
-    if new_tokens && write_tokens {
+    // The new config text first: if the tokens cannot go into it, nothing is written, so no
+    // registration ever holds tokens that exist nowhere else.
+    let updated = if new_tokens && write_tokens {
         let mut updated = text.clone();
         for (key, token) in &fresh {
             updated =
@@ -140,12 +138,19 @@ pub fn generate(
                     ),
                 })?;
         }
+        Some(updated)
+    } else {
+        None
+    };
+    write_private(output, &registration.to_yaml())?;
+    let config_updated = updated.is_some();
+    if let Some(updated) = updated {
         write_private(config_path, &updated)?;
-        config_updated = true;
     }
     Ok(Generated {
         registration,
         new_tokens,
+        new_keys: fresh.iter().map(|(k, _)| *k).collect(),
         config_updated,
     })
 }
@@ -176,8 +181,15 @@ fn set_token_line(text: &str, key: &str, value: &str) -> Option<String> {
     done.then_some(out)
 }
 
-/// Writes a file readable by its owner only (it holds tokens).
+/// Writes a file readable by its owner only (it holds tokens), atomically: the text goes to
+/// a temporary file beside it, which then replaces the file, so a crash mid-write never
+/// leaves a half-written config or registration.
 fn write_private(path: &Path, contents: &str) -> Result<(), GenerateError> {
+    let tmp = {
+        let mut name = path.file_name().unwrap_or_default().to_owned();
+        name.push(".tmp");
+        path.with_file_name(name)
+    };
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         let mut options = std::fs::OpenOptions::new();
@@ -187,13 +199,17 @@ fn write_private(path: &Path, contents: &str) -> Result<(), GenerateError> {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut file = options.open(path)?;
+        let mut file = options.open(&tmp)?;
         file.write_all(contents.as_bytes())?;
-        file.sync_all()
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
     };
-    write().map_err(|source| GenerateError::Write {
-        path: path.to_owned(),
-        source,
+    write().map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        GenerateError::Write {
+            path: path.to_owned(),
+            source,
+        }
     })
 }
 
@@ -249,5 +265,50 @@ mod tests {
         let err = generate(&config, &dir.path().join("r.yaml"), true).unwrap_err();
         assert!(err.to_string().contains("homeserver.domain"), "{err}");
         assert!(!dir.path().join("r.yaml").exists());
+    }
+
+    #[test]
+    fn a_real_token_is_kept_when_only_the_other_is_a_placeholder() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        let output = dir.path().join("registration.yaml");
+        let text = EXAMPLE.replacen(
+            "as_token = \"CHANGE_ME\"",
+            "as_token = \"the-one-the-homeserver-knows\"",
+            1,
+        );
+        std::fs::write(&config, &text).unwrap();
+        let generated = generate(&config, &output, true).unwrap();
+        assert_eq!(generated.new_keys, ["hs_token"]);
+        assert_eq!(
+            generated.registration.as_token.expose(),
+            "the-one-the-homeserver-knows"
+        );
+        let written = std::fs::read_to_string(&config).unwrap();
+        assert!(written.contains("as_token = \"the-one-the-homeserver-knows\""));
+        assert!(!written.contains("hs_token = \"CHANGE_ME\""));
+    }
+
+    #[test]
+    fn tokens_that_cannot_go_into_the_config_are_not_written_anywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        let output = dir.path().join("registration.yaml");
+        // No `hs_token = ...` line to replace.
+        let text = EXAMPLE.replacen("hs_token = \"CHANGE_ME\"\n", "", 1);
+        std::fs::write(&config, &text).unwrap();
+        let err = generate(&config, &output, true).unwrap_err();
+        assert!(err.to_string().contains("appservice.hs_token"), "{err}");
+        assert!(
+            !output.exists(),
+            "a registration with unknown tokens was written"
+        );
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(
+            leftovers.len(),
+            1,
+            "only the config is there: {leftovers:?}"
+        );
     }
 }

@@ -41,7 +41,7 @@ use url::Url;
 use crate::config::Config;
 use crate::lanes::Lanes;
 use crate::metrics::{Direction, Metrics};
-use crate::web::{self, WebKind, WebRequest, WebState};
+use crate::web::{self, MetricsState, WebKind, WebRequest, WebState};
 
 /// Inputs handled together and committed in one store transaction, at most.
 const MAX_BATCH: usize = 256;
@@ -80,6 +80,9 @@ pub enum StartError {
     /// The homeserver cannot reach the bridge's AS listener.
     #[error("the homeserver cannot reach the bridge: {0}")]
     Ping(#[from] PingError),
+    /// A bug or a crash inside the bridge while starting.
+    #[error("the bridge failed while starting: {0}")]
+    Internal(String),
 }
 
 /// Why a running bridge stopped on its own.
@@ -221,7 +224,7 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
         Ok::<_, StoreError>((store, snapshot))
     })
     .await
-    .map_err(|e| StartError::Homeserver(format!("store task failed: {e}")))??;
+    .map_err(|e| StartError::Internal(format!("the store task failed: {e}")))??;
     tracing::info!(
         path = %config.store_path.display(),
         users = snapshot.users.len(),
@@ -237,7 +240,9 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
         config.appservice_id.clone(),
     ))
     .map_err(|e| StartError::Homeserver(e.to_string()))?;
-    let versions = matrix.check_homeserver().await.map_err(|e| {
+    let versions = wait_for_homeserver(&matrix, config.startup_wait)
+        .await
+        .map_err(|e| {
         StartError::Homeserver(match e {
             MatrixError::BadAsToken { .. } => format!(
                 "{e}: the homeserver does not know appservice.as_token; make it equal as_token in \
@@ -287,15 +292,23 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
     )
     .with_client(matrix.clone())
     .router();
+    // Metrics are operational data: served on the private AS listener, not the public one.
+    let as_router = match &metrics {
+        Some(m) => {
+            let limiter_client = gitter.clone();
+            as_router.merge(web::metrics_router(MetricsState {
+                metrics: m.clone(),
+                rate_limit_waits: Arc::new(move || limiter_client.limiter().waits()),
+            }))
+        }
+        None => as_router,
+    };
 
     // The public pages.
     let (web_tx, web_rx) = mpsc::channel(64);
-    let limiter_client = gitter.clone();
     let web_router = web::router(WebState {
         requests: web_tx,
         bot: config.core.bot.to_string(),
-        metrics: metrics.clone(),
-        rate_limit_waits: Arc::new(move || limiter_client.limiter().waits()),
         answer_timeout: Duration::from_secs(60),
     });
 
@@ -343,6 +356,7 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
         next_request: 0,
         timer: None,
         connected: BTreeSet::new(),
+        batch_received: Instant::now(),
         metrics,
     };
     let driver = tokio::spawn(
@@ -357,6 +371,28 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
         driver,
         servers,
     })
+}
+
+/// Checks the homeserver, retrying for up to `wait` while it is unreachable or failing: a
+/// bridge started together with its homeserver (one systemd target, one compose file) must not
+/// lose the race. A refusal (a bad as_token, a wrong sender) is final at once.
+async fn wait_for_homeserver(
+    matrix: &MatrixClient,
+    wait: Duration,
+) -> Result<gitter_bridge_matrix::Versions, MatrixError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match matrix.check_homeserver().await {
+            Err(e @ (MatrixError::Network { .. } | MatrixError::Server { .. }))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(error = %e, "the homeserver is not ready yet; trying again");
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn gitter_config(config: &Config) -> Result<GitterConfig, StartError> {
@@ -481,6 +517,9 @@ struct Driver {
     next_request: u64,
     timer: Option<Timestamp>,
     connected: BTreeSet<GitterRoomId>,
+    /// When the first input of the batch being handled arrived: the bridging latency of the
+    /// effects it leads to counts from here (commit and lane waits included).
+    batch_received: Instant,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -518,6 +557,7 @@ impl Driver {
                 Some(request) = web.recv() => Item::Web(request),
                 _ = sleep_until(self.timer), if self.timer.is_some() => Item::Timer,
             };
+            self.batch_received = Instant::now();
             let mut items = vec![first];
             while items.len() < MAX_BATCH {
                 if let Some(done) = self.tasks.try_join_next_with_id() {
@@ -615,6 +655,8 @@ impl Driver {
                 Some(event.into())
             }
             Item::Web(request) => {
+                // Pages whose visitor gave up (the page timed out) wait for no answer.
+                self.web_pending.retain(|_, reply| !reply.is_closed());
                 self.next_request += 1;
                 let id = RequestId(self.next_request);
                 self.web_pending.insert(id, request.reply);
@@ -743,7 +785,7 @@ impl Driver {
         // next start; those already queued behind a running one keep starting until the stop
         // deadline, so a stop leaves as little as possible to replay.
         if act {
-            let emitted = Instant::now();
+            let emitted = self.batch_received;
             for effect in pending.effects {
                 self.lanes.push(effect, emitted);
             }

@@ -1,8 +1,9 @@
 //! The public pages: `/` (what this is), `/login/{token}` (a login link from the bot),
-//! `/oauth/callback` (Gitter's redirect), `/health` and `/metrics`.
+//! `/oauth/callback` (Gitter's redirect) and `/health`; and [`metrics_router`], the
+//! Prometheus `/metrics`, which the runtime serves on the private AS listener.
 //!
-//! They run on their own listener, apart from the AS API, so the homeserver-only endpoints
-//! are never exposed with them. Every text is HTML-escaped; the login token and the OAuth code
+//! The pages run on their own listener, apart from the AS API, so the homeserver-only
+//! endpoints (and the operational data of `/metrics`) are never exposed with them. Every text is HTML-escaped; the login token and the OAuth code
 //! travel in URLs, so pages are sent with `Referrer-Policy: no-referrer` and `no-store`, and no
 //! request line is ever logged.
 
@@ -45,9 +46,14 @@ pub(crate) enum WebKind {
 pub(crate) struct WebState {
     pub(crate) requests: mpsc::Sender<WebRequest>,
     pub(crate) bot: String,
-    pub(crate) metrics: Option<Arc<Metrics>>,
-    pub(crate) rate_limit_waits: Arc<dyn Fn() -> u64 + Send + Sync>,
     pub(crate) answer_timeout: Duration,
+}
+
+/// What `/metrics` reads.
+#[derive(Clone)]
+pub(crate) struct MetricsState {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) rate_limit_waits: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
 
 pub(crate) fn router(state: WebState) -> Router {
@@ -56,8 +62,14 @@ pub(crate) fn router(state: WebState) -> Router {
         .route("/login/{token}", get(login_link))
         .route("/oauth/callback", get(oauth_callback))
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
         .fallback(not_found)
+        .with_state(state)
+}
+
+/// `GET /metrics`, to merge into a private listener's router.
+pub(crate) fn metrics_router(state: MetricsState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -157,26 +169,30 @@ async fn ask(state: &WebState, kind: WebKind) -> Response {
             &["The bridge is starting or stopping. Please open the link again in a minute."],
         )
     };
-    if state
-        .requests
-        .send(WebRequest { kind, reply })
-        .await
-        .is_err()
-    {
-        return unavailable();
+    // One deadline for the queue and the answer: a busy driver must not hold the visitor
+    // forever.
+    let deadline = tokio::time::Instant::now() + state.answer_timeout;
+    match tokio::time::timeout_at(deadline, state.requests.send(WebRequest { kind, reply })).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return unavailable(),
+        Err(_) => return still_working(),
     }
-    match tokio::time::timeout(state.answer_timeout, answer).await {
+    match tokio::time::timeout_at(deadline, answer).await {
         Ok(Ok(reply)) => render(reply),
         Ok(Err(_)) => unavailable(),
-        Err(_) => page(
-            StatusCode::GATEWAY_TIMEOUT,
-            "Still working",
-            &[
-                "Gitter is answering slowly. If the bot does not confirm your login soon, \
-                 ask it for a new login link.",
-            ],
-        ),
+        Err(_) => still_working(),
     }
+}
+
+fn still_working() -> Response {
+    page(
+        StatusCode::GATEWAY_TIMEOUT,
+        "Still working",
+        &[
+            "Gitter is answering slowly. If the bot does not confirm your login soon, ask it \
+             for a new login link.",
+        ],
+    )
 }
 
 async fn index(State(state): State<WebState>) -> Response {
@@ -223,22 +239,15 @@ async fn health(State(state): State<WebState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<WebState>) -> Response {
-    match &state.metrics {
-        Some(m) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            m.render((state.rate_limit_waits)()),
-        )
-            .into_response(),
-        None => page(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            &["Metrics are turned off (metrics.enabled = false)."],
-        ),
-    }
+async fn metrics(State(state): State<MetricsState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render((state.rate_limit_waits)()),
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {

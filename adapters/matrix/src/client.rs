@@ -215,13 +215,17 @@ impl MatrixClient {
 
     /// `GET /_matrix/client/versions` (no auth needed): is the homeserver there at all?
     pub async fn versions(&self) -> Result<Versions, MatrixError> {
-        let v = self
-            .call(Call::new(
-                "versions",
-                Method::GET,
-                "/_matrix/client/versions".to_owned(),
-            ))
-            .await?;
+        self.fetch_versions(true).await
+    }
+
+    async fn fetch_versions(&self, retry: bool) -> Result<Versions, MatrixError> {
+        let mut call = Call::new(
+            "versions",
+            Method::GET,
+            "/_matrix/client/versions".to_owned(),
+        );
+        call.retry = retry;
+        let v = self.call(call).await?;
         let strings = |key: &str| -> Vec<String> {
             v.get(key)
                 .and_then(Value::as_array)
@@ -263,9 +267,10 @@ impl MatrixClient {
     /// The startup check of the bridge -> homeserver direction: the homeserver answers, knows
     /// the as_token, and the token belongs to the configured bot. A
     /// [`MatrixError::BadAsToken`] or [`MatrixError::WrongSender`] is fatal
-    /// ([`MatrixError::is_fatal`]).
+    /// ([`MatrixError::is_fatal`]). The first request is not retried: a homeserver that is
+    /// still starting is the caller's to wait for, on its own schedule.
     pub async fn check_homeserver(&self) -> Result<Versions, MatrixError> {
-        let versions = self.versions().await?;
+        let versions = self.fetch_versions(false).await?;
         let me = self.whoami().await?;
         if me != self.inner.bot {
             return Err(MatrixError::WrongSender {

@@ -119,17 +119,24 @@ fn query_param(raw: Option<&str>, key: &str) -> Option<String> {
     })
 }
 
-/// `Authorization: Bearer` first, then the `access_token` query parameter
-/// (Synapse still accepts it, measured).
-fn extract_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(v) = headers
+/// `Authorization: Bearer`, or the `access_token` query parameter (Synapse still accepts
+/// it, measured), but not both: Synapse refuses the mix with 401 `M_MISSING_TOKEN`
+/// ("Mixing Authorization headers and access_token query parameters.").
+fn extract_token(headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>, MatrixError> {
+    let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        && let Some(t) = v.strip_prefix("Bearer ")
-    {
-        return Some(t.trim().to_string());
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    let query = query_param(query, "access_token");
+    match (header, query) {
+        (Some(_), Some(_)) => Err(MatrixError::new(
+            401,
+            "M_MISSING_TOKEN",
+            "Mixing Authorization headers and access_token query parameters.",
+        )),
+        (header, query) => Ok(header.or(query)),
     }
-    query_param(query, "access_token")
 }
 
 /// Synapse `parse_json_object_from_request`: the body must be a JSON object;
@@ -175,7 +182,10 @@ where
         if let Some(e) = state.take_cs_fault(now) {
             return error_response(&e);
         }
-        let token = extract_token(headers, query);
+        let token = match extract_token(headers, query) {
+            Ok(t) => t,
+            Err(e) => return error_response(&e),
+        };
         let user_id = query_param(query, "user_id");
         match state.authenticate(token.as_deref(), user_id.as_deref()) {
             Err(e) => error_response(&e),
@@ -199,7 +209,11 @@ where
 // ----------------------------------------------------------------------
 // handlers
 
-async fn versions() -> Response {
+async fn versions(State(app): State<App>) -> Response {
+    let now = app.clock.now_ms();
+    if let Some(e) = app.lock().take_cs_fault(now) {
+        return error_response(&e);
+    }
     json_response(
         200,
         &json!({
@@ -217,7 +231,10 @@ async fn register(State(app): State<App>, headers: HeaderMap, uri: Uri, body: By
     if let Some(e) = state.take_cs_fault(now) {
         return error_response(&e);
     }
-    let token = extract_token(&headers, uri.query());
+    let token = match extract_token(&headers, uri.query()) {
+        Ok(t) => t,
+        Err(e) => return error_response(&e),
+    };
     match parse_json(&body, false).and_then(|b| state.register(token.as_deref(), &b)) {
         Ok(v) => json_response(200, &v),
         Err(e) => error_response(&e),
@@ -554,7 +571,10 @@ async fn download_inner(
     uri: Uri,
 ) -> Response {
     let state = app.lock();
-    let token = extract_token(&headers, uri.query());
+    let token = match extract_token(&headers, uri.query()) {
+        Ok(t) => t,
+        Err(e) => return error_response(&e),
+    };
     if let Err(e) = state.authenticate(
         token.as_deref(),
         query_param(uri.query(), "user_id").as_deref(),
@@ -606,7 +626,10 @@ async fn ping(
         if let Some(e) = state.take_cs_fault(now) {
             return error_response(&e);
         }
-        let token = extract_token(&headers, uri.query());
+        let token = match extract_token(&headers, uri.query()) {
+            Ok(t) => t,
+            Err(e) => return error_response(&e),
+        };
         state
             .authenticate(
                 token.as_deref(),

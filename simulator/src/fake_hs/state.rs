@@ -231,6 +231,17 @@ impl Room {
             .map(|e| &e.content)
     }
 
+    /// Whether `user`'s current membership event was sent by `sender` with exactly
+    /// `content`. Synapse answers such a repeated membership change with the existing event
+    /// instead of a new one or an error (`update_membership_locked`: same sender, same
+    /// membership, same content), so a retried leave or kick succeeds.
+    pub fn same_membership_event(&self, user: &str, sender: &str, content: &Value) -> bool {
+        self.state
+            .get(&("m.room.member".to_string(), user.to_string()))
+            .map(|i| &self.events[*i])
+            .is_some_and(|e| e.sender == sender && &e.content == content)
+    }
+
     pub fn membership(&self, user: &str) -> Option<&str> {
         self.state_content("m.room.member", user)
             .and_then(|c| c.get("membership"))
@@ -1216,6 +1227,10 @@ impl HsState {
     /// `POST /rooms/{id}/leave` (also rejects an invite).
     pub fn leave(&mut self, user: &str, room_id: &str, now_ms: u64) -> Result<(), MatrixError> {
         let r = self.room(room_id)?;
+        let content = json!({ "membership": "leave" });
+        if r.same_membership_event(user, user, &content) {
+            return Ok(());
+        }
         match r.membership(user) {
             Some("join") | Some("invite") => {}
             _ => {
@@ -1229,7 +1244,7 @@ impl HsState {
             user,
             "m.room.member",
             Some(user),
-            json!({ "membership": "leave" }),
+            content,
             None,
             now_ms,
             None,
@@ -1248,6 +1263,13 @@ impl HsState {
         now_ms: u64,
     ) -> Result<(), MatrixError> {
         let room = self.require_joined(room_id, kicker)?;
+        let mut content = json!({ "membership": "leave" });
+        if let Some(r) = reason {
+            content["reason"] = json!(r);
+        }
+        if room.same_membership_event(target, kicker, &content) {
+            return Ok(());
+        }
         if !matches!(room.membership(target), Some("join") | Some("invite")) {
             return Err(MatrixError::forbidden("The target user is not in the room"));
         }
@@ -1256,10 +1278,6 @@ impl HsState {
             return Err(MatrixError::forbidden(
                 "You don't have permission to kick this user",
             ));
-        }
-        let mut content = json!({ "membership": "leave" });
-        if let Some(r) = reason {
-            content["reason"] = json!(r);
         }
         self.append(
             room_id,

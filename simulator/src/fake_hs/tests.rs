@@ -194,6 +194,24 @@ fn joining_needs_an_invite_and_creators_may_kick() {
     );
     s.kick(BOT, &rid, &human, Some("bye"), T0).unwrap();
     assert_eq!(s.room_info(&rid).unwrap().membership(&human), Some("leave"));
+    // A retried kick (same kicker, same reason) is answered with the existing event, like
+    // Synapse; another reason is a new kick of someone who is not there.
+    let events = s.room_info(&rid).unwrap().events.len();
+    s.kick(BOT, &rid, &human, Some("bye"), T0).unwrap();
+    assert_eq!(s.room_info(&rid).unwrap().events.len(), events);
+    assert_eq!(
+        s.kick(BOT, &rid, &human, Some("again"), T0)
+            .unwrap_err()
+            .status,
+        403
+    );
+    // The same for a repeated leave; a user who was never in the room cannot leave it.
+    s.leave(&other, &rid, T0).unwrap();
+    let events = s.room_info(&rid).unwrap().events.len();
+    s.leave(&other, &rid, T0).unwrap();
+    assert_eq!(s.room_info(&rid).unwrap().events.len(), events);
+    let (stranger, _) = s.register_human("stranger", None).unwrap();
+    assert_eq!(s.leave(&stranger, &rid, T0).unwrap_err().status, 403);
     // Public rooms need no invite.
     let public = create(&mut s, BOT, json!({"preset": "public_chat"})).unwrap();
     s.join(&other, &public, T0).unwrap();
