@@ -206,7 +206,7 @@ impl Bridge {
                 event.room_id.clone(),
                 format!(
                     "Your message was not sent to Gitter: it is {len} characters long and \
-                     Gitter accepts at most {}.",
+                     Gitter accepts at most {} (most emoji count as two).",
                     self.config.max_message_len
                 ),
             );

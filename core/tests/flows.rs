@@ -949,6 +949,14 @@ fn text_over_4096_characters_is_refused_with_a_notice() {
     h.say(&portal, &alice, &"é".repeat(4096));
     h.settle();
     assert_eq!(h.gitter_timeline(&room).len(), 1, "4096 characters pass");
+    // Gitter counts UTF-16 units (JavaScript's `length`): 2049 emoji are 4098 of them.
+    h.say(&portal, &alice, &"😀".repeat(2049));
+    h.settle();
+    assert_eq!(h.gitter_timeline(&room).len(), 1);
+    assert!(h.last_notice(&portal).contains("4098 characters"));
+    h.say(&portal, &alice, &"😀".repeat(2048));
+    h.settle();
+    assert_eq!(h.gitter_timeline(&room).len(), 2, "2048 emoji pass");
 }
 
 #[test]

@@ -181,8 +181,9 @@ struct Inner {
 /// (§3.5). Duplicates are dropped by id.
 const MEMBERS_PAGE: u32 = 100;
 const MEMBERS_STEP: u32 = 95;
-/// `skip` above 5000 is a 400 (§3.6).
-const MAX_SKIP: u32 = 5000;
+/// `/users` documents no `skip` limit (the 5000 of §3.6 is `chatMessages`'); this bound only
+/// keeps a misbehaving server from paging us forever. Gitter's largest rooms had ~30k members.
+const MAX_MEMBERS_SKIP: u32 = 100_000;
 
 impl GitterClient {
     /// A client for this configuration. Fails on base URLs that cannot take a path.
@@ -338,11 +339,11 @@ impl GitterClient {
                 return Ok(members);
             }
             skip += MEMBERS_STEP;
-            if skip > MAX_SKIP {
+            if skip > MAX_MEMBERS_SKIP {
                 tracing::warn!(
                     room = room_id,
                     count = members.len(),
-                    "Gitter member list cut at skip 5000"
+                    "Gitter member list cut at {MAX_MEMBERS_SKIP} members"
                 );
                 return Ok(members);
             }
@@ -371,6 +372,10 @@ impl GitterClient {
             }
             // 0 would mean "50" to the server; more than 100 is silently clamped there.
             q.append_pair("limit", &limit.clamp(1, 100).to_string());
+            // Thread replies are left out of the list unless asked for (§3.6, §3.10); the
+            // stream carries them live, so a catch-up without them would lose the replies
+            // posted while the stream was down.
+            q.append_pair("includeThreads", "true");
         }
         let mut page: Vec<Message> = self.get(token, url).await?;
         // The server already answers oldest first; sorting by id (ObjectIds grow with time)
@@ -512,12 +517,13 @@ impl GitterClient {
             return Ok(bytes);
         }
         let error = GitterError::from_status(status.as_u16(), &bytes, attempt).scrub_token(token);
-        let wait = (status == StatusCode::TOO_MANY_REQUESTS)
+        let wait = matches!(error, GitterError::RateLimited { .. })
             .then(|| reset_wait.unwrap_or(self.inner.config.retry.rate_limited_wait));
         if let Some(w) = wait {
             tracing::warn!(
+                status = status.as_u16(),
                 wait_ms = w.as_millis(),
-                "Gitter answered 429; waiting for the window to reset"
+                "Gitter is rate-limiting this token; waiting for the window to reset"
             );
             self.inner.limiter.block_until(key, Instant::now() + w);
         }

@@ -101,6 +101,11 @@ impl GitterError {
         let message = error_text(status, body);
         match status {
             401 => GitterError::Unauthorized { message },
+            // Before dolph 0.2.0 the limiter answered 403 "API rate limit exceeded" (§8): a
+            // wait, not a refusal.
+            403 if message.to_ascii_lowercase().contains("rate limit exceeded") => {
+                GitterError::RateLimited { attempts }
+            }
             403 => GitterError::Forbidden { message },
             404 => GitterError::NotFound { message },
             429 => GitterError::RateLimited { attempts },

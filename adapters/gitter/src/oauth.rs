@@ -9,6 +9,8 @@
 //!   `Extension("Bearer")`, so the type is checked here by comparing its string without
 //!   regard to case.
 //! * Gitter has no scopes (§2.1 step 2): none are asked for.
+//! * The docs describe a form-encoded token answer; the 2020 code always sends JSON (§2.2).
+//!   Both are read: a form body is turned into the JSON oauth2 expects.
 //! * oauth2 5's own reqwest glue targets reqwest 0.12; [`OAuthHttp`] implements its
 //!   `AsyncHttpClient` over our reqwest 0.13 client and remembers the status code, which the
 //!   crate's error type drops but the failure classification needs.
@@ -160,12 +162,44 @@ impl<'c> AsyncHttpClient<'c> for OAuthHttp<'_> {
             let response = self.http.execute(request).await.map_err(Box::new)?;
             self.status
                 .store(response.status().as_u16(), Ordering::Relaxed);
+            let form = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.to_ascii_lowercase()
+                        .starts_with("application/x-www-form-urlencoded")
+                });
             let mut builder = oauth2::http::Response::builder().status(response.status());
             for (name, value) in response.headers() {
-                builder = builder.header(name, value);
+                if !(form && name == reqwest::header::CONTENT_TYPE) {
+                    builder = builder.header(name, value);
+                }
             }
             let body = response.bytes().await.map_err(Box::new)?;
-            builder.body(body.to_vec()).map_err(HttpClientError::Http)
+            let body = if form {
+                builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json");
+                form_to_json(&body)
+            } else {
+                body.to_vec()
+            };
+            builder.body(body).map_err(HttpClientError::Http)
         })
     }
+}
+
+/// The docs' form-encoded token answer (`access_token=..&token_type=bearer&expires_in=..`,
+/// gitter-api.md §2.2) as the JSON oauth2 reads; the 2020 server always sends JSON, an older
+/// one may not. `expires_in` is a number in JSON.
+fn form_to_json(body: &[u8]) -> Vec<u8> {
+    let object: serde_json::Map<String, serde_json::Value> = url::form_urlencoded::parse(body)
+        .map(|(k, v)| {
+            let value = match (k.as_ref(), v.parse::<u64>()) {
+                ("expires_in", Ok(n)) => serde_json::Value::from(n),
+                _ => serde_json::Value::from(v.into_owned()),
+            };
+            (k.into_owned(), value)
+        })
+        .collect();
+    serde_json::Value::Object(object).to_string().into_bytes()
 }

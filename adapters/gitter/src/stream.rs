@@ -78,14 +78,18 @@ pub enum StreamItem {
     Malformed(String),
 }
 
-/// Splits a byte stream into lines at `\n`, whatever the chunk boundaries, and parses each:
-/// trimmed (so a stray `\r` from the old `\r`-delimited docs does no harm), empty -> heartbeat,
-/// otherwise JSON (§5.1).
+/// Splits a byte stream into lines, whatever the chunk boundaries, and parses each: trimmed,
+/// empty -> heartbeat, otherwise JSON (§5.1). Lines end at `\n` (what every real client and
+/// the later docs say), at `\r` (what the 2014 docs say), or at `\r\n` (one terminator, not
+/// two): a raw CR or LF never occurs inside a JSON object, which escapes them, so splitting on
+/// either is safe and a server that follows either text is read.
 #[derive(Debug)]
 pub struct LineSplitter {
     buf: Vec<u8>,
     max_line: usize,
     overflow: bool,
+    /// The last byte consumed was a `\r` ending a line: a `\n` right after it ends nothing.
+    after_cr: bool,
 }
 
 impl Default for LineSplitter {
@@ -101,6 +105,7 @@ impl LineSplitter {
             buf: Vec::new(),
             max_line,
             overflow: false,
+            after_cr: false,
         }
     }
 
@@ -108,12 +113,20 @@ impl LineSplitter {
     pub fn push(&mut self, chunk: &[u8]) -> Vec<StreamItem> {
         let mut items = Vec::new();
         let mut rest = chunk;
-        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-            self.append(&rest[..pos]);
-            items.push(self.take_line());
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let terminator = rest[pos];
+            let crlf = terminator == b'\n' && pos == 0 && self.after_cr;
+            if !crlf {
+                self.append(&rest[..pos]);
+                items.push(self.take_line());
+            }
+            self.after_cr = terminator == b'\r';
             rest = &rest[pos + 1..];
         }
-        self.append(rest);
+        if !rest.is_empty() {
+            self.after_cr = false;
+            self.append(rest);
+        }
         items
     }
 

@@ -246,6 +246,8 @@ async fn fetch_after_a_cursor_sends_after_id() {
         query(&req, "afterId").as_deref(),
         Some("5fedc44197312f4b6bfe4519")
     );
+    // Thread replies are asked for: without it a catch-up misses them (§3.6).
+    assert_eq!(query(&req, "includeThreads").as_deref(), Some("true"));
 }
 
 #[tokio::test]

@@ -140,6 +140,39 @@ async fn a_429_without_headers_waits_the_default() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_old_servers_403_rate_limit_waits_like_a_429_but_other_403s_do_not() {
+    let (server, client) = setup(|c| c.retry.rate_limited_wait = Duration::from_secs(5)).await;
+    // Before dolph 0.2.0 the limiter answered 403 (gitter-api.md §8).
+    Mock::given(path(ROOMS))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .set_body_json(serde_json::json!({"error": "API rate limit exceeded"})),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path(ROOMS))
+        .respond_with(rooms_ok())
+        .mount(&server)
+        .await;
+    let t0 = Instant::now();
+    client.rooms(&token(), None).await.unwrap();
+    assert!(t0.elapsed() >= Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(requests(&server).await.len(), 2);
+
+    server.reset().await;
+    Mock::given(path(ROOMS))
+        .respond_with(
+            ResponseTemplate::new(403).set_body_json(serde_json::json!({"error": "Forbidden"})),
+        )
+        .mount(&server)
+        .await;
+    let err = client.rooms(&token(), None).await.unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Forbidden);
+    assert_eq!(requests(&server).await.len(), 1, "a refusal is not retried");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_lasting_429_is_reported_rate_limited() {
     let (server, client) = setup(|c| c.retry.rate_limited_wait = Duration::from_secs(1)).await;
     Mock::given(path(ROOMS))

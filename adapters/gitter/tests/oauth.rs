@@ -87,6 +87,22 @@ async fn token_type_is_compared_without_regard_to_case() {
 }
 
 #[tokio::test]
+async fn the_docs_form_encoded_token_answer_is_read_too() {
+    // gitter-api.md §2.2: what the docs show (the 2020 code sends JSON).
+    let body = "access_token=9f2c0e5d7a1b3c4d5e6f708192a3b4c5d6e7f809&scope=flow%2Cprivate\
+                &token_type=bearer&expires_in=3600";
+    let answer = ResponseTemplate::new(200).set_body_raw(body, "application/x-www-form-urlencoded");
+    let (_server, client) = token_endpoint(answer).await;
+
+    let out = client.execute(&exchange()).await.unwrap();
+
+    let EffectOutput::Token(token) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(token.expose(), "9f2c0e5d7a1b3c4d5e6f708192a3b4c5d6e7f809");
+}
+
+#[tokio::test]
 async fn a_non_bearer_token_is_refused() {
     let body = serde_json::json!({"access_token": "x", "token_type": "mac"});
     let (_server, client) = token_endpoint(ResponseTemplate::new(200).set_body_json(body)).await;

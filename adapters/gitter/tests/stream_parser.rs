@@ -37,6 +37,20 @@ fn every_fixture_survives_every_split_point() {
 }
 
 #[test]
+fn a_carriage_return_delimited_stream_is_read_too() {
+    // The 2014 docs: objects "delimited by carriage return"; `\r\n` is one terminator.
+    let a = one_line(&fixture("message-plain.json"));
+    let b = one_line(&fixture("message-status.json"));
+    let wire = format!("{a}\r\r\n{b}\r\n");
+    let expected = vec![message(&a), StreamItem::Heartbeat, message(&b)];
+    let bytes = wire.as_bytes();
+    for cut in 0..=bytes.len() {
+        let (x, y) = bytes.split_at(cut);
+        assert_eq!(parse_all(&[x, y]), expected, "cut at {cut}");
+    }
+}
+
+#[test]
 fn a_malformed_line_does_not_disturb_the_next_message() {
     let good = one_line(&fixture("message-plain.json"));
     let wire = format!("{{\"id\": \"x\", broken\n[1,2]\n{good}\n");
