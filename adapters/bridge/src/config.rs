@@ -468,6 +468,29 @@ impl Config {
         out
     }
 
+    /// Whether this binary can reach the configured servers: one built without the `rustls`
+    /// feature speaks plain HTTP only (enough for loopback and tests), so an `https://`
+    /// homeserver or Gitter URL cannot work with it.
+    pub fn check_tls(&self) -> Result<(), ConfigError> {
+        if cfg!(feature = "rustls") {
+            return Ok(());
+        }
+        let outgoing = [
+            ("homeserver.url", &self.homeserver_url),
+            ("gitter.api_url", &self.gitter_api_url),
+            ("gitter.stream_url", &self.gitter_stream_url),
+            ("gitter.oauth_token_url", &self.oauth_token_url),
+        ];
+        match outgoing.iter().find(|(_, u)| u.starts_with("https://")) {
+            Some((key, _)) => Err(invalid(
+                key,
+                "is https://, but this binary was built without TLS: build it with \
+                 `cargo build --release --features gitter-bridge/rustls`",
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -41,7 +41,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig => match Config::load(&cli.config) {
+        Command::CheckConfig => match Config::load(&cli.config).and_then(|c| {
+            c.check_tls()?;
+            Ok(c)
+        }) {
             Ok(c) => {
                 println!(
                     "{}: OK (bot {}, AS listener {}, login pages {}, store {})",

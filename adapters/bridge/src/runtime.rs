@@ -38,7 +38,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 use url::Url;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::lanes::Lanes;
 use crate::metrics::{Direction, Metrics};
 use crate::web::{self, MetricsState, WebKind, WebRequest, WebState};
@@ -199,6 +199,13 @@ fn parse_url(key: &'static str, value: &str) -> Result<Url, StartError> {
 /// serves the AS API and the pages, checks that the homeserver reaches us, then replays the
 /// outbox and reopens the streams.
 pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, StartError> {
+    config.check_tls().map_err(|e| match e {
+        ConfigError::Invalid { key, problem } => StartError::Config { key, problem },
+        other => StartError::Config {
+            key: "config",
+            problem: other.to_string(),
+        },
+    })?;
     let as_addr = listeners
         .appservice
         .local_addr()

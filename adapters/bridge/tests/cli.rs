@@ -1,0 +1,152 @@
+//! The `gitter-bridge` binary as an operator runs it: help and version, `check-config`,
+//! `generate-registration`, and a failed start whose output names what to fix and carries
+//! no token.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const EXAMPLE: &str = include_str!("../../../config.example.toml");
+
+fn bridge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gitter-bridge"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The example with plain-HTTP Gitter URLs (a test build has no TLS) and an OAuth app.
+fn loopback_example() -> String {
+    EXAMPLE
+        .replace("https://api.gitter.im", "http://127.0.0.1:9")
+        .replace("https://stream.gitter.im", "http://127.0.0.1:9")
+        .replace("https://gitter.im/login", "http://127.0.0.1:9/login")
+        .replacen("client_id = \"CHANGE_ME\"", "client_id = \"app\"", 1)
+        .replacen(
+            "client_secret = \"CHANGE_ME\"",
+            "client_secret = \"app-secret-value\"",
+            1,
+        )
+}
+
+fn path_arg(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn help_and_version_say_what_the_binary_is() {
+    let help = bridge(&["--help"]);
+    assert!(help.status.success());
+    let help = text(&help);
+    for word in ["run", "generate-registration", "check-config", "--config"] {
+        assert!(help.contains(word), "{word} missing from --help:\n{help}");
+    }
+    let version = text(&bridge(&["--version"]));
+    assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+}
+
+#[test]
+fn first_setup_from_the_example_to_a_valid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let registration = dir.path().join("registration.yaml");
+    std::fs::write(&config, loopback_example()).unwrap();
+
+    // As shipped: the tokens are missing, and it says how to make them.
+    let out = bridge(&["check-config", "-c", path_arg(&config)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("appservice.as_token") && text(&out).contains("generate-registration"),
+        "{}",
+        text(&out)
+    );
+
+    let out = bridge(&[
+        "generate-registration",
+        "-c",
+        path_arg(&config),
+        "-o",
+        path_arg(&registration),
+        "--write-tokens",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let yaml = std::fs::read_to_string(&registration).unwrap();
+    assert!(yaml.contains("as_token: ") && yaml.contains("sender_localpart: \"gitterbot\""));
+
+    let out = bridge(&["check-config", "-c", path_arg(&config)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("OK (bot @gitterbot:example.org"));
+
+    // The tokens it wrote never show in what a failed start prints.
+    let written = std::fs::read_to_string(&config).unwrap();
+    let token = |key: &str| {
+        written
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .unwrap()
+            .to_owned()
+    };
+    let (as_token, hs_token) = (token("as_token"), token("hs_token"));
+    let unreachable = written
+        .replace(
+            "url = \"http://127.0.0.1:8008\"",
+            "url = \"http://127.0.0.1:9\"",
+        )
+        .replace("startup_wait_secs = 60", "startup_wait_secs = 0")
+        .replace("level = \"info\"", "level = \"trace\"");
+    std::fs::write(&config, unreachable).unwrap();
+    let out = bridge(&["run", "-c", path_arg(&config)]);
+    assert_eq!(out.status.code(), Some(1));
+    let all = text(&out);
+    assert!(all.contains("homeserver.url"), "{all}");
+    for secret in [as_token.as_str(), hs_token.as_str(), "app-secret-value"] {
+        assert!(!all.contains(secret), "a secret reached the output:\n{all}");
+    }
+}
+
+#[test]
+fn a_config_error_names_the_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        loopback_example().replace("level = \"info\"", "level = \"verbose\""),
+    )
+    .unwrap();
+    // Run and check-config agree.
+    for cmd in ["check-config", "run"] {
+        let out = bridge(&[cmd, "-c", path_arg(&config)]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", text(&out));
+    }
+    let missing = bridge(&["check-config", "-c", "/nonexistent/config.toml"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing).contains("/nonexistent/config.toml"));
+}
+
+#[cfg(not(feature = "rustls"))]
+#[test]
+fn an_https_server_with_a_binary_built_without_tls_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text_ = loopback_example()
+        .replacen("as_token = \"CHANGE_ME\"", "as_token = \"a-token\"", 1)
+        .replacen("hs_token = \"CHANGE_ME\"", "hs_token = \"h-token\"", 1)
+        .replace("http://127.0.0.1:9/login", "https://gitter.example/login");
+    std::fs::write(&config, text_).unwrap();
+    let out = bridge(&["check-config", "-c", path_arg(&config)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("gitter.oauth_token_url") && text(&out).contains("rustls"),
+        "{}",
+        text(&out)
+    );
+}
