@@ -493,15 +493,12 @@ async fn the_stream_lives_on_its_own_host_with_the_rest_paths() {
     let room = g.room_id("org/room").unwrap();
     assert_ne!(g.stream_base_url(), g.api_base_url());
     // The same path on the API host is the REST list, not a stream.
-    let rest: Value = client()
-        .get(format!("{}/v1/rooms/{room}/chatMessages", g.api_base_url()))
-        .bearer_auth(ALICE_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rest: Value = get_json(
+        format!("{}/v1/rooms/{room}/chatMessages", g.api_base_url()),
+        ALICE_TOKEN,
+    )
+    .await
+    .1;
     assert!(rest.is_array());
     // The stream host has no REST routes, and /events streams heartbeats.
     let r = client()
@@ -609,15 +606,7 @@ async fn query_parameters_are_read_one_by_one() {
     let list = |query: String| {
         let url = format!("{}/v1/rooms/{room}/chatMessages?{query}", g.base_url);
         async move {
-            let v: Value = client()
-                .get(url)
-                .bearer_auth(ALICE_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v: Value = get_json(url, ALICE_TOKEN).await.1;
             v.as_array()
                 .unwrap()
                 .iter()
@@ -649,15 +638,9 @@ async fn query_parameters_are_read_one_by_one() {
         .unwrap();
     assert_eq!(r.status(), 200);
     // A numeric search text is still a search.
-    let r: Value = client()
-        .get(format!("{}/v1/rooms?q=123", g.base_url))
-        .bearer_auth(ALICE_TOKEN)
-        .send()
+    let r: Value = get_json(format!("{}/v1/rooms?q=123", g.base_url), ALICE_TOKEN)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     assert!(r["results"].is_array(), "{r}");
 }
 
@@ -717,4 +700,52 @@ async fn a_token_in_the_user_agent_is_accepted() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn room_updates_profiles_hiding_and_room_events() {
+    let g = gitter().await;
+    let room = g.room_id("org/room").unwrap();
+    let c = client();
+    // Only an admin sets the topic (alice is one, bob is not).
+    let put = |token: &'static str| {
+        c.put(format!("{}/v1/rooms/{room}", g.base_url))
+            .bearer_auth(token)
+            .json(&json!({"topic": "new topic"}))
+            .send()
+    };
+    assert_eq!(put(BOB_TOKEN).await.unwrap().status(), 403);
+    let r = put(ALICE_TOKEN).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["topic"], "new topic");
+    // A public profile by username; 404 for nobody.
+    let r: Value = get_json(format!("{}/v1/users/bob", g.base_url), ALICE_TOKEN)
+        .await
+        .1;
+    assert_eq!(r["username"], "bob");
+    assert_eq!(r["has_gitter_login"], true);
+    let r = c
+        .get(format!("{}/v1/users/nobody", g.base_url))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Hiding keeps the membership.
+    let r: Value = c
+        .delete(format!("{}/v1/user/me/rooms/{room}", g.base_url))
+        .bearer_auth(BOB_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"success": true}));
+    assert!(g.members("org/room").contains(&"bob".to_owned()));
+    // No integrations: no room events, but the route is there.
+    let r: Value = get_json(format!("{}/v1/rooms/{room}/events", g.base_url), BOB_TOKEN)
+        .await
+        .1;
+    assert_eq!(r, json!([]));
 }

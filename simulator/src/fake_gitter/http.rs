@@ -38,6 +38,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/user", get(user_index))
         .route("/v1/user/{uid}", get(user_show))
         .route("/v1/user/{uid}/rooms", get(user_rooms).post(user_join))
+        .route("/v1/user/{uid}/rooms/{rid}", delete(user_hide_room))
+        .route("/v1/users/{username}", get(user_profile))
         .route("/v1/user/{uid}/unreadItems", get(unread_summary))
         .route(
             "/v1/user/{uid}/rooms/{rid}/unreadItems",
@@ -48,7 +50,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
             delete(unread_all),
         )
         .route("/v1/rooms", get(rooms_index).post(rooms_resolve))
-        .route("/v1/rooms/{rid}", get(room_show))
+        .route("/v1/rooms/{rid}", get(room_show).put(room_update))
+        .route("/v1/rooms/{rid}/events", get(room_events))
         .route("/v1/rooms/{rid}/users", get(room_users))
         .route("/v1/rooms/{rid}/users/{uid}", delete(room_remove_user))
         .route(
@@ -545,6 +548,59 @@ async fn room_show(
 ) -> Response {
     run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
         json_ok(s.room_show(c, &rid)?)
+    })
+    .await
+}
+
+async fn room_update(
+    State(app): State<App>,
+    Path(rid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    run_api(
+        &app,
+        &headers,
+        q.as_deref(),
+        Some(&body),
+        |s, c, _, body| json_ok(s.update_room(c, &rid, str_field(body, "topic"))?),
+    )
+    .await
+}
+
+async fn room_events(
+    State(app): State<App>,
+    Path(rid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
+        json_ok(s.room_events(c, &rid)?)
+    })
+    .await
+}
+
+async fn user_hide_room(
+    State(app): State<App>,
+    Path((uid, rid)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
+        json_ok(s.hide_room(c, &uid, &rid)?)
+    })
+    .await
+}
+
+async fn user_profile(
+    State(app): State<App>,
+    Path(username): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_api(&app, &headers, q.as_deref(), None, |s, _, _, _| {
+        json_ok(s.user_profile(&username)?)
     })
     .await
 }

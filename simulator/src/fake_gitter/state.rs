@@ -1028,6 +1028,62 @@ impl GitterState {
         Ok(room)
     }
 
+    /// `DELETE /v1/user/:userId/rooms/:roomId` (§3.0 #9): hides the room from the
+    /// user's left menu and keeps the membership. The fake has no left menu, so what is left
+    /// is the access rules and the answer.
+    pub fn hide_room(
+        &self,
+        caller: &Caller,
+        path_user: &str,
+        room_id: &str,
+    ) -> Result<Value, ApiError> {
+        self.check_self(caller, path_user)?;
+        self.load_room(caller, room_id)?;
+        Ok(json!({ "success": true }))
+    }
+
+    /// `GET /v1/rooms/:roomId/events` (§3.0 #24): room activity from integrations (GitHub
+    /// pushes and the like). The fake has no integrations: an empty list for a readable room.
+    pub fn room_events(&self, caller: &Caller, room_id: &str) -> Result<Value, ApiError> {
+        self.load_room(caller, room_id)?;
+        Ok(json!([]))
+    }
+
+    /// `PUT /v1/rooms/:roomId` (§3.12): `topic` (and `noindex`, `tags`, not modelled) by a
+    /// room admin; answers the updated Room.
+    pub fn update_room(
+        &mut self,
+        caller: &Caller,
+        room_id: &str,
+        topic: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let id = self.load_room(caller, room_id)?.id.clone();
+        let room = self.rooms.get_mut(&id).ok_or_else(ApiError::not_found)?;
+        if !room.admins.contains(&caller.user_id) {
+            return Err(ApiError::forbidden());
+        }
+        if let Some(t) = topic {
+            room.topic = t.to_owned();
+            room.v += 1;
+        }
+        let room = &self.rooms[&id];
+        Ok(self.room_json(room, &caller.user_id))
+    }
+
+    /// `GET /v1/users/:username` (§3.12): a public profile.
+    pub fn user_profile(&self, username: &str) -> Result<Value, ApiError> {
+        let user = self
+            .user_by_username(username)
+            .ok_or_else(ApiError::not_found)?;
+        Ok(json!({
+            "id": user.id,
+            "username": user.username,
+            "displayName": user.display_name,
+            "has_gitter_login": true,
+            "gv": "4",
+        }))
+    }
+
     /// `GET /v1/rooms/:roomId`.
     pub fn room_show(&self, caller: &Caller, room_id: &str) -> Result<Value, ApiError> {
         let room = self.load_room(caller, room_id)?;

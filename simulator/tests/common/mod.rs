@@ -32,6 +32,17 @@ pub fn client() -> reqwest::Client {
         .expect("client builds")
 }
 
+/// `GET url` with a bearer token; the status and the JSON body (`Null` when not JSON).
+pub async fn get_json(url: impl reqwest::IntoUrl, token: &str) -> (u16, Value) {
+    let r = client()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the request is sent");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
 /// alice (admin) and bob in `org/room`, carol outside, alice and bob with
 /// personal tokens.
 pub const SEED: &str = r#"
