@@ -84,6 +84,8 @@ cleanup() {
         stop suite "$SUITE_PID"
     fi
     if pid="$(bridge_pid)"; then
+        # The real bridge process after the suite's traffic: what an operator would see.
+        log "gitter-bridge (pid $pid) memory: $(grep -E '^Vm(HWM|RSS)' "/proc/$pid/status" 2>/dev/null | tr -s ' \t\n' ' ')"
         stop gitter-bridge "$pid"
     fi
     # Newest first: the fake Gitter, then Synapse.

@@ -583,7 +583,8 @@ pub fn print(report: &LoadReport) {
     line("Matrix -> Gitter", &report.m2g);
     line("baseline: direct PUTs", &report.baseline);
     println!(
-        "memory: {:.1} MiB before the bridge started (fakes), {:.1} MiB peak (fakes + bridge)",
+        "memory: {:.1} MiB before the bridge started (fakes), {:.1} MiB peak (fakes + bridge; \
+         the fakes keep every event, so most of the growth is theirs)",
         report.rss_before_bridge_mib, report.peak_rss_mib
     );
     if report.exactly_once() {
