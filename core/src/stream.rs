@@ -4,8 +4,11 @@
 //! On every (re)connect the core first pages `chatMessages?afterId=<cursor>` so nothing sent
 //! while the stream was down is missed; stream messages that arrive meanwhile wait in a buffer
 //! so the room's order is kept. The stream has no resume token and is at-most-once
-//! (gitter-api.md §5), which is why the cursor, not the stream, is the source of truth. If the
-//! reader logs out or its token dies, another member takes over.
+//! (gitter-api.md §5), which is why the cursor, not the stream, is the source of truth. A room
+//! read for the first time has no cursor: its baseline (the newest message, whose history is
+//! not backfilled) is read and committed before its stream opens, so a crash never finds a
+//! streamed message without a cursor to catch up from. If the reader logs out or its token
+//! dies, another member takes over.
 
 use std::collections::VecDeque;
 
@@ -88,6 +91,19 @@ impl Bridge {
         };
         let state = self.stream_mut(room);
         state.open = true;
+        let has_cursor = self
+            .state
+            .gitter_rooms
+            .get(room)
+            .is_some_and(|r| r.cursor.is_some());
+        if !has_cursor {
+            // A room never read before: its baseline (where its history ends) is read and
+            // committed before the stream opens, so no message the stream delivers can fall
+            // into a window where a crash would lose it. Messages sent between the baseline
+            // and the stream's connect are caught up from the committed cursor.
+            self.fetch_after(room, None);
+            return;
+        }
         self.emit(
             Lane::Stream(room.clone()),
             Action::OpenStream {
@@ -166,13 +182,29 @@ impl Bridge {
             if record.cursor.is_none() {
                 // The newest message is the baseline. An empty room gets the zero ObjectId,
                 // which sorts before every id, so later catch-ups read from its start.
-                // The baseline is not marked as seen: it may be a message the stream delivered
-                // after connecting (buffered now), and those are relayed.
                 record.cursor = Some(match messages.last() {
                     Some(last) => last.id.clone(),
                     None => GitterMessageId::new(ZERO_OBJECT_ID),
                 });
                 self.change(Change::PutGitterRoom(record));
+            }
+            // The stream opens only now that the baseline is committed with this step.
+            let reader = self
+                .state
+                .gitter_rooms
+                .get(&room)
+                .and_then(|r| r.reader.clone());
+            match reader.and_then(|r| self.valid_login(&r)) {
+                Some(login) if self.streams.get(&room).is_some_and(|s| s.open) => {
+                    self.emit(
+                        Lane::Stream(room.clone()),
+                        Action::OpenStream {
+                            room: room.clone(),
+                            token: login.token,
+                        },
+                    );
+                }
+                _ => {}
             }
             self.finish_catch_up(&room);
             return;
