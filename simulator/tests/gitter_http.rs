@@ -749,3 +749,38 @@ async fn room_updates_profiles_hiding_and_room_events() {
         .1;
     assert_eq!(r, json!([]));
 }
+
+#[tokio::test]
+async fn cors_lets_a_browser_client_in_and_read_the_rate_headers() {
+    let g = gitter().await;
+    let url = format!("{}/v1/user", g.base_url);
+    let pre = client()
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204, "preflight comes before auth");
+    assert_eq!(pre.headers()["access-control-allow-origin"], "*");
+    assert!(
+        pre.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+    let r = client()
+        .get(&url)
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert!(
+        r.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("X-RateLimit-Reset")
+    );
+}

@@ -81,7 +81,39 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/gitter/rooms/{room}/messages", get(sim_messages))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
+        .layer(axum::middleware::from_fn(cors))
         .with_state(shared)
+}
+
+/// CORS as WEBAPP's `server/api/index.js` sets it (gitter-api.md §1.2): any origin, the
+/// rate-limit headers exposed, and preflight `OPTIONS` answered before auth.
+async fn cors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let preflight = request.method() == axum::http::Method::OPTIONS;
+    let mut response = if preflight {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, PUT, DELETE, PATCH"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type, x-access-token, authorization, accept"),
+        );
+        r
+    } else {
+        next.run(request).await
+    };
+    let h = response.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"),
+    );
+    response
 }
 
 /// The stream host's router (`stream.gitter.im`, §5.1).
