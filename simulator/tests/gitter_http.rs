@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gitter_bridge_sim::fake_gitter::GitterConfig;
+use gitter_bridge_sim::fake_gitter::{GitterConfig, GitterSeed};
 use serde_json::{Value, json};
 
 /// Read a streaming response until `done(collected)` or the timeout.
@@ -783,4 +783,40 @@ async fn cors_lets_a_browser_client_in_and_read_the_rate_headers() {
             .unwrap()
             .contains("X-RateLimit-Reset")
     );
+}
+
+#[tokio::test]
+async fn rooms_of_one_org_share_a_group_that_the_group_routes_serve() {
+    let seed = GitterSeed::from_toml(&format!(
+        "{SEED}\n[[rooms]]\nuri = \"org/other\"\nmembers = [\"alice\"]\n[[rooms]]\nuri = \"elsewhere/x\"\nmembers = [\"bob\"]\n"
+    ))
+    .unwrap();
+    let state =
+        gitter_bridge_sim::fake_gitter::FakeGitter::seeded_state(GitterConfig::default(), &seed)
+            .unwrap();
+    let g = gitter_bridge_sim::fake_gitter::FakeGitter::spawn(any_port(), state)
+        .await
+        .unwrap();
+    let room = g.room_id("org/room").unwrap();
+    let (status, shown) = get_json(format!("{}/v1/rooms/{room}", g.base_url), ALICE_TOKEN).await;
+    assert_eq!(status, 200);
+    assert_eq!(shown["group"]["uri"], "org");
+    assert_eq!(shown["group"]["id"], shown["groupId"]);
+    assert_eq!(shown["backend"]["linkPath"], "org/room");
+    let (_, groups) = get_json(format!("{}/v1/groups", g.base_url), ALICE_TOKEN).await;
+    let groups = groups.as_array().unwrap();
+    assert_eq!(groups.len(), 1, "alice is only in org's rooms: {groups:?}");
+    assert_eq!(groups[0]["id"], shown["groupId"]);
+    let gid = groups[0]["id"].as_str().unwrap();
+    let (_, rooms) = get_json(format!("{}/v1/groups/{gid}/rooms", g.base_url), ALICE_TOKEN).await;
+    let uris: Vec<_> = rooms
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["uri"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(uris.len(), 2, "{uris:?}");
+    assert!(uris.contains(&"org/room".to_owned()) && uris.contains(&"org/other".to_owned()));
+    let (status, _) = get_json(format!("{}/v1/groups/nope/rooms", g.base_url), ALICE_TOKEN).await;
+    assert_eq!(status, 400);
 }

@@ -40,6 +40,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/user/{uid}/rooms", get(user_rooms).post(user_join))
         .route("/v1/user/{uid}/rooms/{rid}", delete(user_hide_room))
         .route("/v1/users/{username}", get(user_profile))
+        .route("/v1/user/{uid}/groups", get(user_groups))
+        .route("/v1/groups", get(groups_index))
+        .route("/v1/groups/{gid}/rooms", get(group_rooms))
         .route("/v1/user/{uid}/unreadItems", get(unread_summary))
         .route(
             "/v1/user/{uid}/rooms/{rid}/unreadItems",
@@ -621,6 +624,41 @@ async fn user_hide_room(
 ) -> Response {
     run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
         json_ok(s.hide_room(c, &uid, &rid)?)
+    })
+    .await
+}
+
+async fn user_groups(
+    State(app): State<App>,
+    Path(uid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
+        json_ok(s.groups_for(c, &uid)?)
+    })
+    .await
+}
+
+async fn groups_index(
+    State(app): State<App>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
+        json_ok(s.groups_for(c, "me")?)
+    })
+    .await
+}
+
+async fn group_rooms(
+    State(app): State<App>,
+    Path(gid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
+        json_ok(s.group_rooms(c, &gid)?)
     })
     .await
 }

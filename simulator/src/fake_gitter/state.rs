@@ -382,7 +382,16 @@ impl GitterState {
         };
         let member_ids = self.usernames_to_ids(members)?;
         let admin_ids = self.usernames_to_ids(admins)?;
-        let group_id = self.new_object_id(now_ms);
+        // One group (community) per org: the rooms of `org/...` share it (§4.2 `groupId`).
+        let org = uri.split('/').next().unwrap_or(uri).to_string();
+        let group_id = match self
+            .rooms
+            .values()
+            .find(|r| r.uri.as_deref().and_then(|u| u.split('/').next()) == Some(org.as_str()))
+        {
+            Some(sibling) => sibling.group_id.clone(),
+            None => self.new_object_id(now_ms),
+        };
         self.rooms.insert(
             id.clone(),
             Room {
@@ -1087,7 +1096,68 @@ impl GitterState {
     /// `GET /v1/rooms/:roomId`.
     pub fn room_show(&self, caller: &Caller, room_id: &str) -> Result<Value, ApiError> {
         let room = self.load_room(caller, room_id)?;
-        Ok(self.room_json(room, &caller.user_id))
+        Ok(self.room_json_with(room, &caller.user_id, true))
+    }
+
+    /// A Room with its `group` (show, join and resolve) and `backend` (show and join), §4.2.
+    fn room_json_with(&self, room: &Room, viewer: &str, backend: bool) -> Value {
+        let mut v = self.room_json(room, viewer);
+        if let (Some(o), Some(uri)) = (v.as_object_mut(), &room.uri) {
+            let org = uri.split('/').next().unwrap_or(uri);
+            o.insert("group".into(), group_json(&room.group_id, org));
+            if backend {
+                let kind = if uri.contains('/') {
+                    "GH_REPO"
+                } else {
+                    "GH_ORG"
+                };
+                o.insert("backend".into(), json!({ "type": kind, "linkPath": uri }));
+            }
+        }
+        v
+    }
+
+    /// `GET /v1/groups` and `GET /v1/user/:userId/groups` (§3.0 #23): the groups of the
+    /// rooms the user is in.
+    pub fn groups_for(&self, caller: &Caller, path_user: &str) -> Result<Value, ApiError> {
+        self.check_self(caller, path_user)?;
+        let mut seen = BTreeMap::new();
+        for room in self.rooms.values() {
+            if let Some(uri) = &room.uri
+                && !room.one_to_one
+                && room.members.contains(&caller.user_id)
+            {
+                let org = uri.split('/').next().unwrap_or(uri);
+                seen.entry(room.group_id.clone())
+                    .or_insert_with(|| group_json(&room.group_id, org));
+            }
+        }
+        Ok(Value::Array(seen.into_values().collect()))
+    }
+
+    /// `GET /v1/groups/:groupId/rooms`: the group's rooms the user may see.
+    pub fn group_rooms(&self, caller: &Caller, group_id: &str) -> Result<Value, ApiError> {
+        if !is_object_id(group_id) {
+            return Err(ApiError::bad_request(format!(
+                "Invalid MongoId: {group_id}"
+            )));
+        }
+        let group_id = group_id.to_ascii_lowercase();
+        let rooms: Vec<&Room> = self
+            .rooms
+            .values()
+            .filter(|r| !r.one_to_one && r.group_id == group_id)
+            .collect();
+        if rooms.is_empty() {
+            return Err(ApiError::not_found());
+        }
+        Ok(Value::Array(
+            rooms
+                .into_iter()
+                .filter(|r| r.public || r.members.contains(&caller.user_id))
+                .map(|r| self.room_json(r, &caller.user_id))
+                .collect(),
+        ))
     }
 
     /// `POST /v1/rooms {uri}`: resolve only, never join (2016+ behaviour,
@@ -1108,7 +1178,7 @@ impl GitterState {
             if !room.public && !room.members.contains(&caller.user_id) {
                 return Err(ApiError::not_found());
             }
-            return Ok(self.room_json(room, &caller.user_id));
+            return Ok(self.room_json_with(room, &caller.user_id, false));
         }
         let Some(other) = self.user_by_username(uri).map(|u| u.id.clone()) else {
             return Err(ApiError::not_found());
@@ -1142,7 +1212,7 @@ impl GitterState {
         }
         self.add_member(&room_id, &caller.user_id, now_ms);
         let room = self.rooms.get(&room_id).ok_or_else(ApiError::not_found)?;
-        Ok(self.room_json(room, &caller.user_id))
+        Ok(self.room_json_with(room, &caller.user_id, true))
     }
 
     /// `DELETE /v1/rooms/:roomId/users/:userId`: leave (or remove, for
@@ -1856,6 +1926,17 @@ impl GitterState {
 }
 
 /// `limit`: 0 or missing means 50, larger than 100 is clamped (§3.6).
+/// A Group (§4.4) for an org backed by GitHub.
+fn group_json(id: &str, org: &str) -> Value {
+    json!({
+        "id": id,
+        "name": org,
+        "uri": org,
+        "backedBy": { "type": "GH_ORG", "linkPath": org },
+        "avatarUrl": format!("https://avatars-05.gitter.im/group/iv/4/{id}"),
+    })
+}
+
 fn clamp_limit(limit: Option<u64>) -> usize {
     match limit {
         None | Some(0) => 50,
