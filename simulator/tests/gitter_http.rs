@@ -820,3 +820,61 @@ async fn rooms_of_one_org_share_a_group_that_the_group_routes_serve() {
     let (status, _) = get_json(format!("{}/v1/groups/nope/rooms", g.base_url), ALICE_TOKEN).await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn search_lean_lookups_and_read_by_on_messages() {
+    let g = gitter().await;
+    let room = g.room_id("org/room").unwrap();
+    let first = g.post_message("org/room", "alice", "Rust is fun").unwrap();
+    g.post_message("org/room", "bob", "nothing to see").unwrap();
+    let third = g
+        .post_message("org/room", "bob", "more rust, more FUN")
+        .unwrap();
+    let base = format!("{}/v1/rooms/{room}/chatMessages", g.base_url);
+    // Search: every word, any case, newest first, with highlights.
+    let (_, hits) = get_json(format!("{base}?q=fun%20rust"), ALICE_TOKEN).await;
+    let ids: Vec<_> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(ids, [third["id"].clone(), first["id"].clone()]);
+    assert_eq!(hits[0]["highlights"], json!(["fun", "rust"]));
+    // lean: no display names, avatars or empty arrays.
+    let (_, lean) = get_json(format!("{base}?lean=true"), ALICE_TOKEN).await;
+    assert!(
+        lean[0]["fromUser"].get("displayName").is_none(),
+        "{}",
+        lean[0]
+    );
+    assert!(lean[0].get("meta").is_none(), "{}", lean[0]);
+    assert_eq!(lean[0]["fromUser"]["username"], "alice");
+    // lookups=user: ids in the items, users once in the lookups.
+    let (_, looked) = get_json(format!("{base}?lookups=user"), ALICE_TOKEN).await;
+    let bob_id = g.user_id("bob").unwrap();
+    assert_eq!(looked["items"][2]["fromUser"], json!(bob_id));
+    assert_eq!(looked["lookups"]["users"][&bob_id]["username"], "bob");
+    assert_eq!(looked["lookups"]["users"].as_object().unwrap().len(), 2);
+    // readBy: bob marks alice's message read.
+    let mid = first["id"].as_str().unwrap();
+    let r = client()
+        .post(format!(
+            "{}/v1/user/me/rooms/{room}/unreadItems",
+            g.base_url
+        ))
+        .bearer_auth(BOB_TOKEN)
+        .json(&json!({ "chat": [mid] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, readers) = get_json(format!("{base}/{mid}/readBy"), ALICE_TOKEN).await;
+    let names: Vec<_> = readers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].clone())
+        .collect();
+    assert_eq!(names, [json!("bob")]);
+}

@@ -70,6 +70,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(message_thread),
         )
         .route(
+            "/v1/rooms/{rid}/chatMessages/{mid}/readBy",
+            get(message_read_by),
+        )
+        .route(
             "/login/oauth/authorize",
             get(authorize_get).post(authorize_post),
         )
@@ -714,11 +718,55 @@ async fn messages_list(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let mq = Params::parse(q.as_deref()).messages();
+    let params = Params::parse(q.as_deref());
+    let mq = params.messages();
+    let lean = params.flag("lean") == Some(true);
+    let lookups = params.str("lookups") == Some("user");
     run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
-        json_ok(Value::Array(s.list_messages(c, &rid, &mq)?))
+        let list = match params.str("q").filter(|t| !t.trim().is_empty()) {
+            Some(text) => {
+                s.search_messages(c, &rid, text, params.number("skip"), params.number("limit"))?
+            }
+            None => s.list_messages(c, &rid, &mq)?,
+        };
+        json_ok(shape_messages(list, lean, lookups))
     })
     .await
+}
+
+/// The list's presentation options (§3.6): `lean=true` drops `fromUser`'s display name and
+/// avatars and the empty arrays; `lookups=user` turns each `fromUser` into its id and puts
+/// the users once in `{"items", "lookups": {"users": {id: User}}}`.
+fn shape_messages(mut list: Vec<Value>, lean: bool, lookups: bool) -> Value {
+    let mut users = serde_json::Map::new();
+    for m in &mut list {
+        let Some(o) = m.as_object_mut() else { continue };
+        if lean {
+            o.retain(|_, v| v.as_array().is_none_or(|a| !a.is_empty()));
+            if let Some(u) = o.get_mut("fromUser").and_then(Value::as_object_mut) {
+                for k in [
+                    "displayName",
+                    "avatarUrl",
+                    "avatarUrlSmall",
+                    "avatarUrlMedium",
+                ] {
+                    u.remove(k);
+                }
+            }
+        }
+        if lookups && let Some(user) = o.remove("fromUser") {
+            let id = user.get("id").cloned().unwrap_or(Value::Null);
+            if let Some(key) = id.as_str() {
+                users.insert(key.to_owned(), user);
+            }
+            o.insert("fromUser".into(), id);
+        }
+    }
+    if lookups {
+        json!({ "items": list, "lookups": { "users": users } })
+    } else {
+        Value::Array(list)
+    }
 }
 
 async fn messages_create(
@@ -781,6 +829,18 @@ async fn message_delete(
     run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
         s.delete_message(c, &rid, &mid)?;
         Ok(Reply::NoContent)
+    })
+    .await
+}
+
+async fn message_read_by(
+    State(app): State<App>,
+    Path((rid, mid)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
+        json_ok(s.read_by(c, &rid, &mid)?)
     })
     .await
 }

@@ -1379,6 +1379,52 @@ impl GitterState {
             .collect())
     }
 
+    /// `GET /v1/rooms/:roomId/chatMessages?q=` (§3.6): full-text search. Every word of `q`
+    /// must appear in the text (case-insensitive); thread replies are searched too. Gitter
+    /// ranks by relevance, which the fake approximates by recency (newest first); each hit
+    /// carries `highlights`, the words it matched. `skip`/`limit` as for listing.
+    pub fn search_messages(
+        &self,
+        caller: &Caller,
+        room_id: &str,
+        q: &str,
+        skip: Option<u64>,
+        limit: Option<u64>,
+    ) -> Result<Vec<Value>, ApiError> {
+        let room = self.load_room(caller, room_id)?;
+        let words: Vec<String> = q.split_whitespace().map(str::to_lowercase).collect();
+        let empty = BTreeMap::new();
+        let all = self.messages.get(&room.id).unwrap_or(&empty);
+        Ok(all
+            .values()
+            .rev()
+            .filter(|m| {
+                let text = m.text.to_lowercase();
+                !words.is_empty() && words.iter().all(|w| text.contains(w.as_str()))
+            })
+            .skip(skip.unwrap_or(0) as usize)
+            .take(clamp_limit(limit))
+            .map(|m| {
+                let mut v = self.message_json(m, Some(&caller.user_id));
+                v["highlights"] = json!(words);
+                v
+            })
+            .collect())
+    }
+
+    /// `GET /v1/rooms/:roomId/chatMessages/:messageId/readBy` (§3.0 #21): the users who
+    /// have read the message.
+    pub fn read_by(&self, caller: &Caller, room_id: &str, msg_id: &str) -> Result<Value, ApiError> {
+        let room = self.load_room(caller, room_id)?;
+        let msg = self.find_message(&room.id, msg_id)?;
+        Ok(Value::Array(
+            msg.read_by
+                .iter()
+                .map(|id| self.user_json_by_id(id))
+                .collect(),
+        ))
+    }
+
     /// `GET /v1/rooms/:roomId/chatMessages/:messageId`: 404 when the message
     /// is in another room.
     pub fn get_message(
