@@ -878,3 +878,27 @@ async fn search_lean_lookups_and_read_by_on_messages() {
         .collect();
     assert_eq!(names, [json!("bob")]);
 }
+
+#[tokio::test]
+async fn an_admins_at_all_is_an_announcement_to_every_member() {
+    let g = gitter().await;
+    let room = g.room_id("org/room").unwrap();
+    let by_admin = g
+        .post_message("org/room", "alice", "@/all release today")
+        .unwrap();
+    let m = &by_admin["mentions"][0];
+    assert_eq!(m["screenName"], "/all");
+    assert_eq!(m["group"], true);
+    assert_eq!(m["announcement"], true);
+    assert_eq!(m["userIds"].as_array().unwrap().len(), 2);
+    assert!(by_admin["html"].as_str().unwrap().contains("groupmention"));
+    let (_, unread) = get_json(
+        format!("{}/v1/user/me/rooms/{room}/unreadItems", g.base_url),
+        BOB_TOKEN,
+    )
+    .await;
+    assert_eq!(unread["mention"], json!([by_admin["id"]]));
+    // From a member who is not an admin it mentions nobody.
+    let by_member = g.post_message("org/room", "bob", "@/all me too").unwrap();
+    assert_eq!(by_member["mentions"], json!([]));
+}

@@ -17,6 +17,8 @@ use regex::Regex;
 pub struct Mention {
     pub screen_name: String,
     pub user_id: Option<String>,
+    /// `@/all`: a group mention (an announcement when a room admin writes it, §4.3).
+    pub group: bool,
 }
 
 /// What the renderer extracted from a message text.
@@ -32,7 +34,7 @@ fn token_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
         // Order matters: URLs first so `#frag` inside a URL is not an issue.
-        Regex::new(r"(?P<url>https?://[^\s<>]+)|(?P<mention>@[A-Za-z0-9_\-]+)|(?P<issue>#\d+)|(?P<code>`[^`\n]+`)")
+        Regex::new(r"(?P<url>https?://[^\s<>]+)|(?P<all>@/all\b)|(?P<mention>@[A-Za-z0-9_\-]+)|(?P<issue>#\d+)|(?P<code>`[^`\n]+`)")
             .expect("static regex is valid")
     })
 }
@@ -107,6 +109,15 @@ fn render_line(
                 escape(rest)
             ));
             r.urls.push(url.to_string());
+        } else if caps.name("all").is_some() && starts_word {
+            out.push_str(
+                "<span data-link-type=\"groupmention\" data-group-name=\"all\" class=\"groupmention\">@/all</span>",
+            );
+            r.mentions.push(Mention {
+                screen_name: "/all".to_string(),
+                user_id: None,
+                group: true,
+            });
         } else if caps.name("mention").is_some() && starts_word {
             let name = &tok[1..];
             out.push_str(&format!(
@@ -116,6 +127,7 @@ fn render_line(
             r.mentions.push(Mention {
                 screen_name: name.to_string(),
                 user_id: lookup_user(name),
+                group: false,
             });
         } else if caps.name("issue").is_some() && starts_word {
             let n = &tok[1..];

@@ -899,7 +899,18 @@ impl GitterState {
                         if let Some(id) = &men.user_id {
                             o.insert("userId".into(), json!(id));
                         }
-                        o.insert("userIds".into(), json!([]));
+                        if men.group {
+                            let members = self
+                                .rooms
+                                .get(&msg.room_id)
+                                .map(|r| r.members.clone())
+                                .unwrap_or_default();
+                            o.insert("userIds".into(), json!(members));
+                            o.insert("group".into(), json!(true));
+                            o.insert("announcement".into(), json!(true));
+                        } else {
+                            o.insert("userIds".into(), json!([]));
+                        }
                         Value::Object(o)
                     })
                     .collect(),
@@ -1503,7 +1514,7 @@ impl GitterState {
             }
         }
         let id = self.new_object_id(now_ms);
-        let rendered = self.render(text);
+        let rendered = self.render_by(text, &room_id, &caller.user_id);
         let msg = Message {
             id: id.clone(),
             room_id: room_id.clone(),
@@ -1533,10 +1544,20 @@ impl GitterState {
         Ok(self.message_json(msg, Some(&caller.user_id)))
     }
 
-    fn render(&self, text: &str) -> Rendered {
-        render::render(text, |name| {
+    /// Renders a text `author` writes in `room_id`. Only a room admin announces with
+    /// `@/all`; from anyone else it mentions nobody.
+    fn render_by(&self, text: &str, room_id: &str, author: &str) -> Rendered {
+        let mut rendered = render::render(text, |name| {
             self.user_by_username(name).map(|u| u.id.clone())
-        })
+        });
+        let admin = self
+            .rooms
+            .get(room_id)
+            .is_some_and(|r| r.admins.contains(author));
+        if !admin {
+            rendered.mentions.retain(|m| !m.group);
+        }
+        rendered
     }
 
     fn mark_unread_for_others(&mut self, msg: &Message) {
@@ -1554,6 +1575,15 @@ impl GitterState {
         }
         // Mentions count for non-members too: that is what puts a room with
         // `roomMember: false` into their room list (§3.2).
+        if msg.rendered.mentions.iter().any(|m| m.group) {
+            for m in members.iter().filter(|m| **m != msg.from_user) {
+                self.unread
+                    .entry((m.clone(), msg.room_id.clone()))
+                    .or_default()
+                    .mention
+                    .insert(msg.id.clone());
+            }
+        }
         for men in &msg.rendered.mentions {
             if let Some(uid) = men.user_id.as_ref().filter(|u| **u != msg.from_user) {
                 let entry = self
@@ -1605,7 +1635,7 @@ impl GitterState {
         if text_len(text) > MAX_TEXT_CHARS {
             return Err(ApiError::bad_request("Message exceeds maximum size"));
         }
-        let rendered = self.render(text);
+        let rendered = self.render_by(text, &room_id, &caller.user_id);
         let Some(msg) = self
             .messages
             .get_mut(&room_id)
