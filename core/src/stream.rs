@@ -24,7 +24,8 @@ pub(crate) const ZERO_OBJECT_ID: &str = "000000000000000000000000";
 /// In-memory state of a room's stream.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct StreamState {
-    /// An OpenStream was emitted and not closed since.
+    /// The stream is wanted and not closed since: an OpenStream was emitted, or, for a room
+    /// without a cursor, the baseline read that comes before it.
     pub(crate) open: bool,
     /// A catch-up is under way: stream messages wait in `buffer`.
     pub(crate) catching_up: bool,
@@ -179,34 +180,33 @@ impl Bridge {
             return;
         };
         if after.is_none() {
-            if record.cursor.is_none() {
-                // The newest message is the baseline. An empty room gets the zero ObjectId,
-                // which sorts before every id, so later catch-ups read from its start.
-                record.cursor = Some(match messages.last() {
-                    Some(last) => last.id.clone(),
-                    None => GitterMessageId::new(ZERO_OBJECT_ID),
-                });
-                self.change(Change::PutGitterRoom(record));
+            // A second baseline answer (two reads went out: the reader changed, or the
+            // stream was closed and wanted again, while the first was pending) finds the
+            // cursor set and changes nothing: the first answer opened the stream.
+            if record.cursor.is_some() {
+                return;
             }
+            // The newest message is the baseline. An empty room gets the zero ObjectId,
+            // which sorts before every id, so later catch-ups read from its start.
+            record.cursor = Some(match messages.last() {
+                Some(last) => last.id.clone(),
+                None => GitterMessageId::new(ZERO_OBJECT_ID),
+            });
+            let reader = record.reader.clone();
+            self.change(Change::PutGitterRoom(record));
+            self.stream_mut(&room).retry_at = None;
             // The stream opens only now that the baseline is committed with this step.
-            let reader = self
-                .state
-                .gitter_rooms
-                .get(&room)
-                .and_then(|r| r.reader.clone());
-            match reader.and_then(|r| self.valid_login(&r)) {
-                Some(login) if self.streams.get(&room).is_some_and(|s| s.open) => {
-                    self.emit(
-                        Lane::Stream(room.clone()),
-                        Action::OpenStream {
-                            room: room.clone(),
-                            token: login.token,
-                        },
-                    );
-                }
-                _ => {}
+            if self.streams.get(&room).is_some_and(|s| s.open)
+                && let Some(login) = reader.and_then(|r| self.valid_login(&r))
+            {
+                self.emit(
+                    Lane::Stream(room.clone()),
+                    Action::OpenStream {
+                        room: room.clone(),
+                        token: login.token,
+                    },
+                );
             }
-            self.finish_catch_up(&room);
             return;
         }
         let full = messages.len() >= self.config.catch_up_page as usize;
@@ -230,9 +230,16 @@ impl Bridge {
     }
 
     pub(crate) fn on_fetch_failed(&mut self, room: GitterRoomId, failure: &Failure) {
-        if failure.kind == FailureKind::TokenRevoked {
+        let reader_valid = self
+            .state
+            .gitter_rooms
+            .get(&room)
+            .and_then(|r| r.reader.clone())
+            .is_some_and(|r| self.valid_login(&r).is_some());
+        if failure.kind == FailureKind::TokenRevoked && !reader_valid {
             // invalidate_login handed the room to another reader, whose stream will connect
-            // and catch up.
+            // and catch up. A reader still valid means the read used a token replaced since
+            // (a new login while it was out): it is retried like any failure, with the new one.
             return;
         }
         let at = self.now.plus_ms(self.config.catch_up_retry_ms);

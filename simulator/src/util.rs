@@ -89,14 +89,14 @@ pub fn random_letters(rng: &mut impl Rng, n: usize) -> String {
         .collect()
 }
 
-/// True when `s` is exactly 24 lowercase-or-uppercase hex characters, the
-/// shape of a MongoDB ObjectId (gitter-api.md §1.2 "IDs").
 /// A text's length as Gitter's server measures it: JavaScript's
 /// `text.length`, in UTF-16 code units (an emoji outside the BMP counts 2).
 pub fn text_len(s: &str) -> usize {
     s.encode_utf16().count()
 }
 
+/// True when `s` is exactly 24 lowercase-or-uppercase hex characters, the
+/// shape of a MongoDB ObjectId (gitter-api.md §1.2 "IDs").
 pub fn is_object_id(s: &str) -> bool {
     s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }

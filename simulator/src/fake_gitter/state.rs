@@ -2001,7 +2001,6 @@ impl GitterState {
     }
 }
 
-/// `limit`: 0 or missing means 50, larger than 100 is clamped (§3.6).
 /// A Group (§4.4) for an org backed by GitHub.
 fn group_json(id: &str, org: &str) -> Value {
     json!({
@@ -2013,6 +2012,7 @@ fn group_json(id: &str, org: &str) -> Value {
     })
 }
 
+/// `limit`: 0 or missing means 50, larger than 100 is clamped (§3.6).
 fn clamp_limit(limit: Option<u64>) -> usize {
     match limit {
         None | Some(0) => 50,
