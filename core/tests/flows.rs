@@ -809,6 +809,48 @@ fn failed_catch_up_is_retried_by_the_timer() {
 }
 
 #[test]
+fn a_failed_baseline_is_not_retried_once_another_reader_has_one() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice", "bob"]);
+    h.failures
+        .entry("fetch_messages")
+        .or_default()
+        .push_back(FailureKind::Transient);
+    // alice's baseline read fails and a retry is scheduled.
+    let (alice, dm) = h.logged_in_user("alice", "alice");
+    let (bob, _) = h.logged_in_user("bob", "bob");
+    assert!(h.store.gitter_rooms[&room].cursor.is_none());
+    // She logs out before the retry: bob reads the room, his baseline works, the stream opens.
+    h.say(&dm, &alice, "logout");
+    h.settle();
+    assert_eq!(h.store.gitter_rooms[&room].reader.as_ref(), Some(&bob));
+    assert!(h.store.gitter_rooms[&room].cursor.is_some());
+    let reads = |h: &Harness| {
+        h.log
+            .iter()
+            .filter(|e| matches!(&e.action, Action::FetchMessages { room: r, .. } if r == &room))
+            .count()
+    };
+    let opens = |h: &Harness| {
+        h.log
+            .iter()
+            .filter(|e| matches!(&e.action, Action::OpenStream { room: r, .. } if r == &room))
+            .count()
+    };
+    let (reads_before, opens_before) = (reads(&h), opens(&h));
+    // The old retry's time comes: nothing is read or opened again.
+    h.now = h.now.plus_ms(3_600_000);
+    h.step(Input::Timer);
+    h.settle();
+    assert_eq!(reads(&h), reads_before);
+    assert_eq!(opens(&h), opens_before);
+    assert_eq!(opens_before, 1, "one stream for the room");
+    h.gitter_says(&room, "alice", "from another client");
+    h.settle();
+    assert_eq!(h.timeline(&h.portal(&bob, &room).unwrap()).len(), 1);
+}
+
+#[test]
 fn another_member_takes_over_reading_when_the_reader_logs_out() {
     let mut h = Harness::new();
     let room = h.add_gitter_room("org/chat", &["alice", "bob", "carol"]);
