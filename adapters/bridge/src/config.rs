@@ -471,6 +471,7 @@ impl Config {
     /// Whether this binary can reach the configured servers: one built without the `rustls`
     /// feature speaks plain HTTP only (enough for loopback and tests), so an `https://`
     /// homeserver or Gitter URL cannot work with it.
+    /// The error is always [`ConfigError::Invalid`].
     pub fn check_tls(&self) -> Result<(), ConfigError> {
         if cfg!(feature = "rustls") {
             return Ok(());
@@ -596,6 +597,7 @@ impl Config {
                 )
             })?);
         }
+        let mut domains = Vec::new();
         for d in &b.allow_domains {
             let d = d.trim();
             if d.is_empty() || d.contains(['@', '/', ' ']) {
@@ -604,6 +606,7 @@ impl Config {
                     format!("`{d}` is not a server name like example.org"),
                 ));
             }
+            domains.push(d.to_owned());
         }
         if b.login_link_lifetime_secs == 0 {
             return Err(invalid(
@@ -631,7 +634,7 @@ impl Config {
         core_config.oauth_client_id = g.client_id;
         core_config.permissions = core::Permissions {
             allow_all: b.allow_all,
-            domains: b.allow_domains,
+            domains,
             users,
         };
         core_config.open_portals_on_login = b.open_portals_on_login;
@@ -827,6 +830,16 @@ mod tests {
             "allow_domains = [\"@alice:example.org\"]",
         ));
         assert!(e.starts_with("config key `bridge.allow_domains`"), "{e}");
+    }
+
+    #[test]
+    fn allowed_domains_are_kept_trimmed_so_they_match() {
+        let text = filled().replace(
+            "allow_domains = [\"example.org\"]",
+            "allow_domains = [\" example.org \"]",
+        );
+        let c = Config::parse(&text, Path::new("/")).unwrap();
+        assert_eq!(c.core.permissions.domains, ["example.org"]);
     }
 
     #[test]

@@ -85,17 +85,13 @@ fn generate_registration(
                     "wrote the new as_token and hs_token into {}",
                     config.display()
                 );
-            } else if g.new_tokens {
+            } else if !g.new_tokens.is_empty() {
                 println!(
                     "new tokens were made; put them into [appservice] of {} (or run again with \
                      --write-tokens):",
                     config.display()
                 );
-                for key in &g.new_keys {
-                    let token = match *key {
-                        "as_token" => &g.registration.as_token,
-                        _ => &g.registration.hs_token,
-                    };
+                for (key, token) in &g.new_tokens {
                     println!("{key} = \"{}\"", token.expose());
                 }
             } else {
@@ -142,7 +138,7 @@ fn run(config_path: &std::path::Path) -> ExitCode {
         let running = match gitter_bridge::start(config).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!("cannot start: {e}");
+                fatal(&format!("cannot start: {e}"));
                 return ExitCode::FAILURE;
             }
         };
@@ -162,11 +158,22 @@ fn run(config_path: &std::path::Path) -> ExitCode {
         match running.stop().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!("stopped: {e}");
+                fatal(&format!("stopped: {e}"));
                 ExitCode::FAILURE
             }
         }
     })
+}
+
+/// A fatal error goes to the log; and to stderr as a plain line when the log would not show
+/// it (`logging.level = "off"` or a filter that hides this binary's errors), so a failed
+/// start never exits without a word.
+fn fatal(message: &str) {
+    if tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("gitter-bridge: {message}");
+    }
 }
 
 /// Resolves when the driver ends by itself (a fatal error).

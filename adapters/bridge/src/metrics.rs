@@ -124,7 +124,9 @@ impl Metrics {
         );
         registry.register(
             "bridging_latency_seconds",
-            "From the bridge receiving a message to the other side accepting it, by direction",
+            "From the bridge taking in the input that led to a send (a stream message, an AS \
+             transaction, or the result of an earlier step such as a ghost join) to the other \
+             side accepting the send, commit and queueing included, by direction",
             m.latency.clone(),
         );
         registry.register(

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use gitter_bridge_core::Secret;
 use gitter_bridge_matrix::{Registration, RegistrationParams, generate_token};
 
 use crate::config::{Config, ConfigError};
@@ -31,10 +32,9 @@ pub enum GenerateError {
 pub struct Generated {
     /// The registration written.
     pub registration: Registration,
-    /// Whether new tokens were made (the config had placeholders).
-    pub new_tokens: bool,
-    /// Which tokens are new (`as_token`, `hs_token`).
-    pub new_keys: Vec<&'static str>,
+    /// The tokens made because the config had placeholders: (`as_token` or `hs_token`,
+    /// value). Empty when the config's own tokens were used.
+    pub new_tokens: Vec<(&'static str, Secret)>,
     /// Whether the new tokens were written into the config file.
     pub config_updated: bool,
 }
@@ -90,7 +90,6 @@ pub fn generate(
         );
         fresh.push((key, token));
     }
-    let new_tokens = !fresh.is_empty();
     // The Gitter OAuth app may not be registered yet; the registration does not need it.
     if let Some(gitter) = table.get_mut("gitter").and_then(toml::Value::as_table_mut) {
         for key in ["client_id", "client_secret"] {
@@ -123,7 +122,7 @@ pub fn generate(
     .map_err(|e| GenerateError::Registration(e.to_string()))?;
     // The new config text first: if the tokens cannot go into it, nothing is written, so no
     // registration ever holds tokens that exist nowhere else.
-    let updated = if new_tokens && write_tokens {
+    let updated = if !fresh.is_empty() && write_tokens {
         let mut updated = text.clone();
         for (key, token) in &fresh {
             updated =
@@ -142,15 +141,17 @@ pub fn generate(
     } else {
         None
     };
-    write_private(output, &registration.to_yaml())?;
+    // The config first: should the registration then fail to be written, a second run keeps
+    // the tokens now in the config and writes it; the other order could leave a registration
+    // whose tokens the config has lost.
     let config_updated = updated.is_some();
     if let Some(updated) = updated {
         write_private(config_path, &updated)?;
     }
+    write_private(output, &registration.to_yaml())?;
     Ok(Generated {
         registration,
-        new_tokens,
-        new_keys: fresh.iter().map(|(k, _)| *k).collect(),
+        new_tokens: fresh,
         config_updated,
     })
 }
@@ -181,35 +182,39 @@ fn set_token_line(text: &str, key: &str, value: &str) -> Option<String> {
     done.then_some(out)
 }
 
-/// Writes a file readable by its owner only (it holds tokens), atomically: the text goes to
-/// a temporary file beside it, which then replaces the file, so a crash mid-write never
-/// leaves a half-written config or registration.
+/// Writes a file atomically: the text goes to a new temporary file beside it (created by
+/// `tempfile`, readable by its owner only, never a file or link already there), which then
+/// replaces the file, so a crash mid-write never leaves a half-written config or
+/// registration. A file that exists keeps its permissions (a config the service's user
+/// reads stays readable), and a symlink keeps pointing where it did: its target is replaced.
 fn write_private(path: &Path, contents: &str) -> Result<(), GenerateError> {
-    let tmp = {
-        let mut name = path.file_name().unwrap_or_default().to_owned();
-        name.push(".tmp");
-        path.with_file_name(name)
-    };
     let write = || -> std::io::Result<()> {
         use std::io::Write;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
+        let target = match std::fs::canonicalize(path) {
+            Ok(real) => real,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => path.to_owned(),
+            Err(e) => return Err(e),
+        };
+        let dir = match target.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
+        tmp.write_all(contents.as_bytes())?;
+        if let Ok(meta) = std::fs::metadata(&target) {
+            tmp.as_file().set_permissions(meta.permissions())?;
         }
-        let mut file = options.open(&tmp)?;
-        file.write_all(contents.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        tmp.as_file().sync_all()?;
+        tmp.persist(&target).map_err(|e| e.error)?;
+        // The rename is durable once the directory is.
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
     };
-    write().map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        GenerateError::Write {
-            path: path.to_owned(),
-            source,
-        }
+    write().map_err(|source| GenerateError::Write {
+        path: path.to_owned(),
+        source,
     })
 }
 
@@ -227,7 +232,7 @@ mod tests {
         std::fs::write(&config, EXAMPLE).unwrap();
 
         let generated = generate(&config, &output, true).unwrap();
-        assert!(generated.new_tokens && generated.config_updated);
+        assert!(!generated.new_tokens.is_empty() && generated.config_updated);
         let written = std::fs::read_to_string(&config).unwrap();
         assert!(!written.contains("as_token = \"CHANGE_ME\""));
         assert!(written.contains("# Tokens shared with the homeserver"));
@@ -239,7 +244,7 @@ mod tests {
 
         // Run again: the tokens now in the config are kept.
         let again = generate(&config, &output, true).unwrap();
-        assert!(!again.new_tokens);
+        assert!(again.new_tokens.is_empty());
         assert_eq!(again.registration.as_token, reg.as_token);
     }
 
@@ -249,7 +254,7 @@ mod tests {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, EXAMPLE).unwrap();
         let generated = generate(&config, &dir.path().join("r.yaml"), false).unwrap();
-        assert!(generated.new_tokens && !generated.config_updated);
+        assert!(!generated.new_tokens.is_empty() && !generated.config_updated);
         assert_eq!(std::fs::read_to_string(&config).unwrap(), EXAMPLE);
     }
 
@@ -279,7 +284,8 @@ mod tests {
         );
         std::fs::write(&config, &text).unwrap();
         let generated = generate(&config, &output, true).unwrap();
-        assert_eq!(generated.new_keys, ["hs_token"]);
+        let keys: Vec<_> = generated.new_tokens.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["hs_token"]);
         assert_eq!(
             generated.registration.as_token.expose(),
             "the-one-the-homeserver-knows"
@@ -310,5 +316,38 @@ mod tests {
             1,
             "only the config is there: {leftovers:?}"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn writing_tokens_keeps_the_configs_permissions_and_its_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.toml");
+        let link = dir.path().join("config.toml");
+        std::fs::write(&real, EXAMPLE).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+
+        let generated = generate(&link, &dir.path().join("r.yaml"), true).unwrap();
+        assert!(generated.config_updated);
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let written = std::fs::read_to_string(&real).unwrap();
+        assert!(!written.contains("as_token = \"CHANGE_ME\""));
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        // The new registration is the owner's only; no temporary file is left.
+        let reg = std::fs::metadata(dir.path().join("r.yaml")).unwrap();
+        assert_eq!(reg.permissions().mode() & 0o777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
     }
 }

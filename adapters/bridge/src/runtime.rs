@@ -199,13 +199,9 @@ fn parse_url(key: &'static str, value: &str) -> Result<Url, StartError> {
 /// serves the AS API and the pages, checks that the homeserver reaches us, then replays the
 /// outbox and reopens the streams.
 pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, StartError> {
-    config.check_tls().map_err(|e| match e {
-        ConfigError::Invalid { key, problem } => StartError::Config { key, problem },
-        other => StartError::Config {
-            key: "config",
-            problem: other.to_string(),
-        },
-    })?;
+    if let Err(ConfigError::Invalid { key, problem }) = config.check_tls() {
+        return Err(StartError::Config { key, problem });
+    }
     let as_addr = listeners
         .appservice
         .local_addr()

@@ -114,6 +114,29 @@ fn first_setup_from_the_example_to_a_valid_config() {
 }
 
 #[test]
+fn a_failed_start_says_why_even_with_logging_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text = loopback_example()
+        .replacen("as_token = \"CHANGE_ME\"", "as_token = \"a-token\"", 1)
+        .replacen("hs_token = \"CHANGE_ME\"", "hs_token = \"h-token\"", 1)
+        .replace(
+            "url = \"http://127.0.0.1:8008\"",
+            "url = \"http://127.0.0.1:9\"",
+        )
+        .replace("startup_wait_secs = 60", "startup_wait_secs = 0")
+        .replace("level = \"info\"", "level = \"off\"");
+    std::fs::write(&config, text).unwrap();
+    let out = bridge(&["run", "-c", path_arg(&config)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot start") && err.contains("homeserver.url"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_config_error_names_the_key_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");

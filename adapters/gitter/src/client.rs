@@ -372,9 +372,9 @@ impl GitterClient {
             }
             // 0 would mean "50" to the server; more than 100 is silently clamped there.
             q.append_pair("limit", &limit.clamp(1, 100).to_string());
-            // Thread replies are left out of the list unless asked for (§3.6, §3.10); the
-            // stream carries them live, so a catch-up without them would lose the replies
-            // posted while the stream was down.
+            // Thread replies are left out of the list unless asked for (§3.6, §3.10). Whether
+            // the stream carries them is not known (§5.1); the fake's does. Asking for them
+            // keeps a catch-up from losing the replies posted while the stream was down.
             q.append_pair("includeThreads", "true");
         }
         let mut page: Vec<Message> = self.get(token, url).await?;
