@@ -180,6 +180,17 @@ async fn a_graceful_stop_keeps_logins_and_streams_come_back_after_restart() {
     w.shutdown().await;
 }
 
+/// Stops the bridge and waits until the fake Gitter has noticed its stream is gone (it does
+/// at the next heartbeat), so a later wait for an open stream sees the next bridge's.
+async fn stop_and_wait_for_the_stream_to_close(w: &mut World) {
+    w.stop_bridge().await.unwrap();
+    w.wait_gitter("the stopped bridge's stream to close", WAIT, |g| {
+        g.stream_count(Some(LOBBY)) == 0
+    })
+    .await
+    .unwrap();
+}
+
 /// The outbox as the store has it, described by action name.
 fn stored_outbox(w: &World) -> Vec<&'static str> {
     use gitter_bridge_store::Store;
@@ -203,7 +214,7 @@ async fn restarts_commit_their_startup_step_and_leave_no_stale_outbox_rows() {
         })
         .await
         .unwrap();
-        w.stop_bridge().await.unwrap();
+        stop_and_wait_for_the_stream_to_close(&mut w).await;
         // A crash between committing a catch-up read and finishing it leaves its row; the
         // next start re-derives reads instead of replaying them, and must commit that.
         let stale = Effect {
@@ -230,7 +241,7 @@ async fn restarts_commit_their_startup_step_and_leave_no_stale_outbox_rows() {
         })
         .await
         .unwrap();
-        w.stop_bridge().await.unwrap();
+        stop_and_wait_for_the_stream_to_close(&mut w).await;
         let outbox = stored_outbox(&w);
         assert!(
             outbox.is_empty(),

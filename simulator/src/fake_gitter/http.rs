@@ -133,15 +133,32 @@ pub fn stream_router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Unknown route or method. Under `/v1` the real server authenticates (and
-/// counts the request) before its 404 catch-all, so a missing token is a 401.
+/// The routers that authenticate and rate-limit every request before their
+/// own routes and 404s (gitter-api.md §8 "Scope").
+const AUTHENTICATED_PREFIXES: [&str; 6] = [
+    "/v1/user",
+    "/v1/rooms",
+    "/v1/users",
+    "/v1/groups",
+    "/v1/orgs",
+    "/v1/oauth-clients",
+];
+
+/// Unknown route or method. Under the authenticated routers the real server
+/// authenticates (and counts the request) before the 404, so a missing token
+/// is a 401; elsewhere it is a plain 404.
 async fn not_found(
     State(app): State<App>,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if uri.path().starts_with("/v1/") || uri.path() == "/v1" {
+    let path = uri.path();
+    let authenticated = AUTHENTICATED_PREFIXES.iter().any(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    });
+    if authenticated {
         run_api(&app, &headers, uri.query(), Some(&body), |_, _, _, _| {
             Err(ApiError::not_found())
         })
@@ -283,11 +300,10 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
 }
 
 /// Run one REST call in the server's middleware order: delay, 406 for
-/// chunked bodies, injected faults, auth (401 without rate headers, as
-/// unauthenticated requests are not counted), rate limit (headers on every
-/// counted response), then the body (400 when unreadable), then `f`. The body
-/// is read for `access_token` before auth, as WEBAPP does (§1.2), but an
-/// unreadable body never hides a 401 or 406.
+/// chunked bodies, the body (400 when unreadable: Express's body parsers run
+/// app-wide, before any router, §1.2), injected faults, auth (401 without rate
+/// headers, as unauthenticated requests are not counted; the body may carry
+/// `access_token`), rate limit (headers on every counted response), then `f`.
 async fn run_api<F>(
     app: &App,
     headers: &HeaderMap,
@@ -311,13 +327,16 @@ where
             None,
         );
     }
-    let body = body.map_or(Ok(json!({})), |b| parse_body(headers, b));
+    let body = match body.map_or(Ok(json!({})), |b| parse_body(headers, b)) {
+        Ok(body) => body,
+        Err(e) => return error_response(&e, None),
+    };
     let now = app.clock.now_ms();
     let mut state = app.lock();
     if let Some(response) = injected_fault(&mut state, now) {
         return response;
     }
-    let token = extract_token(headers, body.as_ref().ok(), query);
+    let token = extract_token(headers, Some(&body), query);
     let caller = match state.authenticate(token.as_deref()) {
         Ok(c) => c,
         Err(e) => return error_response(&e, None),
@@ -328,8 +347,7 @@ where
             return error_response(&ApiError::new(429, "API rate limit exceeded"), Some(r));
         }
     };
-    let result = body.and_then(|body| f(&mut state, &caller, now, &body));
-    let mut resp = match result {
+    let mut resp = match f(&mut state, &caller, now, &body) {
         Ok(Reply::Json(v)) => json_response(200, &v),
         Ok(Reply::NoContent) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => error_response(&e, None),
