@@ -37,6 +37,22 @@ fn loopback_example() -> String {
         )
 }
 
+/// Tokens in place of the example's placeholders.
+fn with_tokens(text: &str) -> String {
+    text.replacen("as_token = \"CHANGE_ME\"", "as_token = \"a-token\"", 1)
+        .replacen("hs_token = \"CHANGE_ME\"", "hs_token = \"h-token\"", 1)
+}
+
+/// A homeserver nobody listens at, not waited for, and the given log level.
+fn unreachable_homeserver(text: &str, level: &str) -> String {
+    text.replace(
+        "url = \"http://127.0.0.1:8008\"",
+        "url = \"http://127.0.0.1:9\"",
+    )
+    .replace("startup_wait_secs = 60", "startup_wait_secs = 0")
+    .replace("level = \"info\"", &format!("level = \"{level}\""))
+}
+
 fn path_arg(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -96,14 +112,7 @@ fn first_setup_from_the_example_to_a_valid_config() {
             .to_owned()
     };
     let (as_token, hs_token) = (token("as_token"), token("hs_token"));
-    let unreachable = written
-        .replace(
-            "url = \"http://127.0.0.1:8008\"",
-            "url = \"http://127.0.0.1:9\"",
-        )
-        .replace("startup_wait_secs = 60", "startup_wait_secs = 0")
-        .replace("level = \"info\"", "level = \"trace\"");
-    std::fs::write(&config, unreachable).unwrap();
+    std::fs::write(&config, unreachable_homeserver(&written, "trace")).unwrap();
     let out = bridge(&["run", "-c", path_arg(&config)]);
     assert_eq!(out.status.code(), Some(1));
     let all = text(&out);
@@ -117,15 +126,7 @@ fn first_setup_from_the_example_to_a_valid_config() {
 fn a_failed_start_says_why_even_with_logging_off() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    let text = loopback_example()
-        .replacen("as_token = \"CHANGE_ME\"", "as_token = \"a-token\"", 1)
-        .replacen("hs_token = \"CHANGE_ME\"", "hs_token = \"h-token\"", 1)
-        .replace(
-            "url = \"http://127.0.0.1:8008\"",
-            "url = \"http://127.0.0.1:9\"",
-        )
-        .replace("startup_wait_secs = 60", "startup_wait_secs = 0")
-        .replace("level = \"info\"", "level = \"off\"");
+    let text = unreachable_homeserver(&with_tokens(&loopback_example()), "off");
     std::fs::write(&config, text).unwrap();
     let out = bridge(&["run", "-c", path_arg(&config)]);
     assert_eq!(out.status.code(), Some(1));
@@ -160,9 +161,7 @@ fn a_config_error_names_the_key_and_exits_2() {
 fn an_https_server_with_a_binary_built_without_tls_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    let text_ = loopback_example()
-        .replacen("as_token = \"CHANGE_ME\"", "as_token = \"a-token\"", 1)
-        .replacen("hs_token = \"CHANGE_ME\"", "hs_token = \"h-token\"", 1)
+    let text_ = with_tokens(&loopback_example())
         .replace("http://127.0.0.1:9/login", "https://gitter.example/login");
     std::fs::write(&config, text_).unwrap();
     let out = bridge(&["check-config", "-c", path_arg(&config)]);
