@@ -915,3 +915,59 @@ async fn an_admins_at_all_is_an_announcement_to_every_member() {
     let by_member = g.post_message("org/room", "bob", "@/all me too").unwrap();
     assert_eq!(by_member["mentions"], json!([]));
 }
+
+#[tokio::test]
+async fn a_users_room_settings_and_adding_a_member() {
+    let g = gitter().await;
+    let room = g.room_id("org/room").unwrap();
+    let c = client();
+    let url = format!("{}/v1/user/me/rooms/{room}", g.base_url);
+    let r: Value = c
+        .put(&url)
+        .bearer_auth(BOB_TOKEN)
+        .json(&json!({"favourite": 2, "mode": "mute"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["favourite"], 2);
+    assert_eq!(r["lurk"], true);
+    let r = c
+        .patch(&url)
+        .bearer_auth(BOB_TOKEN)
+        .json(&json!({"mode": "loud"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r: Value = c
+        .patch(&url)
+        .bearer_auth(BOB_TOKEN)
+        .json(&json!({"favourite": false, "mode": "all"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(r.get("favourite").is_none(), "{r}");
+    assert_eq!(r["lurk"], false);
+    // Settings are the user's own: alice's view is unchanged.
+    let (_, alices) = get_json(format!("{}/v1/rooms/{room}", g.base_url), ALICE_TOKEN).await;
+    assert!(alices.get("favourite").is_none());
+
+    // A member adds carol; an unknown username is a 404.
+    let add = |name: &'static str| {
+        c.post(format!("{}/v1/rooms/{room}/users", g.base_url))
+            .bearer_auth(BOB_TOKEN)
+            .json(&json!({ "username": name }))
+            .send()
+    };
+    let r = add("carol").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["username"], "carol");
+    assert!(g.members("org/room").contains(&"carol".to_owned()));
+    assert_eq!(add("nobody").await.unwrap().status(), 404);
+}

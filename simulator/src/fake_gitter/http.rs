@@ -38,7 +38,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/user", get(user_index))
         .route("/v1/user/{uid}", get(user_show))
         .route("/v1/user/{uid}/rooms", get(user_rooms).post(user_join))
-        .route("/v1/user/{uid}/rooms/{rid}", delete(user_hide_room))
+        .route(
+            "/v1/user/{uid}/rooms/{rid}",
+            delete(user_hide_room)
+                .put(user_room_update)
+                .patch(user_room_update),
+        )
         .route("/v1/users/{username}", get(user_profile))
         .route("/v1/user/{uid}/groups", get(user_groups))
         .route("/v1/groups", get(groups_index))
@@ -55,7 +60,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/rooms", get(rooms_index).post(rooms_resolve))
         .route("/v1/rooms/{rid}", get(room_show).put(room_update))
         .route("/v1/rooms/{rid}/events", get(room_events))
-        .route("/v1/rooms/{rid}/users", get(room_users))
+        .route("/v1/rooms/{rid}/users", get(room_users).post(room_add_user))
         .route("/v1/rooms/{rid}/users/{uid}", delete(room_remove_user))
         .route(
             "/v1/rooms/{rid}/chatMessages",
@@ -635,6 +640,40 @@ async fn room_events(
     run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
         json_ok(s.room_events(c, &rid)?)
     })
+    .await
+}
+
+async fn user_room_update(
+    State(app): State<App>,
+    Path((uid, rid)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    run_api(
+        &app,
+        &headers,
+        q.as_deref(),
+        Some(&body),
+        |s, c, now, body| json_ok(s.update_user_room(c, &uid, &rid, body, now)?),
+    )
+    .await
+}
+
+async fn room_add_user(
+    State(app): State<App>,
+    Path(rid): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    run_api(
+        &app,
+        &headers,
+        q.as_deref(),
+        Some(&body),
+        |s, c, now, body| json_ok(s.add_user_to_room(c, &rid, str_field(body, "username"), now)?),
+    )
     .await
 }
 

@@ -203,6 +203,14 @@ pub struct MessageQuery {
     pub include_threads: Option<bool>,
 }
 
+/// A user's own settings of a room: its favourite position and notification mode.
+#[derive(Debug, Clone, Default)]
+struct RoomSettings {
+    favourite: Option<u64>,
+    /// `all` (the default), `announcement` or `mute`; the last two are "lurking".
+    mode: Option<String>,
+}
+
 /// Which streaming endpoint a connection reads (gitter-api.md §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StreamKind {
@@ -274,6 +282,8 @@ pub struct GitterState {
     rate: HashMap<(String, String), (u64, u32)>,
     unread: HashMap<(String, String), Unread>,
     last_access: HashMap<(String, String), u64>,
+    /// (user, room) -> the user's settings of the room (§3.0 #22).
+    settings: HashMap<(String, String), RoomSettings>,
     streams: Vec<StreamSub>,
     next_stream_id: u64,
     faults: Faults,
@@ -297,6 +307,7 @@ impl GitterState {
             rate: HashMap::new(),
             unread: HashMap::new(),
             last_access: HashMap::new(),
+            settings: HashMap::new(),
             streams: Vec::new(),
             next_stream_id: 1,
             faults: Faults::default(),
@@ -809,7 +820,14 @@ impl GitterState {
         if let Some(t) = self.last_access.get(&(viewer.to_string(), room.id.clone())) {
             m.insert("lastAccessTime".into(), json!(iso_ms(*t)));
         }
-        m.insert("lurk".into(), json!(false));
+        let settings = self.settings.get(&(viewer.to_string(), room.id.clone()));
+        if let Some(f) = settings.and_then(|s| s.favourite) {
+            m.insert("favourite".into(), json!(f));
+        }
+        let lurk = settings
+            .and_then(|s| s.mode.as_deref())
+            .is_some_and(|mode| mode != "all");
+        m.insert("lurk".into(), json!(lurk));
         let url = match (other, &room.uri) {
             (Some(u), _) => format!("/{}", u.username),
             (None, Some(uri)) => format!("/{uri}"),
@@ -1060,6 +1078,76 @@ impl GitterState {
         self.check_self(caller, path_user)?;
         self.load_room(caller, room_id)?;
         Ok(json!({ "success": true }))
+    }
+
+    /// `PUT`/`PATCH /v1/user/:userId/rooms/:roomId` (§3.0 #22): `favourite` (a position;
+    /// `false` or `null` removes it), `updateLastAccess: true`, `mode` (`all`, `announcement`
+    /// or `mute`). Answers the Room.
+    pub fn update_user_room(
+        &mut self,
+        caller: &Caller,
+        path_user: &str,
+        room_id: &str,
+        body: &Value,
+        now_ms: u64,
+    ) -> Result<Value, ApiError> {
+        self.check_self(caller, path_user)?;
+        let id = self.load_room(caller, room_id)?.id.clone();
+        let key = (caller.user_id.clone(), id.clone());
+        let mode = match body.get("mode") {
+            None => None,
+            Some(Value::String(m)) if matches!(m.as_str(), "all" | "announcement" | "mute") => {
+                Some(m.clone())
+            }
+            Some(_) => return Err(ApiError::bad_request("Invalid mode")),
+        };
+        let favourite = match body.get("favourite") {
+            None => None,
+            Some(Value::Null | Value::Bool(false)) => Some(None),
+            Some(v) => match v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            {
+                Some(n) => Some(Some(n)),
+                None => return Err(ApiError::bad_request("Invalid favourite")),
+            },
+        };
+        let settings = self.settings.entry(key.clone()).or_default();
+        if let Some(m) = mode {
+            settings.mode = Some(m);
+        }
+        if let Some(f) = favourite {
+            settings.favourite = f;
+        }
+        if body.get("updateLastAccess").and_then(Value::as_bool) == Some(true) {
+            self.last_access.insert(key, now_ms);
+        }
+        let room = &self.rooms[&id];
+        Ok(self.room_json(room, &caller.user_id))
+    }
+
+    /// `POST /v1/rooms/:roomId/users {username}` (§3.12): a member adds a user to the room;
+    /// answers the User.
+    pub fn add_user_to_room(
+        &mut self,
+        caller: &Caller,
+        room_id: &str,
+        username: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Value, ApiError> {
+        let id = self.load_room_for_write(caller, room_id)?.id.clone();
+        if self.rooms[&id].one_to_one {
+            return Err(ApiError::forbidden());
+        }
+        let Some(username) = username.map(str::trim).filter(|u| !u.is_empty()) else {
+            return Err(ApiError::bad_request("Bad Request"));
+        };
+        let user = self
+            .user_by_username(username)
+            .cloned()
+            .ok_or_else(ApiError::not_found)?;
+        self.add_member(&id, &user.id, now_ms);
+        Ok(self.user_json(&user, false))
     }
 
     /// `GET /v1/rooms/:roomId/events` (§3.0 #24): room activity from integrations (GitHub
