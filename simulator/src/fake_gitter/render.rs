@@ -2,10 +2,12 @@
 //! `html`, `mentions`, `urls` and `issues` fields in the shapes of the
 //! captured 2020 payloads (gitter-api.md §4.3 "HTML rendering conventions").
 //!
-//! It is not a Markdown renderer. It escapes HTML (`'` becomes `&#39;` as in
-//! the captured payloads), links mentions, issues and URLs, turns inline
-//! `` `code` `` into `<code>`, and wraps multi-line text in `<p>...<br>...</p>`
-//! while leaving a single line unwrapped, like the real server.
+//! It is not a full Markdown renderer. It escapes HTML (`'` becomes `&#39;` as
+//! in the captured payloads), links mentions, issues and URLs, renders the
+//! inline Markdown people use most (`` `code` ``, `**strong**`, `*em*`,
+//! `~~del~~`) and fenced code blocks (`<pre><code>`), and wraps multi-line
+//! text in `<p>...<br>...</p>` while leaving a single line unwrapped, like the
+//! real server. Lists, headings, quotes and Markdown links stay plain text.
 
 use std::sync::OnceLock;
 
@@ -34,7 +36,7 @@ fn token_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
         // Order matters: URLs first so `#frag` inside a URL is not an issue.
-        Regex::new(r"(?P<url>https?://[^\s<>]+)|(?P<all>@/all\b)|(?P<mention>@[A-Za-z0-9_\-]+)|(?P<issue>#\d+)|(?P<code>`[^`\n]+`)")
+        Regex::new(r"(?P<url>https?://[^\s<>]+)|(?P<all>@/all\b)|(?P<mention>@[A-Za-z0-9_\-]+)|(?P<issue>#\d+)|(?P<code>`[^`\n]+`)|(?P<strong>\*\*[^*\n]+\*\*)|(?P<em>\*[^*\s][^*\n]*\*)|(?P<del>~~[^~\n]+~~)")
             .expect("static regex is valid")
     })
 }
@@ -64,20 +66,45 @@ pub fn render(text: &str, lookup_user: impl Fn(&str) -> Option<String>) -> Rende
         r.html = render_line(trimmed, &lookup_user, &mut r);
         return r;
     }
-    // Multi-line: blank lines separate paragraphs, single newlines become <br>.
+    // Multi-line: blank lines separate paragraphs, single newlines become <br>, and a
+    // fenced block (```lang ... ```) is a block of its own, its text kept as written.
     let mut html = String::new();
-    for para in trimmed.split("\n\n") {
-        if para.trim().is_empty() {
-            continue;
+    let mut para: Vec<&str> = Vec::new();
+    let mut flush = |para: &mut Vec<&str>, html: &mut String, r: &mut Rendered| {
+        if para.is_empty() {
+            return;
         }
         let lines: Vec<String> = para
-            .split('\n')
-            .map(|l| render_line(l, &lookup_user, &mut r))
+            .iter()
+            .map(|l| render_line(l, &lookup_user, r))
             .collect();
         html.push_str("<p>");
         html.push_str(&lines.join("<br>"));
         html.push_str("</p>");
+        para.clear();
+    };
+    let mut lines = trimmed.split('\n');
+    while let Some(line) = lines.next() {
+        if let Some(lang) = line.trim_start().strip_prefix("```") {
+            flush(&mut para, &mut html, &mut r);
+            let code: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+            let lang = lang.trim();
+            let class = if lang.is_empty() {
+                String::new()
+            } else {
+                format!(" class=\"language-{}\"", escape(lang))
+            };
+            html.push_str(&format!(
+                "<pre><code{class}>{}</code></pre>",
+                escape(&code.join("\n"))
+            ));
+        } else if line.trim().is_empty() {
+            flush(&mut para, &mut html, &mut r);
+        } else {
+            para.push(line);
+        }
     }
+    flush(&mut para, &mut html, &mut r);
     r.html = html;
     r
 }
@@ -137,6 +164,15 @@ fn render_line(
             r.issues.push(n.to_string());
         } else if caps.name("code").is_some() {
             out.push_str(&format!("<code>{}</code>", escape(&tok[1..tok.len() - 1])));
+        } else if caps.name("strong").is_some() {
+            out.push_str(&format!(
+                "<strong>{}</strong>",
+                escape(&tok[2..tok.len() - 2])
+            ));
+        } else if caps.name("em").is_some() {
+            out.push_str(&format!("<em>{}</em>", escape(&tok[1..tok.len() - 1])));
+        } else if caps.name("del").is_some() {
+            out.push_str(&format!("<del>{}</del>", escape(&tok[2..tok.len() - 2])));
         } else {
             out.push_str(&escape(tok));
         }
@@ -182,5 +218,29 @@ mod tests {
         assert_eq!(r.issues, vec!["11"]);
         let unknown = render("hi @nobody", known);
         assert_eq!(unknown.mentions[0].user_id, None);
+    }
+
+    #[test]
+    fn inline_markdown_people_use_most() {
+        let r = render("hello *world*, **bold** and ~~gone~~ <i>", known);
+        assert_eq!(
+            r.html,
+            "hello <em>world</em>, <strong>bold</strong> and <del>gone</del> &lt;i&gt;"
+        );
+        // A lone star or a product like 2 * 3 * 4 stays text.
+        assert_eq!(render("2 * 3 * 4 *", known).html, "2 * 3 * 4 *");
+    }
+
+    #[test]
+    fn a_fenced_block_keeps_its_text_as_written() {
+        let r = render(
+            "look:\n```rust\nlet x = a < b && *p;\n  @alice\n```\nok",
+            known,
+        );
+        assert_eq!(
+            r.html,
+            "<p>look:</p><pre><code class=\"language-rust\">let x = a &lt; b &amp;&amp; *p;\n  @alice</code></pre><p>ok</p>"
+        );
+        assert!(r.mentions.is_empty(), "no mentions inside code");
     }
 }
