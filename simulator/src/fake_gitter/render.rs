@@ -70,7 +70,7 @@ pub fn render(text: &str, lookup_user: impl Fn(&str) -> Option<String>) -> Rende
     // fenced block (```lang ... ```) is a block of its own, its text kept as written.
     let mut html = String::new();
     let mut para: Vec<&str> = Vec::new();
-    let mut flush = |para: &mut Vec<&str>, html: &mut String, r: &mut Rendered| {
+    let flush = |para: &mut Vec<&str>, html: &mut String, r: &mut Rendered| {
         if para.is_empty() {
             return;
         }
