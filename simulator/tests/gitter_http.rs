@@ -721,29 +721,24 @@ async fn room_updates_profiles_hiding_and_room_events() {
     let room = g.room_id("org/room").unwrap();
     let c = client();
     // Only an admin sets the topic (alice is one, bob is not).
-    let put = |token: &'static str| {
-        c.put(format!("{}/v1/rooms/{room}", g.base_url))
-            .bearer_auth(token)
-            .json(&json!({"topic": "new topic"}))
-            .send()
+    let put = |token| {
+        send_json(
+            reqwest::Method::PUT,
+            format!("{}/v1/rooms/{room}", g.base_url),
+            token,
+            json!({"topic": "new topic"}),
+        )
     };
-    assert_eq!(put(BOB_TOKEN).await.unwrap().status(), 403);
-    let r = put(ALICE_TOKEN).await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["topic"], "new topic");
+    assert_eq!(put(BOB_TOKEN).await.0, 403);
+    let (status, updated) = put(ALICE_TOKEN).await;
+    assert_eq!(status, 200);
+    assert_eq!(updated["topic"], "new topic");
     // A public profile by username; 404 for nobody.
-    let r: Value = get_json(format!("{}/v1/users/bob", g.base_url), ALICE_TOKEN)
-        .await
-        .1;
+    let (_, r) = get_json(format!("{}/v1/users/bob", g.base_url), ALICE_TOKEN).await;
     assert_eq!(r["username"], "bob");
     assert_eq!(r["has_gitter_login"], true);
-    let r = c
-        .get(format!("{}/v1/users/nobody", g.base_url))
-        .bearer_auth(ALICE_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let (status, _) = get_json(format!("{}/v1/users/nobody", g.base_url), ALICE_TOKEN).await;
+    assert_eq!(status, 404);
     // Hiding keeps the membership.
     let r: Value = c
         .delete(format!("{}/v1/user/me/rooms/{room}", g.base_url))
@@ -871,17 +866,14 @@ async fn search_lean_lookups_and_read_by_on_messages() {
     assert_eq!(looked["lookups"]["users"].as_object().unwrap().len(), 2);
     // readBy: bob marks alice's message read.
     let mid = first["id"].as_str().unwrap();
-    let r = client()
-        .post(format!(
-            "{}/v1/user/me/rooms/{room}/unreadItems",
-            g.base_url
-        ))
-        .bearer_auth(BOB_TOKEN)
-        .json(&json!({ "chat": [mid] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, _) = send_json(
+        reqwest::Method::POST,
+        format!("{}/v1/user/me/rooms/{room}/unreadItems", g.base_url),
+        BOB_TOKEN,
+        json!({ "chat": [mid] }),
+    )
+    .await;
+    assert_eq!(status, 200);
     let (_, readers) = get_json(format!("{base}/{mid}/readBy"), ALICE_TOKEN).await;
     let names: Vec<_> = readers
         .as_array()
@@ -918,40 +910,22 @@ async fn an_admins_at_all_is_an_announcement_to_every_member() {
 
 #[tokio::test]
 async fn a_users_room_settings_and_adding_a_member() {
+    use reqwest::Method;
     let g = gitter().await;
     let room = g.room_id("org/room").unwrap();
-    let c = client();
     let url = format!("{}/v1/user/me/rooms/{room}", g.base_url);
-    let r: Value = c
-        .put(&url)
-        .bearer_auth(BOB_TOKEN)
-        .json(&json!({"favourite": 2, "mode": "mute"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let set = |body: Value| send_json(Method::PATCH, url.clone(), BOB_TOKEN, body);
+    let (_, r) = send_json(
+        Method::PUT,
+        &url,
+        BOB_TOKEN,
+        json!({"favourite": 2, "mode": "mute"}),
+    )
+    .await;
     assert_eq!(r["favourite"], 2);
     assert_eq!(r["lurk"], true);
-    let r = c
-        .patch(&url)
-        .bearer_auth(BOB_TOKEN)
-        .json(&json!({"mode": "loud"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r: Value = c
-        .patch(&url)
-        .bearer_auth(BOB_TOKEN)
-        .json(&json!({"favourite": false, "mode": "all"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(set(json!({"mode": "loud"})).await.0, 400);
+    let (_, r) = set(json!({"favourite": false, "mode": "all"})).await;
     assert!(r.get("favourite").is_none(), "{r}");
     assert_eq!(r["lurk"], false);
     // Settings are the user's own: alice's view is unchanged.
@@ -959,15 +933,17 @@ async fn a_users_room_settings_and_adding_a_member() {
     assert!(alices.get("favourite").is_none());
 
     // A member adds carol; an unknown username is a 404.
-    let add = |name: &'static str| {
-        c.post(format!("{}/v1/rooms/{room}/users", g.base_url))
-            .bearer_auth(BOB_TOKEN)
-            .json(&json!({ "username": name }))
-            .send()
+    let add = |name: &str| {
+        send_json(
+            Method::POST,
+            format!("{}/v1/rooms/{room}/users", g.base_url),
+            BOB_TOKEN,
+            json!({ "username": name }),
+        )
     };
-    let r = add("carol").await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["username"], "carol");
+    let (status, carol) = add("carol").await;
+    assert_eq!(status, 200);
+    assert_eq!(carol["username"], "carol");
     assert!(g.members("org/room").contains(&"carol".to_owned()));
-    assert_eq!(add("nobody").await.unwrap().status(), 404);
+    assert_eq!(add("nobody").await.0, 404);
 }

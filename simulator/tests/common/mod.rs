@@ -34,12 +34,21 @@ pub fn client() -> reqwest::Client {
 
 /// `GET url` with a bearer token; the status and the JSON body (`Null` when not JSON).
 pub async fn get_json(url: impl reqwest::IntoUrl, token: &str) -> (u16, Value) {
-    let r = client()
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("the request is sent");
+    answer(client().get(url).bearer_auth(token)).await
+}
+
+/// `method url` with a bearer token and a JSON body; the status and the JSON answer.
+pub async fn send_json(
+    method: reqwest::Method,
+    url: impl reqwest::IntoUrl,
+    token: &str,
+    body: Value,
+) -> (u16, Value) {
+    answer(client().request(method, url).bearer_auth(token).json(&body)).await
+}
+
+async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = request.send().await.expect("the request is sent");
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
