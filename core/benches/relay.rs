@@ -57,7 +57,6 @@ fn snapshot(portals: usize) -> (Snapshot, GitterRoomId) {
                 room_id: Some(format!("!p{i}").try_into().unwrap()),
                 state: PortalState::Active,
                 joined_ghosts: [author.id.clone()].into(),
-                queued: vec![],
             },
         );
     }

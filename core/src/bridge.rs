@@ -29,6 +29,20 @@ fn forget_at(ticket: &crate::state::Ticket) -> Timestamp {
     ticket.expires.plus_ms(EXPIRED_TICKET_KEPT_MS)
 }
 
+/// The retry bookkeeping of a durable effect that failed for a reason that can pass.
+#[derive(Clone, Debug)]
+struct RetryState {
+    /// Failed tries since the last start.
+    attempts: u32,
+    /// When the first of them failed.
+    since: Timestamp,
+    /// When to try again; `None` while the retry runs.
+    at: Option<Timestamp>,
+}
+
+/// After this many failed tries of a user's message, the user is told it is delayed (once).
+const DELAY_NOTICE_AFTER: u32 = 3;
+
 /// What a Matrix room is to the bridge (an in-memory index rebuilt from the snapshot).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RoomRole {
@@ -52,6 +66,9 @@ pub struct Bridge {
     pub(crate) inflight: BTreeMap<(GitterRoomId, GitterUserId), usize>,
     /// Stream state per Gitter room (not persisted: streams are re-opened at startup).
     pub(crate) streams: BTreeMap<GitterRoomId, StreamState>,
+    /// Durable effects waiting to be tried again (not persisted: every outbox row is tried
+    /// at startup, which starts its backoff over).
+    retries: BTreeMap<EffectId, RetryState>,
     /// The current step's time.
     pub(crate) now: Timestamp,
     /// The current step's outputs.
@@ -77,6 +94,7 @@ impl Bridge {
             room_portals: BTreeMap::new(),
             inflight: BTreeMap::new(),
             streams: BTreeMap::new(),
+            retries: BTreeMap::new(),
             now: Timestamp(0),
             out: Outputs::default(),
             sanitizer: crate::format::sanitizer(),
@@ -241,8 +259,9 @@ impl Bridge {
     fn next_deadline(&self) -> Option<Timestamp> {
         let links = self.state.login_links.values().map(forget_at);
         let states = self.state.oauth_states.values().map(forget_at);
-        let retries = self.streams.values().filter_map(|s| s.retry_at);
-        links.chain(states).chain(retries).min()
+        let catch_ups = self.streams.values().filter_map(|s| s.retry_at);
+        let retries = self.retries.values().filter_map(|r| r.at);
+        links.chain(states).chain(catch_ups).chain(retries).min()
     }
 
     fn on_timer(&mut self) {
@@ -268,6 +287,132 @@ impl Bridge {
             self.change(Change::DeleteOAuthState(k));
         }
         self.retry_catch_ups();
+        self.retry_due_effects();
+    }
+
+    /// Effects retrying now (for metrics).
+    pub fn retrying(&self) -> usize {
+        self.retries.len()
+    }
+
+    /// When the oldest retrying effect first failed (for metrics).
+    pub fn oldest_retry_since(&self) -> Option<Timestamp> {
+        self.retries.values().map(|r| r.since).min()
+    }
+
+    /// Re-emits the durable effects whose retry time has come. Each keeps its id, so the
+    /// driver runs it at the head of the lane it held.
+    fn retry_due_effects(&mut self) {
+        let now = self.now;
+        let due: Vec<EffectId> = self
+            .retries
+            .iter()
+            .filter(|(_, r)| r.at.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(r) = self.retries.get_mut(&id) {
+                r.at = None;
+            }
+            match self.state.outbox.get(&id).cloned() {
+                Some(effect) => {
+                    let effect = self.refresh_token(effect);
+                    self.out.effects.push(effect);
+                }
+                None => {
+                    self.retries.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// A Gitter send retried long after it was emitted carries the token of then; if the
+    /// owner has logged in again to the same Gitter account since, the new token is used
+    /// (the old one may be revoked by now).
+    fn refresh_token(&mut self, mut effect: Effect) -> Effect {
+        if let Action::SendGitter {
+            token,
+            gitter_user,
+            origin,
+            ..
+        } = &mut effect.action
+            && let Some(login) = self.valid_login(&origin.owner)
+            && &login.gitter_id == gitter_user
+            && &login.token != token
+        {
+            *token = login.token;
+            self.change(Change::PutOutbox(effect.clone()));
+        }
+        effect
+    }
+
+    /// Keeps a failed durable effect in the outbox and schedules its next try: capped
+    /// exponential backoff with jitter from the seeded RNG (so many effects failing together
+    /// do not all come back at once).
+    fn schedule_retry(&mut self, mut effect: Effect, failure: crate::Failure) {
+        let id = effect.id;
+        let now = self.now;
+        let state = self.retries.entry(id).or_insert(RetryState {
+            attempts: 0,
+            since: now,
+            at: None,
+        });
+        state.attempts += 1;
+        let attempts = state.attempts;
+        let ceiling = self
+            .config
+            .retry_min_ms
+            .max(1)
+            .saturating_mul(1u64 << (attempts - 1).min(30))
+            .min(self.config.retry_max_ms.max(1));
+        // Half fixed, half random: never sooner than half the ceiling.
+        let delay = ceiling / 2 + self.rng.next_u64() % (ceiling - ceiling / 2 + 1);
+        if let Some(r) = self.retries.get_mut(&id) {
+            r.at = Some(now.plus_ms(delay));
+        }
+        // A send that failed in a way that leaves its outcome unknown (a time-out, a lost
+        // answer, a 5xx) may have been stored by Gitter: the next try reads before it posts.
+        // A rate-limited send was refused, so it simply posts again.
+        if let Action::SendGitter { reconcile, .. } = &mut effect.action
+            && failure.kind == crate::FailureKind::Transient
+            && !*reconcile
+        {
+            *reconcile = true;
+            self.change(Change::PutOutbox(effect.clone()));
+        }
+        if attempts == DELAY_NOTICE_AFTER
+            && let Action::SendGitter { origin, room, .. } = &effect.action
+        {
+            // Not in the portal's lane: that lane is held by this very send.
+            let _ = room;
+            let (lane, portal) = (Lane::User(origin.owner.clone()), origin.room.clone());
+            self.notice_in(
+                lane,
+                portal,
+                "Gitter is not answering at the moment. Your message is kept and will be \
+                 sent as soon as Gitter is back.",
+            );
+        }
+        self.out.holds.push(id);
+        self.warn(CoreError::EffectRetrying {
+            id,
+            action: effect.action.name(),
+            failure,
+            attempt: attempts,
+            retry_in_ms: delay,
+        });
+    }
+
+    /// Re-emits a held effect at once (a reconcile read that found nothing: now it posts).
+    fn retry_now(&mut self, effect: Effect) {
+        self.change(Change::PutOutbox(effect.clone()));
+        self.retries.entry(effect.id).or_insert(RetryState {
+            attempts: 0,
+            since: self.now,
+            at: None,
+        });
+        self.out.holds.push(effect.id);
+        self.out.effects.push(effect);
     }
 
     // ---------------------------------------------------------------- startup
@@ -284,10 +429,28 @@ impl Bridge {
                 | Action::FetchMessages { .. } => {
                     self.change(Change::DeleteOutbox(effect.id));
                 }
+                // The steps of a login answer a browser that is gone with the old process
+                // (its request id meant something only there), and an OAuth code must not be
+                // exchanged with nobody behind it: the person gets a fresh link instead.
+                Action::ExchangeCode { user, .. } | Action::GetGitterUser { user, .. } => {
+                    let user = user.clone();
+                    self.change(Change::DeleteOutbox(effect.id));
+                    let link = self.new_login_link(&user);
+                    self.notice(
+                        &user,
+                        format!(
+                            "Your Gitter login did not finish because the bridge restarted. \
+                             Open this new link to log in: {link}"
+                        ),
+                    );
+                }
                 // A Gitter POST has no idempotency key: the send may have happened before
                 // the crash, so the adapter first looks for it among recent messages.
                 Action::SendGitter { reconcile, .. } => {
-                    *reconcile = true;
+                    if !*reconcile {
+                        *reconcile = true;
+                        self.change(Change::PutOutbox(effect.clone()));
+                    }
                     self.out.effects.push(effect);
                 }
                 _ => self.out.effects.push(effect),
@@ -367,11 +530,40 @@ impl Bridge {
 
     // ---------------------------------------------------------------- effect results
 
-    fn on_effect_done(&mut self, id: EffectId, result: EffectResult) {
+    fn on_effect_done(&mut self, id: EffectId, mut result: EffectResult) {
         let Some(effect) = self.state.outbox.get(&id).cloned() else {
             self.warn(CoreError::UnknownEffect(id));
             return;
         };
+        // A reconcile read decides whether the send already happened; if not, the same
+        // effect posts now, still holding its lane.
+        if let (Action::SendGitter {
+            reconcile: true, ..
+        }, Ok(EffectOutput::GitterMessages(found))) = (&effect.action, &result)
+        {
+            match self.reconciled_send(&effect, found) {
+                Some(message) => result = Ok(EffectOutput::GitterMessage(message)),
+                None => {
+                    let mut effect = effect;
+                    if let Action::SendGitter { reconcile, .. } = &mut effect.action {
+                        *reconcile = false;
+                    }
+                    self.retry_now(effect);
+                    return;
+                }
+            }
+        }
+        if let Err(failure) = &result
+            && matches!(
+                failure.kind,
+                crate::FailureKind::Transient | crate::FailureKind::RateLimited
+            )
+            && effect.action.is_durable()
+        {
+            self.schedule_retry(effect, failure.clone());
+            return;
+        }
+        self.retries.remove(&id);
         self.change(Change::DeleteOutbox(id));
         if let Action::SendGitter {
             room, gitter_user, ..
@@ -404,6 +596,47 @@ impl Bridge {
         }
     }
 
+    /// Which of the author's messages read by a reconcile is this send, if any. Only
+    /// messages not bridged already count (a message mapped in the owner's portal is another
+    /// send, or came from Gitter), matched by author, text and thread; identical texts are
+    /// counted, so the n-th unmapped copy belongs to the n-th of the sends of that text still
+    /// pending. Gitter's clock is never compared with ours.
+    fn reconciled_send(&self, effect: &Effect, found: &[GitterMessage]) -> Option<GitterMessage> {
+        let Action::SendGitter {
+            room,
+            gitter_user,
+            text,
+            origin,
+            ..
+        } = &effect.action
+        else {
+            return None;
+        };
+        let same_send = |a: &Action| {
+            matches!(a, Action::SendGitter { room: r, gitter_user: g, text: t, .. }
+                if r == room && g == gitter_user && t == text)
+        };
+        let earlier = self
+            .state
+            .outbox
+            .range(..effect.id)
+            .filter(|(_, e)| same_send(&e.action))
+            .count();
+        found
+            .iter()
+            .filter(|m| {
+                &m.from.id == gitter_user
+                    && &m.text == text
+                    && m.parent_id.is_none()
+                    && !self
+                        .state
+                        .messages
+                        .contains_key(&(origin.owner.clone(), m.id.clone()))
+            })
+            .nth(earlier)
+            .cloned()
+    }
+
     fn on_effect_ok(&mut self, effect: Effect, output: EffectOutput) {
         let id = effect.id;
         let name = effect.action.name();
@@ -420,8 +653,8 @@ impl Bridge {
             (Action::RoomMembers { room, purpose }, EffectOutput::MatrixMembers(members)) => {
                 self.on_room_members(room, purpose, members)
             }
-            (Action::CreateRoom { purpose, .. }, EffectOutput::RoomCreated(room)) => {
-                self.on_room_created(purpose, room)
+            (Action::CreateRoom { purpose, alias, .. }, EffectOutput::RoomCreated(room)) => {
+                self.on_room_created(purpose, &alias, room)
             }
             (Action::SendMessage { relay, .. }, EffectOutput::EventSent(event_id)) => {
                 if let Some(relay) = relay {
@@ -472,6 +705,7 @@ impl Bridge {
                 | Action::Join { .. }
                 | Action::Leave { .. }
                 | Action::Kick { .. }
+                | Action::DeleteAlias { .. }
                 | Action::OpenStream { .. }
                 | Action::CloseStream { .. },
                 _,
@@ -516,18 +750,7 @@ impl Bridge {
 
     /// The Matrix user whose token an action used.
     fn token_owner(&self, action: &Action) -> Option<OwnedUserId> {
-        let token = match action {
-            Action::GetGitterUser { token, .. }
-            | Action::ListRooms { token, .. }
-            | Action::ResolveRoom { token, .. }
-            | Action::JoinGitterRoom { token, .. }
-            | Action::LeaveGitterRoom { token, .. }
-            | Action::GitterRoomMembers { token, .. }
-            | Action::FetchMessages { token, .. }
-            | Action::SendGitter { token, .. }
-            | Action::OpenStream { token, .. } => token,
-            _ => return None,
-        };
+        let token = action.gitter_token()?;
         self.state
             .users
             .values()

@@ -40,6 +40,15 @@ pub struct Config {
     pub catch_up_page: u32,
     /// How long to wait before retrying a failed catch-up, in milliseconds.
     pub catch_up_retry_ms: u64,
+    /// First wait before a durable effect that failed for a reason that can pass is tried
+    /// again, in milliseconds; it doubles with every failure, up to `retry_max_ms`.
+    pub retry_min_ms: u64,
+    /// Longest wait between two tries of a durable effect, in milliseconds.
+    pub retry_max_ms: u64,
+    /// Stream messages a room keeps in memory while a catch-up runs or a send of their
+    /// author is in flight. Past it they are let go and read again from the cursor later,
+    /// so memory stays bounded and nothing is lost.
+    pub max_held_per_room: usize,
 }
 
 impl Config {
@@ -65,6 +74,9 @@ impl Config {
             recent_capacity: 256,
             catch_up_page: 100,
             catch_up_retry_ms: 30_000,
+            retry_min_ms: 1_000,
+            retry_max_ms: 5 * 60 * 1000,
+            max_held_per_room: 1_000,
         }
     }
 }

@@ -76,6 +76,13 @@ pub enum Action {
         power_users: BTreeMap<OwnedUserId, i64>,
         /// Why the room is created.
         purpose: CreatePurpose,
+        /// Localpart of a room alias created with the room (`room_alias_name`), drawn at
+        /// random when the effect is emitted and kept in the outbox with it. It makes the
+        /// creation idempotent: createRoom has no transaction id, so when its answer is lost
+        /// the retry's `M_ROOM_IN_USE` says the room exists and the alias names it, instead
+        /// of a second portal room (the adapter resolves it). The core deletes the alias once
+        /// the room is recorded ([`Action::DeleteAlias`]).
+        alias: String,
     },
     /// Invite `target` to `room`, as `sender`.
     Invite {
@@ -126,6 +133,12 @@ pub enum Action {
         relay: Option<RelayRef>,
         /// `origin_server_ts` to ask for (timestamp massaging), ms.
         ts: Option<Timestamp>,
+    },
+    /// Delete a room alias (`DELETE /directory/room/{alias}`) as the bot; an alias already
+    /// gone is success.
+    DeleteAlias {
+        /// The full alias, `#localpart:server`.
+        alias: String,
     },
     /// List the room's joined and invited members. Returns
     /// [`crate::EffectOutput::MatrixMembers`].
@@ -221,9 +234,13 @@ pub enum Action {
         limit: u32,
     },
     /// `POST /v1/rooms/:rid/chatMessages`. Returns [`crate::EffectOutput::GitterMessage`].
-    /// When `reconcile` is set (a send found in the outbox after a restart), the adapter first
-    /// looks for this text from this user among the room's recent messages sent at or after
-    /// `not_before`, and returns that message instead of posting again.
+    ///
+    /// With `reconcile` set the adapter posts nothing: it reads the author's messages of the
+    /// room after `after` (the newest page when `after` is `None`) and returns them as
+    /// [`crate::EffectOutput::GitterMessages`], oldest first. A Gitter POST has no
+    /// idempotency key, so a send whose outcome is unknown (a lost answer, a time-out, a 5xx,
+    /// a crash) is reconciled this way before any new attempt; the core decides whether one
+    /// of them is this send, and only if none is does it post again.
     SendGitter {
         /// The portal owner's token.
         token: Secret,
@@ -235,10 +252,12 @@ pub enum Action {
         text: String,
         /// A `/me` message.
         status: bool,
-        /// Reconcile before sending.
+        /// Read instead of posting (see above).
         reconcile: bool,
-        /// When the Matrix event was received.
-        not_before: Timestamp,
+        /// The room's cursor when the Matrix event was received: this send can only be
+        /// among the messages after it. Gitter ids are compared by Gitter's order, never our
+        /// clock with Gitter's.
+        after: Option<GitterMessageId>,
         /// The Matrix side of the message.
         origin: SendOrigin,
     },
@@ -277,6 +296,39 @@ impl Action {
         )
     }
 
+    /// Whether a transient failure of this action keeps it in the outbox to be tried again
+    /// later, with no limit on the count (an outage of hours heals by itself). Everything
+    /// whose loss loses a message or a user's action is durable. Not durable: the steps of
+    /// a login, whose browser waits for the answer (an OAuth code is single-use, and the
+    /// page times out: the person is told and starts again), catch-up reads (the stream
+    /// state machine retries them from the cursor on its own timer) and stream control.
+    pub fn is_durable(&self) -> bool {
+        !matches!(
+            self,
+            Action::ExchangeCode { .. }
+                | Action::GetGitterUser { .. }
+                | Action::FetchMessages { .. }
+                | Action::OpenStream { .. }
+                | Action::CloseStream { .. }
+        )
+    }
+
+    /// The Gitter token the action uses, if any.
+    pub fn gitter_token(&self) -> Option<&Secret> {
+        match self {
+            Action::GetGitterUser { token, .. }
+            | Action::ListRooms { token, .. }
+            | Action::ResolveRoom { token, .. }
+            | Action::JoinGitterRoom { token, .. }
+            | Action::LeaveGitterRoom { token, .. }
+            | Action::GitterRoomMembers { token, .. }
+            | Action::FetchMessages { token, .. }
+            | Action::SendGitter { token, .. }
+            | Action::OpenStream { token, .. } => Some(token),
+            _ => None,
+        }
+    }
+
     /// A short name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
@@ -289,6 +341,7 @@ impl Action {
             Action::Kick { .. } => "kick",
             Action::SendMessage { .. } => "send_matrix",
             Action::RoomMembers { .. } => "room_members",
+            Action::DeleteAlias { .. } => "delete_alias",
             Action::ExchangeCode { .. } => "exchange_code",
             Action::GetGitterUser { .. } => "get_gitter_user",
             Action::ListRooms { .. } => "list_rooms",

@@ -32,6 +32,21 @@ pub enum CoreError {
         /// The failure.
         failure: Failure,
     },
+    /// An effect failed for a reason that can pass; it stays in the outbox and is tried
+    /// again.
+    #[error("effect {id} ({action}) failed, try {attempt}, again in {retry_in_ms} ms: {failure}")]
+    EffectRetrying {
+        /// The effect.
+        id: EffectId,
+        /// The effect's action name.
+        action: &'static str,
+        /// The failure.
+        failure: Failure,
+        /// How many tries have failed so far (since the last start).
+        attempt: u32,
+        /// When it is tried again.
+        retry_in_ms: u64,
+    },
     /// An input referred to something the core does not know (a remote sent something odd).
     #[error("ignored input: {0}")]
     Ignored(String),

@@ -202,8 +202,8 @@ impl Bridge {
         {
             // The Gitter membership stays: `invite <room>` brings the portal back.
             portal.state = PortalState::Closed;
-            portal.queued.clear();
             self.change(Change::PutPortal(portal));
+            self.drop_queued(owner, room);
             self.ensure_reader(room);
         }
     }

@@ -76,6 +76,7 @@ pub use effect::{
 pub use error::CoreError;
 pub use format::sanitize_html;
 pub use ghost::ghost_localpart;
+pub use portal::PORTAL_ALIAS_PREFIX;
 pub use ids::{
     AsTxnId, EffectId, GitterMessageId, GitterRoomId, GitterUserId, OwnedEventId, OwnedRoomId,
     OwnedUserId, RequestId, Secret, Timestamp,
@@ -87,5 +88,5 @@ pub use input::{
 pub use output::{Outputs, WebReply};
 pub use state::{
     Change, ChangeSet, GhostRecord, GitterRoomRecord, Login, MessageRecord, Origin, PortalRecord,
-    PortalState, Snapshot, Ticket, UserRecord,
+    PortalState, QueuedKey, Snapshot, Ticket, UserRecord,
 };

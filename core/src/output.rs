@@ -12,8 +12,14 @@ use crate::state::ChangeSet;
 pub struct Outputs {
     /// What to persist.
     pub changes: ChangeSet,
-    /// What to do, in order (per lane).
+    /// What to do, in order (per lane). An effect whose id the driver holds (see `holds`) is
+    /// that effect tried again: it runs at once, at the head of its lane.
     pub effects: Vec<crate::Effect>,
+    /// Effects whose result this step received but which are not finished: they failed for
+    /// a reason that can pass (or a reconcile read found nothing) and stay in the outbox to
+    /// be tried again. The driver keeps their lanes busy, so later effects of the same lane
+    /// stay behind them, until the core re-emits them in `effects`.
+    pub holds: Vec<crate::EffectId>,
     /// Answers to pending web requests.
     pub replies: Vec<(RequestId, WebReply)>,
     /// When to call `handle(now, Input::Timer)` next, if ever.

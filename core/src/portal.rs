@@ -13,6 +13,11 @@ use crate::ids::{GitterRoomId, OwnedRoomId, OwnedUserId};
 use crate::input::{Failure, GitterRoom, GitterUser};
 use crate::state::{Change, GitterRoomRecord, PortalRecord, PortalState};
 
+/// Localparts of the aliases portal rooms are created with (followed by 32 random hex
+/// digits). The registration claims this namespace for the bridge: Synapse lets an
+/// application service create aliases only inside its own alias namespaces.
+pub const PORTAL_ALIAS_PREFIX: &str = "_gitter_portal_";
+
 impl Bridge {
     /// Records (or refreshes) what we know of a Gitter room, keeping its cursor and reader.
     pub(crate) fn remember_room(&mut self, room: &GitterRoom) {
@@ -83,9 +88,9 @@ impl Bridge {
                     room_id: None,
                     state: PortalState::Creating,
                     joined_ghosts: BTreeSet::new(),
-                    queued: Vec::new(),
                 };
                 self.change(Change::PutPortal(portal));
+                let alias = format!("{PORTAL_ALIAS_PREFIX}{}", self.random_token());
                 let topic = if room.topic.is_empty() {
                     format!("Gitter room {label}")
                 } else {
@@ -105,6 +110,7 @@ impl Bridge {
                             owner: owner.clone(),
                             room: room.id.clone(),
                         },
+                        alias,
                     },
                 );
             }
@@ -134,19 +140,75 @@ impl Bridge {
                 );
             }
             portal.state = PortalState::Closed;
-            portal.queued.clear();
             self.change(Change::PutPortal(portal));
+            self.drop_queued(owner, room);
         }
         self.ensure_reader(room);
     }
 
-    pub(crate) fn on_room_created(&mut self, purpose: CreatePurpose, room_id: OwnedRoomId) {
+    /// Queues a Gitter message for the portal of (owner, room) while its room is created.
+    pub(crate) fn queue_for_portal(
+        &mut self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+        message: &crate::GitterMessage,
+    ) {
+        let seq = self
+            .state
+            .queued_for(owner, room)
+            .next_back()
+            .map_or(0, |((_, _, seq), _)| seq + 1);
+        self.change(Change::PutQueued(
+            (owner.clone(), room.clone(), seq),
+            message.clone(),
+        ));
+    }
+
+    /// Takes the messages queued for a portal, oldest first, removing their rows.
+    fn take_queued(
+        &mut self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+    ) -> Vec<crate::GitterMessage> {
+        let queued: Vec<_> = self
+            .state
+            .queued_for(owner, room)
+            .map(|(k, m)| (k.clone(), m.clone()))
+            .collect();
+        queued
+            .into_iter()
+            .map(|(k, m)| {
+                self.change(Change::DeleteQueued(k));
+                m
+            })
+            .collect()
+    }
+
+    /// Forgets what was queued for a portal that will not be created (closed, failed).
+    pub(crate) fn drop_queued(&mut self, owner: &OwnedUserId, room: &GitterRoomId) {
+        self.take_queued(owner, room);
+    }
+
+    pub(crate) fn on_room_created(
+        &mut self,
+        purpose: CreatePurpose,
+        alias: &str,
+        room_id: OwnedRoomId,
+    ) {
         let CreatePurpose::Portal { owner, room } = purpose;
         let key = (owner.clone(), room.clone());
+        let lane = Lane::Portal {
+            owner: owner.clone(),
+            room: room.clone(),
+        };
+        // The alias only made the creation idempotent; now that the room is recorded it has
+        // done its work, and nobody should find the private room by it.
+        let alias = format!("#{alias}:{}", self.config.server_name);
+        self.emit(lane, Action::DeleteAlias { alias });
         let Some(mut portal) = self.state.portals.get(&key).cloned() else {
             return;
         };
-        let queued = std::mem::take(&mut portal.queued);
+        let queued = self.take_queued(&owner, &room);
         let closed = portal.state == PortalState::Closed;
         portal.room_id = Some(room_id.clone());
         if !closed {
@@ -199,9 +261,9 @@ impl Bridge {
         let key = (owner.clone(), room.clone());
         if let Some(mut portal) = self.state.portals.get(&key).cloned() {
             portal.state = PortalState::Closed;
-            portal.queued.clear();
             self.change(Change::PutPortal(portal));
         }
+        self.drop_queued(&owner, &room);
         let label = self.room_label(&room);
         self.notice(
             &owner,

@@ -28,7 +28,16 @@ impl Bridge {
         if !self.state.gitter_rooms.contains_key(&room) {
             return;
         }
+        if self.streams.get(&room).is_some_and(|s| s.resync) {
+            // Messages were let go at the memory bound: the cursor has not passed them, and
+            // the catch-up that follows reads them (and this one) again in order.
+            return;
+        }
         if !from_catch_up && self.streams.get(&room).is_some_and(|s| s.catching_up) {
+            if self.held_messages(&room) >= self.config.max_held_per_room {
+                self.let_go_held(&room);
+                return;
+            }
             self.stream_mut(&room).buffer.push_back(message);
             return;
         }
@@ -36,14 +45,34 @@ impl Bridge {
             .inflight
             .contains_key(&(room.clone(), message.from.id.clone()));
         if author_sending || !self.held_is_empty(&room) {
+            if self.held_messages(&room) >= self.config.max_held_per_room {
+                self.let_go_held(&room);
+                return;
+            }
             self.push_held(&room, message);
             return;
         }
         self.relay_to_portals(&room, &message);
     }
 
+    /// The memory bound of a room's waiting messages is reached: they are dropped, and the
+    /// room reads everything after its cursor again once nothing holds it any more. Nothing
+    /// is lost because the cursor only passes messages that were relayed.
+    fn let_go_held(&mut self, room: &GitterRoomId) {
+        let state = self.stream_mut(room);
+        state.held.clear();
+        state.buffer.clear();
+        state.resync = true;
+        self.warn(crate::CoreError::Ignored(format!(
+            "room {room}: more than {} messages waiting; they will be read again from the cursor",
+            self.config.max_held_per_room
+        )));
+        self.resync_if_free(room);
+    }
+
     /// Releases held messages whose authors have no send in flight any more.
     fn drain_held(&mut self, room: &GitterRoomId) {
+        self.resync_if_free(room);
         while let Some(front) = self.held_front(room) {
             if self
                 .inflight
@@ -84,9 +113,7 @@ impl Bridge {
             match portal.state {
                 PortalState::Closed => {}
                 PortalState::Creating => {
-                    let mut portal = portal;
-                    portal.queued.push(message.clone());
-                    self.change(Change::PutPortal(portal));
+                    self.queue_for_portal(&owner, room, message);
                     self.change(Change::PutMessage(MessageRecord {
                         owner: owner.clone(),
                         gitter_room: room.clone(),
@@ -224,7 +251,11 @@ impl Bridge {
                 text,
                 status,
                 reconcile: false,
-                not_before: self.now,
+                after: self
+                    .state
+                    .gitter_rooms
+                    .get(room)
+                    .and_then(|r| r.cursor.clone()),
                 origin: SendOrigin {
                     owner: owner.clone(),
                     room: event.room_id.clone(),

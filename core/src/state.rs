@@ -57,7 +57,7 @@ pub struct GhostRecord {
 /// The state of a portal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PortalState {
-    /// The room is being created; relayed messages wait in `queued`.
+    /// The room is being created; relayed messages wait in [`Snapshot::queued`].
     Creating,
     /// The room exists and the owner is in it (or invited).
     Active,
@@ -79,8 +79,6 @@ pub struct PortalRecord {
     pub state: PortalState,
     /// Ghosts already joined (by Gitter user id).
     pub joined_ghosts: BTreeSet<GitterUserId>,
-    /// Gitter messages waiting for the room to exist, oldest first.
-    pub queued: Vec<crate::input::GitterMessage>,
 }
 
 /// A Gitter room the bridge reads.
@@ -137,6 +135,10 @@ pub struct Ticket {
     pub expires: Timestamp,
 }
 
+/// The key of a message queued for a portal being created: (owner, Gitter room, sequence
+/// number within the portal, oldest first).
+pub type QueuedKey = (OwnedUserId, GitterRoomId, u64);
+
 /// One change to the persistent state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Change {
@@ -152,6 +154,11 @@ pub enum Change {
     DeleteGitterRoom(GitterRoomId),
     /// Insert or replace a message mapping (keyed by owner and Gitter id).
     PutMessage(MessageRecord),
+    /// Queue a Gitter message for a portal being created (one row per message, so adding
+    /// one costs the same however many wait).
+    PutQueued(QueuedKey, crate::input::GitterMessage),
+    /// Remove a queued message (delivered, or its portal closed).
+    DeleteQueued(QueuedKey),
     /// Refuse future invites to this room.
     RefuseRoom(OwnedRoomId),
     /// Add a login link.
@@ -206,6 +213,8 @@ pub struct Snapshot {
     pub gitter_rooms: BTreeMap<GitterRoomId, GitterRoomRecord>,
     /// messages, keyed by (owner, Gitter message).
     pub messages: BTreeMap<(OwnedUserId, GitterMessageId), MessageRecord>,
+    /// Gitter messages waiting for their portal's room to exist, in order per portal.
+    pub queued: BTreeMap<QueuedKey, crate::input::GitterMessage>,
     /// refused_rooms.
     pub refused_rooms: BTreeSet<OwnedRoomId>,
     /// login_links.
@@ -246,6 +255,12 @@ impl Snapshot {
                 self.messages
                     .insert((m.owner.clone(), m.gitter_id.clone()), m.clone());
             }
+            Change::PutQueued(k, m) => {
+                self.queued.insert(k.clone(), m.clone());
+            }
+            Change::DeleteQueued(k) => {
+                self.queued.remove(k);
+            }
             Change::RefuseRoom(r) => {
                 self.refused_rooms.insert(r.clone());
             }
@@ -281,6 +296,18 @@ impl Snapshot {
             }
             Change::SetNextEffectId(id) => self.next_effect_id = id.0,
         }
+    }
+
+    /// The messages queued for the portal of (owner, room), oldest first.
+    pub fn queued_for<'a>(
+        &'a self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+    ) -> impl DoubleEndedIterator<Item = (&'a QueuedKey, &'a crate::input::GitterMessage)> + 'a
+    {
+        let from = (owner.clone(), room.clone(), 0);
+        let to = (owner.clone(), room.clone(), u64::MAX);
+        self.queued.range(from..=to)
     }
 
     /// Applies every change of a change set, in order.

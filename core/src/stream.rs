@@ -36,6 +36,12 @@ pub(crate) struct StreamState {
     pub(crate) held: VecDeque<GitterMessage>,
     /// When to retry a failed catch-up.
     pub(crate) retry_at: Option<Timestamp>,
+    /// The stream (re)connected while a catch-up ran: one more runs after it. However often
+    /// a flapping stream reconnects, at most one catch-up runs and one waits.
+    pub(crate) again: bool,
+    /// Waiting messages were let go at the memory bound: every message is ignored until a
+    /// catch-up from the cursor (which never passed them) reads them again.
+    pub(crate) resync: bool,
 }
 
 impl Bridge {
@@ -121,10 +127,46 @@ impl Bridge {
         if record.reader.is_none() {
             return;
         }
-        let state = self.stream_mut(&room);
+        self.start_catch_up(&room);
+    }
+
+    /// Starts a catch-up from the cursor, or queues one behind the catch-up that runs.
+    fn start_catch_up(&mut self, room: &GitterRoomId) {
+        let state = self.stream_mut(room);
+        if state.catching_up {
+            state.again = true;
+            return;
+        }
         state.catching_up = true;
+        state.again = false;
         state.retry_at = None;
-        self.fetch_after(&room, record.cursor);
+        let cursor = self
+            .state
+            .gitter_rooms
+            .get(room)
+            .and_then(|r| r.cursor.clone());
+        self.fetch_after(room, cursor);
+    }
+
+    /// After messages were let go at the memory bound: once no catch-up runs and no send of
+    /// the room is in flight (whose echo must be recognised), read again from the cursor.
+    pub(crate) fn resync_if_free(&mut self, room: &GitterRoomId) {
+        let Some(state) = self.streams.get(room) else {
+            return;
+        };
+        if !state.resync || state.catching_up {
+            return;
+        }
+        let sending = self
+            .inflight
+            .range((room.clone(), crate::GitterUserId::new(""))..)
+            .next()
+            .is_some_and(|((r, _), _)| r == room);
+        if sending {
+            return;
+        }
+        self.stream_mut(room).resync = false;
+        self.start_catch_up(room);
     }
 
     pub(crate) fn on_stream_disconnected(&mut self, room: GitterRoomId, reason: FailureKind) {
@@ -214,6 +256,12 @@ impl Bridge {
         for message in messages {
             self.on_gitter_message(room.clone(), message, true);
         }
+        if self.streams.get(&room).is_some_and(|s| s.resync) {
+            // Messages of this page were let go: paging on would relay later ones before
+            // them. The catch-up ends here and starts over from the cursor when free.
+            self.finish_catch_up(&room);
+            return;
+        }
         if full && last.is_some() {
             self.fetch_after(&room, last);
         } else {
@@ -226,6 +274,11 @@ impl Bridge {
         let buffered = self.buffer_take(room);
         for message in buffered {
             self.on_gitter_message(room.clone(), message, true);
+        }
+        if std::mem::take(&mut self.stream_mut(room).again) {
+            self.start_catch_up(room);
+        } else {
+            self.resync_if_free(room);
         }
     }
 

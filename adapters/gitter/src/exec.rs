@@ -9,8 +9,12 @@ use crate::client::GitterClient;
 use crate::error::{GitterError, scrub};
 use crate::models::Message;
 
-/// How many recent messages a reconciling send looks through (the most one page holds).
-const RECONCILE_WINDOW: u32 = 100;
+/// How many messages a reconciling send reads per page (the most Gitter gives).
+const RECONCILE_PAGE: u32 = 100;
+/// How many pages after the cursor it reads at most: a send is reconciled soon after it
+/// went out, so its message is among the first few hundred after the room's cursor; the
+/// bound keeps a busy room from paging for ever.
+const RECONCILE_PAGES: usize = 10;
 
 impl GitterClient {
     /// Executes a Gitter action: `ExchangeCode`, `GetGitterUser`, `ListRooms`, `ResolveRoom`,
@@ -122,23 +126,21 @@ impl GitterClient {
                 text,
                 status,
                 reconcile,
-                not_before,
+                after,
                 ..
             } => {
                 if *reconcile {
-                    // A Gitter POST has no idempotency key (ARCHITECTURE §6): a send left in the
-                    // outbox by a crash may already have gone out. Look before posting again.
-                    let recent = self
-                        .messages(token, room.as_str(), None, None, RECONCILE_WINDOW)
-                        .await?;
-                    if let Some(found) = recent.into_iter().rev().find(|m| {
-                        m.from_user_id() == gitter_user.as_str()
-                            && m.text == *text
-                            && m.sent_ms().is_some_and(|t| t >= not_before.0)
-                    }) {
-                        tracing::info!(message = found.id, "reconciled send: already on Gitter");
-                        return into_core(found).map(EffectOutput::GitterMessage);
-                    }
+                    // A Gitter POST has no idempotency key: a send whose outcome is unknown
+                    // is looked for before it is posted again. This only reads; the core
+                    // decides which message, if any, is this send.
+                    let mine = self
+                        .messages_after(token, room.as_str(), after.as_ref())
+                        .await?
+                        .into_iter()
+                        .filter(|m| m.from_user_id() == gitter_user.as_str())
+                        .filter_map(Message::into_core)
+                        .collect();
+                    return Ok(EffectOutput::GitterMessages(mine));
                 }
                 let sent = self
                     .send_message(token, room.as_str(), text, *status)
@@ -159,6 +161,38 @@ impl GitterClient {
     }
 }
 
+impl GitterClient {
+    /// The room's messages after `after`, oldest first, paging on while pages are full (at
+    /// most [`RECONCILE_PAGES`]); without `after`, the newest page.
+    async fn messages_after(
+        &self,
+        token: &Secret,
+        room: &str,
+        after: Option<&gitter_bridge_core::GitterMessageId>,
+    ) -> Result<Vec<Message>, GitterError> {
+        let Some(after) = after else {
+            return self.messages(token, room, None, None, RECONCILE_PAGE).await;
+        };
+        let mut all = Vec::new();
+        let mut cursor = after.as_str().to_owned();
+        for _ in 0..RECONCILE_PAGES {
+            let page = self
+                .messages(token, room, Some(&cursor), None, RECONCILE_PAGE)
+                .await?;
+            let full = page.len() >= RECONCILE_PAGE as usize;
+            let Some(last) = page.last().map(|m| m.id.clone()) else {
+                break;
+            };
+            all.extend(page);
+            if !full {
+                break;
+            }
+            cursor = last;
+        }
+        Ok(all)
+    }
+}
+
 fn into_core(m: Message) -> Result<GitterMessage, GitterError> {
     m.into_core()
         .ok_or_else(|| GitterError::Decode("message without id or author".to_owned()))
@@ -168,15 +202,6 @@ fn into_core(m: Message) -> Result<GitterMessage, GitterError> {
 fn action_secret(action: &Action) -> Option<&Secret> {
     match action {
         Action::ExchangeCode { code, .. } => Some(code),
-        Action::GetGitterUser { token, .. }
-        | Action::ListRooms { token, .. }
-        | Action::ResolveRoom { token, .. }
-        | Action::JoinGitterRoom { token, .. }
-        | Action::LeaveGitterRoom { token, .. }
-        | Action::GitterRoomMembers { token, .. }
-        | Action::FetchMessages { token, .. }
-        | Action::SendGitter { token, .. }
-        | Action::OpenStream { token, .. } => Some(token),
-        _ => None,
+        other => other.gitter_token(),
     }
 }

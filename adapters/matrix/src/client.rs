@@ -413,6 +413,11 @@ impl MatrixClient {
     /// creator is left out even if listed, because room version 12 gives creators implicit
     /// top power and Synapse 1.163 refuses ("Creator ... must not appear in content.users")
     /// *after* creating an orphan room.
+    ///
+    /// With `alias` (a localpart), the room is created with `room_alias_name`, which makes
+    /// the call idempotent: createRoom has no transaction id, so a retry after a lost answer
+    /// would make a second room. With the alias, that retry gets `M_ROOM_IN_USE`, and the
+    /// alias (on the bot's server) names the room the first try made.
     pub async fn create_room(
         &self,
         creator: &UserId,
@@ -420,12 +425,16 @@ impl MatrixClient {
         topic: &str,
         invite: &[OwnedUserId],
         power_users: &BTreeMap<OwnedUserId, i64>,
+        alias: Option<&str>,
     ) -> Result<OwnedRoomId, MatrixError> {
         let mut body = json!({
             "preset": "private_chat",
             "name": name,
             "invite": invite,
         });
+        if let Some(alias) = alias {
+            body["room_alias_name"] = json!(alias);
+        }
         if !topic.is_empty() {
             body["topic"] = json!(topic);
         }
@@ -446,8 +455,51 @@ impl MatrixClient {
             "/_matrix/client/v3/createRoom".to_owned(),
         )
         .json(body);
-        let v = self.call(self.as_user(call, creator)).await?;
-        parse_id(&v, "room_id", "createRoom")
+        match self.call(self.as_user(call, creator)).await {
+            Ok(v) => parse_id(&v, "room_id", "createRoom"),
+            Err(MatrixError::Refused { errcode, .. })
+                if errcode == "M_ROOM_IN_USE"
+                    && let Some(alias) = alias =>
+            {
+                let full = format!("#{alias}:{}", self.bot().server_name());
+                tracing::info!(alias = %full, "createRoom: the alias exists, an earlier try made the room");
+                self.resolve_alias(&full).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /directory/room/{roomAlias}`: the room an alias points to.
+    pub async fn resolve_alias(&self, alias: &str) -> Result<OwnedRoomId, MatrixError> {
+        let call = Call::new(
+            "directory",
+            Method::GET,
+            format!(
+                "/_matrix/client/v3/directory/room/{}",
+                encode_segment(alias)
+            ),
+        );
+        let v = self.call(call).await?;
+        parse_id(&v, "room_id", "directory")
+    }
+
+    /// `DELETE /directory/room/{roomAlias}` as the bot; an alias already gone is success
+    /// (a retry after a lost answer).
+    pub async fn delete_alias(&self, alias: &str) -> Result<(), MatrixError> {
+        let call = Call::new(
+            "directory",
+            Method::DELETE,
+            format!(
+                "/_matrix/client/v3/directory/room/{}",
+                encode_segment(alias)
+            ),
+        );
+        let bot = self.bot().clone();
+        match self.call(self.as_user(call, &bot)).await {
+            Ok(_) => Ok(()),
+            Err(MatrixError::Refused { errcode, .. }) if errcode == "M_NOT_FOUND" => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// `POST /rooms/{roomId}/invite` as `sender`.

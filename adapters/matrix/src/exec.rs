@@ -45,11 +45,16 @@ impl MatrixClient {
                 invite,
                 power_users,
                 purpose: _,
+                alias,
             } => {
                 let room = self
-                    .create_room(creator, name, topic, invite, power_users)
+                    .create_room(creator, name, topic, invite, power_users, Some(alias))
                     .await?;
                 Ok(EffectOutput::RoomCreated(room))
+            }
+            Action::DeleteAlias { alias } => {
+                self.delete_alias(alias).await?;
+                Ok(EffectOutput::Done)
             }
             Action::Invite {
                 room,

@@ -183,6 +183,18 @@ pub fn generate_token() -> Result<Secret, RegistrationError> {
     Ok(token_from_bytes(&bytes))
 }
 
+/// The alias namespace of portal rooms: each is created with a random alias that makes its
+/// creation idempotent (see the core's `PORTAL_ALIAS_PREFIX`). Synapse refuses an
+/// application service aliases outside its own namespaces ("This application service has not
+/// reserved this kind of alias", `M_EXCLUSIVE`), so the registration claims them.
+pub fn portal_alias_regex(server_name: &str) -> String {
+    format!(
+        "^#{}[0-9a-f]+:{}$",
+        regex::escape(gitter_bridge_core::PORTAL_ALIAS_PREFIX),
+        regex::escape(server_name)
+    )
+}
+
 /// A token from caller-supplied random bytes (hex); give it at least 16 bytes.
 pub fn token_from_bytes(bytes: &[u8]) -> Secret {
     Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
@@ -212,7 +224,10 @@ impl Registration {
                         regex,
                     })
                     .collect(),
-                aliases: Vec::new(),
+                aliases: vec![Namespace {
+                    exclusive: true,
+                    regex: portal_alias_regex(&params.server_name),
+                }],
                 rooms: Vec::new(),
             },
             rate_limited: Some(false),
@@ -341,6 +356,27 @@ impl Registration {
                     self.sender_localpart, params.bot_localpart
                 ),
             );
+        }
+        let sample_alias = format!(
+            "#{}{}:{}",
+            gitter_bridge_core::PORTAL_ALIAS_PREFIX,
+            "0123456789abcdef0123456789abcdef",
+            params.server_name
+        );
+        let alias_covered = self.namespaces.aliases.iter().any(|n| {
+            n.exclusive
+                && regex::Regex::new(&format!("^(?:{})", n.regex))
+                    .is_ok_and(|r| r.is_match(&sample_alias))
+        });
+        if !alias_covered {
+            bad.push(Mismatch {
+                key: "namespaces.aliases".to_owned(),
+                detail: format!(
+                    "no exclusive entry covers portal aliases such as {sample_alias}; \
+                     add `- exclusive: true` with `regex: {:?}` (or generate the file again)",
+                    portal_alias_regex(&params.server_name)
+                ),
+            });
         }
         match self.user_regexes() {
             Err(RegistrationError::Disagrees(list)) => bad.extend(list),

@@ -37,6 +37,7 @@
 
 mod codec;
 mod error;
+mod legacy;
 mod memory;
 mod migrate;
 mod redb_store;

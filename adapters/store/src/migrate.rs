@@ -25,7 +25,7 @@ use crate::schema::{self, META, META_SCHEMA_VERSION};
 pub(crate) type Migration = fn(&WriteTransaction, &Path) -> Result<(), StoreError>;
 
 /// Every migration, in order.
-pub(crate) const MIGRATIONS: &[Migration] = &[v0_create_tables];
+pub(crate) const MIGRATIONS: &[Migration] = &[v0_create_tables, v1_durable_effects];
 
 /// The schema version this binary writes and reads.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
@@ -47,6 +47,96 @@ fn v0_create_tables(txn: &WriteTransaction, path: &Path) -> Result<(), StoreErro
     txn.open_table(schema::OUTBOX).ctx(path, DURING)?;
     txn.open_table(schema::META).ctx(path, DURING)?;
     Ok(())
+}
+
+/// Version 1 -> 2: durable effects and small writes.
+///
+/// * Outbox rows: room creations carry the alias that makes them idempotent, and Gitter sends
+///   the room cursor they were sent at instead of our clock (reconcile never compares clocks).
+/// * Portal rows lose their inline queue of messages waiting for the room: each waiting
+///   message becomes a row of the new `queued` table, so adding one costs the same however
+///   many wait.
+fn v1_durable_effects(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
+    use crate::codec::{decode, encode};
+    use crate::legacy::{EffectV1, PortalRecordV1};
+    use gitter_bridge_core::{Effect, PortalRecord};
+    use redb::ReadableTable;
+
+    const DURING: &str = "migrating to schema version 2";
+    let mut queued = txn.open_table(schema::QUEUED).ctx(path, DURING)?;
+    {
+        let mut outbox = txn.open_table(schema::OUTBOX).ctx(path, DURING)?;
+        let mut rows = Vec::new();
+        for row in outbox.iter().ctx(path, DURING)? {
+            let (k, v) = row.ctx(path, DURING)?;
+            let old: EffectV1 = decode(path, "outbox", v.value())?;
+            rows.push((k.value(), old));
+        }
+        for (key, old) in rows {
+            let effect = Effect {
+                id: old.id,
+                lane: old.lane,
+                action: old.action.upgrade(random_alias),
+            };
+            let bytes = encode(path, "outbox", &effect)?;
+            outbox.insert(key, bytes.as_slice()).ctx(path, DURING)?;
+        }
+    }
+    let mut portals = txn.open_table(schema::PORTALS).ctx(path, DURING)?;
+    let mut rows = Vec::new();
+    for row in portals.iter().ctx(path, DURING)? {
+        let (_, v) = row.ctx(path, DURING)?;
+        let old: PortalRecordV1 = decode(path, "portals", v.value())?;
+        rows.push(old);
+    }
+    for old in rows {
+        for (seq, message) in old.queued.iter().enumerate() {
+            let bytes = encode(path, "queued", message)?;
+            queued
+                .insert(
+                    (old.owner.as_str(), old.gitter_room.as_str(), seq as u64),
+                    bytes.as_slice(),
+                )
+                .ctx(path, DURING)?;
+        }
+        let portal = PortalRecord {
+            owner: old.owner,
+            gitter_room: old.gitter_room,
+            room_id: old.room_id,
+            state: old.state,
+            joined_ghosts: old.joined_ghosts,
+        };
+        let bytes = encode(path, "portals", &portal)?;
+        portals
+            .insert(
+                (portal.owner.as_str(), portal.gitter_room.as_str()),
+                bytes.as_slice(),
+            )
+            .ctx(path, DURING)?;
+    }
+    Ok(())
+}
+
+/// An alias for a room creation migrated from version 1 (which had none): 128 bits from
+/// two randomly keyed SipHash instances of the standard library (the store has no RNG of its
+/// own, and this runs once per such row).
+fn random_alias() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let half = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+        );
+        h.finish()
+    };
+    format!(
+        "{}{:016x}{:016x}",
+        gitter_bridge_core::PORTAL_ALIAS_PREFIX,
+        half(),
+        half()
+    )
 }
 
 /// The schema version of an open database, without writing. An empty database is version 0;
@@ -163,10 +253,13 @@ mod tests {
         let set = ChangeSet {
             changes: vec![Change::SetNextEffectId(EffectId(7))],
         };
-        let mut store = RedbStore::open(path).expect("open");
+        let mut store = RedbStore::open_with(path, V1).expect("open");
         store.apply(std::slice::from_ref(&set)).expect("apply");
         set
     }
+
+    /// The migrations of a binary that knew schema version 1.
+    const V1: &[Migration] = &[v0_create_tables];
 
     #[test]
     fn a_new_file_is_created_at_the_current_version() {
@@ -198,7 +291,7 @@ mod tests {
 
         // Opening again at v2 runs nothing; the binary that only knows v1 refuses the file.
         drop(RedbStore::open_with(&path, newer).expect("reopen at v2"));
-        let err = RedbStore::open(&path).expect_err("v1 binary on a v2 file");
+        let err = RedbStore::open_with(&path, V1).expect_err("v1 binary on a v2 file");
         assert!(
             matches!(
                 err,
@@ -228,7 +321,126 @@ mod tests {
             "half a migration was committed"
         );
         drop((txn, db));
-        let store = RedbStore::open(&path).expect("the old binary still opens it");
+        let store = RedbStore::open_with(&path, V1).expect("the old binary still opens it");
         assert_eq!(store.load().expect("load").next_effect_id, 7);
+    }
+
+    #[test]
+    fn a_version_1_outbox_and_portal_queue_are_carried_over_to_version_2() {
+        use crate::codec::encode;
+        use crate::legacy::{ActionV1, EffectV1, PortalRecordV1};
+        use gitter_bridge_core::{
+            Action, CreatePurpose, GitterMessage, GitterMessageId, GitterRoomId, GitterUser,
+            GitterUserId, Lane, OwnedUserId, PortalState, Secret, SendOrigin, Timestamp,
+        };
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.redb");
+        drop(RedbStore::open_with(&path, V1).expect("a version 1 file"));
+        let alice: OwnedUserId = "@alice:example.org".try_into().unwrap();
+        let room = GitterRoomId::new("r1");
+        let message = |n: u32| GitterMessage {
+            id: GitterMessageId::new(format!("m{n}")),
+            text: format!("queued {n}"),
+            html: format!("queued {n}"),
+            status: false,
+            sent: "2024-01-01T00:00:00.000Z".into(),
+            from: GitterUser {
+                id: GitterUserId::new("u1"),
+                username: "bob".into(),
+                display_name: "Bob".into(),
+                avatar_url: None,
+            },
+            parent_id: None,
+        };
+        let lane = Lane::Portal {
+            owner: alice.clone(),
+            room: room.clone(),
+        };
+        let create = EffectV1 {
+            id: EffectId(1),
+            lane: lane.clone(),
+            action: ActionV1::CreateRoom {
+                creator: "@gitterbot:example.org".try_into().unwrap(),
+                name: "org/chat".into(),
+                topic: String::new(),
+                invite: vec![alice.clone()],
+                power_users: Default::default(),
+                purpose: CreatePurpose::Portal {
+                    owner: alice.clone(),
+                    room: room.clone(),
+                },
+            },
+        };
+        let send = EffectV1 {
+            id: EffectId(2),
+            lane,
+            action: ActionV1::SendGitter {
+                token: Secret::new("tok"),
+                gitter_user: GitterUserId::new("u-alice"),
+                room: room.clone(),
+                text: "hi".into(),
+                status: false,
+                reconcile: false,
+                not_before: Timestamp(5),
+                origin: SendOrigin {
+                    owner: alice.clone(),
+                    room: "!p:example.org".try_into().unwrap(),
+                    event_id: "$e:example.org".try_into().unwrap(),
+                },
+            },
+        };
+        let portal = PortalRecordV1 {
+            owner: alice.clone(),
+            gitter_room: room.clone(),
+            room_id: None,
+            state: PortalState::Creating,
+            joined_ghosts: Default::default(),
+            queued: vec![message(1), message(2)],
+        };
+        {
+            let db = redb::Database::open(&path).expect("raw open");
+            let txn = db.begin_write().expect("write");
+            {
+                let mut outbox = txn.open_table(schema::OUTBOX).unwrap();
+                for e in [&create, &send] {
+                    let v = encode(&path, "outbox", e).unwrap();
+                    outbox.insert(e.id.0, v.as_slice()).unwrap();
+                }
+                let mut portals = txn.open_table(schema::PORTALS).unwrap();
+                let v = encode(&path, "portals", &portal).unwrap();
+                portals
+                    .insert((alice.as_str(), room.as_str()), v.as_slice())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+
+        let store = RedbStore::open(&path).expect("migrates");
+        let snap = store.load().expect("load");
+        drop(store);
+        assert_eq!(version_of(&path), SCHEMA_VERSION);
+        match &snap.outbox[&EffectId(1)].action {
+            Action::CreateRoom { alias, name, .. } => {
+                assert_eq!(name, "org/chat");
+                assert!(alias.starts_with(gitter_bridge_core::PORTAL_ALIAS_PREFIX));
+                assert_eq!(alias.len(), gitter_bridge_core::PORTAL_ALIAS_PREFIX.len() + 32);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &snap.outbox[&EffectId(2)].action {
+            Action::SendGitter { text, after, .. } => {
+                assert_eq!(text, "hi");
+                assert_eq!(after, &None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let p = &snap.portals[&(alice.clone(), room.clone())];
+        assert_eq!(p.state, PortalState::Creating);
+        let queued: Vec<_> = snap
+            .queued_for(&alice, &room)
+            .map(|(_, m)| m.text.clone())
+            .collect();
+        assert_eq!(queued, ["queued 1", "queued 2"], "in their order");
     }
 }

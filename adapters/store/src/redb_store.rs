@@ -19,7 +19,7 @@ use crate::error::{RedbContext, StoreError, redb_error};
 use crate::migrate::{self, MIGRATIONS, Migration};
 use crate::schema::{
     EVENTS, GHOSTS, GITTER_ROOMS, LOGIN_LINKS, MESSAGES, META, META_NEXT_EFFECT_ID, OAUTH_STATES,
-    OUTBOX, PORTALS, REFUSED_ROOMS, TRANSACTIONS, USERS,
+    OUTBOX, PORTALS, QUEUED, REFUSED_ROOMS, TRANSACTIONS, USERS,
 };
 
 /// redb's page cache. redb defaults to 1 GiB; the bridge reads the whole state once at start
@@ -232,6 +232,24 @@ impl RedbStore {
             let e: Effect = decode(path, "outbox", v.value())?;
             snap.outbox.insert(e.id, e);
         }
+        for row in txn
+            .open_table(QUEUED)
+            .ctx(path, DURING)?
+            .iter()
+            .ctx(path, DURING)?
+        {
+            let (k, v) = row.ctx(path, DURING)?;
+            let (owner, room, seq) = k.value();
+            let owner = owner
+                .try_into()
+                .map_err(|e: ruma::IdParseError| StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: format!("queued holds an invalid user id: {e}"),
+                })?;
+            let m: gitter_bridge_core::GitterMessage = decode(path, "queued", v.value())?;
+            snap.queued
+                .insert((owner, gitter_bridge_core::GitterRoomId::new(room), seq), m);
+        }
         let meta = txn.open_table(META).ctx(path, DURING)?;
         snap.next_effect_id = meta
             .get(META_NEXT_EFFECT_ID)
@@ -269,6 +287,7 @@ struct Tables<'txn> {
     transactions: Table<'txn, u64, &'static str>,
     events: Table<'txn, u64, &'static str>,
     outbox: Table<'txn, u64, &'static [u8]>,
+    queued: Table<'txn, (&'static str, &'static str, u64), &'static [u8]>,
     meta: Table<'txn, &'static str, u64>,
 }
 
@@ -290,6 +309,7 @@ impl<'txn> Tables<'txn> {
             transactions: txn.open_table(TRANSACTIONS).ctx(path, DURING)?,
             events: txn.open_table(EVENTS).ctx(path, DURING)?,
             outbox: txn.open_table(OUTBOX).ctx(path, DURING)?,
+            queued: txn.open_table(QUEUED).ctx(path, DURING)?,
             meta: txn.open_table(META).ctx(path, DURING)?,
         })
     }
@@ -329,6 +349,17 @@ impl<'txn> Tables<'txn> {
                 let v = encode(path, "messages", m)?;
                 self.messages
                     .insert((m.owner.as_str(), m.gitter_id.as_str()), v.as_slice())
+                    .ctx(path, WRITING)?;
+            }
+            Change::PutQueued((owner, room, seq), m) => {
+                let v = encode(path, "queued", m)?;
+                self.queued
+                    .insert((owner.as_str(), room.as_str(), *seq), v.as_slice())
+                    .ctx(path, WRITING)?;
+            }
+            Change::DeleteQueued((owner, room, seq)) => {
+                self.queued
+                    .remove((owner.as_str(), room.as_str(), *seq))
                     .ctx(path, WRITING)?;
             }
             Change::RefuseRoom(r) => {

@@ -28,6 +28,9 @@ pub(crate) const OAUTH_STATES: TableDefinition<&str, &[u8]> = TableDefinition::n
 pub(crate) const TRANSACTIONS: TableDefinition<u64, &str> = TableDefinition::new("transactions");
 /// Sequence number -> processed Matrix event id, oldest first.
 pub(crate) const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("events");
+/// (owner Matrix user id, Gitter room id, sequence number) -> `GitterMessage` queued for a
+/// portal whose room is being created (schema version 2).
+pub(crate) const QUEUED: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("queued");
 /// EffectId -> `Effect` not yet completed.
 pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// Name -> number: [`META_SCHEMA_VERSION`], [`META_NEXT_EFFECT_ID`].

@@ -70,6 +70,12 @@ pub struct Harness {
     pub txn: u64,
     /// Failures to answer instead of success, by action name, in order.
     pub failures: BTreeMap<&'static str, VecDeque<FailureKind>>,
+    /// Lanes held by an effect that failed and will be tried again (as the driver keeps
+    /// them): nothing else of the lane runs until the core re-emits it.
+    pub held: BTreeMap<Lane, EffectId>,
+    /// Gitter sends whose answer is lost: Gitter stores the message, the core hears a
+    /// transient failure (a lost response, a time-out).
+    pub lose_send_answers: usize,
 }
 
 impl Harness {
@@ -96,6 +102,8 @@ impl Harness {
             next_request: 1,
             txn: 0,
             failures: BTreeMap::new(),
+            held: BTreeMap::new(),
+            lose_send_answers: 0,
         };
         h.step(Input::Startup);
         h
@@ -114,7 +122,19 @@ impl Harness {
             self.bridge.snapshot(),
             "the change sets must rebuild the bridge's state exactly"
         );
-        self.pending.extend(out.effects.iter().cloned());
+        for id in &out.holds {
+            let lane = self.store.outbox[id].lane.clone();
+            self.held.insert(lane, *id);
+        }
+        for effect in &out.effects {
+            if self.held.get(&effect.lane) == Some(&effect.id) {
+                // A retry runs at the head of the lane it held.
+                self.held.remove(&effect.lane);
+                self.pending.push_front(effect.clone());
+            } else {
+                self.pending.push_back(effect.clone());
+            }
+        }
         self.replies.extend(out.replies.iter().cloned());
         self.warnings.extend(out.warnings.iter().cloned());
         out
@@ -130,6 +150,7 @@ impl Harness {
         self.streams.clear();
         self.down.clear();
         self.pending.clear();
+        self.held.clear();
         self.bridge = Bridge::restore(
             self.bridge.config().clone(),
             self.seed + 1,
@@ -267,7 +288,9 @@ impl Harness {
                     .map(|r| r.members.iter().cloned().collect())
                     .unwrap_or_default(),
             )),
-            Action::RegisterGhost { .. } | Action::SetDisplayName { .. } => Ok(EffectOutput::Done),
+            Action::RegisterGhost { .. }
+            | Action::SetDisplayName { .. }
+            | Action::DeleteAlias { .. } => Ok(EffectOutput::Done),
             Action::ExchangeCode { code, .. } => {
                 let name = code.expose().trim_start_matches("code-").to_owned();
                 let token = format!("tok-{name}");
@@ -347,17 +370,25 @@ impl Harness {
                 text,
                 status,
                 reconcile,
+                after,
                 gitter_user: _,
                 ..
             } => {
                 let name = self.tokens.get(token.expose()).cloned().unwrap_or_default();
-                if *reconcile
-                    && let Some(m) = self.gitter[room]
-                        .messages
-                        .iter()
-                        .find(|m| m.from.username == name && &m.text == text)
-                {
-                    return Ok(EffectOutput::GitterMessage(m.clone()));
+                if *reconcile {
+                    // The author's messages after `after`, oldest first, as the adapter reads.
+                    let all = &self.gitter[room].messages;
+                    let start = after
+                        .as_ref()
+                        .and_then(|a| all.iter().position(|m| &m.id == a))
+                        .map_or(0, |p| p + 1);
+                    return Ok(EffectOutput::GitterMessages(
+                        all[start..]
+                            .iter()
+                            .filter(|m| m.from.username == name)
+                            .cloned()
+                            .collect(),
+                    ));
                 }
                 let mut m = self.gitter_post(room, &name, text);
                 m.status = *status;
@@ -368,6 +399,10 @@ impl Harness {
                     .last_mut()
                     .unwrap()
                     .status = *status;
+                if self.lose_send_answers > 0 {
+                    self.lose_send_answers -= 1;
+                    return Err(Failure::new(FailureKind::Transient, "answer lost"));
+                }
                 Ok(EffectOutput::GitterMessage(m))
             }
             Action::OpenStream { room, .. } => {
@@ -382,8 +417,13 @@ impl Harness {
     }
 
     /// Completes one pending effect with the world's answer; streams that open connect.
+    /// Effects of a held lane wait, as the driver keeps them.
     pub fn complete_next(&mut self) -> Option<Effect> {
-        let effect = self.pending.pop_front()?;
+        let pos = self
+            .pending
+            .iter()
+            .position(|e| !self.held.contains_key(&e.lane))?;
+        let effect = self.pending.remove(pos)?;
         let result = self.respond(&effect);
         self.log.push(effect.clone());
         self.step(Input::EffectDone {
@@ -409,9 +449,63 @@ impl Harness {
                     message: m.clone(),
                 });
             }
+            // A lost answer: Gitter stored the message and streams it all the same.
+            (
+                Action::SendGitter {
+                    room,
+                    reconcile: false,
+                    ..
+                },
+                Err(f),
+            ) if f.message == "answer lost" && self.live(room) => {
+                let message = self.gitter[room].messages.last().cloned().expect("stored");
+                self.step(Input::GitterMessage {
+                    room: room.clone(),
+                    message,
+                });
+            }
             _ => {}
         }
         Some(effect)
+    }
+
+    /// The next `n` tries of `action` fail with `kind`.
+    pub fn fail_next(&mut self, action: &'static str, kind: FailureKind, n: usize) {
+        let queue = self.failures.entry(action).or_default();
+        queue.extend(std::iter::repeat_n(kind, n));
+    }
+
+    /// Gitter texts of a room, in order.
+    pub fn gitter_texts(&self, room: &GitterRoomId) -> Vec<String> {
+        self.gitter[room]
+            .messages
+            .iter()
+            .map(|m| m.text.clone())
+            .collect()
+    }
+
+    /// Message bodies in a Matrix room (without the senders).
+    pub fn bodies(&self, room: &OwnedRoomId) -> Vec<String> {
+        self.timeline(room).into_iter().map(|(_, b)| b).collect()
+    }
+
+    /// Lets `ms` pass and fires the timer (retries whose time has come run next).
+    pub fn wait(&mut self, ms: u64) {
+        self.now = self.now.plus_ms(ms);
+        self.step(Input::Timer);
+    }
+
+    /// Completes pending effects, letting time pass for retries, until nothing is left
+    /// to run or to retry.
+    pub fn settle_with_retries(&mut self) {
+        for _ in 0..1_000 {
+            self.settle();
+            if self.held.is_empty() {
+                return;
+            }
+            self.wait(10 * 60 * 1000);
+        }
+        panic!("retries never settled");
     }
 
     /// Completes pending effects until none are left.

@@ -85,6 +85,7 @@ async fn creating_a_portal_never_lists_the_creator_in_power_levels() {
             "topic": "Chat about Gitter",
             "invite": [ALICE],
             "power_level_content_override": { "users": { ALICE: 10 } },
+            "room_alias_name": "_gitter_portal_00ff",
         })))
         .respond_with(ok(json!({ "room_id": ROOM })))
         .expect(1)
@@ -107,6 +108,7 @@ async fn creating_a_portal_never_lists_the_creator_in_power_levels() {
                     owner: user(ALICE),
                     room: GitterRoomId::new("5f0000000000000000000001"),
                 },
+                alias: "_gitter_portal_00ff".to_owned(),
             },
         )
         .await;
@@ -127,10 +129,65 @@ async fn a_room_without_extra_power_users_sends_no_power_level_override() {
         .mount(&hs)
         .await;
     let created = client
-        .create_room(&user(BOT), "room", "", &[], &BTreeMap::new())
+        .create_room(&user(BOT), "room", "", &[], &BTreeMap::new(), None)
         .await
         .unwrap();
     assert_eq!(created, room(ROOM));
+}
+
+#[tokio::test]
+async fn a_room_creation_retried_after_a_lost_answer_finds_the_room_by_its_alias() {
+    let (hs, client) = homeserver().await;
+    // The first try made the room and its alias; its answer was lost. The retry is refused
+    // because the alias is taken, and the alias names the room: no second portal room.
+    expect_call("POST", "/_matrix/client/v3/createRoom")
+        .respond_with(matrix_err(400, "M_ROOM_IN_USE"))
+        .expect(1)
+        .mount(&hs)
+        .await;
+    expect_call(
+        "GET",
+        &format!("/_matrix/client/v3/directory/room/%23_gitter_portal_00ff%3A{SERVER_NAME}"),
+    )
+    .respond_with(ok(json!({ "room_id": ROOM, "servers": [SERVER_NAME] })))
+    .expect(1)
+    .mount(&hs)
+    .await;
+    let created = client
+        .create_room(
+            &user(BOT),
+            "room",
+            "",
+            &[],
+            &BTreeMap::new(),
+            Some("_gitter_portal_00ff"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, room(ROOM));
+}
+
+#[tokio::test]
+async fn deleting_an_alias_that_is_already_gone_succeeds() {
+    let (hs, client) = homeserver().await;
+    expect_call(
+        "DELETE",
+        &format!("/_matrix/client/v3/directory/room/%23_gitter_portal_00ff%3A{SERVER_NAME}"),
+    )
+    .sent_as_bot()
+    .respond_with(matrix_err(404, "M_NOT_FOUND"))
+    .expect(1)
+    .mount(&hs)
+    .await;
+    let out = client
+        .execute(
+            EffectId(3),
+            &Action::DeleteAlias {
+                alias: format!("#_gitter_portal_00ff:{SERVER_NAME}"),
+            },
+        )
+        .await;
+    assert_eq!(out, Ok(EffectOutput::Done));
 }
 
 #[tokio::test]

@@ -101,9 +101,6 @@ pub fn portal_record(owner: u64, r: u64, version: u64) -> PortalRecord {
             _ => PortalState::Closed,
         },
         joined_ghosts: (0..version % 4).map(guser).collect(),
-        queued: (0..version % 3)
-            .map(|m| gitter_message(m, version))
-            .collect(),
     }
 }
 
@@ -148,7 +145,7 @@ pub fn effect(id: u64, owner: u64, r: u64) -> Effect {
         owner: user(owner),
         room: groom(r),
     };
-    let action = match id % 4 {
+    let action = match id % 5 {
         0 => Action::SendMessage {
             room: room(owner * 1000 + r),
             sender: ghost_mxid(id % 9),
@@ -170,7 +167,7 @@ pub fn effect(id: u64, owner: u64, r: u64) -> Effect {
             text: format!("from matrix {id}"),
             status: false,
             reconcile: id.is_multiple_of(3),
-            not_before: Timestamp(1_700_000_000_000),
+            after: id.is_multiple_of(2).then(|| gmsg(id)),
             origin: gitter_bridge_core::SendOrigin {
                 owner: user(owner),
                 room: room(owner * 1000 + r),
@@ -180,6 +177,18 @@ pub fn effect(id: u64, owner: u64, r: u64) -> Effect {
         2 => Action::OpenStream {
             room: groom(r),
             token: Secret::new(format!("token-{owner}")),
+        },
+        3 => Action::CreateRoom {
+            creator: user(0),
+            name: format!("room {r}"),
+            topic: String::new(),
+            invite: vec![user(owner)],
+            power_users: Default::default(),
+            purpose: gitter_bridge_core::CreatePurpose::Portal {
+                owner: user(owner),
+                room: groom(r),
+            },
+            alias: format!("_gitter_portal_{id:032x}"),
         },
         _ => Action::Kick {
             room: room(owner * 1000 + r),
@@ -294,6 +303,11 @@ pub fn arb_change() -> impl Strategy<Value = Change> {
         k().prop_map(|e| Change::ForgetEvent(event(e))),
         (0u64..12, k(), k()).prop_map(|(id, o, r)| Change::PutOutbox(effect(id, o, r))),
         (0u64..12).prop_map(|id| Change::DeleteOutbox(EffectId(id))),
+        (k(), k(), 0u64..4, 0u64..9).prop_map(|(o, r, seq, m)| Change::PutQueued(
+            (user(o), groom(r), seq),
+            gitter_message(m, o)
+        )),
+        (k(), k(), 0u64..4).prop_map(|(o, r, seq)| Change::DeleteQueued((user(o), groom(r), seq))),
         any::<u64>().prop_map(|id| Change::SetNextEffectId(EffectId(id))),
     ]
 }
