@@ -380,18 +380,41 @@ impl Bridge {
             *reconcile = true;
             self.change(Change::PutOutbox(effect.clone()));
         }
-        if attempts == DELAY_NOTICE_AFTER
-            && let Action::SendGitter { origin, room, .. } = &effect.action
-        {
-            // Not in the portal's lane: that lane is held by this very send.
-            let _ = room;
-            let (lane, portal) = (Lane::User(origin.owner.clone()), origin.room.clone());
-            self.notice_in(
-                lane,
-                portal,
-                "Gitter is not answering at the moment. Your message is kept and will be \
-                 sent as soon as Gitter is back.",
-            );
+        // Told in their own lane: the portal's or the user's is held by this very effect.
+        match &effect.action {
+            Action::SendGitter { origin, .. } if attempts == DELAY_NOTICE_AFTER => {
+                self.notice_in(
+                    Lane::Notices(origin.owner.clone()),
+                    origin.room.clone(),
+                    "Gitter is not answering at the moment. Your message is kept and will be \
+                     sent as soon as Gitter is back.",
+                );
+            }
+            Action::ListRooms {
+                user,
+                purpose: crate::ListPurpose::ListCommand,
+                ..
+            }
+            | Action::ResolveRoom { user, .. }
+            | Action::JoinGitterRoom { user, .. }
+            | Action::LeaveGitterRoom { user, .. }
+                if attempts == 1 =>
+            {
+                if let Some(room) = self
+                    .state
+                    .users
+                    .get(user)
+                    .and_then(|u| u.control_room.clone())
+                {
+                    self.notice_in(
+                        Lane::Notices(user.clone()),
+                        room,
+                        "Gitter is not answering right now. I will keep trying and answer as \
+                         soon as it is back.",
+                    );
+                }
+            }
+            _ => {}
         }
         self.out.holds.push(id);
         self.warn(CoreError::EffectRetrying {

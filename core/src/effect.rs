@@ -40,6 +40,9 @@ pub enum Lane {
     User(OwnedUserId),
     /// A Gitter room's stream and catch-up reads.
     Stream(GitterRoomId),
+    /// Notices to a user about work that waits in another lane (a message or a command
+    /// retrying through an outage): they must not wait behind the very effect they are about.
+    Notices(OwnedUserId),
 }
 
 /// The actions. Matrix actions are done with the as_token, as `sender` (masquerading with

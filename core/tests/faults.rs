@@ -389,3 +389,24 @@ fn a_message_queued_for_a_portal_being_created_is_one_row_of_its_own() {
     let portal = h.portal(&alice, &room).unwrap();
     assert_eq!(h.bodies(&portal), ["while creating"]);
 }
+
+#[test]
+fn a_command_that_meets_an_outage_is_told_it_waits_and_answered_once_gitter_is_back() {
+    let (mut h, _room, alice, _portal) = alice_in_chat();
+    let dm = h.store.users[&alice].control_room.clone().unwrap();
+    h.fail_next("list_rooms", FailureKind::Transient, 6);
+    h.say(&dm, &alice, "list");
+    h.settle();
+    assert_eq!(
+        h.last_notice(&dm),
+        "Gitter is not answering right now. I will keep trying and answer as soon as it is back."
+    );
+    h.settle_with_retries();
+    assert!(h.last_notice(&dm).contains("org/chat"), "{}", h.last_notice(&dm));
+    let waits = h
+        .notices(&dm)
+        .iter()
+        .filter(|n| n.contains("I will keep trying"))
+        .count();
+    assert_eq!(waits, 1, "told once");
+}

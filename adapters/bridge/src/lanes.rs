@@ -8,22 +8,37 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
-use gitter_bridge_core::{Effect, Lane};
+use gitter_bridge_core::{Effect, EffectId, Lane};
 
 /// Queued effects per lane, and which lanes have one running.
 #[derive(Debug, Default)]
 pub(crate) struct Lanes {
     queues: HashMap<Lane, VecDeque<(Effect, Instant)>>,
     running: HashSet<Lane>,
+    /// Lanes whose effect failed and waits to be tried again: they stay busy so nothing of
+    /// the lane overtakes it (a message after one that waits out an outage stays after it).
+    held: HashMap<Lane, EffectId>,
 }
 
 impl Lanes {
-    /// Queues an effect, emitted at `at`, behind the others of its lane.
+    /// Queues an effect, emitted at `at`, behind the others of its lane; the retry of the
+    /// effect that holds its lane goes first instead.
     pub(crate) fn push(&mut self, effect: Effect, at: Instant) {
-        self.queues
-            .entry(effect.lane.clone())
-            .or_default()
-            .push_back((effect, at));
+        let queue = self.queues.entry(effect.lane.clone()).or_default();
+        if self.held.get(&effect.lane) == Some(&effect.id) {
+            self.held.remove(&effect.lane);
+            self.running.remove(&effect.lane);
+            queue.push_front((effect, at));
+        } else {
+            queue.push_back((effect, at));
+        }
+    }
+
+    /// The running effect of `lane` has finished but will be tried again: the lane stays
+    /// busy until the core re-emits it.
+    pub(crate) fn hold(&mut self, lane: &Lane, id: EffectId) {
+        self.running.insert(lane.clone());
+        self.held.insert(lane.clone(), id);
     }
 
     /// Takes the head of every lane that has nothing running, and marks those lanes busy.
@@ -46,9 +61,9 @@ impl Lanes {
         self.running.remove(lane);
     }
 
-    /// Effects running now.
+    /// Effects running now (a held lane waits rather than runs).
     pub(crate) fn running(&self) -> usize {
-        self.running.len()
+        self.running.len() - self.held.len()
     }
 
     /// Effects waiting behind a running one.
@@ -59,7 +74,7 @@ impl Lanes {
 
 #[cfg(test)]
 mod tests {
-    use gitter_bridge_core::{Action, EffectId, GitterRoomId, OwnedUserId};
+    use gitter_bridge_core::{Action, GitterRoomId, OwnedUserId};
 
     use super::*;
 
@@ -101,5 +116,22 @@ mod tests {
         assert_eq!(ids(&lanes.take_ready()), [4]);
         lanes.finish(&alice);
         assert_eq!((lanes.running(), lanes.queued()), (0, 0));
+    }
+
+    #[test]
+    fn a_held_lane_runs_nothing_until_its_effect_comes_back_and_then_that_one_first() {
+        let alice = user("alice");
+        let mut lanes = Lanes::default();
+        lanes.push(effect(1, &alice), Instant::now());
+        lanes.push(effect(2, &alice), Instant::now());
+        assert_eq!(ids(&lanes.take_ready()), [1]);
+        // 1 failed and will be tried again.
+        lanes.hold(&alice, EffectId(1));
+        assert!(lanes.take_ready().is_empty(), "2 stays behind 1");
+        assert_eq!((lanes.running(), lanes.queued()), (0, 1));
+        lanes.push(effect(1, &alice), Instant::now());
+        assert_eq!(ids(&lanes.take_ready()), [1], "the retry goes first");
+        lanes.finish(&alice);
+        assert_eq!(ids(&lanes.take_ready()), [2]);
     }
 }

@@ -61,6 +61,8 @@ pub(crate) struct Metrics {
     open_streams: Gauge,
     effects_running: Gauge,
     effects_queued: Gauge,
+    effects_retrying: Gauge,
+    oldest_retry_seconds: Gauge,
     latency: Family<DirectionLabel, Histogram, fn() -> Histogram>,
     commit_seconds: Histogram,
 }
@@ -78,6 +80,8 @@ impl Metrics {
             open_streams: Gauge::default(),
             effects_running: Gauge::default(),
             effects_queued: Gauge::default(),
+            effects_retrying: Gauge::default(),
+            oldest_retry_seconds: Gauge::default(),
             latency: Family::new_with_constructor(latency_buckets),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             registry: Registry::default(),
@@ -123,6 +127,16 @@ impl Metrics {
             m.effects_queued.clone(),
         );
         registry.register(
+            "effects_retrying",
+            "Effects that failed for a reason that can pass and wait in the outbox to be tried again",
+            m.effects_retrying.clone(),
+        );
+        registry.register(
+            "oldest_retry_age_seconds",
+            "How long the oldest retrying effect has been failing (0 when none is)",
+            m.oldest_retry_seconds.clone(),
+        );
+        registry.register(
             "bridging_latency_seconds",
             "From the bridge taking in the input that led to a send (a stream message, an AS \
              transaction, or the result of an earlier step such as a ghost join) to the other \
@@ -162,6 +176,11 @@ impl Metrics {
     pub(crate) fn effects(&self, running: usize, queued: usize) {
         self.effects_running.set(running as i64);
         self.effects_queued.set(queued as i64);
+    }
+
+    pub(crate) fn retrying(&self, count: usize, oldest_age_secs: u64) {
+        self.effects_retrying.set(count as i64);
+        self.oldest_retry_seconds.set(oldest_age_secs as i64);
     }
 
     pub(crate) fn commit(&self, secs: f64) {

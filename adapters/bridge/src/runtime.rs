@@ -45,6 +45,12 @@ use crate::web::{self, MetricsState, WebKind, WebRequest, WebState};
 
 /// Inputs handled together and committed in one store transaction, at most.
 const MAX_BATCH: usize = 256;
+/// Effects waiting in lanes at most before the driver stops taking new inputs (AS
+/// transactions, stream messages, pages): the homeserver then waits for its answer and
+/// retries, a stream stops being read (TCP backpressure, and the catch-up from the cursor
+/// after a reconnect covers anything Gitter drops), so memory stays bounded however long
+/// the other side is down. Effect results and timers are still taken: they drain the lanes.
+const MAX_QUEUED_EFFECTS: usize = 10_000;
 /// How long a graceful stop waits for running effects before leaving them in the outbox.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -356,9 +362,12 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
         tasks: JoinSet::new(),
         in_flight: HashMap::new(),
         web_pending: HashMap::new(),
-        next_request: 0,
+        // Request ids start at this boot's clock (ms << 16): an effect that names a browser
+        // request of an earlier run can never answer a browser of this one.
+        next_request: now().0 << 16,
         timer: None,
         connected: BTreeSet::new(),
+        saturated: false,
         batch_received: Instant::now(),
         metrics,
     };
@@ -520,6 +529,8 @@ struct Driver {
     next_request: u64,
     timer: Option<Timestamp>,
     connected: BTreeSet<GitterRoomId>,
+    /// New inputs are not taken while too many effects wait ([`MAX_QUEUED_EFFECTS`]).
+    saturated: bool,
     /// When the first input of the batch being handled arrived: the bridging latency of the
     /// effects it leads to counts from here (commit and lane waits included).
     batch_received: Instant,
@@ -529,6 +540,10 @@ struct Driver {
 /// What a committed batch must still do.
 #[derive(Default)]
 struct Pending {
+    /// Effects whose results this batch carries: their lanes are freed (or held, for those
+    /// the core will try again) after the steps, before the new effects are queued.
+    finished: Vec<(EffectId, Lane)>,
+    holds: BTreeSet<EffectId>,
     acks: Vec<(String, oneshot::Sender<Result<(), String>>)>,
     replies: Vec<(RequestId, WebReply)>,
     effects: Vec<Effect>,
@@ -549,15 +564,27 @@ impl Driver {
         tracing::info!("bridge running");
 
         loop {
+            let open = self.lanes.queued() < MAX_QUEUED_EFFECTS;
+            if open == self.saturated {
+                self.saturated = !open;
+                if open {
+                    tracing::info!("effects drained: taking new inputs again");
+                } else {
+                    tracing::warn!(
+                        queued = self.lanes.queued(),
+                        "too many effects waiting: new inputs wait until they drain"
+                    );
+                }
+            }
             let first = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => break,
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     done_item(done)
                 }
-                Some(txn) = txns.recv() => Item::Txn(txn),
-                Some(event) = stream_events.recv() => Item::Stream(event),
-                Some(request) = web.recv() => Item::Web(request),
+                Some(txn) = txns.recv(), if open => Item::Txn(txn),
+                Some(event) = stream_events.recv(), if open => Item::Stream(event),
+                Some(request) = web.recv(), if open => Item::Web(request),
                 _ = sleep_until(self.timer), if self.timer.is_some() => Item::Timer,
             };
             self.batch_received = Instant::now();
@@ -565,6 +592,8 @@ impl Driver {
             while items.len() < MAX_BATCH {
                 if let Some(done) = self.tasks.try_join_next_with_id() {
                     items.push(done_item(done));
+                } else if !open {
+                    break;
                 } else if let Ok(txn) = txns.try_recv() {
                     items.push(Item::Txn(txn));
                 } else if let Ok(event) = stream_events.try_recv() {
@@ -617,6 +646,7 @@ impl Driver {
         for w in &out.warnings {
             tracing::warn!(problem = %w, "bridge warning");
         }
+        pending.holds.extend(out.holds);
         pending.effects.extend(out.effects);
         pending.replies.extend(out.replies);
         self.timer = out.next_timer;
@@ -676,7 +706,7 @@ impl Driver {
             Item::Timer => Some(Input::Timer),
             Item::Done(task, outcome) => {
                 let flight = self.in_flight.remove(&task)?;
-                self.lanes.finish(&flight.lane);
+                pending.finished.push((flight.id, flight.lane.clone()));
                 if let Some(room) = &flight.closes
                     && self.connected.remove(room)
                     && let Some(m) = &self.metrics
@@ -784,6 +814,15 @@ impl Driver {
         if let Some(fatal) = pending.fatal {
             return Err(RunError::Credentials(fatal));
         }
+        // Lanes first: a held effect may come back in this very batch (a reconcile that
+        // found nothing posts at once), and must find its lane held.
+        for (id, lane) in pending.finished {
+            if pending.holds.contains(&id) {
+                self.lanes.hold(&lane, id);
+            } else {
+                self.lanes.finish(&lane);
+            }
+        }
         // While stopping, effects the core emits now stay in the committed outbox for the
         // next start; those already queued behind a running one keep starting until the stop
         // deadline, so a stop leaves as little as possible to replay.
@@ -798,6 +837,11 @@ impl Driver {
         }
         if let Some(m) = &self.metrics {
             m.effects(self.lanes.running(), self.lanes.queued());
+            let oldest = self
+                .bridge
+                .oldest_retry_since()
+                .map_or(0, |since| now().0.saturating_sub(since.0) / 1000);
+            m.retrying(self.bridge.retrying(), oldest);
         }
         Ok(())
     }
