@@ -114,8 +114,13 @@ struct RawGitter {
     client_secret_file: Option<PathBuf>,
     #[serde(default = "default_rpm")]
     requests_per_minute: u32,
-    #[serde(default = "default_stream_timeout")]
-    stream_timeout_secs: u64,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout_secs: u64,
+    #[serde(default = "default_request_timeout")]
+    request_timeout_secs: u64,
+    // `stream_timeout_secs` was its name before the other time limits came; still accepted.
+    #[serde(default = "default_stream_timeout", alias = "stream_timeout_secs")]
+    stream_idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +160,10 @@ struct RawBridge {
     eager_join_threshold: u64,
     #[serde(default = "default_lifetime")]
     login_link_lifetime_secs: u64,
+    #[serde(default = "default_retry_max")]
+    retry_max_secs: u64,
+    #[serde(default = "default_catch_up_retry")]
+    catch_up_retry_secs: u64,
 }
 
 impl Default for RawBridge {
@@ -166,6 +175,8 @@ impl Default for RawBridge {
             open_portals_on_login: true,
             eager_join_threshold: default_eager(),
             login_link_lifetime_secs: default_lifetime(),
+            retry_max_secs: default_retry_max(),
+            catch_up_retry_secs: default_catch_up_retry(),
         }
     }
 }
@@ -225,6 +236,12 @@ fn default_rpm() -> u32 {
 fn default_stream_timeout() -> u64 {
     90
 }
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_request_timeout() -> u64 {
+    30
+}
 fn default_store() -> PathBuf {
     PathBuf::from("gitter-bridge.redb")
 }
@@ -236,6 +253,12 @@ fn default_eager() -> u64 {
 }
 fn default_lifetime() -> u64 {
     900
+}
+fn default_retry_max() -> u64 {
+    60
+}
+fn default_catch_up_retry() -> u64 {
+    30
 }
 fn default_level() -> String {
     "info".into()
@@ -256,7 +279,7 @@ pub enum LogFormat {
 /// Smallest `appservice.max_body_bytes` accepted: a transaction holds up to 100 events of up
 /// to 64 KiB each in the worst case, but 1 MiB covers any real traffic of text messages.
 const MIN_BODY_BYTES: usize = 1024 * 1024;
-/// Smallest `gitter.stream_timeout_secs` accepted.
+/// Smallest `gitter.stream_idle_timeout_secs` accepted.
 const MIN_STREAM_TIMEOUT_SECS: u64 = 5;
 
 /// The validated configuration.
@@ -293,8 +316,13 @@ pub struct Config {
     pub client_secret: core::Secret,
     /// Client-side requests per minute per token.
     pub requests_per_minute: u32,
-    /// Stream silence timeout, seconds.
+    /// Stream silence timeout, seconds (`gitter.stream_idle_timeout_secs`).
     pub stream_timeout_secs: u64,
+    /// Time limit of connecting to Gitter, REST and streams (`gitter.connect_timeout_secs`).
+    pub gitter_connect_timeout: std::time::Duration,
+    /// Time limit of one Gitter REST request or OAuth code exchange, from connecting to the
+    /// answer's last byte (`gitter.request_timeout_secs`).
+    pub gitter_request_timeout: std::time::Duration,
     /// Public pages listener.
     pub web_bind: std::net::SocketAddr,
     /// The redb file.
@@ -577,9 +605,22 @@ impl Config {
         if g.requests_per_minute == 0 {
             return Err(invalid("gitter.requests_per_minute", "must be at least 1"));
         }
-        if g.stream_timeout_secs < MIN_STREAM_TIMEOUT_SECS {
+        // Zero would mean "no limit" to a reader of the number, and a call without a deadline
+        // is how a silent token endpoint once held a user's lane for minutes (issue 12).
+        for (key, secs) in [
+            ("gitter.connect_timeout_secs", g.connect_timeout_secs),
+            ("gitter.request_timeout_secs", g.request_timeout_secs),
+        ] {
+            if secs == 0 {
+                return Err(invalid(
+                    key,
+                    "must be at least 1: every call to Gitter needs a time limit",
+                ));
+            }
+        }
+        if g.stream_idle_timeout_secs < MIN_STREAM_TIMEOUT_SECS {
             return Err(invalid(
-                "gitter.stream_timeout_secs",
+                "gitter.stream_idle_timeout_secs",
                 format!(
                     "must be at least {MIN_STREAM_TIMEOUT_SECS}: a shorter silence is normal \
                      between heartbeats"
@@ -640,6 +681,22 @@ impl Config {
         core_config.open_portals_on_login = b.open_portals_on_login;
         core_config.eager_join_threshold = b.eager_join_threshold;
         core_config.login_link_lifetime_ms = b.login_link_lifetime_secs * 1000;
+        if b.retry_max_secs == 0 {
+            return Err(invalid(
+                "bridge.retry_max_secs",
+                "must be at least 1: a failed message is tried again at least this often"
+                    .to_owned(),
+            ));
+        }
+        if b.catch_up_retry_secs == 0 {
+            return Err(invalid(
+                "bridge.catch_up_retry_secs",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        core_config.retry_max_ms = b.retry_max_secs.saturating_mul(1000);
+        core_config.retry_min_ms = core_config.retry_min_ms.min(core_config.retry_max_ms);
+        core_config.catch_up_retry_ms = b.catch_up_retry_secs.saturating_mul(1000);
         Ok(Config {
             homeserver_url: url("homeserver.url", &raw.homeserver.url)?,
             domain,
@@ -656,7 +713,9 @@ impl Config {
             oauth_token_url: url("gitter.oauth_token_url", &g.oauth_token_url)?,
             client_secret,
             requests_per_minute: g.requests_per_minute,
-            stream_timeout_secs: g.stream_timeout_secs,
+            stream_timeout_secs: g.stream_idle_timeout_secs,
+            gitter_connect_timeout: std::time::Duration::from_secs(g.connect_timeout_secs),
+            gitter_request_timeout: std::time::Duration::from_secs(g.request_timeout_secs),
             web_bind: addr("web.bind", &raw.web.bind)?,
             store_path: base.join(raw.store.path),
             log_level: log_level(&raw.logging.level)?,
@@ -706,6 +765,15 @@ mod tests {
             error_of(EXAMPLE),
             "config key `appservice.as_token`: not set: did you run `gitter-bridge generate-registration`?"
         );
+    }
+
+    #[test]
+    fn retry_spacing_comes_from_the_bridge_section_and_zero_is_refused() {
+        let c = Config::parse(&filled(), Path::new("/etc/gb")).unwrap();
+        assert_eq!(c.core.retry_max_ms, 60_000);
+        assert_eq!(c.core.catch_up_retry_ms, 30_000);
+        let text = filled().replace("retry_max_secs = 60", "retry_max_secs = 0");
+        assert!(error_of(&text).starts_with("config key `bridge.retry_max_secs`"));
     }
 
     #[test]
@@ -814,12 +882,50 @@ mod tests {
     }
 
     #[test]
+    fn gitter_time_limits_have_documented_defaults_and_the_old_key_still_works() {
+        let c = Config::parse(&filled(), Path::new("/etc/gb")).unwrap();
+        assert_eq!(c.gitter_connect_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(c.gitter_request_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(c.stream_timeout_secs, 90);
+
+        // Left out, they take the same defaults.
+        let bare: String = filled()
+            .lines()
+            .filter(|l| {
+                ![
+                    "connect_timeout_secs",
+                    "request_timeout_secs",
+                    "stream_idle_timeout_secs",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = Config::parse(&bare, Path::new("/etc/gb")).unwrap();
+        assert_eq!(c.gitter_connect_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(c.gitter_request_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(c.stream_timeout_secs, 90);
+
+        let old = filled().replace("stream_idle_timeout_secs = 90", "stream_timeout_secs = 45");
+        let c = Config::parse(&old, Path::new("/etc/gb")).unwrap();
+        assert_eq!(c.stream_timeout_secs, 45);
+    }
+
+    #[test]
     fn limits_that_cannot_work_are_refused() {
-        let e = error_of(&filled().replace("stream_timeout_secs = 90", "stream_timeout_secs = 0"));
+        let e = error_of(&filled().replace(
+            "stream_idle_timeout_secs = 90",
+            "stream_idle_timeout_secs = 0",
+        ));
         assert!(
-            e.starts_with("config key `gitter.stream_timeout_secs`"),
+            e.starts_with("config key `gitter.stream_idle_timeout_secs`"),
             "{e}"
         );
+        for key in ["connect_timeout_secs", "request_timeout_secs"] {
+            let e = error_of(&filled().replace(&format!("{key} = "), &format!("{key} = 0 #")));
+            assert!(e.starts_with(&format!("config key `gitter.{key}`")), "{e}");
+        }
         let e = error_of(&filled().replace("max_body_bytes = 33554432", "max_body_bytes = 0"));
         assert!(
             e.starts_with("config key `appservice.max_body_bytes`"),

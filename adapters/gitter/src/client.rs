@@ -5,12 +5,16 @@
 //! (§1.2). Bodies are serialised up front and sent with a `Content-Length`: Gitter answers
 //! 406 to chunked request bodies (§1.2), so no streaming bodies are ever sent, and bodiless
 //! writes send `Content-Length: 0`.
+//!
+//! Every request has a deadline (connect and whole-request time limits, the body included) and
+//! every answer is read through [`read_capped`], which stops at a size limit: a server that
+//! never answers or answers without end must cost a lane seconds and the process kilobytes,
+//! not minutes and gigabytes (issue 12).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use bytes::Bytes;
 use gitter_bridge_core::Secret;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
@@ -18,7 +22,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::error::GitterError;
+use crate::error::{GitterError, size};
 use crate::models::{Message, OneOrMany, Room, User};
 use crate::oauth::{GitterOAuth, OAuthConfig};
 use crate::ratelimit::{RateLimitConfig, RateLimiter, TokenKey};
@@ -40,10 +44,16 @@ pub struct GitterConfig {
     pub rate_limit: RateLimitConfig,
     /// Retries of transient REST failures.
     pub retry: RetryConfig,
-    /// Time limit of one REST request (`None`: no limit).
+    /// Time limit of one REST request or OAuth code exchange, from connecting until the last
+    /// byte of the answer's body (`None`: no limit; only for tests on a paused clock).
     pub request_timeout: Option<Duration>,
-    /// Time limit of establishing a connection (`None`: no limit).
+    /// Time limit of establishing a connection, REST and streams (`None`: no limit; only for
+    /// tests on a paused clock).
     pub connect_timeout: Option<Duration>,
+    /// Largest REST answer body read, in bytes. A member page or 100 messages is a few hundred
+    /// KiB at most; anything larger is refused with [`GitterError::TooLarge`]. Error bodies
+    /// are read up to [`ERROR_BODY_LIMIT`] whatever this says.
+    pub max_body_bytes: usize,
     /// How long an idle pooled connection is kept (`None`: until the server closes it).
     pub pool_idle_timeout: Option<Duration>,
     /// Streaming readers.
@@ -54,7 +64,7 @@ pub struct GitterConfig {
 
 impl GitterConfig {
     /// A configuration with these endpoints and the default limits: 100 requests per 60 s,
-    /// 5 attempts within 2 minutes, 30 s per request, 10 s to connect.
+    /// 5 attempts within 2 minutes, 30 s per request, 10 s to connect, 8 MiB per answer.
     pub fn new(api_base: Url, stream_base: Url, oauth: OAuthConfig) -> Self {
         Self {
             api_base,
@@ -64,11 +74,113 @@ impl GitterConfig {
             retry: RetryConfig::default(),
             request_timeout: Some(Duration::from_secs(30)),
             connect_timeout: Some(Duration::from_secs(10)),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             pool_idle_timeout: Some(Duration::from_secs(90)),
             stream: StreamConfig::default(),
             user_agent: concat!("gitter-bridge/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
     }
+}
+
+/// Default of [`GitterConfig::max_body_bytes`].
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Largest error body read (REST, OAuth, a stream's refusal). Only its `error` text is used,
+/// which is a line; the rest is dropped unread and the status alone classifies the answer.
+pub const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// Why a body could not be read whole.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// More than the limit: announced by `Content-Length`, or arrived.
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The connection failed or the time limit passed while reading.
+    Read(reqwest::Error),
+}
+
+impl BodyError {
+    /// As the adapter's error (`attempts` for a network failure's message).
+    pub(crate) fn into_gitter(self, attempts: u32) -> GitterError {
+        match self {
+            BodyError::TooLarge { limit } => GitterError::TooLarge { limit },
+            BodyError::Read(e) => GitterError::network(&e, attempts),
+        }
+    }
+}
+
+/// Reads `response`'s body, at most `limit` bytes. This is the only way the adapter reads a
+/// body (REST data and errors, the OAuth answer, a stream's refusal): `Response::bytes` would
+/// hold whatever the server sends, and one 1 GiB error body took the bridge from 30 MB to
+/// 1.09 GB (issue 12).
+///
+/// A `Content-Length` over the limit is refused before reading anything; otherwise chunks are
+/// appended until one would pass the limit, and the rest is never read (dropping the response
+/// closes the connection). The time limit is the request's own (reqwest applies a request's
+/// `timeout` to the body too).
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if let Some(declared) = response.content_length()
+        && declared > limit as u64
+    {
+        return Err(BodyError::TooLarge { limit });
+    }
+    // Capacity from what is announced (already known to be within the limit), but no more than
+    // a modest start: a server may announce more than it sends.
+    let start = response
+        .content_length()
+        .map_or(0, |n| n as usize)
+        .min(64 * 1024);
+    let mut body = Vec::with_capacity(start);
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if chunk.len() > limit - body.len() {
+            return Err(BodyError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// An error body for [`GitterError::from_status`]: at most [`ERROR_BODY_LIMIT`] bytes, and
+/// empty when it is larger or breaks off. The status is what classifies an error, so a body
+/// that cannot be read must not turn a 401 or a 429 into a network error.
+pub(crate) async fn read_error_body(response: reqwest::Response) -> Vec<u8> {
+    match read_capped(response, ERROR_BODY_LIMIT).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge { limit }) => {
+            tracing::warn!(
+                "Gitter error body larger than {}; classified by its status alone",
+                size(limit)
+            );
+            Vec::new()
+        }
+        Err(BodyError::Read(e)) => {
+            tracing::debug!(error = %GitterError::network(&e, 1), "Gitter error body unreadable");
+            Vec::new()
+        }
+    }
+}
+
+/// Whether a request may be sent again when the outcome of an earlier attempt is unknown.
+///
+/// A lost answer to `POST chatMessages` (a time-out, a connection dropped after the request
+/// went out, a 5xx from a proxy in front of a server that did store it) was retried and gave
+/// two copies of one message on Gitter (issue 12). Gitter has no idempotency key, so a request
+/// that is not idempotent is repeated only when it certainly did not take effect; otherwise the
+/// error goes back at once (still `Transient`) and the core reconciles against the room's
+/// recent messages before any new attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Idempotency {
+    /// Doing it twice is the same as once (GET, PUT of the same text, DELETE, joining a room,
+    /// resolving a uri): retried after any transient fault.
+    Idempotent,
+    /// Doing it twice makes two (posting a message): retried only after a fault that proves
+    /// it did not take effect (see [`AttemptError::not_applied`]).
+    NotIdempotent,
 }
 
 /// Bounded exponential backoff for 5xx, network errors and 429.
@@ -116,24 +228,50 @@ impl RetryConfig {
     }
 }
 
-/// One failed attempt: the error, and how long the server asked us to wait (429).
+/// One failed attempt: the error, how long the server asked us to wait (429), and whether
+/// the request certainly did not take effect.
 #[derive(Debug)]
 pub(crate) struct AttemptError {
     pub(crate) error: GitterError,
     pub(crate) wait: Option<Duration>,
+    /// The request certainly had no effect on the server, so even a non-idempotent one may be
+    /// sent again. True only for a rate-limit refusal (Gitter's limiter answers before any
+    /// route runs, gitter-api.md §8) and for a failure to connect (reqwest's `is_connect`:
+    /// the connector failed, so no byte of the request was written). False for everything
+    /// else that can happen after the request left: a time-out, a connection lost after it
+    /// was made, a 5xx, a body that breaks off or is too large.
+    pub(crate) not_applied: bool,
 }
 
 impl From<GitterError> for AttemptError {
+    /// An error after which the outcome is unknown.
     fn from(error: GitterError) -> Self {
-        Self { error, wait: None }
+        Self {
+            error,
+            wait: None,
+            not_applied: false,
+        }
+    }
+}
+
+impl AttemptError {
+    /// A reqwest error from sending: not applied only if it never connected.
+    fn sending(err: &reqwest::Error, attempt: u32) -> Self {
+        Self {
+            error: GitterError::network(err, attempt),
+            wait: None,
+            not_applied: err.is_connect(),
+        }
     }
 }
 
 /// Runs `op` (given the attempt number, from 1) until it succeeds, fails for good, or the
-/// retry budget is spent. Only transient errors are retried; a 429 waits as long as the
-/// server said, anything else follows the exponential backoff.
+/// retry budget is spent. Only transient errors are retried, and for a
+/// [`Idempotency::NotIdempotent`] request only those that prove it did not take effect; a 429
+/// waits as long as the server said, anything else follows the exponential backoff.
 pub(crate) async fn with_retries<T, F, Fut>(
     retry: &RetryConfig,
+    idempotency: Idempotency,
     mut op: F,
 ) -> Result<T, GitterError>
 where
@@ -145,11 +283,20 @@ where
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let AttemptError { error, wait } = match op(attempt).await {
+        let AttemptError {
+            error,
+            wait,
+            not_applied,
+        } = match op(attempt).await {
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
         if !error.is_transient() || attempt >= retry.max_attempts.max(1) {
+            return Err(error);
+        }
+        if idempotency == Idempotency::NotIdempotent && !not_applied {
+            // It may have been stored: sending it again could post it twice (issue 12).
+            tracing::info!(attempt, error = %error, "not retrying a Gitter write whose outcome is unknown");
             return Err(error);
         }
         let delay = wait.unwrap_or_else(|| backoff.next().unwrap_or(retry.max_delay));
@@ -210,7 +357,8 @@ impl GitterClient {
         let http = builder
             .build()
             .map_err(|e| GitterError::Config(format!("HTTP client: {}", e.without_url())))?;
-        let oauth = GitterOAuth::new(&config.oauth, http.clone());
+        let oauth =
+            GitterOAuth::new(&config.oauth, http.clone()).with_timeout(config.request_timeout);
         let limiter = RateLimiter::new(config.rate_limit);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -284,8 +432,16 @@ impl GitterClient {
     /// Resolves a uri to a room without joining: `POST /v1/rooms {uri}` (§3.3 step 1).
     pub async fn resolve_room(&self, token: &Secret, uri: &str) -> Result<Room, GitterError> {
         let body = serde_json::json!({ "uri": uri });
-        self.send_json(token, Method::POST, self.api(&["v1", "rooms"]), Some(&body))
-            .await
+        // A POST, but it only looks a room up (and creating a room for a uri, where the server
+        // does, makes the same room again): safe to repeat.
+        self.send_json(
+            token,
+            Method::POST,
+            self.api(&["v1", "rooms"]),
+            Some(&body),
+            Idempotency::Idempotent,
+        )
+        .await
     }
 
     /// Joins a room: `POST /v1/user/:userId/rooms {id}` (§3.3 step 2).
@@ -297,7 +453,15 @@ impl GitterClient {
     ) -> Result<Room, GitterError> {
         let body = serde_json::json!({ "id": room_id });
         let url = self.api(&["v1", "user", user_id, "rooms"]);
-        self.send_json(token, Method::POST, url, Some(&body)).await
+        // Joining a room one is in already changes nothing: safe to repeat.
+        self.send_json(
+            token,
+            Method::POST,
+            url,
+            Some(&body),
+            Idempotency::Idempotent,
+        )
+        .await
     }
 
     /// Leaves a room: `DELETE /v1/rooms/:roomId/users/:userId` (§3.4).
@@ -308,7 +472,7 @@ impl GitterClient {
         user_id: &str,
     ) -> Result<(), GitterError> {
         let url = self.api(&["v1", "rooms", room_id, "users", user_id]);
-        self.request(token, Method::DELETE, url, None)
+        self.request(token, Method::DELETE, url, None, Idempotency::Idempotent)
             .await
             .map(drop)
     }
@@ -385,6 +549,12 @@ impl GitterClient {
     }
 
     /// Sends a message: `POST /v1/rooms/:roomId/chatMessages {text, status?}` (§3.7).
+    ///
+    /// Not idempotent, so retried only after a rate-limit refusal or a failure to connect.
+    /// After a time-out, a connection lost once the request may have gone out, a 5xx or an
+    /// answer that cannot be read, the error comes back at once (`Transient`): the message may
+    /// be on Gitter, and the caller must look (the core's reconciling send) before posting it
+    /// again.
     pub async fn send_message(
         &self,
         token: &Secret,
@@ -398,7 +568,14 @@ impl GitterClient {
             serde_json::json!({ "text": text })
         };
         let url = self.api(&["v1", "rooms", room_id, "chatMessages"]);
-        self.send_json(token, Method::POST, url, Some(&body)).await
+        self.send_json(
+            token,
+            Method::POST,
+            url,
+            Some(&body),
+            Idempotency::NotIdempotent,
+        )
+        .await
     }
 
     /// Edits a message: `PUT /v1/rooms/:roomId/chatMessages/:id {text}` (§3.8; author only,
@@ -412,7 +589,15 @@ impl GitterClient {
     ) -> Result<Message, GitterError> {
         let body = serde_json::json!({ "text": text });
         let url = self.api(&["v1", "rooms", room_id, "chatMessages", message_id]);
-        self.send_json(token, Method::PUT, url, Some(&body)).await
+        // The same text twice is one edit.
+        self.send_json(
+            token,
+            Method::PUT,
+            url,
+            Some(&body),
+            Idempotency::Idempotent,
+        )
+        .await
     }
 
     /// Deletes a message: `DELETE /v1/rooms/:roomId/chatMessages/:id`, 204 (§3.9).
@@ -423,7 +608,7 @@ impl GitterClient {
         message_id: &str,
     ) -> Result<(), GitterError> {
         let url = self.api(&["v1", "rooms", room_id, "chatMessages", message_id]);
-        self.request(token, Method::DELETE, url, None)
+        self.request(token, Method::DELETE, url, None, Idempotency::Idempotent)
             .await
             .map(drop)
     }
@@ -431,7 +616,8 @@ impl GitterClient {
     // ---- the pipeline ----
 
     async fn get<T: DeserializeOwned>(&self, token: &Secret, url: Url) -> Result<T, GitterError> {
-        self.send_json(token, Method::GET, url, None).await
+        self.send_json(token, Method::GET, url, None, Idempotency::Idempotent)
+            .await
     }
 
     async fn send_json<T: DeserializeOwned>(
@@ -440,22 +626,25 @@ impl GitterClient {
         method: Method,
         url: Url,
         body: Option<&serde_json::Value>,
+        idempotency: Idempotency,
     ) -> Result<T, GitterError> {
-        let bytes = self.request(token, method, url, body).await?;
+        let bytes = self.request(token, method, url, body, idempotency).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             // serde's message names the field and position, not the values.
             GitterError::Decode(format!("{e}"))
         })
     }
 
-    /// Sends one request with rate limiting and retries; the body of a 2xx answer.
+    /// Sends one request with rate limiting and retries (as far as `idempotency` allows); the
+    /// body of a 2xx answer.
     async fn request(
         &self,
         token: &Secret,
         method: Method,
         url: Url,
         body: Option<&serde_json::Value>,
-    ) -> Result<Bytes, GitterError> {
+        idempotency: Idempotency,
+    ) -> Result<Vec<u8>, GitterError> {
         let key = TokenKey::of(token);
         let body: Option<Vec<u8>> = match body {
             Some(v) => {
@@ -464,7 +653,7 @@ impl GitterClient {
             None => None,
         };
         let path = url.path().to_owned();
-        let result = with_retries(&self.inner.config.retry, |attempt| {
+        let result = with_retries(&self.inner.config.retry, idempotency, |attempt| {
             let (method, url, body) = (method.clone(), url.clone(), body.clone());
             async move {
                 self.inner.limiter.acquire(key).await;
@@ -486,7 +675,8 @@ impl GitterClient {
         url: Url,
         body: Option<Vec<u8>>,
         attempt: u32,
-    ) -> Result<Bytes, AttemptError> {
+    ) -> Result<Vec<u8>, AttemptError> {
+        let path = url.path().to_owned();
         let mut req = self
             .inner
             .http
@@ -500,25 +690,32 @@ impl GitterClient {
             None if method != Method::GET => req.header(CONTENT_LENGTH, "0"),
             None => req,
         };
+        // The whole request, body read included (reqwest carries the deadline into the body).
         if let Some(t) = self.inner.config.request_timeout {
             req = req.timeout(t);
         }
         let response = req
             .send()
             .await
-            .map_err(|e| GitterError::network(&e, attempt))?;
+            .map_err(|e| AttemptError::sending(&e, attempt))?;
         let status = response.status();
         let reset_wait = self.note_rate_headers(key, status, response.headers());
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| GitterError::network(&e, attempt))?;
         if status.is_success() {
-            return Ok(bytes);
+            return read_capped(response, self.inner.config.max_body_bytes)
+                .await
+                .map_err(|e| {
+                    let error = e.into_gitter(attempt);
+                    if let GitterError::TooLarge { .. } = error {
+                        tracing::warn!(%method, path, "{error}");
+                    }
+                    error.into()
+                });
         }
-        let error = GitterError::from_status(status.as_u16(), &bytes, attempt).scrub_token(token);
-        let wait = matches!(error, GitterError::RateLimited { .. })
-            .then(|| reset_wait.unwrap_or(self.inner.config.retry.rate_limited_wait));
+        let body = read_error_body(response).await;
+        let error = GitterError::from_status(status.as_u16(), &body, attempt).scrub_token(token);
+        let rate_limited = matches!(error, GitterError::RateLimited { .. });
+        let wait =
+            rate_limited.then(|| reset_wait.unwrap_or(self.inner.config.retry.rate_limited_wait));
         if let Some(w) = wait {
             tracing::warn!(
                 status = status.as_u16(),
@@ -527,7 +724,12 @@ impl GitterClient {
             );
             self.inner.limiter.block_until(key, Instant::now() + w);
         }
-        Err(AttemptError { error, wait })
+        Err(AttemptError {
+            error,
+            wait,
+            // The limiter refuses before any route runs (§8): nothing was stored.
+            not_applied: rate_limited,
+        })
     }
 
     /// Honours `X-RateLimit-Remaining`/`X-RateLimit-Reset` (§8): when nothing remains, the
@@ -585,9 +787,17 @@ mod tests {
         config: RetryConfig,
         script: impl Fn(u32) -> Result<u32, AttemptError>,
     ) -> (Result<u32, GitterError>, u32, Duration) {
+        run_with(config, Idempotency::Idempotent, script).await
+    }
+
+    async fn run_with(
+        config: RetryConfig,
+        idempotency: Idempotency,
+        script: impl Fn(u32) -> Result<u32, AttemptError>,
+    ) -> (Result<u32, GitterError>, u32, Duration) {
         let calls = AtomicU32::new(0);
         let t0 = Instant::now();
-        let result = with_retries(&config, |attempt| {
+        let result = with_retries(&config, idempotency, |attempt| {
             calls.fetch_add(1, Ordering::Relaxed);
             let outcome = script(attempt);
             async move { outcome }
@@ -641,6 +851,7 @@ mod tests {
                 Err(AttemptError {
                     error: GitterError::from_status(429, b"", a),
                     wait: Some(Duration::from_millis(42_500)),
+                    not_applied: true,
                 })
             } else {
                 Ok(a)
@@ -649,6 +860,37 @@ mod tests {
         .await;
         assert_eq!(result.unwrap(), 2);
         assert_eq!(spent, Duration::from_millis(42_500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_whose_outcome_is_unknown_is_not_repeated() {
+        // A 5xx, a time-out, a connection lost after sending: the message may be stored.
+        let (result, calls, spent) = run_with(retry(5), Idempotency::NotIdempotent, |a| {
+            Err(server_error(a))
+        })
+        .await;
+        assert_eq!(
+            result.unwrap_err().kind(),
+            gitter_bridge_core::FailureKind::Transient
+        );
+        assert_eq!((calls, spent), (1, Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_certainly_did_not_happen_is_repeated() {
+        let (result, calls, _) = run_with(retry(5), Idempotency::NotIdempotent, |a| {
+            if a < 3 {
+                Err(AttemptError {
+                    error: GitterError::from_status(429, b"", a),
+                    wait: Some(Duration::from_secs(1)),
+                    not_applied: true,
+                })
+            } else {
+                Ok(a)
+            }
+        })
+        .await;
+        assert_eq!((result.unwrap(), calls), (3, 3));
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,7 +2,8 @@
 //!
 //! Mapping to the core's [`FailureKind`] (gitter-api.md §7.2): 401 -> `TokenRevoked`,
 //! 403 -> `Forbidden`, 404 -> `NotFound`, 429 after retries -> `RateLimited`, 5xx and network
-//! errors after retries -> `Transient`, 400/406/unreadable answers -> `Rejected`.
+//! errors after retries -> `Transient`, an answer over the size limit -> `Transient`,
+//! 400/406/unreadable answers -> `Rejected`.
 //!
 //! No variant ever holds a token: messages come from Gitter's `{"error": ...}` bodies, from
 //! status codes, or from reqwest errors stripped of their URL; [`GitterError::into_failure`]
@@ -81,6 +82,13 @@ pub enum GitterError {
     /// A 2xx answer that is not the JSON we expect.
     #[error("unreadable answer from Gitter: {0}")]
     Decode(String),
+    /// An answer larger than the bridge reads (by its `Content-Length` or by what came):
+    /// reading stopped at the limit instead of holding the whole body in memory.
+    #[error("answer from Gitter larger than {}: not read", size(*limit))]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The OAuth token endpoint refused the code exchange or answered oddly.
     #[error("OAuth code exchange failed{}: {error}", status.map(|s| format!(" ({s})")).unwrap_or_default())]
     OAuth {
@@ -126,6 +134,11 @@ impl GitterError {
             GitterError::NotFound { .. } => FailureKind::NotFound,
             GitterError::RateLimited { .. } => FailureKind::RateLimited,
             GitterError::Server { .. } | GitterError::Network { .. } => FailureKind::Transient,
+            // Every answer the bridge asks for (a member page, 100 messages, one user) is far
+            // below the limit, so an oversize one is a misbehaving server or a proxy's error
+            // page, which may pass: the core may try again later. It is not `Rejected`, which
+            // would tell the user their request itself was refused.
+            GitterError::TooLarge { .. } => FailureKind::Transient,
             GitterError::Rejected { .. } | GitterError::Decode(_) | GitterError::Config(_) => {
                 FailureKind::Rejected
             }
@@ -150,7 +163,12 @@ impl GitterError {
             GitterError::RateLimited { .. }
             | GitterError::Server { .. }
             | GitterError::Network { .. } => Blame::Transient,
-            GitterError::Rejected { .. } | GitterError::Decode(_) => Blame::Remote,
+            // The server's fault, and not retried at once by the adapter (`is_transient` is
+            // false): the same request would most likely get the same answer right away, and
+            // each try reads up to the limit again.
+            GitterError::Rejected { .. }
+            | GitterError::Decode(_)
+            | GitterError::TooLarge { .. } => Blame::Remote,
             GitterError::Config(_) => Blame::Bridge,
             GitterError::OAuth { status, .. } => match status {
                 Some(401) => Blame::Bridge,
@@ -202,7 +220,7 @@ impl GitterError {
                 error: s(error),
             },
             GitterError::Config(m) => GitterError::Config(s(m)),
-            e @ GitterError::RateLimited { .. } => e,
+            e @ (GitterError::RateLimited { .. } | GitterError::TooLarge { .. }) => e,
         }
     }
 
@@ -277,6 +295,19 @@ fn error_text(status: u16, body: &[u8]) -> String {
     })
 }
 
+/// A byte count for messages: `8 MiB`, `64 KiB`, `1000 bytes`.
+pub(crate) fn size(bytes: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 /// Replaces every occurrence of the token's value in `text`.
 pub(crate) fn scrub(text: &str, token: &Secret) -> String {
     let value = token.expose();
@@ -318,6 +349,24 @@ mod tests {
             e.to_string(),
             "Gitter rejected the request (400): Bad Request"
         );
+    }
+
+    #[test]
+    fn an_oversize_answer_names_the_limit_and_may_pass() {
+        let e = GitterError::TooLarge {
+            limit: 8 * 1024 * 1024,
+        };
+        assert_eq!(
+            e.to_string(),
+            "answer from Gitter larger than 8 MiB: not read"
+        );
+        assert_eq!(
+            (e.kind(), e.blame()),
+            (FailureKind::Transient, Blame::Remote)
+        );
+        assert!(!e.is_transient(), "not retried at once by the adapter");
+        assert_eq!(size(64 * 1024), "64 KiB");
+        assert_eq!(size(1000), "1000 bytes");
     }
 
     #[test]

@@ -13,9 +13,14 @@
 //! * [`RateLimiter`]: the client-side per-token limit (100 requests per 60 s by default).
 //!
 //! What it does: translates between the wire and the core's types, waits for rate limits,
-//! retries transient faults (5xx, network errors, 429) with bounded exponential backoff,
+//! retries transient faults (5xx, network errors, 429) with bounded exponential backoff (a
+//! message post only when it certainly did not go out: a lost answer is never posted again),
 //! reconnects streams, and reports the final outcome classified as a core
 //! [`FailureKind`](gitter_bridge_core::FailureKind).
+//!
+//! Every call has a deadline (connect, whole request, stream answer and silence) and every
+//! answer body is read to a size limit ([`GitterConfig::max_body_bytes`],
+//! [`ERROR_BODY_LIMIT`], [`OAUTH_BODY_LIMIT`]).
 //!
 //! What it does not do: decide anything. Which rooms to bridge, who reads a stream, what to do
 //! about a revoked token, echo suppression and deduplication are the core's business. The
@@ -41,10 +46,15 @@ mod ratelimit;
 mod stream;
 mod time;
 
-pub use client::{GitterClient, GitterConfig, RetryConfig};
+pub use client::{
+    DEFAULT_MAX_BODY_BYTES, ERROR_BODY_LIMIT, GitterClient, GitterConfig, RetryConfig,
+};
 pub use error::{Blame, GitterError};
 pub use models::{FromUser, Issue, Mention, Message, Room, UrlRef, User};
-pub use oauth::{GitterOAuth, OAuthConfig};
+pub use oauth::{GitterOAuth, OAUTH_BODY_LIMIT, OAuthConfig};
 pub use ratelimit::{RateLimitConfig, RateLimiter, TokenKey};
-pub use stream::{LineSplitter, StreamConfig, StreamEvent, StreamItem, StreamManager};
+pub use stream::{
+    ConnectionEnd, LineSplitter, ReconnectBackoff, StreamConfig, StreamEvent, StreamItem,
+    StreamManager,
+};
 pub use time::parse_iso_ms;

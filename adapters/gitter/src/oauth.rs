@@ -14,10 +14,15 @@
 //! * oauth2 5's own reqwest glue targets reqwest 0.12; [`OAuthHttp`] implements its
 //!   `AsyncHttpClient` over our reqwest 0.13 client and remembers the status code, which the
 //!   crate's error type drops but the failure classification needs.
+//! * The exchange runs inside a user's lane, so it has a deadline (the whole request, answer
+//!   included) and reads at most [`OAUTH_BODY_LIMIT`] of the answer: a token endpoint that
+//!   never answered once held a lane for more than 137 s (issue 12). Both are applied in
+//!   [`OAuthHttp`], since oauth2 reads nothing itself.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
 
 use gitter_bridge_core::Secret;
 use oauth2::basic::BasicClient;
@@ -28,7 +33,15 @@ use oauth2::{
 };
 use url::Url;
 
+use crate::client::{read_capped, read_error_body};
 use crate::error::GitterError;
+
+/// Largest token answer read. The answer is one short JSON object (§2.2).
+pub const OAUTH_BODY_LIMIT: usize = 64 * 1024;
+
+/// The exchange's time limit unless [`GitterOAuth::with_timeout`] says otherwise (the
+/// [`GitterClient`](crate::GitterClient) passes its `request_timeout`).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The OAuth application registered with Gitter.
 #[derive(Clone, Debug)]
@@ -52,10 +65,13 @@ type Client = BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointN
 pub struct GitterOAuth {
     client: Client,
     http: reqwest::Client,
+    timeout: Option<Duration>,
 }
 
 impl GitterOAuth {
     /// An OAuth helper for this app, sending with `http` (which should not follow redirects).
+    /// A code exchange has 30 s from connecting to the answer's last byte; see
+    /// [`GitterOAuth::with_timeout`].
     pub fn new(config: &OAuthConfig, http: reqwest::Client) -> Self {
         let client = BasicClient::new(ClientId::new(config.client_id.clone()))
             .set_client_secret(ClientSecret::new(config.client_secret.expose().to_owned()))
@@ -63,7 +79,18 @@ impl GitterOAuth {
             .set_token_uri(TokenUrl::from_url(config.token_url.clone()))
             .set_redirect_uri(RedirectUrl::from_url(config.redirect_uri.clone()))
             .set_auth_type(AuthType::RequestBody);
-        Self { client, http }
+        Self {
+            client,
+            http,
+            timeout: Some(DEFAULT_TIMEOUT),
+        }
+    }
+
+    /// The same helper with this time limit per code exchange (`None`: no limit, only for
+    /// tests on a paused clock).
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The URL to send the browser to:
@@ -83,6 +110,7 @@ impl GitterOAuth {
     pub async fn exchange_code(&self, code: &Secret) -> Result<Secret, GitterError> {
         let http = OAuthHttp {
             http: &self.http,
+            timeout: self.timeout,
             status: AtomicU16::new(0),
         };
         let result = self
@@ -117,7 +145,7 @@ impl GitterOAuth {
 /// errors carry the server's `error`/`error_description`, parse errors and transport errors.
 fn exchange_error(
     e: RequestTokenError<
-        HttpClientError<reqwest::Error>,
+        HttpClientError<GitterError>,
         oauth2::StandardErrorResponse<oauth2::basic::BasicErrorResponseType>,
     >,
     status: Option<u16>,
@@ -130,7 +158,8 @@ fn exchange_error(
             }
             GitterError::OAuth { status, error }
         }
-        RequestTokenError::Request(HttpClientError::Reqwest(e)) => GitterError::network(&e, 1),
+        // Transport trouble (time-out, connection) or an oversize answer, already classified.
+        RequestTokenError::Request(HttpClientError::Reqwest(e)) => *e,
         RequestTokenError::Request(other) => GitterError::OAuth {
             status,
             error: other.to_string(),
@@ -146,22 +175,38 @@ fn exchange_error(
     }
 }
 
-/// oauth2's HTTP client trait over our reqwest 0.13 client (see the module docs).
+/// oauth2's HTTP client trait over our reqwest 0.13 client (see the module docs), with the
+/// exchange's deadline and the capped read of the answer. Its errors are already
+/// [`GitterError`]s, so a time-out reads as a network fault and an oversize answer as
+/// [`GitterError::TooLarge`].
 struct OAuthHttp<'a> {
     http: &'a reqwest::Client,
+    timeout: Option<Duration>,
     status: AtomicU16,
 }
 
 impl<'c> AsyncHttpClient<'c> for OAuthHttp<'_> {
-    type Error = HttpClientError<reqwest::Error>;
+    type Error = HttpClientError<GitterError>;
     type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Self::Error>> + Send + 'c>>;
 
     fn call(&'c self, request: HttpRequest) -> Self::Future {
         Box::pin(async move {
-            let request = reqwest::Request::try_from(request).map_err(Box::new)?;
-            let response = self.http.execute(request).await.map_err(Box::new)?;
-            self.status
-                .store(response.status().as_u16(), Ordering::Relaxed);
+            let mut request = reqwest::Request::try_from(request).map_err(|e| {
+                Box::new(GitterError::Config(format!(
+                    "OAuth token request: {}",
+                    e.without_url()
+                )))
+            })?;
+            // From connecting to the answer's last byte: reqwest carries a request's timeout
+            // into its body.
+            *request.timeout_mut() = self.timeout;
+            let response = self
+                .http
+                .execute(request)
+                .await
+                .map_err(|e| Box::new(GitterError::network(&e, 1)))?;
+            let status = response.status();
+            self.status.store(status.as_u16(), Ordering::Relaxed);
             let form = response
                 .headers()
                 .get(reqwest::header::CONTENT_TYPE)
@@ -176,7 +221,19 @@ impl<'c> AsyncHttpClient<'c> for OAuthHttp<'_> {
                     builder = builder.header(name, value);
                 }
             }
-            let body = response.bytes().await.map_err(Box::new)?;
+            let body = if status.is_success() {
+                read_capped(response, OAUTH_BODY_LIMIT).await.map_err(|e| {
+                    let e = e.into_gitter(1);
+                    if let GitterError::TooLarge { .. } = e {
+                        tracing::warn!("OAuth token endpoint: {e}");
+                    }
+                    Box::new(e)
+                })?
+            } else {
+                // oauth2 reads `error`/`error_description` from it; an unreadable one leaves
+                // the status, which classifies the failure anyway.
+                read_error_body(response).await
+            };
             let body = if form {
                 builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json");
                 form_to_json(&body)

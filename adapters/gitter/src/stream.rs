@@ -5,8 +5,12 @@
 //! pure [`LineSplitter`] turns bytes into [`StreamItem`]s; a reader task per room
 //! ([`StreamManager`]) feeds it, reports [`StreamEvent`]s to the driver, treats a stream
 //! silent for longer than [`StreamConfig::idle_timeout`] as dead, and reconnects with
-//! exponential backoff and jitter, except after a 401 (the token is dead: reconnecting could
-//! only fail again, and the core picks another reader).
+//! exponential backoff and jitter ([`ReconnectBackoff`]), except after a 401 (the token is
+//! dead: reconnecting could only fail again, and the core picks another reader).
+//!
+//! Deadlines: connecting is bounded by the client's `connect_timeout`, the status line and
+//! headers (and a refusal's body, read to at most [`ERROR_BODY_LIMIT`](crate::ERROR_BODY_LIMIT)) by
+//! [`StreamConfig::answer_timeout`], and every wait for bytes after that by the idle timeout.
 //!
 //! The stream is create-only and at-most-once (§5.1): on every [`StreamEvent::Connected`] the
 //! core pages `chatMessages?afterId=<cursor>` to fill the gap (§5.2). The stream is not covered
@@ -23,9 +27,10 @@ use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use url::Url;
 
-use crate::client::GitterClient;
+use crate::client::{GitterClient, read_error_body};
 use crate::error::GitterError;
 use crate::models::Message;
 
@@ -35,10 +40,17 @@ pub struct StreamConfig {
     /// A stream that delivers nothing (not even a heartbeat) for this long is dead. The
     /// heartbeat interval is undocumented ("periodic", §5.1), so this is generous.
     pub idle_timeout: Duration,
+    /// How long a connection may take to answer: from sending the request to the end of the
+    /// headers (and of a refusal's body). A host that accepts and never answers, or sends a
+    /// status line and no headers, is given up after this.
+    pub answer_timeout: Duration,
     /// First reconnect delay.
     pub reconnect_min: Duration,
     /// Largest reconnect delay.
     pub reconnect_max: Duration,
+    /// A connection that stayed up this long (or delivered a message) proves the stream
+    /// healthy, and the reconnect backoff starts over; see [`ReconnectBackoff`].
+    pub stable_after: Duration,
     /// Longest line accepted; longer ones are dropped as malformed (bounds memory).
     pub max_line: usize,
 }
@@ -47,8 +59,10 @@ impl Default for StreamConfig {
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(120),
+            answer_timeout: Duration::from_secs(30),
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(300),
+            stable_after: Duration::from_secs(30),
             max_line: 1 << 20,
         }
     }
@@ -62,6 +76,65 @@ impl StreamConfig {
             .without_max_times()
             .with_jitter()
             .build()
+    }
+}
+
+// ---- the reconnect decision ----
+
+/// How one connection attempt of a reader ended, as far as the reconnect delay cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionEnd {
+    /// No stream came of it: refused, unreachable, no answer in time, a status other than 200.
+    NoStream,
+    /// A 200 stream ended (closed by the server, silent, broken) after being up for `up_for`,
+    /// having delivered `messages` messages (heartbeats and malformed lines do not count).
+    Streamed {
+        /// From the 200 to the end.
+        up_for: Duration,
+        /// Messages delivered.
+        messages: u64,
+    },
+}
+
+/// The reconnect delays of one reader: exponential from [`StreamConfig::reconnect_min`] to
+/// [`StreamConfig::reconnect_max`], with jitter (spreads the readers of many rooms), started
+/// over only by a connection that proved the stream healthy: one that stayed up for
+/// [`StreamConfig::stable_after`] or delivered a message.
+///
+/// A 200 alone proves nothing: a stream host that accepts and closes at once was answered by
+/// a reset after every 200, and 5 rooms made 234 connections in 60 s (issue 12). A heartbeat
+/// proves little more (a broken host may well send one and close), so it does not count.
+#[derive(Debug)]
+pub struct ReconnectBackoff {
+    config: StreamConfig,
+    backoff: backon::ExponentialBackoff,
+}
+
+impl ReconnectBackoff {
+    /// The backoff of a fresh reader.
+    pub fn new(config: &StreamConfig) -> Self {
+        Self {
+            config: config.clone(),
+            backoff: config.backoff(),
+        }
+    }
+
+    /// Whether a connection that ended this way proves the stream healthy.
+    pub fn is_stable(&self, end: ConnectionEnd) -> bool {
+        match end {
+            ConnectionEnd::NoStream => false,
+            ConnectionEnd::Streamed { up_for, messages } => {
+                messages > 0 || up_for >= self.config.stable_after
+            }
+        }
+    }
+
+    /// The delay before the next attempt, after one that ended as `end`.
+    pub fn next_delay(&mut self, end: ConnectionEnd) -> Duration {
+        if self.is_stable(end) {
+            self.backoff = self.config.backoff();
+        }
+        self.backoff.next().unwrap_or(self.config.reconnect_max)
     }
 }
 
@@ -130,6 +203,12 @@ impl LineSplitter {
         items
     }
 
+    /// The memory the unfinished line holds (its buffer's capacity), never more than
+    /// `max_line` bytes however long a line without newline goes on.
+    pub fn held_bytes(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// The end of the stream: a last line without its `\n`, if any.
     pub fn finish(&mut self) -> Vec<StreamItem> {
         if self.overflow || !self.buf.trim_ascii().is_empty() {
@@ -144,12 +223,19 @@ impl LineSplitter {
         if self.overflow {
             return;
         }
-        if self.buf.len() + bytes.len() > self.max_line {
+        let needed = self.buf.len() + bytes.len();
+        if needed > self.max_line {
             self.overflow = true;
             self.buf = Vec::new();
-        } else {
-            self.buf.extend_from_slice(bytes);
+            return;
         }
+        if needed > self.buf.capacity() {
+            // Vec's own growth doubles, which could reserve up to twice `max_line` for a line
+            // just under it; growing by hand keeps the reservation within `max_line`.
+            let target = (self.buf.capacity() * 2).clamp(needed, self.max_line);
+            self.buf.reserve_exact(target - self.buf.len());
+        }
+        self.buf.extend_from_slice(bytes);
     }
 
     fn take_line(&mut self) -> StreamItem {
@@ -354,28 +440,25 @@ enum End {
     Failed {
         kind: FailureKind,
         detail: String,
-        /// Whether it had connected (then the backoff starts over).
-        connected: bool,
+        /// How far it got: whether a stream was up, how long, and what it delivered.
+        end: ConnectionEnd,
     },
 }
 
 impl Reader {
     async fn run(self) {
-        let mut backoff = self.config.backoff();
+        let mut backoff = ReconnectBackoff::new(&self.config);
         // The kind of the last reported disconnect; `None` while connected or before the first
         // attempt. A dead server is reported once, not on every retry.
         let mut reported: Option<FailureKind> = None;
         loop {
-            let (kind, detail, connected) = match self.connect_and_read().await {
+            let (kind, detail, end) = match self.connect_and_read().await {
                 End::ReceiverGone => return,
-                End::Failed {
-                    kind,
-                    detail,
-                    connected,
-                } => (kind, detail, connected),
+                End::Failed { kind, detail, end } => (kind, detail, end),
             };
-            if connected {
-                backoff = self.config.backoff();
+            if let ConnectionEnd::Streamed { .. } = end {
+                // A `Connected` went out, so its end is news again (the backoff is another
+                // matter, decided below).
                 reported = None;
             }
             let revoked = kind == FailureKind::TokenRevoked;
@@ -396,7 +479,7 @@ impl Reader {
                 // The token is dead (§2.2): retrying would only fail again.
                 return;
             }
-            let delay = backoff.next().unwrap_or(self.config.reconnect_max);
+            let delay = backoff.next_delay(end);
             tracing::debug!(room = %self.room, delay_ms = delay.as_millis(), "reconnecting Gitter stream");
             tokio::time::sleep(delay).await;
         }
@@ -404,10 +487,10 @@ impl Reader {
 
     async fn connect_and_read(&self) -> End {
         let idle = self.config.idle_timeout;
-        let failed = |kind, detail: String, connected| End::Failed {
+        let no_stream = |kind, detail: String| End::Failed {
             kind,
             detail,
-            connected,
+            end: ConnectionEnd::NoStream,
         };
         let request = self
             .client
@@ -415,25 +498,43 @@ impl Reader {
             .get(self.url.clone())
             .header(ACCEPT, "application/json")
             .bearer_auth(self.token.expose());
-        // A server that accepts the connection but never answers is as dead as a silent one.
-        let mut response = match tokio::time::timeout(idle, request.send()).await {
-            Err(_) => return failed(FailureKind::Transient, "no answer".to_owned(), false),
+        // A server that accepts the connection but never answers, or sends a status line and
+        // never ends its headers (`send` waits for all of them), is as dead as a silent one.
+        let answer_by = Instant::now() + self.config.answer_timeout;
+        let mut response = match tokio::time::timeout_at(answer_by, request.send()).await {
+            Err(_) => {
+                let detail = format!(
+                    "no answer within {} s",
+                    self.config.answer_timeout.as_secs_f32()
+                );
+                return no_stream(FailureKind::Transient, detail);
+            }
             Ok(Err(e)) => {
                 let e = GitterError::network(&e, 1);
-                return failed(e.kind(), e.to_string(), false);
+                return no_stream(e.kind(), e.to_string());
             }
             Ok(Ok(r)) => r,
         };
         let status = response.status();
         if status != StatusCode::OK {
-            // Auth failures come back as the REST-style JSON error before streaming (§5.2).
-            let body = match tokio::time::timeout(idle, response.bytes()).await {
-                Ok(Ok(b)) => b,
-                _ => Default::default(),
-            };
+            // Auth failures come back as the REST-style JSON error before streaming (§5.2);
+            // read to at most ERROR_BODY_LIMIT, by the same deadline: the status decides.
+            let body = tokio::time::timeout_at(answer_by, read_error_body(response))
+                .await
+                .unwrap_or_default();
             let e = GitterError::from_status(status.as_u16(), &body, 1).scrub_token(&self.token);
-            return failed(e.kind(), e.to_string(), false);
+            return no_stream(e.kind(), e.to_string());
         }
+        let up_since = Instant::now();
+        let mut messages = 0u64;
+        let failed = |kind, detail: String, messages| End::Failed {
+            kind,
+            detail,
+            end: ConnectionEnd::Streamed {
+                up_for: up_since.elapsed(),
+                messages,
+            },
+        };
         tracing::info!(room = %self.room, "Gitter stream connected");
         let connected = StreamEvent::Connected {
             room: self.room.clone(),
@@ -447,32 +548,30 @@ impl Reader {
             let chunk = match tokio::time::timeout(idle, response.chunk()).await {
                 Err(_) => {
                     let detail = format!("silent for {} s", idle.as_secs_f32());
-                    return failed(FailureKind::Transient, detail, true);
+                    return failed(FailureKind::Transient, detail, messages);
                 }
                 Ok(Err(e)) => {
                     let e = GitterError::network(&e, 1);
-                    return failed(FailureKind::Transient, e.to_string(), true);
+                    return failed(FailureKind::Transient, e.to_string(), messages);
                 }
                 Ok(Ok(None)) => {
-                    if !self.deliver(splitter.finish()).await {
+                    if !self.deliver(splitter.finish(), &mut messages).await {
                         return End::ReceiverGone;
                     }
-                    return failed(
-                        FailureKind::Transient,
-                        "ended by the server".to_owned(),
-                        true,
-                    );
+                    let detail = "ended by the server".to_owned();
+                    return failed(FailureKind::Transient, detail, messages);
                 }
                 Ok(Ok(Some(chunk))) => chunk,
             };
-            if !self.deliver(splitter.push(&chunk)).await {
+            if !self.deliver(splitter.push(&chunk), &mut messages).await {
                 return End::ReceiverGone;
             }
         }
     }
 
-    /// Sends the messages among `items`; false when the driver is gone.
-    async fn deliver(&self, items: Vec<StreamItem>) -> bool {
+    /// Sends the messages among `items`, counting them into `delivered`; false when the driver
+    /// is gone.
+    async fn deliver(&self, items: Vec<StreamItem>, delivered: &mut u64) -> bool {
         for item in items {
             match item {
                 StreamItem::Message(m) => {
@@ -488,6 +587,7 @@ impl Reader {
                     if self.events.send(event).await.is_err() {
                         return false;
                     }
+                    *delivered += 1;
                 }
                 StreamItem::Heartbeat => tracing::trace!(room = %self.room, "stream heartbeat"),
                 // Message text is user content: log its size, not the line.

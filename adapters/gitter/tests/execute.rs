@@ -288,7 +288,10 @@ async fn a_send_whose_answer_is_lost_fails_transient_and_is_not_posted_again() {
         .mount(&server)
         .await;
 
-    let failure = client.execute(&send("hello", false, None)).await.unwrap_err();
+    let failure = client
+        .execute(&send("hello", false, None))
+        .await
+        .unwrap_err();
 
     assert_eq!(failure.kind, FailureKind::Transient);
     assert_eq!(requests(&server).await.len(), 1, "posted exactly once");
@@ -374,7 +377,10 @@ async fn failures_carry_the_kind_and_never_the_token() {
         .mount(&server)
         .await;
 
-    let failure = client.execute(&send("hello", false, None)).await.unwrap_err();
+    let failure = client
+        .execute(&send("hello", false, None))
+        .await
+        .unwrap_err();
 
     assert_eq!(failure.kind, FailureKind::TokenRevoked);
     assert!(!failure.message.contains(TOKEN), "{}", failure.message);
@@ -428,7 +434,10 @@ async fn no_log_line_carries_the_token_even_when_gitter_echoes_it() {
         .await;
 
     // A post whose outcome is unknown is not repeated; a read is retried: both are logged.
-    let failure = client.execute(&send("hello", false, None)).await.unwrap_err();
+    let failure = client
+        .execute(&send("hello", false, None))
+        .await
+        .unwrap_err();
     assert_eq!(failure.kind, FailureKind::Transient);
     let fetch = Action::FetchMessages {
         token: token(),

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use gitter_bridge_core::{FailureKind, GitterRoom, GitterUser};
 use gitter_bridge_gitter::{Blame, GitterClient, GitterError};
@@ -477,13 +479,7 @@ async fn a_server_error_that_passes_is_invisible() {
 
 #[tokio::test]
 async fn network_errors_are_retried_then_reported_transient() {
-    // A port nobody listens on: bind, note the port, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let client = GitterClient::new(config(&format!("http://127.0.0.1:{port}"))).unwrap();
+    let client = GitterClient::new(config(&dead_port_base())).unwrap();
 
     let err = client.rooms(&token(), None).await.unwrap_err();
 
@@ -491,4 +487,139 @@ async fn network_errors_are_retried_then_reported_transient() {
     let text = err.to_string();
     assert!(text.contains("after 3 attempts"), "{text}");
     assert!(!text.contains(TOKEN));
+}
+
+// ---- a post is never repeated when its outcome is unknown (issue 12) ----
+
+const CHAT: &str = "/v1/rooms/r1/chatMessages";
+
+async fn send_hello(client: &GitterClient) -> Result<gitter_bridge_gitter::Message, GitterError> {
+    client.send_message(&token(), "r1", "hello", false).await
+}
+
+#[tokio::test]
+async fn a_send_answered_500_is_posted_once_and_reported_transient() {
+    // A 5xx from a proxy says nothing about whether Gitter stored the message.
+    let (server, client) = gitter().await;
+    Mock::given(method("POST"))
+        .and(path(CHAT))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(CHAT))
+        .respond_with(ok_fixture("message-plain.json"))
+        .mount(&server)
+        .await;
+
+    let err = send_hello(&client).await.unwrap_err();
+
+    assert_eq!(
+        (err.kind(), err.blame()),
+        (FailureKind::Transient, Blame::Transient)
+    );
+    assert_eq!(requests(&server).await.len(), 1, "posted exactly once");
+}
+
+#[tokio::test]
+async fn a_send_whose_connection_closes_unanswered_is_posted_once() {
+    let server = RawServer::start(Raw::CloseUnanswered).await;
+    let client = server.client(|_| {});
+
+    let err = ends_within(Duration::from_secs(20), send_hello(&client))
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.kind(), FailureKind::Transient);
+    assert_eq!(server.connections(), 1, "posted exactly once");
+}
+
+#[tokio::test]
+async fn a_send_that_times_out_is_posted_once() {
+    let server = RawServer::start(Raw::Hang).await;
+    let client = server.client(|c| c.request_timeout = Some(Duration::from_millis(300)));
+
+    let err = ends_within(Duration::from_secs(20), send_hello(&client))
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.kind(), FailureKind::Transient);
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert_eq!(server.connections(), 1, "posted exactly once");
+}
+
+#[tokio::test]
+async fn a_rate_limited_send_is_posted_again() {
+    // The limiter answers before any route runs (gitter-api.md §8): nothing was stored. Both
+    // forms: the old 403 and the 429.
+    let (server, client) = gitter().await;
+    Mock::given(method("POST"))
+        .and(path(CHAT))
+        .respond_with(
+            ResponseTemplate::new(403).set_body_json(json!({"error": "API rate limit exceeded"})),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(CHAT))
+        .respond_with(error_fixture(429, "error-429.json"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(CHAT))
+        .respond_with(ok_fixture("message-plain.json"))
+        .mount(&server)
+        .await;
+
+    let sent = send_hello(&client).await.unwrap();
+
+    assert_eq!(sent.id, "5fedc44197312f4b6bfe4519");
+    assert_eq!(requests(&server).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_send_that_cannot_connect_is_tried_again() {
+    // Refused before a byte went out: certainly not stored.
+    let client = GitterClient::new(config(&dead_port_base())).unwrap();
+
+    let err = send_hello(&client).await.unwrap_err();
+
+    assert_eq!(err.kind(), FailureKind::Transient);
+    assert!(err.to_string().contains("after 3 attempts"), "{err}");
+}
+
+#[tokio::test]
+async fn a_listing_whose_connection_closes_unanswered_is_retried() {
+    // Reading twice is harmless: GETs keep retrying after a lost answer.
+    let server = RawServer::start(Raw::CloseUnanswered).await;
+    let client = server.client(|_| {});
+
+    let err = client.rooms(&token(), None).await.unwrap_err();
+
+    assert_eq!(err.kind(), FailureKind::Transient);
+    assert_eq!(server.connections(), 3, "max_attempts");
+}
+
+#[tokio::test]
+async fn joining_is_retried_after_a_server_error() {
+    // Joining a room twice is joining it once.
+    let (server, client) = gitter().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/user/u1/rooms"))
+        .respond_with(ResponseTemplate::new(502))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/user/u1/rooms"))
+        .respond_with(ok_fixture("room.json"))
+        .mount(&server)
+        .await;
+
+    client.join_room(&token(), "u1", "r1").await.unwrap();
+
+    assert_eq!(requests(&server).await.len(), 2);
 }

@@ -159,3 +159,39 @@ proptest! {
         prop_assert_eq!(parse_all(&chunks), expected);
     }
 }
+
+#[test]
+fn an_endless_line_never_holds_more_than_max_line() {
+    // A stream that never sends a newline must not grow memory past the cap, not even by
+    // Vec's doubling (which would reserve up to twice the cap).
+    let max = 1000;
+    let mut splitter = LineSplitter::new(max);
+    for _ in 0..1000 {
+        assert_eq!(splitter.push(&[b'a'; 300]), Vec::new());
+        assert!(splitter.held_bytes() <= max, "{}", splitter.held_bytes());
+    }
+    let good = one_line(&fixture("message-plain.json"));
+    let mut splitter_items = splitter.push(b"\n");
+    assert_eq!(
+        splitter_items.pop(),
+        Some(StreamItem::Malformed("<line too long>".to_owned()))
+    );
+    assert!(matches!(
+        &LineSplitter::new(good.len() + 1).push(format!("{good}\n").as_bytes())[..],
+        [StreamItem::Message(_)]
+    ));
+}
+
+proptest! {
+    #[test]
+    fn the_partial_line_stays_within_max_line(
+        max in 1usize..4096,
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..700), 0..40),
+    ) {
+        let mut splitter = LineSplitter::new(max);
+        for chunk in &chunks {
+            splitter.push(chunk);
+            prop_assert!(splitter.held_bytes() <= max, "{} > {max}", splitter.held_bytes());
+        }
+    }
+}

@@ -13,7 +13,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::*;
 use gitter_bridge_core::{FailureKind, GitterRoomId, Input, Secret};
-use gitter_bridge_gitter::{GitterClient, StreamEvent, StreamManager};
+use gitter_bridge_gitter::{
+    ConnectionEnd, GitterClient, ReconnectBackoff, StreamConfig, StreamEvent, StreamManager,
+};
 use tokio::sync::mpsc;
 
 const ROOM: &str = "5787e94cc2f0db084a230583";
@@ -76,16 +78,25 @@ impl FakeStream {
 
     /// A stream manager whose readers talk to this server, with short timeouts.
     fn manager(&self) -> (StreamManager, mpsc::Receiver<StreamEvent>) {
-        let mut config = config(&self.base);
-        config.stream.idle_timeout = Duration::from_millis(500);
-        config.stream.reconnect_min = Duration::from_millis(20);
-        config.stream.reconnect_max = Duration::from_millis(100);
-        let (tx, rx) = mpsc::channel(64);
-        (
-            StreamManager::new(GitterClient::new(config).unwrap(), tx),
-            rx,
-        )
+        manager_at(&self.base, |_| {})
     }
+}
+
+/// A stream manager whose readers talk to `base`, with short timeouts, changed by `tweak`.
+fn manager_at(
+    base: &str,
+    tweak: impl FnOnce(&mut StreamConfig),
+) -> (StreamManager, mpsc::Receiver<StreamEvent>) {
+    let mut config = config(base);
+    config.stream.idle_timeout = Duration::from_millis(500);
+    config.stream.reconnect_min = Duration::from_millis(20);
+    config.stream.reconnect_max = Duration::from_millis(100);
+    tweak(&mut config.stream);
+    let (tx, rx) = mpsc::channel(64);
+    (
+        StreamManager::new(GitterClient::new(config).unwrap(), tx),
+        rx,
+    )
 }
 
 async fn serve(
@@ -399,4 +410,145 @@ async fn a_dropped_receiver_stops_the_reader() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(!streams.is_running(&room()));
+}
+
+// ---- deadlines and size limits of the answer (issue 12) ----
+
+#[tokio::test]
+async fn a_stream_whose_headers_never_come_hits_the_answer_deadline() {
+    // A status line, then nothing: `Connected` must not be reported, and the silence timeout
+    // (long here) must not be what ends it.
+    let server = RawServer::start(Raw::SendThenHang("HTTP/1.1 200 OK\r\n")).await;
+    let (mut streams, mut rx) = manager_at(&server.base, |s| {
+        s.idle_timeout = Duration::from_secs(600);
+        s.answer_timeout = Duration::from_millis(300);
+    });
+
+    streams.open(room(), token()).await;
+
+    let event = next(&mut rx).await;
+    assert_eq!(disconnected(&event), (FailureKind::Transient, true));
+    let StreamEvent::Disconnected { detail, .. } = event else {
+        unreachable!()
+    };
+    assert!(detail.contains("no answer"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_huge_stream_refusal_is_read_only_to_the_limit() {
+    // A 401 with 100 MiB of body and then silence: the status is known after 64 KiB.
+    let server = RawServer::start(Raw::Body {
+        status: 401,
+        len: 100 * 1024 * 1024,
+        declared: false,
+        then_hang: true,
+    })
+    .await;
+    let (mut streams, mut rx) = manager_at(&server.base, |s| {
+        s.idle_timeout = Duration::from_secs(600);
+        s.answer_timeout = Duration::from_secs(600);
+    });
+
+    streams.open(room(), token()).await;
+
+    assert_eq!(
+        disconnected(&next(&mut rx).await),
+        (FailureKind::TokenRevoked, false)
+    );
+}
+
+// ---- reconnect backoff: only a stream that proved itself starts it over (issue 12) ----
+
+fn backoff_config() -> StreamConfig {
+    StreamConfig {
+        reconnect_min: Duration::from_secs(1),
+        reconnect_max: Duration::from_secs(300),
+        stable_after: Duration::from_secs(30),
+        ..StreamConfig::default()
+    }
+}
+
+/// A 200 that closed at once, with nothing but perhaps a heartbeat.
+const FLAP: ConnectionEnd = ConnectionEnd::Streamed {
+    up_for: Duration::from_millis(5),
+    messages: 0,
+};
+
+#[test]
+fn flapping_connections_make_the_reconnect_delay_grow() {
+    let mut backoff = ReconnectBackoff::new(&backoff_config());
+    // With jitter the k-th delay lies in [2^k s, 2^(k+1) s): each is above every earlier one.
+    for k in 0..8u32 {
+        let delay = backoff.next_delay(FLAP);
+        let floor = Duration::from_secs(1 << k);
+        assert!(delay >= floor && delay < floor * 2, "delay {k}: {delay:?}");
+    }
+}
+
+#[test]
+fn refusals_make_the_reconnect_delay_grow_too() {
+    let mut backoff = ReconnectBackoff::new(&backoff_config());
+    let delays: Vec<Duration> = (0..6)
+        .map(|_| backoff.next_delay(ConnectionEnd::NoStream))
+        .collect();
+    assert!(delays[5] >= Duration::from_secs(32), "{delays:?}");
+}
+
+#[test]
+fn a_message_or_a_long_connection_starts_the_backoff_over() {
+    let config = backoff_config();
+    let grown = || {
+        let mut b = ReconnectBackoff::new(&config);
+        for _ in 0..6 {
+            b.next_delay(FLAP);
+        }
+        b
+    };
+    let fresh = |d: Duration| d < Duration::from_secs(2);
+
+    let mut b = grown();
+    let d = b.next_delay(ConnectionEnd::Streamed {
+        up_for: Duration::from_millis(5),
+        messages: 1,
+    });
+    assert!(fresh(d), "one message: {d:?}");
+
+    let mut b = grown();
+    let d = b.next_delay(ConnectionEnd::Streamed {
+        up_for: Duration::from_secs(30),
+        messages: 0,
+    });
+    assert!(fresh(d), "up for stable_after: {d:?}");
+
+    let mut b = grown();
+    let d = b.next_delay(ConnectionEnd::Streamed {
+        up_for: Duration::from_secs(29),
+        messages: 0,
+    });
+    assert!(d >= Duration::from_secs(64), "not yet stable: {d:?}");
+    assert!(!b.is_stable(ConnectionEnd::NoStream));
+}
+
+#[tokio::test]
+async fn a_host_that_accepts_and_closes_is_reconnected_ever_more_slowly() {
+    // Every connection: 200, one heartbeat (which proves nothing), closed.
+    let flap = Play::Stream(vec![Step::Send(b" \n".to_vec())]);
+    let fake = FakeStream::start(vec![flap; 100]).await;
+    let (mut streams, mut rx) = manager_at(&fake.base, |s| {
+        s.reconnect_min = Duration::from_millis(100);
+        s.reconnect_max = Duration::from_secs(10);
+    });
+    // Keep the reader from waiting on a full channel.
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+
+    streams.open(room(), token()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let hits = fake.hits().len();
+    streams.close_all().await;
+    drain.abort();
+
+    // Delays of at least 0.1, 0.2, 0.4, 0.8 s (1.5 s), the next at least 1.6 s: at most 5
+    // connections in 2 s. A backoff reset by every 200 makes one per 0.1 to 0.2 s.
+    assert!(hits >= 2, "it did reconnect: {hits}");
+    assert!(hits <= 6, "{hits} connections in 2 s");
 }
