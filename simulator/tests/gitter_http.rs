@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gitter_bridge_sim::fake_gitter::{GitterConfig, GitterSeed};
+use gitter_bridge_sim::fake_gitter::{
+    FakeGitter, FaultLimit, GitterConfig, GitterHost, GitterSeed, Hostile,
+};
 use serde_json::{Value, json};
 
 /// Read a streaming response until `done(collected)` or the timeout.
@@ -946,4 +948,413 @@ async fn a_users_room_settings_and_adding_a_member() {
     assert_eq!(carol["username"], "carol");
     assert!(g.members("org/room").contains(&"carol".to_owned()));
     assert_eq!(add("nobody").await.0, 404);
+}
+
+// ----------------------------------------------------------------------
+// fault modes (issue 12)
+
+async fn control(g: &FakeGitter, what: &str, body: Value) {
+    let r = client()
+        .post(format!("{}/_sim/gitter/{what}", g.base_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{what}");
+}
+
+async fn open_stream(g: &FakeGitter, token: &str) -> reqwest::Response {
+    let room = g.room_id("org/room").unwrap();
+    let r = client()
+        .get(format!(
+            "{}/v1/rooms/{room}/chatMessages",
+            g.stream_base_url()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r
+}
+
+/// The rest of a body, if it ends within `secs` (`None`: still going).
+async fn body_end(resp: &mut reqwest::Response, secs: u64) -> Option<Vec<u8>> {
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        let mut all = Vec::new();
+        while let Ok(Some(c)) = resp.chunk().await {
+            all.extend_from_slice(&c);
+        }
+        all
+    })
+    .await
+    .ok()
+}
+
+fn heartbeat_config() -> GitterConfig {
+    GitterConfig {
+        heartbeat: Duration::from_millis(50),
+        ..GitterConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_lost_send_answer_still_posts_the_message_and_streams_it() {
+    let g = gitter().await;
+    let room = g.room_id("org/room").unwrap();
+    let mut stream = open_stream(&g, BOB_TOKEN).await;
+    assert!(eventually(5, || g.stream_count(None) == 1).await);
+    control(&g, "lose-answers", json!({"count": 1})).await;
+    assert_eq!(g.pending_lost_sends(), 1);
+    let auth = format!("Bearer {ALICE_TOKEN}");
+    let (bytes, ending) = raw::exchange(
+        g.addr,
+        "POST",
+        &format!("/v1/rooms/{room}/chatMessages"),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"text":"nobody heard back"}"#,
+    )
+    .await;
+    assert!(
+        bytes.is_empty(),
+        "no status line: {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(ending.closed(), "{ending:?}");
+    let texts: Vec<Value> = g.messages("org/room").unwrap();
+    assert_eq!(texts.len(), 1);
+    assert_eq!(texts[0]["text"], "nobody heard back");
+    let got = read_stream_until(&mut stream, 5, |s| s.contains("nobody heard back")).await;
+    assert!(got.contains(texts[0]["id"].as_str().unwrap()), "{got:?}");
+    // Spent: the next send is answered.
+    assert_eq!(g.pending_lost_sends(), 0);
+    let (s, v) = send_json(
+        reqwest::Method::POST,
+        format!("{}/v1/rooms/{room}/chatMessages", g.base_url),
+        ALICE_TOKEN,
+        json!({"text": "answered"}),
+    )
+    .await;
+    assert_eq!((s, v["text"].as_str()), (200, Some("answered")));
+    // Through Rust, what a client library sees: an error without a status.
+    g.lose_send_answers(1);
+    let err = client()
+        .post(format!("{}/v1/rooms/{room}/chatMessages", g.base_url))
+        .bearer_auth(ALICE_TOKEN)
+        .json(&json!({"text": "third"}))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.status().is_none() && !err.is_timeout(), "{err:?}");
+    assert_eq!(g.messages("org/room").unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_long_delay_covers_the_api_and_the_token_endpoint_and_clearing_ends_it() {
+    let g = gitter().await;
+    control(&g, "delay", json!({"ms": 60000})).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cfg = GitterConfig::default();
+    let delayed = [
+        impatient
+            .get(format!("{}/v1/user", g.base_url))
+            .bearer_auth(ALICE_TOKEN),
+        impatient
+            .post(format!("{}/v1/rooms", g.base_url))
+            .bearer_auth(ALICE_TOKEN)
+            .json(&json!({"uri": "org/room"})),
+        impatient.get(format!("{}/v1/nope", g.base_url)),
+        impatient.get(format!("{}/nowhere", g.base_url)),
+        impatient.post(g.token_url()).form(&[
+            ("client_id", cfg.client_id.as_str()),
+            ("client_secret", cfg.client_secret.as_str()),
+            ("code", "0000"),
+            ("grant_type", "authorization_code"),
+        ]),
+    ];
+    for req in delayed {
+        let err = req.send().await.unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+    }
+    // Not delayed: the controls, the browser's sign-in page, the stream host.
+    let r = impatient
+        .get(format!(
+            "{}/_sim/gitter/rooms/org%2Froom/messages",
+            g.base_url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = impatient
+        .get(format!(
+            "{}?client_id={}&response_type=code&redirect_uri={}",
+            g.authorize_url(),
+            cfg.client_id,
+            url::form_urlencoded::byte_serialize(cfg.redirect_uri.as_bytes()).collect::<String>()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _stream = open_stream(&g, BOB_TOKEN).await;
+    // A patient client waiting when the faults are cleared gets its answer.
+    let url = format!("{}/v1/user", g.base_url);
+    let waiting = tokio::spawn(async move { get_json(url, ALICE_TOKEN).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished());
+    control(&g, "clear-faults", json!({})).await;
+    let (s, v) = tokio::time::timeout(Duration::from_secs(3), waiting)
+        .await
+        .expect("answered soon after the clear")
+        .unwrap();
+    assert_eq!((s, v[0]["username"].as_str()), (200, Some("alice")));
+}
+
+#[tokio::test]
+async fn flapping_streams_answer_200_and_end_at_once_then_recover() {
+    let g = gitter_with(heartbeat_config()).await;
+    let typo = client()
+        .post(format!("{}/_sim/gitter/flap-streams", g.base_url))
+        .json(&json!({"cout": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(typo.status(), 400, "a typo is not read as once");
+    control(&g, "flap-streams", json!({"count": 2})).await;
+    for _ in 0..2 {
+        let mut r = open_stream(&g, BOB_TOKEN).await;
+        assert_eq!(
+            body_end(&mut r, 2).await,
+            Some(Vec::new()),
+            "ends at once, empty"
+        );
+    }
+    assert_eq!(g.stream_count(None), 0);
+    let mut r = open_stream(&g, BOB_TOKEN).await;
+    let got = read_stream_until(&mut r, 5, |s| s.contains(" \n")).await;
+    assert!(
+        got.contains(" \n"),
+        "the third stream is a real one: {got:?}"
+    );
+    drop(r);
+    // For a period, through Rust; it ends on the server's clock.
+    g.flap_streams(FaultLimit::For(Duration::from_secs(60)));
+    for _ in 0..3 {
+        let mut r = open_stream(&g, BOB_TOKEN).await;
+        assert_eq!(body_end(&mut r, 2).await, Some(Vec::new()));
+    }
+    g.advance_clock(Duration::from_secs(61));
+    let mut r = open_stream(&g, BOB_TOKEN).await;
+    let got = read_stream_until(&mut r, 5, |s| s.contains(" \n")).await;
+    assert!(got.contains(" \n"), "{got:?}");
+}
+
+#[tokio::test]
+async fn silent_streams_send_nothing_until_the_silence_ends() {
+    let g = gitter_with(heartbeat_config()).await;
+    let mut before = open_stream(&g, BOB_TOKEN).await;
+    let got = read_stream_until(&mut before, 5, |s| s.contains(" \n")).await;
+    assert!(got.contains(" \n"));
+    let silenced_at = tokio::time::Instant::now();
+    control(&g, "silence-streams", json!({"duration_ms": 2000})).await;
+    let mut during = open_stream(&g, BOB_TOKEN).await;
+    g.post_message("org/room", "alice", "said during the silence")
+        .unwrap();
+    // Half a second of nothing at all on both, heartbeats included.
+    for resp in [&mut before, &mut during] {
+        let quiet = tokio::time::timeout(Duration::from_millis(500), resp.chunk()).await;
+        assert!(quiet.is_err(), "a byte during the silence: {quiet:?}");
+    }
+    // Then the message (held, not lost) and the heartbeats again.
+    for resp in [&mut before, &mut during] {
+        let got = read_stream_until(resp, 5, |s| s.contains("said during the silence")).await;
+        assert!(got.contains("said during the silence"), "{got:?}");
+        assert!(silenced_at.elapsed() >= Duration::from_millis(1900));
+        let got = read_stream_until(resp, 5, |s| s.contains(" \n")).await;
+        assert!(got.contains(" \n"));
+    }
+    // Clearing faults ends a silence early.
+    g.silence_streams_for(Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    g.clear_faults();
+    let got = read_stream_until(&mut during, 2, |s| s.contains(" \n")).await;
+    assert!(got.contains(" \n"), "heartbeats back after the clear");
+}
+
+#[tokio::test]
+async fn a_huge_body_is_streamed_lazily_for_the_next_request_only() {
+    let g = gitter().await;
+    control(
+        &g,
+        "hostile",
+        json!({"kind": "huge_body", "bytes": 1u64 << 30, "status": 500, "count": 1}),
+    )
+    .await;
+    let mut r = client()
+        .get(format!("{}/v1/rooms", g.base_url))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert!(r.content_length().is_none(), "no length announced");
+    // The first 8 MiB arrive (of 1 GiB); the client stops there.
+    let mut first = Vec::new();
+    while first.len() < 8 << 20 {
+        let c = tokio::time::timeout(Duration::from_secs(5), r.chunk())
+            .await
+            .expect("bytes keep coming")
+            .unwrap()
+            .expect("not the end yet");
+        first.extend_from_slice(&c);
+    }
+    assert!(first.starts_with(b"[\"x"));
+    assert!(first[2..].iter().all(|b| *b == b'x'));
+    drop(r);
+    let (s, v) = get_json(format!("{}/v1/rooms", g.base_url), ALICE_TOKEN).await;
+    assert_eq!(s, 200);
+    assert!(v.is_array());
+    // A period through Rust, a 200 this time; its size is what was asked.
+    g.hostile(
+        Hostile::HugeBody {
+            bytes: 3 << 20,
+            status: 200,
+        },
+        FaultLimit::For(Duration::from_secs(60)),
+    );
+    for _ in 0..2 {
+        let r = client()
+            .get(format!("{}/v1/user", g.base_url))
+            .bearer_auth(ALICE_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap().len(), 3 << 20);
+    }
+    g.clear_faults();
+    let (s, _) = get_json(format!("{}/v1/user", g.base_url), ALICE_TOKEN).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn an_endless_line_never_sends_a_newline() {
+    let g = gitter_with(heartbeat_config()).await;
+    control(&g, "hostile", json!({"kind": "endless_line", "count": 1})).await;
+    let mut r = open_stream(&g, BOB_TOKEN).await;
+    let mut seen = 0usize;
+    while seen < 4 << 20 {
+        let c = tokio::time::timeout(Duration::from_secs(5), r.chunk())
+            .await
+            .expect("bytes keep coming")
+            .unwrap()
+            .expect("never ends");
+        assert!(!c.contains(&b'\n'), "a newline after {seen} bytes");
+        seen += c.len();
+    }
+    assert_eq!(g.stream_count(None), 0, "not a registered stream");
+    drop(r);
+    let mut r = open_stream(&g, BOB_TOKEN).await;
+    let got = read_stream_until(&mut r, 5, |s| s.contains(" \n")).await;
+    assert!(got.contains(" \n"), "the next stream is a real one");
+}
+
+#[tokio::test]
+async fn a_slow_drip_delivers_the_real_answer_a_chunk_at_a_time() {
+    let g = gitter().await;
+    let room = g.room_id("org/room").unwrap();
+    let url = format!("{}/v1/rooms/{room}", g.base_url);
+    let (_, plain) = get_json(&url, ALICE_TOKEN).await;
+    let expected = plain.to_string().len();
+    control(
+        &g,
+        "hostile",
+        json!({"kind": "slow_drip", "chunk_bytes": 64, "interval_ms": 40, "count": 1}),
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    let mut r = client()
+        .get(&url)
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.content_length(),
+        Some(expected as u64),
+        "the true length, announced"
+    );
+    let mut chunks = Vec::new();
+    while let Some(c) = r.chunk().await.unwrap() {
+        chunks.push(c);
+    }
+    let body: Vec<u8> = chunks.concat();
+    assert!(
+        chunks.iter().all(|c| c.len() <= 64),
+        "{:?}",
+        chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+    );
+    let n = expected.div_ceil(64);
+    assert!(n >= 3, "a body of {expected} bytes");
+    assert!(
+        started.elapsed() >= Duration::from_millis(40 * (n as u64 - 1)),
+        "{n} chunks in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), plain);
+    // Only the next one.
+    let quick = tokio::time::Instant::now();
+    let (s, v) = get_json(&url, ALICE_TOKEN).await;
+    assert_eq!((s, &v), (200, &plain));
+    assert!(quick.elapsed() < Duration::from_millis(40 * (n as u64 - 1)));
+}
+
+#[tokio::test]
+async fn refused_connections_on_either_host_then_the_same_addresses_serve_again() {
+    let g = gitter_with(heartbeat_config()).await;
+    let mut stream = open_stream(&g, BOB_TOKEN).await;
+    control(
+        &g,
+        "refuse-connections",
+        json!({"duration_ms": 60000, "host": "stream"}),
+    )
+    .await;
+    assert!(g.refusing_connections(GitterHost::Stream));
+    assert!(!g.refusing_connections(GitterHost::Api));
+    // The open stream is cut (no clean end of the body), new connects refused.
+    let cut = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await
+    .expect("the stream is cut");
+    assert!(cut.is_err(), "cut, not ended: {cut:?}");
+    assert!(raw::connect_refused(g.stream_addr).await);
+    let (s, _) = get_json(format!("{}/v1/user", g.base_url), ALICE_TOKEN).await;
+    assert_eq!(s, 200, "the API host still answers");
+    g.clear_faults();
+    assert!(eventually(2, || !g.refusing_connections(GitterHost::Both)).await);
+    let mut stream = open_stream(&g, BOB_TOKEN).await;
+    let got = read_stream_until(&mut stream, 5, |s| s.contains(" \n")).await;
+    assert!(got.contains(" \n"));
+    // The API host through Rust, for a short while.
+    g.refuse_connections_for(Duration::from_millis(300), GitterHost::Api)
+        .await;
+    assert!(raw::connect_refused(g.addr).await);
+    assert!(eventually(3, || !g.refusing_connections(GitterHost::Api)).await);
+    let (s, _) = get_json(format!("{}/v1/user", g.base_url), ALICE_TOKEN).await;
+    assert_eq!(s, 200);
 }

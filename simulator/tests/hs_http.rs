@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use gitter_bridge_sim::fake_hs::CsRoute;
 use serde_json::{Value, json};
 
 /// A CS request as the AS (optionally masquerading).
@@ -371,4 +372,526 @@ async fn a_token_in_both_the_header_and_the_query_is_refused_like_synapse() {
     assert_eq!(v["errcode"], "M_MISSING_TOKEN");
     let (status, _) = body(client().get(&url)).await;
     assert_eq!(status, 200);
+}
+
+// ----------------------------------------------------------------------
+// fault modes (issue 12) and the room directory
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A room made by the bot with `ghost` and `human` joined: (room, ghost, human).
+async fn portal(hs: &gitter_bridge_sim::fake_hs::FakeHomeserver) -> (String, String, String) {
+    let ghost = register_ghost(&hs.base_url, "_gitter_bob").await;
+    let human = hs.register_human("human").unwrap().user_id;
+    let room = hs
+        .create_room(
+            BOT,
+            json!({"preset": "private_chat", "invite": [ghost, human]}),
+        )
+        .unwrap();
+    hs.join(&ghost, &room).unwrap();
+    hs.join(&human, &room).unwrap();
+    (room, ghost, human)
+}
+
+#[tokio::test]
+async fn an_outage_answers_503_on_every_route_the_bridge_uses_until_it_ends() {
+    let (as_url, rec) = as_receiver(0).await;
+    let hs = homeserver(Some(&as_url)).await;
+    let (room, ghost, human) = portal(&hs).await;
+    let r = client()
+        .post(format!("{}/_sim/hs/fail-cs", hs.base_url))
+        .json(&json!({"status": 503, "duration_ms": 60000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b = &hs.base_url;
+    let v3 = format!("{b}/_matrix/client/v3");
+    let alias = enc("#_gitter_x:localhost");
+    let c = client();
+    let calls: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        ("versions", c.get(format!("{b}/_matrix/client/versions"))),
+        (
+            "register",
+            c.post(format!("{v3}/register"))
+                .bearer_auth(AS_TOKEN)
+                .json(&json!({"type": "m.login.application_service", "username": "_gitter_new"})),
+        ),
+        (
+            "whoami",
+            c.get(format!("{v3}/account/whoami")).bearer_auth(AS_TOKEN),
+        ),
+        (
+            "createRoom",
+            c.post(format!("{v3}/createRoom"))
+                .bearer_auth(AS_TOKEN)
+                .json(&json!({})),
+        ),
+        (
+            "invite",
+            c.post(format!("{v3}/rooms/{room}/invite"))
+                .bearer_auth(AS_TOKEN)
+                .json(&json!({"user_id": "@_gitter_x:localhost"})),
+        ),
+        (
+            "join",
+            c.post(format!("{v3}/rooms/{room}/join?user_id={}", enc(&ghost)))
+                .bearer_auth(AS_TOKEN),
+        ),
+        (
+            "join by alias",
+            c.post(format!("{v3}/join/{alias}")).bearer_auth(AS_TOKEN),
+        ),
+        (
+            "send",
+            c.put(format!("{v3}/rooms/{room}/send/m.room.message/o1"))
+                .bearer_auth(AS_TOKEN)
+                .json(&json!({"msgtype": "m.text", "body": "x"})),
+        ),
+        (
+            "put state",
+            c.put(format!("{v3}/rooms/{room}/state/m.room.topic/"))
+                .bearer_auth(AS_TOKEN)
+                .json(&json!({"topic": "t"})),
+        ),
+        (
+            "get state",
+            c.get(format!("{v3}/rooms/{room}/state/m.room.topic/"))
+                .bearer_auth(AS_TOKEN),
+        ),
+        (
+            "profile",
+            c.get(format!("{v3}/profile/{}", enc(&human)))
+                .bearer_auth(AS_TOKEN),
+        ),
+        (
+            "displayname",
+            c.put(format!(
+                "{v3}/profile/{}/displayname?user_id={}",
+                enc(&ghost),
+                enc(&ghost)
+            ))
+            .bearer_auth(AS_TOKEN)
+            .json(&json!({"displayname": "B"})),
+        ),
+        (
+            "members",
+            c.get(format!("{v3}/rooms/{room}/members"))
+                .bearer_auth(AS_TOKEN),
+        ),
+        (
+            "joined_members",
+            c.get(format!("{v3}/rooms/{room}/joined_members"))
+                .bearer_auth(AS_TOKEN),
+        ),
+        (
+            "directory get",
+            c.get(format!("{v3}/directory/room/{alias}")),
+        ),
+        (
+            "directory put",
+            c.put(format!("{v3}/directory/room/{alias}"))
+                .bearer_auth(AS_TOKEN)
+                .json(&json!({"room_id": room})),
+        ),
+        (
+            "directory delete",
+            c.delete(format!("{v3}/directory/room/{alias}"))
+                .bearer_auth(AS_TOKEN),
+        ),
+        (
+            "upload",
+            c.post(format!("{b}/_matrix/media/v3/upload"))
+                .bearer_auth(AS_TOKEN)
+                .body("x"),
+        ),
+        (
+            "ping",
+            c.post(format!("{b}/_matrix/client/v1/appservice/gitter/ping"))
+                .bearer_auth(AS_TOKEN)
+                .json(&json!({})),
+        ),
+        (
+            "unknown path",
+            c.get(format!("{v3}/nope")).bearer_auth(AS_TOKEN),
+        ),
+    ];
+    for (name, call) in calls {
+        let (s, v) = body(call).await;
+        assert_eq!(
+            (s, v["errcode"].as_str()),
+            (503, Some("M_UNKNOWN")),
+            "{name}: {v}"
+        );
+    }
+    assert!(
+        rec.lock().unwrap().pings.is_empty(),
+        "the AS was not pinged during the outage"
+    );
+    assert_eq!(hs.messages_seen(&human, &room).len(), 0, "nothing was sent");
+    // The period ends on the server's clock; everything works again.
+    hs.advance_clock(Duration::from_secs(61));
+    let (s, v) = body(
+        as_call(
+            reqwest::Method::PUT,
+            b,
+            &format!("/rooms/{room}/send/m.room.message/o2"),
+            Some(&ghost),
+        )
+        .json(&json!({"msgtype": "m.text", "body": "after"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = body(
+        c.post(format!("{b}/_matrix/client/v1/appservice/gitter/ping"))
+            .bearer_auth(AS_TOKEN)
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn refused_connections_then_the_same_address_serves_the_same_state() {
+    let hs = homeserver(None).await;
+    let human = hs.register_human("human").unwrap();
+    let room = hs.create_room(&human.user_id, json!({})).unwrap();
+    // A kept-alive connection that has been answered once.
+    let mut kept = raw::RawConn::connect(hs.addr).await.unwrap();
+    kept.send("GET", "/_matrix/client/versions", &[], b"").await;
+    assert_eq!(kept.read_answer().await.0, 200);
+    assert!(eventually(5, || hs.open_connections() >= 1).await);
+
+    // Measured from before the request: the window cannot start earlier.
+    let asked_at = tokio::time::Instant::now();
+    let r = client()
+        .post(format!("{}/_sim/hs/refuse-connections", hs.base_url))
+        .json(&json!({"duration_ms": 700}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["connection"], "close");
+    assert!(hs.refusing_connections());
+    // The kept connection is cut without a byte; new connects are refused.
+    let (bytes, ending) = kept.read_rest(Duration::from_secs(3)).await;
+    assert!(bytes.is_empty() && ending.closed(), "{bytes:?} {ending:?}");
+    assert!(raw::connect_refused(hs.addr).await);
+    let err = client()
+        .get(format!("{}/_matrix/client/versions", hs.base_url))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_connect(), "{err:?}");
+    // The window ends by itself; the same address answers with the same state.
+    let mut back = false;
+    while asked_at.elapsed() < Duration::from_secs(5) {
+        if !raw::connect_refused(hs.addr).await {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(back, "accepting again");
+    assert!(
+        asked_at.elapsed() >= Duration::from_millis(690),
+        "refused for the whole period: {:?}",
+        asked_at.elapsed()
+    );
+    let (s, v) = get_json(
+        format!("{}/_matrix/client/v3/joined_rooms", hs.base_url),
+        &human.token,
+    )
+    .await;
+    assert_eq!(
+        (s, v["joined_rooms"][0].as_str()),
+        (200, Some(room.as_str()))
+    );
+
+    // The Rust control: refused once it returns; clear-faults binds again at once.
+    hs.refuse_connections_for(Duration::from_secs(60)).await;
+    assert!(raw::connect_refused(hs.addr).await);
+    hs.clear_faults();
+    assert!(
+        eventually(2, || !hs.refusing_connections()).await,
+        "cleared"
+    );
+    let (s, _) = get_json(
+        format!("{}/_matrix/client/v3/joined_rooms", hs.base_url),
+        &human.token,
+    )
+    .await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn a_lost_send_answer_still_stores_the_event_and_the_retry_gets_its_id() {
+    let hs = homeserver(None).await;
+    let (room, ghost, human) = portal(&hs).await;
+    let r = client()
+        .post(format!("{}/_sim/hs/lose-answers", hs.base_url))
+        .json(&json!({"count": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(hs.pending_lost_answers(), 1);
+    let path = format!(
+        "/_matrix/client/v3/rooms/{room}/send/m.room.message/g1?user_id={}",
+        enc(&ghost)
+    );
+    let auth = format!("Bearer {AS_TOKEN}");
+    let (bytes, ending) = raw::exchange(
+        hs.addr,
+        "PUT",
+        &path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"msgtype":"m.text","body":"lost answer"}"#,
+    )
+    .await;
+    assert!(
+        bytes.is_empty(),
+        "not even a status line: {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(ending.closed(), "{ending:?}");
+    // Stored all the same, and visible.
+    let seen = hs.messages_seen(&human, &room);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body.as_deref(), Some("lost answer"));
+    // The retry with the same txn id is deduplicated, as Synapse does.
+    let retry = || {
+        as_call(
+            reqwest::Method::PUT,
+            &hs.base_url,
+            &format!("/rooms/{room}/send/m.room.message/g1"),
+            Some(&ghost),
+        )
+        .json(&json!({"msgtype": "m.text", "body": "lost answer"}))
+    };
+    let (s, v) = body(retry()).await;
+    assert_eq!(
+        (s, v["event_id"].as_str()),
+        (200, Some(seen[0].event_id.as_str()))
+    );
+    assert_eq!(hs.messages_seen(&human, &room).len(), 1);
+    // What a client library sees: an error, not a status and not a time-out.
+    hs.lose_answers(1, &[CsRoute::Send]);
+    let err = as_call(
+        reqwest::Method::PUT,
+        &hs.base_url,
+        &format!("/rooms/{room}/send/m.room.message/g2"),
+        Some(&ghost),
+    )
+    .json(&json!({"msgtype": "m.text", "body": "second"}))
+    .send()
+    .await
+    .unwrap_err();
+    assert!(!err.is_timeout() && err.status().is_none(), "{err:?}");
+    assert_eq!(hs.messages_seen(&human, &room).len(), 2);
+    // Other routes were not affected, and the budget is spent.
+    assert_eq!(hs.pending_lost_answers(), 0);
+    let (s, _) = body(retry()).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn a_lost_create_room_answer_is_found_again_through_its_alias() {
+    let hs = homeserver(None).await;
+    let c = client();
+    let typo = c
+        .post(format!("{}/_sim/hs/lose-answers", hs.base_url))
+        .json(&json!({"count": 1, "routes": ["create_room"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        typo.status().is_client_error(),
+        "an unknown route name is refused"
+    );
+    let r = c
+        .post(format!("{}/_sim/hs/lose-answers", hs.base_url))
+        .json(&json!({"count": 1, "routes": ["createRoom"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let create = || {
+        as_call(reqwest::Method::POST, &hs.base_url, "/createRoom", None)
+            .json(&json!({"preset": "private_chat", "room_alias_name": "_gitter_portal_ab12"}))
+    };
+    let err = create().send().await.unwrap_err();
+    assert!(err.status().is_none(), "{err:?}");
+    let alias = "#_gitter_portal_ab12:localhost";
+    let made = hs.alias_target(alias).expect("the room was made");
+    // The retry is refused without a second room; the alias names the first.
+    let (s, v) = body(create()).await;
+    assert_eq!(
+        (s, v["errcode"].as_str(), v["error"].as_str()),
+        (400, Some("M_ROOM_IN_USE"), Some("Room alias already taken"))
+    );
+    assert_eq!(hs.rooms_of(BOT).len(), 1);
+    let url = format!(
+        "{}/_matrix/client/v3/directory/room/{}",
+        hs.base_url,
+        enc(alias)
+    );
+    let (s, v) = body(c.get(&url)).await;
+    assert_eq!(s, 200, "no token needed");
+    assert_eq!(v, json!({"room_id": made, "servers": ["localhost"]}));
+    assert_eq!(
+        hs.with_state(|s| s
+            .room_info(&made)
+            .and_then(|r| r.state_content("m.room.canonical_alias", "").cloned())),
+        Some(json!({"alias": alias}))
+    );
+    // The bot deletes it; gone is not an error for the AS (Synapse).
+    for _ in 0..2 {
+        let (s, v) = body(c.delete(&url).bearer_auth(AS_TOKEN)).await;
+        assert_eq!((s, v), (200, json!({})));
+    }
+    let (s, v) = body(c.get(&url)).await;
+    assert_eq!(
+        (s, v["errcode"].as_str(), v["error"].as_str()),
+        (
+            404,
+            Some("M_NOT_FOUND"),
+            Some("Room alias #_gitter_portal_ab12:localhost not found")
+        )
+    );
+}
+
+#[tokio::test]
+async fn the_room_directory_follows_synapse_over_http() {
+    let (as_url, rec) = as_receiver(0).await;
+    let hs = homeserver(Some(&as_url)).await;
+    let alice = hs.register_human("alice").unwrap();
+    let bob = hs.register_human("bob").unwrap();
+    let room = hs
+        .create_room(&alice.user_id, json!({"preset": "public_chat"}))
+        .unwrap();
+    let dir = |alias: &str| {
+        format!(
+            "{}/_matrix/client/v3/directory/room/{}",
+            hs.base_url,
+            enc(alias)
+        )
+    };
+    let c = client();
+    let (s, v) = body(c.get(dir("no-sigil:localhost"))).await;
+    assert_eq!((s, v["errcode"].as_str()), (400, Some("M_INVALID_PARAM")));
+    // Synapse checks the room before the token.
+    let (s, v) = body(
+        c.put(dir("#hangout:localhost"))
+            .json(&json!({"room_id": "!nope"})),
+    )
+    .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("Room does not exist")));
+    let (s, v) = body(
+        c.put(dir("#hangout:localhost"))
+            .json(&json!({"room_id": room})),
+    )
+    .await;
+    assert_eq!((s, v["errcode"].as_str()), (401, Some("M_MISSING_TOKEN")));
+    let (s, v) = body(
+        c.put(dir("#hangout:localhost"))
+            .bearer_auth(&alice.token)
+            .json(&json!({"room_id": room})),
+    )
+    .await;
+    assert_eq!((s, v), (200, json!({})));
+    let (s, v) = body(
+        c.put(dir("#hangout:localhost"))
+            .bearer_auth(&alice.token)
+            .json(&json!({"room_id": room})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (409, Some("Room alias #hangout:localhost already exists"))
+    );
+    let (s, v) = body(c.get(dir("#hangout:localhost"))).await;
+    assert_eq!((s, v["room_id"].as_str()), (200, Some(room.as_str())));
+    // Bob, not in the room, may not delete it; alice, who made it, may.
+    let (s, _) = body(c.delete(dir("#hangout:localhost")).bearer_auth(&bob.token)).await;
+    assert_eq!(s, 403);
+    let (s, _) = body(
+        c.delete(dir("#hangout:localhost"))
+            .bearer_auth(&alice.token),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, v) = body(
+        c.delete(dir("#hangout:localhost"))
+            .bearer_auth(&alice.token),
+    )
+    .await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("Unknown room alias")));
+    // An unknown alias in the AS's namespace is asked of the AS first.
+    let (s, _) = body(c.get(dir("#_gitter_unknown:localhost"))).await;
+    assert_eq!(s, 404);
+    assert_eq!(
+        rec.lock().unwrap().alias_queries,
+        vec![(
+            "/_matrix/app/v1/rooms/%23_gitter_unknown%3Alocalhost".to_string(),
+            Some(format!("Bearer {HS_TOKEN}"))
+        )]
+    );
+    let (s, _) = body(c.get(dir("#other:localhost"))).await;
+    assert_eq!(s, 404);
+    assert_eq!(
+        rec.lock().unwrap().alias_queries.len(),
+        1,
+        "outside the namespace: not asked"
+    );
+}
+
+#[tokio::test]
+async fn a_long_delay_applies_everywhere_and_is_cut_short_by_clear_faults() {
+    let hs = homeserver(None).await;
+    client()
+        .post(format!("{}/_sim/hs/delay", hs.base_url))
+        .json(&json!({"ms": 60000}))
+        .send()
+        .await
+        .unwrap();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    for url in [
+        format!("{}/_matrix/client/versions", hs.base_url),
+        format!("{}/_matrix/client/v3/account/whoami", hs.base_url),
+    ] {
+        let err = impatient
+            .get(&url)
+            .bearer_auth(AS_TOKEN)
+            .send()
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{url}: {err:?}");
+    }
+    // A patient client is waiting when the faults are cleared: it gets its answer.
+    let url = format!("{}/_matrix/client/v3/account/whoami", hs.base_url);
+    let waiting = tokio::spawn(async move { body(client().get(url).bearer_auth(AS_TOKEN)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished());
+    let cleared_at = tokio::time::Instant::now();
+    client()
+        .post(format!("{}/_sim/hs/clear-faults", hs.base_url))
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = tokio::time::timeout(Duration::from_secs(3), waiting)
+        .await
+        .expect("answered soon after the clear")
+        .unwrap();
+    assert_eq!((s, v["user_id"].as_str()), (200, Some(BOT)));
+    assert!(cleared_at.elapsed() < Duration::from_secs(3));
 }

@@ -12,6 +12,14 @@
 //!
 //! Unknown routes and methods answer 404 `{"error":"Not Found"}` (§7.1); under
 //! `/v1` they are authenticated first, as the real routers are (§8 "Scope").
+//!
+//! Faults for a chaos campaign: on the API host the delay and the hostile
+//! answers (a huge body, a slow drip) wrap every route but the controls and
+//! the browser's sign-in page, the OAuth token endpoint included; a lost
+//! answer applies to `POST chatMessages`. On the stream host: flapping
+//! (200, then the end at once), silence (nothing at all, heartbeats
+//! neither, for a while) and an endless line. Refusing connections is below
+//! HTTP, in [`crate::fake_hs::net`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -27,8 +35,9 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Shared;
-use super::state::{ApiError, Caller, GitterState, MessageQuery, RateInfo};
+use super::state::{ApiError, Caller, GitterState, Hostile, MessageQuery, RateInfo};
+use super::{GitterHost, Shared};
+use crate::fake_hs::net::{FaultLimit, ThisConn};
 
 type App = Arc<Shared>;
 
@@ -91,10 +100,131 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/gitter/advance-clock", post(sim_advance_clock))
         .route("/_sim/gitter/post", post(sim_post))
         .route("/_sim/gitter/rooms/{room}/messages", get(sim_messages))
+        .route("/_sim/gitter/lose-answers", post(sim_lose_answers))
+        .route("/_sim/gitter/flap-streams", post(sim_flap_streams))
+        .route("/_sim/gitter/silence-streams", post(sim_silence_streams))
+        .route("/_sim/gitter/hostile", post(sim_hostile))
+        .route("/_sim/gitter/refuse-connections", post(sim_refuse))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(axum::middleware::from_fn(cors))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            api_faults,
+        ))
         .with_state(shared)
+}
+
+/// The API host's faults around every route (the controls and the sign-in
+/// page a browser shows excepted): the delay first, then the route, then a
+/// hostile answer in place of (huge body) or around (slow drip) its answer.
+async fn api_faults(
+    State(app): State<App>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/_sim/") || path == "/login/oauth/authorize" {
+        return next.run(request).await;
+    }
+    wait_out_delay(&app).await;
+    let response = next.run(request).await;
+    let now = app.clock.now_ms();
+    let hostile = app.lock().take_hostile_answer(now);
+    match hostile {
+        Some(Hostile::HugeBody { bytes, status }) => {
+            tracing::debug!(bytes, status, "fake gitter: huge answer");
+            huge_body(bytes, status)
+        }
+        Some(Hostile::SlowDrip {
+            chunk_bytes,
+            interval_ms,
+        }) => drip(response, chunk_bytes, Duration::from_millis(interval_ms)).await,
+        _ => response,
+    }
+}
+
+/// The injected delay. Clearing faults ends it for requests already
+/// waiting: a delay of minutes cannot leave them hanging after the clear.
+async fn wait_out_delay(app: &App) {
+    let cleared = app.cleared.notified();
+    tokio::pin!(cleared);
+    // Registered before the delay is read: a clear in between still counts.
+    cleared.as_mut().enable();
+    let delay = app.lock().delay();
+    if !delay.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cleared => {}
+        }
+    }
+}
+
+/// `bytes` bytes of body with `status`: `["` and then `x` for ever, the start
+/// of a JSON array holding one string that never ends, so a parser cannot
+/// give up before the end. Made lazily from one shared 64 KiB chunk: the
+/// body is never in memory whole, and the client's reading paces it.
+fn huge_body(bytes: u64, status: u16) -> Response {
+    const CHUNK: usize = 64 * 1024;
+    let mut first = vec![b'x'; CHUNK];
+    first[..2].copy_from_slice(b"[\"");
+    let first = Bytes::from(first);
+    let filler = Bytes::from(vec![b'x'; CHUNK]);
+    let body = futures_util::stream::unfold(0u64, move |sent| {
+        let chunk = if sent == 0 {
+            first.clone()
+        } else {
+            filler.clone()
+        };
+        async move {
+            if sent >= bytes {
+                return None;
+            }
+            let n = (bytes - sent).min(CHUNK as u64) as usize;
+            Some((Ok::<_, Infallible>(chunk.slice(..n)), sent + n as u64))
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+/// The real answer, status and headers at once, its body `chunk` bytes per
+/// `interval` (with its true `Content-Length`, as a slow link would carry
+/// it). API answers are small JSON, so reading it first costs nothing.
+async fn drip(response: Response, chunk: usize, interval: Duration) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "fake gitter: answer unreadable for a drip");
+            Bytes::new()
+        }
+    };
+    if bytes.is_empty() {
+        return Response::from_parts(parts, Body::empty());
+    }
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    let body = futures_util::stream::unfold((bytes, true), move |(rest, first)| async move {
+        if rest.is_empty() {
+            return None;
+        }
+        if !first {
+            tokio::time::sleep(interval).await;
+        }
+        let n = chunk.min(rest.len());
+        Some((
+            Ok::<_, Infallible>(rest.slice(..n)),
+            (rest.slice(n..), false),
+        ))
+    });
+    Response::from_parts(parts, Body::from_stream(body))
 }
 
 /// CORS as WEBAPP's `server/api/index.js` sets it (gitter-api.md §1.2): any origin, the
@@ -304,11 +434,12 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     }
 }
 
-/// Run one REST call in the server's middleware order: delay, 406 for
-/// chunked bodies, the body (400 when unreadable: Express's body parsers run
-/// app-wide, before any router, §1.2), injected faults, auth (401 without rate
-/// headers, as unauthenticated requests are not counted; the body may carry
-/// `access_token`), rate limit (headers on every counted response), then `f`.
+/// Run one REST call in the server's middleware order (after the delay of
+/// [`api_faults`]): 406 for chunked bodies, the body (400 when unreadable:
+/// Express's body parsers run app-wide, before any router, §1.2), injected
+/// faults, auth (401 without rate headers, as unauthenticated requests are
+/// not counted; the body may carry `access_token`), rate limit (headers on
+/// every counted response), then `f`.
 async fn run_api<F>(
     app: &App,
     headers: &HeaderMap,
@@ -319,10 +450,6 @@ async fn run_api<F>(
 where
     F: FnOnce(&mut GitterState, &Caller, u64, &Value) -> Result<Reply, ApiError>,
 {
-    let delay = app.lock().delay();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
     if is_chunked(headers) {
         return error_response(
             &ApiError::new(
@@ -826,14 +953,17 @@ fn shape_messages(mut list: Vec<Value>, lean: bool, lookups: bool) -> Value {
     }
 }
 
+/// `POST chatMessages`; with a lost-answer fault the message is stored (and
+/// streamed) and the connection then closes without an answer.
 async fn messages_create(
     State(app): State<App>,
+    conn: ThisConn,
     Path(rid): Path<String>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    run_api(
+    let resp = run_api(
         &app,
         &headers,
         q.as_deref(),
@@ -845,7 +975,12 @@ async fn messages_create(
             json_ok(s.post_message(c, &rid, text, status, parent, now)?)
         },
     )
-    .await
+    .await;
+    if app.lock().take_lost_send() {
+        tracing::debug!(room = %rid, "fake gitter: send answer lost on purpose");
+        conn.drop_answer();
+    }
+    resp
 }
 
 async fn message_show(
@@ -950,6 +1085,9 @@ type OpenFn = fn(
 
 /// A streaming response: lines as `<json>\n`, keep-alives as `" \n"`; the
 /// body ends when the state drops our sender (drop_streams, revoke_token).
+/// Faults, once auth has passed (a refused token is still a JSON error): a
+/// flapping stream ends right after its 200, an endless line never sends a
+/// newline, and during a silence nothing is written at all.
 fn open_stream(
     app: &App,
     headers: &HeaderMap,
@@ -964,29 +1102,92 @@ fn open_stream(
             return response;
         }
         let token = extract_token(headers, None, query);
-        open(&mut state, token.as_deref(), rid).map(|(_, rx)| (rx, state.config.heartbeat))
+        open(&mut state, token.as_deref(), rid).map(|(_, rx)| {
+            let flap = state.take_flap(now);
+            let endless = !flap && state.take_endless_line(now);
+            (rx, state.config.heartbeat, flap, endless)
+        })
     };
-    let (rx, heartbeat) = match opened {
+    let (rx, heartbeat, flap, endless) = match opened {
         Ok(x) => x,
         // Auth and permission errors come back as REST-style JSON before any
         // streaming starts (§5.2).
         Err(e) => return error_response(&e, None),
     };
-    tracing::debug!(room = %rid, "fake gitter: stream opened");
-    let heartbeat = heartbeat.max(Duration::from_millis(1));
-    let interval = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    let body = futures_util::stream::unfold((rx, interval), |(mut rx, mut iv)| async move {
-        tokio::select! {
-            msg = rx.recv() => msg.map(|m| (Ok::<_, Infallible>(Bytes::from(m)), (rx, iv))),
-            _ = iv.tick() => Some((Ok(Bytes::from_static(b" \n")), (rx, iv))),
-        }
-    });
-    let mut resp = Response::new(Body::from_stream(body));
+    let body = if flap {
+        tracing::debug!(room = %rid, "fake gitter: stream flaps");
+        // Dropping the receiver unregisters the stream too.
+        drop(rx);
+        Body::from_stream(futures_util::stream::empty::<Result<Bytes, Infallible>>())
+    } else if endless {
+        tracing::debug!(room = %rid, "fake gitter: endless line");
+        drop(rx);
+        let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
+        Body::from_stream(futures_util::stream::repeat_with(move || {
+            Ok::<_, Infallible>(chunk.clone())
+        }))
+    } else {
+        tracing::debug!(room = %rid, "fake gitter: stream opened");
+        Body::from_stream(stream_lines(app.clone(), rx, heartbeat))
+    };
+    let mut resp = Response::new(body);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     resp
+}
+
+/// Waits out a stream silence, if one is on; clearing faults ends it.
+/// Returns whether there was one.
+async fn wait_out_silence(app: &App) -> bool {
+    let cleared = app.cleared.notified();
+    tokio::pin!(cleared);
+    cleared.as_mut().enable();
+    let left = app.lock().silence_left(app.clock.now_ms());
+    let Some(left) = left else { return false };
+    tokio::select! {
+        _ = tokio::time::sleep(left) => {}
+        _ = cleared => {}
+    }
+    true
+}
+
+/// The lines of one stream. A message that arrives during a silence is held
+/// and sent when it ends (a stalled TCP path delays bytes, it does not lose
+/// them); heartbeats due during the silence are not sent at all.
+fn stream_lines(
+    app: App,
+    rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+    heartbeat: Duration,
+) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
+    let heartbeat = heartbeat.max(Duration::from_millis(1));
+    let interval = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    futures_util::stream::unfold(
+        (app, rx, interval, None::<String>),
+        |(app, mut rx, mut iv, mut held)| async move {
+            loop {
+                if wait_out_silence(&app).await {
+                    iv.reset();
+                    continue;
+                }
+                if let Some(line) = held.take() {
+                    return Some((Ok(Bytes::from(line)), (app, rx, iv, held)));
+                }
+                tokio::select! {
+                    msg = rx.recv() => {
+                        // Checked for a silence before it goes out.
+                        held = Some(msg?);
+                    }
+                    _ = iv.tick() => {
+                        if app.lock().silence_left(app.clock.now_ms()).is_none() {
+                            return Some((Ok(Bytes::from_static(b" \n")), (app, rx, iv, held)));
+                        }
+                    }
+                }
+            }
+        },
+    )
 }
 
 // ----------------------------------------------------------------------
@@ -1165,8 +1366,103 @@ async fn sim_delay(State(app): State<App>, axum::Json(req): axum::Json<DelayReq>
 }
 
 async fn sim_clear(State(app): State<App>) -> Response {
-    app.lock().clear_faults();
+    app.clear_faults();
     json_response(200, &json!({}))
+}
+
+/// `count` and `duration_ms` of the fault controls (see [`FaultLimit`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitReq {
+    count: Option<u32>,
+    duration_ms: Option<u64>,
+}
+
+impl LimitReq {
+    fn limit(&self) -> FaultLimit {
+        FaultLimit::from_fields(self.count, self.duration_ms)
+    }
+
+    /// An empty body means once; a body that is not this shape is refused
+    /// rather than read as once (a typo must not pass unnoticed).
+    fn parse(body: &Bytes) -> Result<Self, String> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        serde_json::from_slice(body).map_err(|e| format!("bad control body: {e}"))
+    }
+}
+
+async fn sim_lose_answers(State(app): State<App>, body: Bytes) -> Response {
+    let req = match LimitReq::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return json_response(400, &json!({ "error": e })),
+    };
+    app.lock().lose_send_answers(req.count.unwrap_or(1));
+    json_response(200, &json!({}))
+}
+
+async fn sim_flap_streams(State(app): State<App>, body: Bytes) -> Response {
+    let req = match LimitReq::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return json_response(400, &json!({ "error": e })),
+    };
+    let now = app.clock.now_ms();
+    app.lock().flap_streams(req.limit().budget(now));
+    json_response(200, &json!({}))
+}
+
+#[derive(Debug, Deserialize)]
+struct SilenceReq {
+    duration_ms: u64,
+}
+
+async fn sim_silence_streams(
+    State(app): State<App>,
+    axum::Json(req): axum::Json<SilenceReq>,
+) -> Response {
+    let now = app.clock.now_ms();
+    app.lock().silence_streams_until(now + req.duration_ms);
+    json_response(200, &json!({}))
+}
+
+#[derive(Debug, Deserialize)]
+struct HostileReq {
+    #[serde(flatten)]
+    hostile: Hostile,
+    count: Option<u32>,
+    duration_ms: Option<u64>,
+}
+
+async fn sim_hostile(State(app): State<App>, axum::Json(req): axum::Json<HostileReq>) -> Response {
+    let now = app.clock.now_ms();
+    app.lock().set_hostile(
+        req.hostile,
+        FaultLimit::from_fields(req.count, req.duration_ms).budget(now),
+    );
+    json_response(200, &json!({}))
+}
+
+#[derive(Debug, Deserialize)]
+struct RefuseReq {
+    duration_ms: u64,
+    #[serde(default)]
+    host: GitterHost,
+}
+
+/// Answered once the sockets are closed; on the API host this connection
+/// answers and then closes.
+async fn sim_refuse(
+    State(app): State<App>,
+    conn: ThisConn,
+    axum::Json(req): axum::Json<RefuseReq>,
+) -> Response {
+    app.refuse_for(Duration::from_millis(req.duration_ms), req.host, conn.id())
+        .await;
+    let mut resp = json_response(200, &json!({}));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,6 +14,13 @@
 //! tested without HTTP); [`http`] is a thin axum layer; [`FakeGitter`] runs it
 //! on a socket and gives tests a Rust API to act as Gitter users and to
 //! inject faults.
+//!
+//! Faults, each from Rust and from `/_sim/gitter/...`, all undone by
+//! clear-faults: errors for the next N requests or a while, a delay of the
+//! API host, dropped streams, revoked tokens, lost send answers (stored and
+//! streamed, never answered), flapping streams, silent streams, hostile
+//! answers (a huge body, an endless line, a slow drip) and refused
+//! connections per host (the socket side lives in [`crate::fake_hs::net`]).
 
 pub mod http;
 pub mod render;
@@ -25,13 +32,29 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-pub use state::{ApiError, Caller, GitterConfig, GitterSeed, GitterState, MessageQuery, RateInfo};
+pub use crate::fake_hs::net::FaultLimit;
+pub use state::{
+    ApiError, Caller, GitterConfig, GitterSeed, GitterState, Hostile, MessageQuery, RateInfo,
+};
 
+use crate::fake_hs::net::{self, NetControl};
 use crate::util::SimClock;
+
+/// Which of the two hosts a socket-level fault is for (JSON `"api"`,
+/// `"stream"`, `"both"`, the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GitterHost {
+    Api,
+    Stream,
+    #[default]
+    Both,
+}
 
 /// State shared between the HTTP handlers and the test-facing handle.
 #[derive(Debug)]
@@ -39,6 +62,12 @@ pub struct Shared {
     state: Mutex<GitterState>,
     /// The clock every handler reads; tests can move it forward.
     pub clock: SimClock,
+    /// The API host's listener and connections.
+    pub api_net: Arc<NetControl>,
+    /// The stream host's.
+    pub stream_net: Arc<NetControl>,
+    /// Wakes delayed requests and silent streams when faults are cleared.
+    pub cleared: Notify,
 }
 
 impl Shared {
@@ -47,6 +76,26 @@ impl Shared {
     /// ignored.
     pub fn lock(&self) -> MutexGuard<'_, GitterState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every injected fault off: the state's, refusal windows (the sockets
+    /// are bound again at once), and delays and silences end now.
+    pub fn clear_faults(&self) {
+        self.lock().clear_faults();
+        self.api_net.clear();
+        self.stream_net.clear();
+        self.cleared.notify_waiters();
+    }
+
+    /// Refuse connections on `host` for `d` (see [`NetControl::refuse_for`]);
+    /// `keep` is a connection of the API host to leave open.
+    pub async fn refuse_for(&self, d: Duration, host: GitterHost, keep: Option<u64>) {
+        if matches!(host, GitterHost::Api | GitterHost::Both) {
+            self.api_net.refuse_for(d, keep).await;
+        }
+        if matches!(host, GitterHost::Stream | GitterHost::Both) {
+            self.stream_net.refuse_for(d, None).await;
+        }
     }
 }
 
@@ -83,6 +132,9 @@ impl FakeGitter {
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             clock: SimClock::default(),
+            api_net: NetControl::new(),
+            stream_net: NetControl::new(),
+            cleared: Notify::new(),
         });
         let listener = tokio::net::TcpListener::bind(bind).await?;
         let stream_listener = tokio::net::TcpListener::bind(stream_bind).await?;
@@ -90,8 +142,18 @@ impl FakeGitter {
         let stream_addr = stream_listener.local_addr()?;
         let (tx, rx) = watch::channel(false);
         let tasks = vec![
-            serve(listener, http::router(shared.clone()), rx.clone()),
-            serve(stream_listener, http::stream_router(shared.clone()), rx),
+            serve(
+                listener,
+                http::router(shared.clone()),
+                shared.api_net.clone(),
+                rx.clone(),
+            )?,
+            serve(
+                stream_listener,
+                http::stream_router(shared.clone()),
+                shared.stream_net.clone(),
+                rx,
+            )?,
         ];
         tracing::info!(%addr, %stream_addr, "fake gitter listening");
         Ok(Self {
@@ -285,9 +347,59 @@ impl FakeGitter {
         self.with_state(|s| s.fail_until(until, status));
     }
 
-    /// Delay every `/v1` response.
+    /// Delay every answer of the API host (REST, the OAuth token endpoint,
+    /// unknown paths; not the browser's sign-in page, not the streams).
+    /// Clearing faults ends the wait of requests already delayed.
     pub fn set_delay(&self, delay: Duration) {
         self.with_state(|s| s.set_delay(delay));
+    }
+
+    /// The next `n` `POST /v1/rooms/:roomId/chatMessages` are processed as
+    /// usual (the message is stored and streamed) and get no answer at all:
+    /// the connection closes before the status line.
+    pub fn lose_send_answers(&self, n: u32) {
+        self.with_state(|s| s.lose_send_answers(n));
+    }
+
+    /// Send answers still to be lost.
+    pub fn pending_lost_sends(&self) -> u32 {
+        self.with_state(|s| s.pending_lost_sends())
+    }
+
+    /// New stream connections answer 200 and end at once, for `limit`.
+    pub fn flap_streams(&self, limit: FaultLimit) {
+        let now = self.now_ms();
+        self.with_state(|s| s.flap_streams(limit.budget(now)));
+    }
+
+    /// Streams, open and new, send nothing at all (no heartbeats) for `d`;
+    /// messages due meanwhile follow when it ends.
+    pub fn silence_streams_for(&self, d: Duration) {
+        let until = self.now_ms() + d.as_millis() as u64;
+        self.with_state(|s| s.silence_streams_until(until));
+    }
+
+    /// A hostile answer for `limit`: a huge body for API requests, an endless
+    /// line for new streams, or a slow drip of API answers (see [`Hostile`]).
+    pub fn hostile(&self, hostile: Hostile, limit: FaultLimit) {
+        let now = self.now_ms();
+        self.with_state(|s| s.set_hostile(hostile, limit.budget(now)));
+    }
+
+    /// Refuse connections on `host` for `d`: the listening socket is closed
+    /// (ECONNREFUSED) and its open connections, streams included, are cut;
+    /// then the same address serves the same state. Returns once closed.
+    pub async fn refuse_connections_for(&self, d: Duration, host: GitterHost) {
+        self.shared.refuse_for(d, host, None).await;
+    }
+
+    /// Whether `host`'s listener refuses connections now (for `Both`: either).
+    pub fn refusing_connections(&self, host: GitterHost) -> bool {
+        match host {
+            GitterHost::Api => self.shared.api_net.refusing(),
+            GitterHost::Stream => self.shared.stream_net.refusing(),
+            GitterHost::Both => self.shared.api_net.refusing() || self.shared.stream_net.refusing(),
+        }
     }
 
     /// Injected "next N" failures not served yet.
@@ -295,9 +407,10 @@ impl FakeGitter {
         self.with_state(|s| s.pending_failures())
     }
 
-    /// Remove all injected faults.
+    /// Remove all injected faults (also refusal windows; delays and
+    /// silences being waited out end now).
     pub fn clear_faults(&self) {
-        self.with_state(|s| s.clear_faults());
+        self.shared.clear_faults();
     }
 
     /// Revoke a token: 401 from now on, its streams closed.
@@ -323,6 +436,10 @@ impl Drop for FakeGitter {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(true);
         }
+        // The connections' own tasks outlive the aborted server tasks: cut
+        // them, or an endless answer would go on.
+        self.shared.api_net.kill_connections(None);
+        self.shared.stream_net.kill_connections(None);
         self.shared.lock().drop_streams(None);
         for task in self.tasks.drain(..) {
             task.abort();
@@ -330,18 +447,14 @@ impl Drop for FakeGitter {
     }
 }
 
-/// Serve `app` on `listener` until `stop` turns true.
+/// Serve `app` on `listener` under `net` until `stop` turns true.
 fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
+    net: Arc<NetControl>,
     mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "fake gitter server stopped");
-        }
+) -> std::io::Result<JoinHandle<()>> {
+    net::serve(listener, app, net, async move {
+        let _ = stop.wait_for(|s| *s).await;
     })
 }

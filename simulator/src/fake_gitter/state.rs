@@ -17,6 +17,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
+use crate::fake_hs::net::{Budget, take_budget};
+
 use super::render::{self, Rendered};
 use crate::util::{is_object_id, iso_ms, random_hex, text_len};
 
@@ -262,8 +264,58 @@ struct Unread {
 pub struct Faults {
     fail_next: Option<(u32, u16)>,
     fail_until: Option<(u64, u16)>,
-    /// Added latency for every `/v1` response.
+    /// Added latency for every API-host response but the sign-in page.
     pub delay: Duration,
+    /// `POST chatMessages` to store and leave unanswered.
+    lost_sends: u32,
+    /// Stream connections that answer 200 and end at once.
+    flap: Option<Budget>,
+    /// Streams say nothing until then (Unix ms).
+    silent_until: Option<u64>,
+    huge_body: Option<(Budget, u64, u16)>,
+    endless_line: Option<Budget>,
+    slow_drip: Option<(Budget, usize, Duration)>,
+}
+
+/// A hostile answer (see [`GitterState::set_hostile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Hostile {
+    /// An API answer replaced by `bytes` bytes of body (no newline, no end
+    /// of JSON) with `status`, produced lazily in chunks: never held whole.
+    HugeBody {
+        #[serde(default = "one_gib")]
+        bytes: u64,
+        #[serde(default = "ok_status")]
+        status: u16,
+    },
+    /// A stream connection that answers 200 and then sends bytes without a
+    /// newline for ever, until the client goes away.
+    EndlessLine,
+    /// An API answer (the real one) sent `chunk_bytes` at a time, one chunk
+    /// per `interval_ms`.
+    SlowDrip {
+        #[serde(default = "one_byte")]
+        chunk_bytes: usize,
+        #[serde(default = "tenth_second")]
+        interval_ms: u64,
+    },
+}
+
+fn one_gib() -> u64 {
+    1 << 30
+}
+
+fn ok_status() -> u16 {
+    200
+}
+
+fn one_byte() -> usize {
+    1
+}
+
+fn tenth_second() -> u64 {
+    100
 }
 
 /// The fake Gitter's state.
@@ -606,6 +658,102 @@ impl GitterState {
     /// Remove all injected faults.
     pub fn clear_faults(&mut self) {
         self.faults = Faults::default();
+    }
+
+    /// The next `n` `POST /v1/rooms/:roomId/chatMessages` are processed (the
+    /// message is stored and streamed) and then get no answer at all.
+    pub fn lose_send_answers(&mut self, n: u32) {
+        self.faults.lost_sends = n;
+    }
+
+    /// Send answers still to be lost.
+    pub fn pending_lost_sends(&self) -> u32 {
+        self.faults.lost_sends
+    }
+
+    /// Whether this send's answer is to be lost (consumes one).
+    pub fn take_lost_send(&mut self) -> bool {
+        if self.faults.lost_sends == 0 {
+            return false;
+        }
+        self.faults.lost_sends -= 1;
+        true
+    }
+
+    /// New stream connections answer 200 and end at once, for `budget`.
+    pub fn flap_streams(&mut self, budget: Budget) {
+        self.faults.flap = Some(budget);
+    }
+
+    /// Whether this new stream ends at once (consumes one of a "next N").
+    pub fn take_flap(&mut self, now_ms: u64) -> bool {
+        take_budget(&mut self.faults.flap, now_ms)
+    }
+
+    /// Streams, open and new, send nothing (no heartbeat either) until
+    /// `until_ms`; what they should have sent follows then, as after a
+    /// stalled TCP path.
+    pub fn silence_streams_until(&mut self, until_ms: u64) {
+        self.faults.silent_until = Some(until_ms);
+    }
+
+    /// How long streams stay silent from `now_ms`, if they are.
+    pub fn silence_left(&self, now_ms: u64) -> Option<Duration> {
+        self.faults
+            .silent_until
+            .filter(|u| *u > now_ms)
+            .map(|u| Duration::from_millis(u - now_ms))
+    }
+
+    /// Turn on a hostile answer for `budget` (each kind has its own).
+    pub fn set_hostile(&mut self, hostile: Hostile, budget: Budget) {
+        match hostile {
+            Hostile::HugeBody { bytes, status } => {
+                self.faults.huge_body = Some((budget, bytes, status));
+            }
+            Hostile::EndlessLine => self.faults.endless_line = Some(budget),
+            Hostile::SlowDrip {
+                chunk_bytes,
+                interval_ms,
+            } => {
+                self.faults.slow_drip = Some((
+                    budget,
+                    chunk_bytes.max(1),
+                    Duration::from_millis(interval_ms),
+                ));
+            }
+        }
+    }
+
+    /// The hostile way to answer this API request, if any (consumes one of
+    /// each "next N" that applies): a huge body replaces the answer, else a
+    /// slow drip delivers it.
+    pub fn take_hostile_answer(&mut self, now_ms: u64) -> Option<Hostile> {
+        if let Some((budget, bytes, status)) = self.faults.huge_body {
+            let mut slot = Some(budget);
+            let hit = take_budget(&mut slot, now_ms);
+            self.faults.huge_body = slot.map(|b| (b, bytes, status));
+            if hit {
+                return Some(Hostile::HugeBody { bytes, status });
+            }
+        }
+        if let Some((budget, chunk_bytes, interval)) = self.faults.slow_drip {
+            let mut slot = Some(budget);
+            let hit = take_budget(&mut slot, now_ms);
+            self.faults.slow_drip = slot.map(|b| (b, chunk_bytes, interval));
+            if hit {
+                return Some(Hostile::SlowDrip {
+                    chunk_bytes,
+                    interval_ms: interval.as_millis() as u64,
+                });
+            }
+        }
+        None
+    }
+
+    /// Whether this new stream is an endless line (consumes one).
+    pub fn take_endless_line(&mut self, now_ms: u64) -> bool {
+        take_budget(&mut self.faults.endless_line, now_ms)
     }
 
     /// How many of the "next N" injected failures have not been served yet.

@@ -631,3 +631,82 @@ fn the_default_seed_loads() {
     );
     assert!(GitterSeed::from_toml("[[users]]\nname = 'x'").is_err());
 }
+
+#[test]
+fn chaos_faults_count_down_expire_and_clear() {
+    use crate::fake_hs::net::Budget;
+    let mut s = world();
+    s.lose_send_answers(2);
+    assert!(s.take_lost_send() && s.take_lost_send());
+    assert!(!s.take_lost_send());
+    s.flap_streams(Budget::Next(1));
+    assert!(s.take_flap(T0));
+    assert!(!s.take_flap(T0));
+    s.flap_streams(Budget::UntilMs(T0 + 100));
+    assert!(s.take_flap(T0 + 99));
+    assert!(!s.take_flap(T0 + 100));
+    s.silence_streams_until(T0 + 250);
+    assert_eq!(s.silence_left(T0 + 50), Some(Duration::from_millis(200)));
+    assert_eq!(s.silence_left(T0 + 250), None);
+    // Each hostile kind has its own budget; a huge body goes before a drip.
+    s.set_hostile(
+        Hostile::HugeBody {
+            bytes: 10,
+            status: 500,
+        },
+        Budget::Next(1),
+    );
+    s.set_hostile(
+        Hostile::SlowDrip {
+            chunk_bytes: 0,
+            interval_ms: 5,
+        },
+        Budget::Next(1),
+    );
+    s.set_hostile(Hostile::EndlessLine, Budget::UntilMs(T0 + 10));
+    assert_eq!(
+        s.take_hostile_answer(T0),
+        Some(Hostile::HugeBody {
+            bytes: 10,
+            status: 500
+        })
+    );
+    assert_eq!(
+        s.take_hostile_answer(T0),
+        Some(Hostile::SlowDrip {
+            chunk_bytes: 1,
+            interval_ms: 5
+        }),
+        "a zero chunk would never end: one byte"
+    );
+    assert_eq!(s.take_hostile_answer(T0), None);
+    assert!(s.take_endless_line(T0 + 9));
+    s.lose_send_answers(1);
+    s.silence_streams_until(T0 + 1000);
+    s.clear_faults();
+    assert!(!s.take_lost_send());
+    assert!(!s.take_endless_line(T0));
+    assert_eq!(s.silence_left(T0), None);
+}
+
+#[test]
+fn hostile_controls_parse_with_their_defaults() {
+    let h: Hostile = serde_json::from_str(r#"{"kind":"huge_body"}"#).unwrap();
+    assert_eq!(
+        h,
+        Hostile::HugeBody {
+            bytes: 1 << 30,
+            status: 200
+        }
+    );
+    let h: Hostile = serde_json::from_str(r#"{"kind":"slow_drip","interval_ms":7}"#).unwrap();
+    assert_eq!(
+        h,
+        Hostile::SlowDrip {
+            chunk_bytes: 1,
+            interval_ms: 7
+        }
+    );
+    let h: Hostile = serde_json::from_str(r#"{"kind":"endless_line"}"#).unwrap();
+    assert_eq!(h, Hostile::EndlessLine);
+}

@@ -4,7 +4,13 @@
 //! `/_matrix/client/v3` (also `r0`), the AS ping under `/_matrix/client/v1`,
 //! media upload/download, and `/_sim/hs/...` controls. Unknown routes answer
 //! 404 `M_UNRECOGNIZED`, wrong methods 405 `M_UNRECOGNIZED`, like Synapse.
+//!
+//! Every request outside `/_sim` goes through the same gate, so the faults
+//! reach every route: the delay, then the injected errors (an outage is a 503
+//! on every path, known or not), then the route, then the lost-answer fault
+//! (the route's work is done, the connection closes without the answer).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +24,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Shared;
-use super::state::{CreateRoom, HsState, MatrixError, Requester};
+use super::net::ThisConn;
+use super::state::{CreateRoom, CsRoute, HsState, MatrixError, Requester, check_alias_syntax};
 
 type App = Arc<Shared>;
 
@@ -57,7 +64,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/profile/{uid}/displayname",
             get(profile).put(set_displayname),
         )
-        .route("/profile/{uid}/avatar_url", get(profile).put(set_avatar));
+        .route("/profile/{uid}/avatar_url", get(profile).put(set_avatar))
+        .route(
+            "/directory/room/{alias}",
+            get(directory_get)
+                .put(directory_put)
+                .delete(directory_delete),
+        );
     Router::new()
         .route("/_matrix/client/versions", get(versions))
         .nest("/_matrix/client/v3", cs.clone())
@@ -77,19 +90,27 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/hs/fail-cs", post(sim_fail_cs))
         .route("/_sim/hs/delay", post(sim_delay))
         .route("/_sim/hs/clear-faults", post(sim_clear))
-        .fallback(|| async {
-            error_response(&MatrixError::new(
-                404,
-                "M_UNRECOGNIZED",
-                "Unrecognized request",
-            ))
+        .route("/_sim/hs/refuse-connections", post(sim_refuse))
+        .route("/_sim/hs/lose-answers", post(sim_lose_answers))
+        .fallback(|State(app): State<App>, conn: ThisConn| async move {
+            gated(&app, &conn, CsRoute::Unknown, async {
+                error_response(&MatrixError::new(
+                    404,
+                    "M_UNRECOGNIZED",
+                    "Unrecognized request",
+                ))
+            })
+            .await
         })
-        .method_not_allowed_fallback(|| async {
-            error_response(&MatrixError::new(
-                405,
-                "M_UNRECOGNIZED",
-                "Unrecognized request",
-            ))
+        .method_not_allowed_fallback(|State(app): State<App>, conn: ThisConn| async move {
+            gated(&app, &conn, CsRoute::Unknown, async {
+                error_response(&MatrixError::new(
+                    405,
+                    "M_UNRECOGNIZED",
+                    "Unrecognized request",
+                ))
+            })
+            .await
         })
         .with_state(shared)
 }
@@ -165,117 +186,176 @@ impl Ctx<'_> {
     }
 }
 
-/// Run one CS call: delay, injected faults, auth with `?user_id=`
-/// masquerading, then `f`; wakes the pusher afterwards.
-async fn run_cs<F>(app: &App, headers: &HeaderMap, uri: &Uri, f: F) -> Response
+/// The gate of every Client-Server request: the injected delay (cut short
+/// by clear-faults, so a long one cannot hold requests for ever), the
+/// injected errors, then `work`, then the lost-answer fault for `route`.
+/// Wakes the pusher afterwards.
+async fn gated(
+    app: &App,
+    conn: &ThisConn,
+    route: CsRoute,
+    work: impl Future<Output = Response>,
+) -> Response {
+    let cleared = app.cleared.notified();
+    tokio::pin!(cleared);
+    // Registered before the delay is read: a clear in between still wakes us.
+    cleared.as_mut().enable();
+    let delay = app.lock().cs_delay();
+    if !delay.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cleared => {}
+        }
+    }
+    let now = app.clock.now_ms();
+    if let Some(e) = app.lock().take_cs_fault(now) {
+        return error_response(&e);
+    }
+    let resp = work.await;
+    if app.lock().take_lost_answer(route) {
+        tracing::debug!(?route, "fake hs: answer lost on purpose");
+        conn.drop_answer();
+    }
+    app.notify.notify_one();
+    resp
+}
+
+/// Synapse `auth.get_user_by_req`: the token, then `?user_id=` masquerading.
+fn authenticate(state: &HsState, headers: &HeaderMap, uri: &Uri) -> Result<Requester, MatrixError> {
+    let token = extract_token(headers, uri.query())?;
+    let user_id = query_param(uri.query(), "user_id");
+    state.authenticate(token.as_deref(), user_id.as_deref())
+}
+
+/// Run one authenticated CS call through the [`gated`] gate: auth with
+/// `?user_id=` masquerading, then `f` under the lock.
+async fn run_cs<F>(
+    app: &App,
+    conn: &ThisConn,
+    route: CsRoute,
+    headers: &HeaderMap,
+    uri: &Uri,
+    f: F,
+) -> Response
 where
     F: FnOnce(&mut HsState, &Requester, &Ctx<'_>) -> Result<Value, MatrixError>,
 {
-    let delay = app.lock().cs_delay();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    let now = app.clock.now_ms();
-    let query = uri.query();
-    let resp = {
+    gated(app, conn, route, async {
+        let now = app.clock.now_ms();
         let mut state = app.lock();
-        if let Some(e) = state.take_cs_fault(now) {
-            return error_response(&e);
-        }
-        let token = match extract_token(headers, query) {
-            Ok(t) => t,
+        let req = match authenticate(&state, headers, uri) {
+            Ok(r) => r,
             Err(e) => return error_response(&e),
         };
-        let user_id = query_param(query, "user_id");
-        match state.authenticate(token.as_deref(), user_id.as_deref()) {
+        let ctx = Ctx {
+            path: uri.path(),
+            query: uri.query(),
+            now,
+        };
+        match f(&mut state, &req, &ctx) {
+            Ok(v) => json_response(200, &v),
             Err(e) => error_response(&e),
-            Ok(req) => {
-                let ctx = Ctx {
-                    path: uri.path(),
-                    query,
-                    now,
-                };
-                match f(&mut state, &req, &ctx) {
-                    Ok(v) => json_response(200, &v),
-                    Err(e) => error_response(&e),
-                }
-            }
         }
-    };
-    app.notify.notify_one();
-    resp
+    })
+    .await
 }
 
 // ----------------------------------------------------------------------
 // handlers
 
-async fn versions(State(app): State<App>) -> Response {
-    let now = app.clock.now_ms();
-    if let Some(e) = app.lock().take_cs_fault(now) {
-        return error_response(&e);
-    }
-    json_response(
-        200,
-        &json!({
-            "versions": ["r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6",
-                          "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"],
-            "unstable_features": {}
-        }),
-    )
-}
-
-/// Registration authenticates itself (the AS token is optional here).
-async fn register(State(app): State<App>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
-    let now = app.clock.now_ms();
-    let mut state = app.lock();
-    if let Some(e) = state.take_cs_fault(now) {
-        return error_response(&e);
-    }
-    let token = match extract_token(&headers, uri.query()) {
-        Ok(t) => t,
-        Err(e) => return error_response(&e),
-    };
-    match parse_json(&body, false).and_then(|b| state.register(token.as_deref(), &b)) {
-        Ok(v) => json_response(200, &v),
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn whoami(State(app): State<App>, headers: HeaderMap, uri: Uri) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, _| Ok(s.whoami(r))).await
-}
-
-async fn create_room(
-    State(app): State<App>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, c| {
-        let v = parse_json(&body, false)?;
-        let req: CreateRoom = serde_json::from_value(v)
-            .map_err(|e| MatrixError::bad_json(format!("Invalid createRoom body: {e}")))?;
-        let rid = s.create_room(r.user_id(), &req, c.now)?;
-        Ok(json!({ "room_id": rid }))
+async fn versions(State(app): State<App>, conn: ThisConn) -> Response {
+    gated(&app, &conn, CsRoute::Versions, async {
+        json_response(
+            200,
+            &json!({
+                "versions": ["r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6",
+                              "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"],
+                "unstable_features": {}
+            }),
+        )
     })
     .await
 }
 
-async fn joined_rooms(State(app): State<App>, headers: HeaderMap, uri: Uri) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, _| {
-        Ok(s.joined_rooms(r.user_id()))
+/// Registration authenticates itself (the AS token is optional here).
+async fn register(
+    State(app): State<App>,
+    conn: ThisConn,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    gated(&app, &conn, CsRoute::Register, async {
+        let mut state = app.lock();
+        let token = match extract_token(&headers, uri.query()) {
+            Ok(t) => t,
+            Err(e) => return error_response(&e),
+        };
+        match parse_json(&body, false).and_then(|b| state.register(token.as_deref(), &b)) {
+            Ok(v) => json_response(200, &v),
+            Err(e) => error_response(&e),
+        }
     })
+    .await
+}
+
+async fn whoami(State(app): State<App>, conn: ThisConn, headers: HeaderMap, uri: Uri) -> Response {
+    run_cs(&app, &conn, CsRoute::Whoami, &headers, &uri, |s, r, _| {
+        Ok(s.whoami(r))
+    })
+    .await
+}
+
+async fn create_room(
+    State(app): State<App>,
+    conn: ThisConn,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    run_cs(
+        &app,
+        &conn,
+        CsRoute::CreateRoom,
+        &headers,
+        &uri,
+        |s, r, c| {
+            let v = parse_json(&body, false)?;
+            let req: CreateRoom = serde_json::from_value(v)
+                .map_err(|e| MatrixError::bad_json(format!("Invalid createRoom body: {e}")))?;
+            let rid = s.create_room(r, &req, c.now)?;
+            Ok(json!({ "room_id": rid }))
+        },
+    )
+    .await
+}
+
+async fn joined_rooms(
+    State(app): State<App>,
+    conn: ThisConn,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    run_cs(
+        &app,
+        &conn,
+        CsRoute::JoinedRooms,
+        &headers,
+        &uri,
+        |s, r, _| Ok(s.joined_rooms(r.user_id())),
+    )
     .await
 }
 
 async fn join_any(
     State(app): State<App>,
+    conn: ThisConn,
     Path(room): Path<String>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, c| {
+    run_cs(&app, &conn, CsRoute::Join, &headers, &uri, |s, r, c| {
         parse_json(&body, true)?;
         let rid = s.join(r.user_id(), &room, c.now)?;
         Ok(json!({ "room_id": rid }))
@@ -285,12 +365,13 @@ async fn join_any(
 
 async fn join_room(
     State(app): State<App>,
+    conn: ThisConn,
     Path(rid): Path<String>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    join_any(State(app), Path(rid), headers, uri, body).await
+    join_any(State(app), conn, Path(rid), headers, uri, body).await
 }
 
 fn user_id_field(v: &Value) -> Result<String, MatrixError> {
@@ -302,12 +383,13 @@ fn user_id_field(v: &Value) -> Result<String, MatrixError> {
 
 async fn invite(
     State(app): State<App>,
+    conn: ThisConn,
     Path(rid): Path<String>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, c| {
+    run_cs(&app, &conn, CsRoute::Invite, &headers, &uri, |s, r, c| {
         let v = parse_json(&body, false)?;
         let target = user_id_field(&v)?;
         s.invite(r.user_id(), &rid, &target, c.now)?;
@@ -318,12 +400,13 @@ async fn invite(
 
 async fn leave(
     State(app): State<App>,
+    conn: ThisConn,
     Path(rid): Path<String>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, c| {
+    run_cs(&app, &conn, CsRoute::Leave, &headers, &uri, |s, r, c| {
         parse_json(&body, true)?;
         s.leave(r.user_id(), &rid, c.now)?;
         Ok(json!({}))
@@ -331,18 +414,22 @@ async fn leave(
     .await
 }
 
-async fn forget(State(app): State<App>, headers: HeaderMap, uri: Uri) -> Response {
-    run_cs(&app, &headers, &uri, |_, _, _| Ok(json!({}))).await
+async fn forget(State(app): State<App>, conn: ThisConn, headers: HeaderMap, uri: Uri) -> Response {
+    run_cs(&app, &conn, CsRoute::Forget, &headers, &uri, |_, _, _| {
+        Ok(json!({}))
+    })
+    .await
 }
 
 async fn kick(
     State(app): State<App>,
+    conn: ThisConn,
     Path(rid): Path<String>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, c| {
+    run_cs(&app, &conn, CsRoute::Kick, &headers, &uri, |s, r, c| {
         let v = parse_json(&body, false)?;
         let target = user_id_field(&v)?;
         let reason = v.get("reason").and_then(Value::as_str);
@@ -354,12 +441,13 @@ async fn kick(
 
 async fn send(
     State(app): State<App>,
+    conn: ThisConn,
     Path((rid, kind, _txn)): Path<(String, String, String)>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, c| {
+    run_cs(&app, &conn, CsRoute::Send, &headers, &uri, |s, r, c| {
         let v = parse_json(&body, false)?;
         let eid = s.send(r, c.path, &rid, &kind, v, c.ts(), c.now)?;
         Ok(json!({ "event_id": eid }))
@@ -367,8 +455,10 @@ async fn send(
     .await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn put_state_inner(
     app: App,
+    conn: ThisConn,
     rid: String,
     kind: String,
     key: String,
@@ -376,7 +466,7 @@ async fn put_state_inner(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, c| {
+    run_cs(&app, &conn, CsRoute::State, &headers, &uri, |s, r, c| {
         let v = parse_json(&body, false)?;
         let eid = s.send_state(r, &rid, &kind, &key, v, c.ts(), c.now)?;
         Ok(json!({ "event_id": eid }))
@@ -386,31 +476,34 @@ async fn put_state_inner(
 
 async fn put_state(
     State(app): State<App>,
+    conn: ThisConn,
     Path((rid, kind, key)): Path<(String, String, String)>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    put_state_inner(app, rid, kind, key, headers, uri, body).await
+    put_state_inner(app, conn, rid, kind, key, headers, uri, body).await
 }
 
 async fn put_state_nokey(
     State(app): State<App>,
+    conn: ThisConn,
     Path((rid, kind)): Path<(String, String)>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    put_state_inner(app, rid, kind, String::new(), headers, uri, body).await
+    put_state_inner(app, conn, rid, kind, String::new(), headers, uri, body).await
 }
 
 async fn get_state(
     State(app): State<App>,
+    conn: ThisConn,
     Path((rid, kind, key)): Path<(String, String, String)>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, _| {
+    run_cs(&app, &conn, CsRoute::State, &headers, &uri, |s, r, _| {
         s.get_state(r.user_id(), &rid, &kind, &key)
     })
     .await
@@ -418,11 +511,12 @@ async fn get_state(
 
 async fn get_state_nokey(
     State(app): State<App>,
+    conn: ThisConn,
     Path((rid, kind)): Path<(String, String)>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, _| {
+    run_cs(&app, &conn, CsRoute::State, &headers, &uri, |s, r, _| {
         s.get_state(r.user_id(), &rid, &kind, "")
     })
     .await
@@ -430,12 +524,13 @@ async fn get_state_nokey(
 
 async fn redact(
     State(app): State<App>,
+    conn: ThisConn,
     Path((rid, eid, _txn)): Path<(String, String, String)>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, c| {
+    run_cs(&app, &conn, CsRoute::Redact, &headers, &uri, |s, r, c| {
         let v = parse_json(&body, true)?;
         let reason = v.get("reason").and_then(Value::as_str);
         let new_id = s.redact(r, c.path, &rid, &eid, reason, c.now)?;
@@ -446,11 +541,12 @@ async fn redact(
 
 async fn members(
     State(app): State<App>,
+    conn: ThisConn,
     Path(rid): Path<String>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, c| {
+    run_cs(&app, &conn, CsRoute::Members, &headers, &uri, |s, r, c| {
         s.members(r.user_id(), &rid, c.now)
     })
     .await
@@ -458,11 +554,12 @@ async fn members(
 
 async fn joined_members(
     State(app): State<App>,
+    conn: ThisConn,
     Path(rid): Path<String>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, _| {
+    run_cs(&app, &conn, CsRoute::Members, &headers, &uri, |s, r, _| {
         s.joined_members(r.user_id(), &rid)
     })
     .await
@@ -470,11 +567,12 @@ async fn joined_members(
 
 async fn get_event(
     State(app): State<App>,
+    conn: ThisConn,
     Path((rid, eid)): Path<(String, String)>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, c| {
+    run_cs(&app, &conn, CsRoute::Event, &headers, &uri, |s, r, c| {
         s.get_event(r.user_id(), &rid, &eid, c.now)
     })
     .await
@@ -482,6 +580,7 @@ async fn get_event(
 
 async fn profile(
     State(app): State<App>,
+    conn: ThisConn,
     Path(uid): Path<String>,
     headers: HeaderMap,
     uri: Uri,
@@ -493,7 +592,7 @@ async fn profile(
     } else {
         None
     };
-    run_cs(&app, &headers, &uri, |s, _, _| {
+    run_cs(&app, &conn, CsRoute::Profile, &headers, &uri, |s, _, _| {
         let p = s.profile(&uid)?;
         Ok(match field {
             Some(f) => {
@@ -509,15 +608,17 @@ async fn profile(
     .await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn set_profile_field(
     app: App,
+    conn: ThisConn,
     uid: String,
     field: &'static str,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    run_cs(&app, &headers, &uri, |s, r, c| {
+    run_cs(&app, &conn, CsRoute::Profile, &headers, &uri, |s, r, c| {
         let v = parse_json(&body, false)?;
         let value = match v.get(field) {
             Some(Value::String(x)) => Some(x.as_str()),
@@ -532,31 +633,39 @@ async fn set_profile_field(
 
 async fn set_displayname(
     State(app): State<App>,
+    conn: ThisConn,
     Path(uid): Path<String>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    set_profile_field(app, uid, "displayname", headers, uri, body).await
+    set_profile_field(app, conn, uid, "displayname", headers, uri, body).await
 }
 
 async fn set_avatar(
     State(app): State<App>,
+    conn: ThisConn,
     Path(uid): Path<String>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    set_profile_field(app, uid, "avatar_url", headers, uri, body).await
+    set_profile_field(app, conn, uid, "avatar_url", headers, uri, body).await
 }
 
-async fn upload(State(app): State<App>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
+async fn upload(
+    State(app): State<App>,
+    conn: ThisConn,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_string();
-    run_cs(&app, &headers, &uri, |s, _, _| {
+    run_cs(&app, &conn, CsRoute::Media, &headers, &uri, |s, _, _| {
         let mxc = s.upload(&ct, body.to_vec());
         Ok(json!({ "content_uri": mxc }))
     })
@@ -565,76 +674,188 @@ async fn upload(State(app): State<App>, headers: HeaderMap, uri: Uri, body: Byte
 
 async fn download_inner(
     app: App,
+    conn: ThisConn,
     server: String,
     id: String,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let state = app.lock();
-    let token = match extract_token(&headers, uri.query()) {
-        Ok(t) => t,
-        Err(e) => return error_response(&e),
-    };
-    if let Err(e) = state.authenticate(
-        token.as_deref(),
-        query_param(uri.query(), "user_id").as_deref(),
-    ) {
-        return error_response(&e);
-    }
-    match state.media(&server, &id) {
-        Some((ct, data)) => {
-            let mut resp = (StatusCode::OK, data.clone()).into_response();
-            if let Ok(v) = HeaderValue::from_str(ct) {
-                resp.headers_mut().insert(header::CONTENT_TYPE, v);
-            }
-            resp
+    gated(&app, &conn, CsRoute::Media, async {
+        let state = app.lock();
+        if let Err(e) = authenticate(&state, &headers, &uri) {
+            return error_response(&e);
         }
-        None => error_response(&MatrixError::not_found("Not found")),
-    }
+        match state.media(&server, &id) {
+            Some((ct, data)) => {
+                let mut resp = (StatusCode::OK, data.clone()).into_response();
+                if let Ok(v) = HeaderValue::from_str(ct) {
+                    resp.headers_mut().insert(header::CONTENT_TYPE, v);
+                }
+                resp
+            }
+            None => error_response(&MatrixError::not_found("Not found")),
+        }
+    })
+    .await
 }
 
 async fn download(
     State(app): State<App>,
+    conn: ThisConn,
     Path((server, id)): Path<(String, String)>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    download_inner(app, server, id, headers, uri).await
+    download_inner(app, conn, server, id, headers, uri).await
 }
 
 async fn download_named(
     State(app): State<App>,
+    conn: ThisConn,
     Path((server, id, _name)): Path<(String, String, String)>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    download_inner(app, server, id, headers, uri).await
+    download_inner(app, conn, server, id, headers, uri).await
+}
+
+/// Python's `urllib.parse.quote` (safe `/`), which Synapse uses for the
+/// alias in the AS query path: `#` and `:` are escaped.
+fn quote(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"_.-~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Synapse `query_room_alias_exists`: an unknown alias in the AS's alias
+/// namespace is asked of the AS (`GET /_matrix/app/v1/rooms/{alias}`); only
+/// a 2xx counts as "it exists now", anything else (404, an error, no AS url)
+/// as not.
+async fn ask_as_about_alias(app: &App, alias: &str) -> bool {
+    let target = {
+        let s = app.lock();
+        if !s.alias_in_as_namespace(alias) {
+            return false;
+        }
+        match s.config.registration.url.clone() {
+            Some(url) => (url, s.config.registration.hs_token.clone()),
+            None => return false,
+        }
+    };
+    let (url, hs_token) = target;
+    let result = app
+        .http
+        .get(format!(
+            "{}/_matrix/app/v1/rooms/{}",
+            url.trim_end_matches('/'),
+            quote(alias)
+        ))
+        .bearer_auth(hs_token)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    matches!(result, Ok(r) if r.status().is_success())
+}
+
+/// `GET /directory/room/{roomAlias}`: no authentication in Synapse (a token
+/// is not even read).
+async fn directory_get(
+    State(app): State<App>,
+    conn: ThisConn,
+    Path(alias): Path<String>,
+) -> Response {
+    gated(&app, &conn, CsRoute::Directory, async {
+        let mut answer = app.lock().get_alias(&alias);
+        if answer.as_ref().is_err_and(|e| e.status == 404) && ask_as_about_alias(&app, &alias).await
+        {
+            answer = app.lock().get_alias(&alias);
+        }
+        match answer {
+            Ok(v) => json_response(200, &v),
+            Err(e) => error_response(&e),
+        }
+    })
+    .await
+}
+
+/// `PUT /directory/room/{roomAlias}` `{"room_id"}`: Synapse checks the alias,
+/// the body and the room before it authenticates.
+async fn directory_put(
+    State(app): State<App>,
+    conn: ThisConn,
+    Path(alias): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    gated(&app, &conn, CsRoute::Directory, async {
+        let mut state = app.lock();
+        let answer = check_alias_syntax(&alias)
+            .and_then(|()| parse_json(&body, false))
+            .and_then(|v| state.check_put_alias(&alias, &v))
+            .and_then(|room| {
+                let req = authenticate(&state, &headers, &uri)?;
+                state.put_alias(&req, &alias, &room)
+            });
+        match answer {
+            Ok(()) => json_response(200, &json!({})),
+            Err(e) => error_response(&e),
+        }
+    })
+    .await
+}
+
+/// `DELETE /directory/room/{roomAlias}`: the alias's syntax before the auth.
+async fn directory_delete(
+    State(app): State<App>,
+    conn: ThisConn,
+    Path(alias): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    gated(&app, &conn, CsRoute::Directory, async {
+        let now = app.clock.now_ms();
+        let mut state = app.lock();
+        let answer = check_alias_syntax(&alias)
+            .and_then(|()| authenticate(&state, &headers, &uri))
+            .and_then(|req| state.delete_alias(&req, &alias, now));
+        match answer {
+            Ok(()) => json_response(200, &json!({})),
+            Err(e) => error_response(&e),
+        }
+    })
+    .await
 }
 
 /// `POST /_matrix/client/v1/appservice/{id}/ping`: the HS calls the AS's
 /// `/_matrix/app/v1/ping` and reports how it went (spec v1.7; Synapse codes).
 async fn ping(
     State(app): State<App>,
+    conn: ThisConn,
     Path(id): Path<String>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let now = app.clock.now_ms();
+    gated(
+        &app,
+        &conn,
+        CsRoute::Ping,
+        ping_inner(&app, id, headers, uri, body),
+    )
+    .await
+}
+
+async fn ping_inner(app: &App, id: String, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
     let checked = {
-        let mut state = app.lock();
-        if let Some(e) = state.take_cs_fault(now) {
-            return error_response(&e);
-        }
-        let token = match extract_token(&headers, uri.query()) {
-            Ok(t) => t,
-            Err(e) => return error_response(&e),
-        };
-        state
-            .authenticate(
-                token.as_deref(),
-                query_param(uri.query(), "user_id").as_deref(),
-            )
+        let state = app.lock();
+        authenticate(&state, &headers, &uri)
             .and_then(|r| state.check_ping(&r, &id))
             .map(|url| (url, state.config.registration.hs_token.clone()))
     };
@@ -727,7 +948,54 @@ async fn sim_delay(State(app): State<App>, axum::Json(req): axum::Json<DelayReq>
 }
 
 async fn sim_clear(State(app): State<App>) -> Response {
-    app.lock().clear_faults();
+    app.clear_faults();
+    json_response(200, &json!({}))
+}
+
+#[derive(Debug, Deserialize)]
+struct RefuseReq {
+    duration_ms: u64,
+}
+
+/// Answered once the listening socket is closed, so the caller's next
+/// connect is refused; this connection itself answers and then closes (the
+/// others are cut at once).
+async fn sim_refuse(
+    State(app): State<App>,
+    conn: ThisConn,
+    axum::Json(req): axum::Json<RefuseReq>,
+) -> Response {
+    app.net
+        .refuse_for(Duration::from_millis(req.duration_ms), conn.id())
+        .await;
+    let mut resp = json_response(200, &json!({}));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoseReq {
+    #[serde(default = "one")]
+    count: u32,
+    #[serde(default = "sends")]
+    routes: Vec<CsRoute>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn sends() -> Vec<CsRoute> {
+    vec![CsRoute::Send]
+}
+
+async fn sim_lose_answers(
+    State(app): State<App>,
+    axum::Json(req): axum::Json<LoseReq>,
+) -> Response {
+    app.lock().lose_answers(req.count, req.routes);
     json_response(200, &json!({}))
 }
 

@@ -16,8 +16,17 @@
 //! Humans are simulated through the Rust API of [`FakeHomeserver`] (or their
 //! own access tokens over HTTP); the state records the timeline each user
 //! sees so tests can assert on it.
+//!
+//! Faults, each from Rust and from `/_sim/hs/...`, all undone by
+//! clear-faults: errors for the next N requests or a while (an outage: every
+//! route, the ping and unknown paths included), a delay, failed AS pushes,
+//! lost answers (the request is carried out, the connection closes before
+//! the status line) and refused connections (the listening socket closed for
+//! a while, then bound again; [`net`] holds the socket side, shared with the
+//! fake Gitter).
 
 pub mod http;
+pub mod net;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -31,8 +40,12 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
+use net::NetControl;
+
+pub use net::FaultLimit;
 pub use state::{
-    AsTransaction, CreateRoom, HsConfig, HsState, MatrixError, Registration, Requester, SeenEvent,
+    AsTransaction, CreateRoom, CsRoute, HsConfig, HsState, MatrixError, Registration, Requester,
+    SeenEvent,
 };
 
 use crate::util::SimClock;
@@ -45,12 +58,24 @@ pub struct Shared {
     /// Wakes the pusher when something may have been queued.
     pub notify: Notify,
     pub http: reqwest::Client,
+    /// The listening address's refusal window and open connections.
+    pub net: Arc<NetControl>,
+    /// Wakes requests waiting out an injected delay when faults are cleared.
+    pub cleared: Notify,
 }
 
 impl Shared {
     /// Lock the state (poisoning ignored: see the fake Gitter's `Shared`).
     pub fn lock(&self) -> MutexGuard<'_, HsState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every injected fault off: the state's, a refusal window (the socket
+    /// is bound again at once), and delays being waited out end now.
+    pub fn clear_faults(&self) {
+        self.lock().clear_faults();
+        self.net.clear();
+        self.cleared.notify_waiters();
     }
 }
 
@@ -81,24 +106,22 @@ impl FakeHomeserver {
         let http = reqwest::Client::builder()
             .build()
             .map_err(std::io::Error::other)?;
+        let net = NetControl::new();
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             clock: SimClock::default(),
             notify: Notify::new(),
             http,
+            net: net.clone(),
+            cleared: Notify::new(),
         });
         let listener = tokio::net::TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
         let app = http::router(shared.clone());
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "fake homeserver stopped");
-            }
-        });
+        let task = net::serve(listener, app, net, async {
+            let _ = rx.await;
+        })?;
         let pusher = tokio::spawn(http::run_pusher(shared.clone()));
         tracing::info!(%addr, "fake homeserver listening");
         Ok(Self {
@@ -121,6 +144,12 @@ impl FakeHomeserver {
 
     pub fn now_ms(&self) -> u64 {
         self.shared.clock.now_ms()
+    }
+
+    /// Move the server's clock forward (past the end of a timed fault, for
+    /// instance, without sleeping).
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared.clock.advance(by);
     }
 
     pub fn server_name(&self) -> String {
@@ -146,12 +175,36 @@ impl FakeHomeserver {
         }
     }
 
-    /// Create a room as `user` with a raw `createRoom` body.
+    /// Create a room as `user` with a raw `createRoom` body; the bot and the
+    /// AS's ghosts act through the AS (its alias rules apply), anyone else as
+    /// a user with their own token.
     pub fn create_room(&self, user: &str, body: Value) -> Result<String, MatrixError> {
         let req: CreateRoom =
             serde_json::from_value(body).map_err(|e| MatrixError::bad_json(e.to_string()))?;
         let now = self.now_ms();
-        self.with_state(|s| s.create_room(user, &req, now))
+        self.with_state(|s| {
+            let requester = if s.in_as_namespace(user) {
+                Requester::AppService {
+                    user_id: user.to_string(),
+                }
+            } else {
+                Requester::User {
+                    user_id: user.to_string(),
+                    device_id: "SIMDEVICE".into(),
+                }
+            };
+            s.create_room(&requester, &req, now)
+        })
+    }
+
+    /// The room an alias (`#local:server`) points to.
+    pub fn alias_target(&self, alias: &str) -> Option<String> {
+        self.with_state(|s| s.alias_target(alias).map(str::to_string))
+    }
+
+    /// The aliases pointing at a room, sorted.
+    pub fn aliases_of(&self, room: &str) -> Vec<String> {
+        self.with_state(|s| s.aliases_of(room))
     }
 
     /// Start a DM the way Element does: `trusted_private_chat`, `is_direct`,
@@ -329,13 +382,48 @@ impl FakeHomeserver {
         self.with_state(|s| s.fail_cs_until(until, status));
     }
 
-    /// Delay every Client-Server response.
+    /// Delay every Client-Server response (every route, the ping included;
+    /// clearing faults ends the wait of requests already delayed).
     pub fn set_cs_delay(&self, d: Duration) {
         self.with_state(|s| s.set_cs_delay(d));
     }
 
+    /// Refuse connections for `d`: the listening socket is closed (a connect
+    /// gets ECONNREFUSED) and every open connection is cut, then the same
+    /// address is bound again and serves the same state. Returns once the
+    /// socket is closed.
+    pub async fn refuse_connections_for(&self, d: Duration) {
+        self.shared.net.refuse_for(d, None).await;
+    }
+
+    /// Whether the listener is refusing connections now.
+    pub fn refusing_connections(&self) -> bool {
+        self.shared.net.refusing()
+    }
+
+    /// Connections open now (keep-alive ones included).
+    pub fn open_connections(&self) -> usize {
+        self.shared.net.open_connections()
+    }
+
+    /// The next `n` requests on `routes` are processed as usual (a send is
+    /// stored and deduplicated by its txn id like any other) and then get no
+    /// answer at all: the connection closes before the status line.
+    /// `CsRoute::Any` covers every Client-Server route.
+    pub fn lose_answers(&self, n: u32, routes: &[CsRoute]) {
+        self.with_state(|s| s.lose_answers(n, routes.to_vec()));
+    }
+
+    /// Answers still to be lost.
+    pub fn pending_lost_answers(&self) -> u32 {
+        self.with_state(|s| s.pending_lost_answers())
+    }
+
+    /// Every fault off (errors, delays, lost answers, push failures, a
+    /// refusal window).
     pub fn clear_faults(&self) {
-        self.with_state(|s| s.clear_faults());
+        self.shared.clear_faults();
+        self.shared.notify.notify_one();
     }
 
     /// Stop the server and the pusher.
@@ -357,6 +445,9 @@ impl Drop for FakeHomeserver {
         if let Some(p) = self.pusher.take() {
             p.abort();
         }
+        // The connections' own tasks outlive the aborted server task: cut
+        // them, or a stuck request would hold its socket open.
+        self.shared.net.kill_connections(None);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

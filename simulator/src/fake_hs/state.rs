@@ -24,6 +24,9 @@ use crate::util::{random_b64url, random_letters};
 /// Synapse's cap on events per AS transaction (`scheduler.py`).
 pub const MAX_EVENTS_PER_TXN: usize = 100;
 
+/// Synapse `MAX_ALIAS_LENGTH`.
+const MAX_ALIAS_LENGTH: usize = 255;
+
 /// Room versions this fake accepts; 12 is Synapse 1.163's default.
 const ROOM_VERSIONS: &[&str] = &[
     "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
@@ -152,6 +155,66 @@ impl std::fmt::Display for MatrixError {
 }
 
 impl std::error::Error for MatrixError {}
+
+/// Synapse's 404 for an alias nobody made (`get_association`).
+fn alias_not_found(alias: &str) -> MatrixError {
+    MatrixError::not_found(format!("Room alias {alias} not found"))
+}
+
+/// `#local:domain` split at the first `:` (Synapse `RoomAlias.from_string`).
+fn split_alias(alias: &str) -> Option<(&str, &str)> {
+    alias.strip_prefix('#')?.split_once(':')
+}
+
+/// Python's `string.whitespace`, which Synapse refuses in alias local parts.
+fn is_python_whitespace(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+}
+
+/// Synapse `RoomAlias.is_valid`: `#`, a local part, `:`, and a server name
+/// (`parse_and_validate_server_name`: a DNS name, IPv4 or `[IPv6]`, with an
+/// optional port). 400 `M_INVALID_PARAM` "Room alias invalid" otherwise.
+pub fn check_alias_syntax(alias: &str) -> Result<(), MatrixError> {
+    let valid = split_alias(alias).is_some_and(|(_, domain)| valid_server_name(domain));
+    if valid {
+        Ok(())
+    } else {
+        Err(MatrixError::new(
+            400,
+            "M_INVALID_PARAM",
+            "Room alias invalid",
+        ))
+    }
+}
+
+fn valid_server_name(name: &str) -> bool {
+    let (host_ok, port) = if let Some(rest) = name.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let ok = !v6.is_empty()
+            && v6
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.');
+        match after.strip_prefix(':') {
+            Some(p) => (ok, Some(p)),
+            None if after.is_empty() => (ok, None),
+            None => return false,
+        }
+    } else {
+        let (h, p) = match name.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (name, None),
+        };
+        let ok = !h.is_empty()
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        (ok, p)
+    };
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
+}
 
 /// Who is making a request, after authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,6 +417,72 @@ struct Faults {
     cs_fail_until: Option<(u64, u16)>,
     cs_delay: Duration,
     push_fail_next: u32,
+    /// Requests to process and then leave unanswered: how many, and on
+    /// which routes.
+    lost_answers: Option<(u32, Vec<CsRoute>)>,
+}
+
+/// The Client-Server routes, as the fault controls name them (JSON strings
+/// like `"send"`, `"createRoom"`). `Any` matches every one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum CsRoute {
+    #[serde(rename = "register")]
+    Register,
+    #[serde(rename = "whoami")]
+    Whoami,
+    #[serde(rename = "createRoom")]
+    CreateRoom,
+    #[serde(rename = "joined_rooms")]
+    JoinedRooms,
+    #[serde(rename = "join")]
+    Join,
+    #[serde(rename = "invite")]
+    Invite,
+    #[serde(rename = "leave")]
+    Leave,
+    #[serde(rename = "forget")]
+    Forget,
+    #[serde(rename = "kick")]
+    Kick,
+    /// `PUT /rooms/{id}/send/{type}/{txnId}`.
+    #[serde(rename = "send")]
+    Send,
+    /// `GET` and `PUT /rooms/{id}/state/...`.
+    #[serde(rename = "state")]
+    State,
+    #[serde(rename = "redact")]
+    Redact,
+    /// `/rooms/{id}/members` and `/joined_members`.
+    #[serde(rename = "members")]
+    Members,
+    #[serde(rename = "event")]
+    Event,
+    #[serde(rename = "profile")]
+    Profile,
+    /// `GET`, `PUT` and `DELETE /directory/room/{alias}`.
+    #[serde(rename = "directory")]
+    Directory,
+    /// Upload and download.
+    #[serde(rename = "media")]
+    Media,
+    /// `POST /_matrix/client/v1/appservice/{id}/ping`.
+    #[serde(rename = "ping")]
+    Ping,
+    #[serde(rename = "versions")]
+    Versions,
+    /// A path this fake does not serve (404 `M_UNRECOGNIZED`).
+    #[serde(rename = "unknown")]
+    Unknown,
+    #[serde(rename = "any")]
+    Any,
+}
+
+/// One alias of the room directory.
+#[derive(Debug, Clone)]
+struct AliasRec {
+    room_id: String,
+    /// Who created it (for a masquerading AS, the ghost it acted as).
+    creator: String,
 }
 
 /// A `createRoom` request body (the fields this fake reads).
@@ -389,13 +518,15 @@ pub struct InitialState {
 pub struct HsState {
     pub config: HsConfig,
     user_regexes: Vec<(Regex, bool)>,
+    alias_regexes: Vec<(Regex, bool)>,
     rng: StdRng,
     users: BTreeMap<String, UserRec>,
     /// Access tokens of normal users: token -> (user, device).
     tokens: HashMap<String, (String, String)>,
     rooms: BTreeMap<String, Room>,
     room_order: Vec<String>,
-    aliases: HashMap<String, String>,
+    /// The room directory: `#local:server` -> room and creator.
+    aliases: HashMap<String, AliasRec>,
     /// Synapse `HttpTransactionCache`: key -> cached event id.
     txn_cache: HashMap<(String, String), String>,
     queue: VecDeque<Value>,
@@ -418,6 +549,12 @@ impl HsState {
                 .map_err(|e| format!("bad users namespace regex {:?}: {e}", ns.regex))?;
             user_regexes.push((re, ns.exclusive));
         }
+        let mut alias_regexes = Vec::new();
+        for ns in &config.registration.namespaces.aliases {
+            let re = Regex::new(&format!("^(?:{})", ns.regex))
+                .map_err(|e| format!("bad aliases namespace regex {:?}: {e}", ns.regex))?;
+            alias_regexes.push((re, ns.exclusive));
+        }
         let rng = match config.rng_seed {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_os_rng(),
@@ -425,6 +562,7 @@ impl HsState {
         let mut s = Self {
             config,
             user_regexes,
+            alias_regexes,
             rng,
             users: BTreeMap::new(),
             tokens: HashMap::new(),
@@ -586,6 +724,34 @@ impl HsState {
         } else {
             MatrixError::new(status, "M_UNKNOWN", "Internal server error")
         })
+    }
+
+    /// Make the next `n` requests on `routes` (Client-Server routes, see
+    /// [`CsRoute`]) be processed as usual and then lose their answer: the
+    /// HTTP layer closes the connection without a response.
+    pub fn lose_answers(&mut self, n: u32, routes: Vec<CsRoute>) {
+        self.faults.lost_answers = (n > 0).then_some((n, routes));
+    }
+
+    /// Answers still to be lost.
+    pub fn pending_lost_answers(&self) -> u32 {
+        self.faults.lost_answers.as_ref().map_or(0, |(n, _)| *n)
+    }
+
+    /// Whether the answer to this request on `route` is to be lost
+    /// (consumes one).
+    pub fn take_lost_answer(&mut self, route: CsRoute) -> bool {
+        let Some((n, routes)) = &mut self.faults.lost_answers else {
+            return false;
+        };
+        if !routes.iter().any(|r| *r == CsRoute::Any || *r == route) {
+            return false;
+        }
+        *n -= 1;
+        if *n == 0 {
+            self.faults.lost_answers = None;
+        }
+        true
     }
 
     /// Whether this push attempt should fail (consumes one).
@@ -890,17 +1056,25 @@ impl HsState {
     // ------------------------------------------------------------------
     // rooms
 
-    /// `POST /createRoom` as `creator`. In room version 12 a creator listed in
+    /// `POST /createRoom` by `requester`. In room version 12 a creator listed in
     /// `power_level_content_override.users` is refused with 400 `M_UNKNOWN`
     /// **after** the create event and the creator's join were persisted and
     /// sent to the AS, leaving an orphan room — exactly what Synapse 1.163
     /// does (matrix-rust-ecosystem.md, "Room version 12 pitfalls").
+    ///
+    /// `room_alias_name` makes `#<name>:<server>` point at the new room and
+    /// sets `m.room.canonical_alias` (unless `initial_state` has one), in
+    /// Synapse's order (`handlers/room.py` `create_room`): the name's syntax
+    /// and 400 `M_ROOM_IN_USE` "Room alias already taken" are checked before
+    /// anything is created, the association is made before the first event,
+    /// so an orphan room left by the v12 refusal keeps the alias.
     pub fn create_room(
         &mut self,
-        creator: &str,
+        requester: &Requester,
         req: &CreateRoom,
         now_ms: u64,
     ) -> Result<String, MatrixError> {
+        let creator = requester.user_id();
         let version = req.room_version.clone().unwrap_or_else(|| "12".into());
         if !ROOM_VERSIONS.contains(&version.as_str()) {
             return Err(MatrixError::new(
@@ -909,13 +1083,9 @@ impl HsState {
                 "Your homeserver does not support the features required to interact with this room",
             ));
         }
-        let preset = match (req.preset.as_deref(), req.visibility.as_deref()) {
-            (Some(p @ ("private_chat" | "public_chat" | "trusted_private_chat")), _) => {
-                p.to_string()
-            }
-            (Some(_), _) => return Err(MatrixError::new(400, "M_INVALID_PARAM", "Invalid preset")),
-            (None, Some("public")) => "public_chat".into(),
-            (None, _) => "private_chat".into(),
+        let alias = match &req.room_alias_name {
+            Some(name) => Some(self.check_alias_name(name)?),
+            None => None,
         };
         for u in &req.invite {
             if !u.starts_with('@') || !u.contains(':') {
@@ -926,15 +1096,18 @@ impl HsState {
                 ));
             }
         }
-        if let Some(alias) = &req.room_alias_name {
-            let full = format!("#{alias}:{}", self.config.server_name);
-            if self.aliases.contains_key(&full) {
-                return Err(MatrixError::new(
-                    400,
-                    "M_ROOM_IN_USE",
-                    "Room alias already taken",
-                ));
+        let preset = match (req.preset.as_deref(), req.visibility.as_deref()) {
+            (Some(p @ ("private_chat" | "public_chat" | "trusted_private_chat")), _) => {
+                p.to_string()
             }
+            (Some(_), _) => return Err(MatrixError::new(400, "M_INVALID_PARAM", "Invalid preset")),
+            (None, Some("public")) => "public_chat".into(),
+            (None, _) => "private_chat".into(),
+        };
+        if let Some(alias) = &alias {
+            // Synapse refuses here after storing an empty room row, which no
+            // client can see: refusing before anything exists looks the same.
+            self.check_alias_creation(requester, alias, None)?;
         }
         let opaque = random_b64url(&mut self.rng, 43);
         let room_id = if version == "12" {
@@ -957,6 +1130,15 @@ impl HsState {
             },
         );
         self.room_order.push(room_id.clone());
+        if let Some(alias) = &alias {
+            self.aliases.insert(
+                alias.clone(),
+                AliasRec {
+                    room_id: room_id.clone(),
+                    creator: creator.to_string(),
+                },
+            );
+        }
 
         // m.room.create: v11+ drops `creator` from content. In v12 the room
         // id is the create event's reference hash, so the ids share a suffix.
@@ -1036,9 +1218,11 @@ impl HsState {
             now_ms,
             None,
         );
-        if let Some(alias) = &req.room_alias_name {
-            let full = format!("#{alias}:{}", self.config.server_name);
-            self.aliases.insert(full.clone(), room_id.clone());
+        if let Some(full) = alias.filter(|_| {
+            !req.initial_state
+                .iter()
+                .any(|st| st.kind == "m.room.canonical_alias" && st.state_key.is_empty())
+        }) {
             self.append(
                 &room_id,
                 creator,
@@ -1148,10 +1332,302 @@ impl HsState {
             return self
                 .aliases
                 .get(id_or_alias)
-                .cloned()
-                .ok_or_else(|| MatrixError::not_found("Room alias not found"));
+                .map(|a| a.room_id.clone())
+                .ok_or_else(|| alias_not_found(id_or_alias));
         }
         self.room(id_or_alias).map(|r| r.room_id.clone())
+    }
+
+    // ------------------------------------------------------------------
+    // the room directory (Synapse `handlers/directory.py`,
+    // `rest/client/directory.py`)
+
+    /// `room_alias_name` of `createRoom`: no whitespace, no `:` (a local
+    /// part, not a full alias), not taken. Returns the full alias.
+    fn check_alias_name(&self, name: &str) -> Result<String, MatrixError> {
+        if name.chars().any(is_python_whitespace) {
+            return Err(MatrixError::new(
+                400,
+                "M_UNKNOWN",
+                "Invalid characters in room alias",
+            ));
+        }
+        if name.contains(':') {
+            return Err(MatrixError::new(
+                400,
+                "M_UNKNOWN",
+                "':' is not permitted in the room alias name. Please note this expects a local part — 'wombat', not '#wombat:example.com'.",
+            ));
+        }
+        let full = format!("#{name}:{}", self.config.server_name);
+        if self.aliases.contains_key(&full) {
+            return Err(MatrixError::new(
+                400,
+                "M_ROOM_IN_USE",
+                "Room alias already taken",
+            ));
+        }
+        Ok(full)
+    }
+
+    fn alias_in_namespace(&self, alias: &str) -> bool {
+        self.alias_regexes.iter().any(|(re, _)| re.is_match(alias))
+    }
+
+    fn alias_in_exclusive_namespace(&self, alias: &str) -> bool {
+        self.alias_regexes
+            .iter()
+            .any(|(re, ex)| *ex && re.is_match(alias))
+    }
+
+    /// Whether the AS registration's alias namespaces cover `alias` (Synapse
+    /// then asks the AS about an unknown one, `query_room_alias_exists`).
+    pub fn alias_in_as_namespace(&self, alias: &str) -> bool {
+        self.alias_in_namespace(alias)
+    }
+
+    /// Synapse `create_association`'s checks before storing: the length, the
+    /// AS's own namespace for an AS (also when it masquerades as a ghost),
+    /// otherwise membership and other ASes' exclusive namespaces; then
+    /// `_create_association`'s. `existing_room` is the target of a
+    /// `PUT /directory/room` (`createRoom` skips the membership check and
+    /// has refused a taken alias already).
+    fn check_alias_creation(
+        &self,
+        requester: &Requester,
+        alias: &str,
+        existing_room: Option<&str>,
+    ) -> Result<(), MatrixError> {
+        if alias.chars().count() > MAX_ALIAS_LENGTH {
+            return Err(MatrixError::new(
+                400,
+                "M_INVALID_PARAM",
+                format!("Can't create aliases longer than {MAX_ALIAS_LENGTH} characters"),
+            ));
+        }
+        match requester {
+            Requester::AppService { .. } => {
+                if !self.alias_in_namespace(alias) {
+                    return Err(MatrixError::new(
+                        400,
+                        "M_EXCLUSIVE",
+                        "This application service has not reserved this kind of alias.",
+                    ));
+                }
+            }
+            Requester::User { user_id, .. } => {
+                if let Some(room_id) = existing_room
+                    && self.rooms.get(room_id).and_then(|r| r.membership(user_id)) != Some("join")
+                {
+                    return Err(MatrixError::forbidden(
+                        "You must be in the room to create an alias for it",
+                    ));
+                }
+                if self.alias_in_exclusive_namespace(alias) {
+                    return Err(MatrixError::new(
+                        400,
+                        "M_EXCLUSIVE",
+                        "This alias is reserved by an application service.",
+                    ));
+                }
+            }
+        }
+        let (local, domain) = split_alias(alias).unwrap_or(("", ""));
+        if local.chars().any(is_python_whitespace) {
+            return Err(MatrixError::new(
+                400,
+                "M_UNKNOWN",
+                "Invalid characters in room alias",
+            ));
+        }
+        if domain != self.config.server_name {
+            return Err(MatrixError::new(
+                400,
+                "M_UNKNOWN",
+                "Room alias must be local",
+            ));
+        }
+        if existing_room.is_some() && self.aliases.contains_key(alias) {
+            return Err(MatrixError::new(
+                409,
+                "M_UNKNOWN",
+                format!("Room alias {alias} already exists"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The room an alias points to, if any.
+    pub fn alias_target(&self, alias: &str) -> Option<&str> {
+        self.aliases.get(alias).map(|a| a.room_id.as_str())
+    }
+
+    /// The aliases pointing at `room_id`, sorted.
+    pub fn aliases_of(&self, room_id: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .aliases
+            .iter()
+            .filter(|(_, a)| a.room_id == room_id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// `GET /directory/room/{roomAlias}` (no authentication in Synapse):
+    /// `{"room_id", "servers"}`, 404 `M_NOT_FOUND` "Room alias #x:y not found".
+    pub fn get_alias(&self, alias: &str) -> Result<Value, MatrixError> {
+        check_alias_syntax(alias)?;
+        let rec = self
+            .aliases
+            .get(alias)
+            .ok_or_else(|| alias_not_found(alias))?;
+        Ok(json!({ "room_id": rec.room_id, "servers": [self.config.server_name] }))
+    }
+
+    /// `PUT /directory/room/{roomAlias}` `{"room_id"}`, the checks Synapse
+    /// makes before authenticating: the alias's syntax, the body, the room.
+    /// Returns the room id for [`HsState::put_alias`].
+    pub fn check_put_alias(&self, alias: &str, body: &Value) -> Result<String, MatrixError> {
+        check_alias_syntax(alias)?;
+        let room_id = match body.get("room_id") {
+            Some(Value::String(r)) => r.clone(),
+            _ => {
+                return Err(MatrixError::bad_json(
+                    "room_id: Input should be a valid string",
+                ));
+            }
+        };
+        if !self.rooms.contains_key(&room_id) {
+            return Err(MatrixError::new(400, "M_UNKNOWN", "Room does not exist"));
+        }
+        Ok(room_id)
+    }
+
+    /// `PUT /directory/room/{roomAlias}` after authentication; a human must be
+    /// in the room (`require_membership_for_aliases`, on by default).
+    pub fn put_alias(
+        &mut self,
+        requester: &Requester,
+        alias: &str,
+        room_id: &str,
+    ) -> Result<(), MatrixError> {
+        self.check_alias_creation(requester, alias, Some(room_id))?;
+        self.aliases.insert(
+            alias.to_string(),
+            AliasRec {
+                room_id: room_id.to_string(),
+                creator: requester.user_id().to_string(),
+            },
+        );
+        Ok(())
+    }
+
+    /// `DELETE /directory/room/{roomAlias}`. An AS may delete any alias of its
+    /// namespaces, whoever made it, and an unknown one is not an error for it
+    /// (Synapse `delete_appservice_association` ignores a missing row); the
+    /// room's `m.room.canonical_alias` is left as it is. A human may delete
+    /// an alias they created, or any with the power to send
+    /// `m.room.canonical_alias`, unknown is 404 `M_NOT_FOUND` "Unknown room
+    /// alias", and the canonical alias event loses the alias if they may
+    /// change it.
+    pub fn delete_alias(
+        &mut self,
+        requester: &Requester,
+        alias: &str,
+        now_ms: u64,
+    ) -> Result<(), MatrixError> {
+        check_alias_syntax(alias)?;
+        match requester {
+            Requester::AppService { .. } => {
+                if !self.alias_in_namespace(alias) {
+                    return Err(MatrixError::new(
+                        400,
+                        "M_EXCLUSIVE",
+                        "This application service has not reserved this kind of alias",
+                    ));
+                }
+                if split_alias(alias).map(|(_, d)| d) != Some(self.config.server_name.as_str()) {
+                    return Err(MatrixError::new(
+                        400,
+                        "M_UNKNOWN",
+                        "Room alias must be local",
+                    ));
+                }
+                self.aliases.remove(alias);
+                Ok(())
+            }
+            Requester::User { user_id, .. } => {
+                let Some(rec) = self.aliases.get(alias).cloned() else {
+                    return Err(MatrixError::not_found("Unknown room alias"));
+                };
+                if rec.creator != *user_id {
+                    let room = self.require_joined(&rec.room_id, user_id)?;
+                    if room.power_of(user_id) < room.event_level("m.room.canonical_alias", true) {
+                        return Err(MatrixError::forbidden(
+                            "You don't have permission to delete the alias.",
+                        ));
+                    }
+                }
+                if self.alias_in_exclusive_namespace(alias) {
+                    return Err(MatrixError::new(
+                        400,
+                        "M_EXCLUSIVE",
+                        "This alias is reserved by an application service.",
+                    ));
+                }
+                self.aliases.remove(alias);
+                self.drop_canonical_alias(user_id, &rec.room_id, alias, now_ms);
+                Ok(())
+            }
+        }
+    }
+
+    /// Synapse `_update_canonical_alias`: a new `m.room.canonical_alias`
+    /// without `alias` (and without it in `alt_aliases`), sent as `user` if
+    /// they may; a refusal is only logged there, so nothing happens here.
+    fn drop_canonical_alias(&mut self, user: &str, room_id: &str, alias: &str, now_ms: u64) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let Some(Value::Object(mut content)) =
+            room.state_content("m.room.canonical_alias", "").cloned()
+        else {
+            return;
+        };
+        let mut changed = false;
+        if content.get("alias").and_then(Value::as_str) == Some(alias) {
+            content.remove("alias");
+            changed = true;
+        }
+        if let Some(Value::Array(alt)) = content.get("alt_aliases").cloned()
+            && alt.iter().any(|a| a.as_str() == Some(alias))
+        {
+            let rest: Vec<Value> = alt
+                .into_iter()
+                .filter(|a| a.as_str() != Some(alias))
+                .collect();
+            if rest.is_empty() {
+                content.remove("alt_aliases");
+            } else {
+                content.insert("alt_aliases".into(), Value::Array(rest));
+            }
+            changed = true;
+        }
+        let allowed = room.membership(user) == Some("join")
+            && room.power_of(user) >= room.event_level("m.room.canonical_alias", true);
+        if changed && allowed {
+            self.append(
+                room_id,
+                user,
+                "m.room.canonical_alias",
+                Some(""),
+                Value::Object(content),
+                None,
+                now_ms,
+                None,
+            );
+        }
     }
 
     /// `POST /rooms/{id}/invite`.

@@ -9,7 +9,7 @@ const AS_TOKEN: &str = "as_token_test";
 
 fn registration() -> Registration {
     Registration::from_yaml(
-        r#"
+        r##"
 id: gitter
 url: "http://127.0.0.1:9"
 as_token: "as_token_test"
@@ -18,9 +18,9 @@ sender_localpart: "_gitter_bot"
 rate_limited: false
 namespaces:
   users: [{exclusive: true, regex: "@_gitter_.*:localhost"}]
-  aliases: []
+  aliases: [{exclusive: true, regex: "#_gitter_.*:localhost"}]
   rooms: []
-"#,
+"##,
     )
     .unwrap()
 }
@@ -46,9 +46,19 @@ fn register_ghost(s: &mut HsState, local: &str) -> String {
     v["user_id"].as_str().unwrap().to_string()
 }
 
+/// `createRoom` as `creator`: through the AS for the bot and its ghosts,
+/// as a user otherwise.
 fn create(s: &mut HsState, creator: &str, body: Value) -> Result<String, MatrixError> {
     let req: CreateRoom = serde_json::from_value(body).unwrap();
-    s.create_room(creator, &req, T0)
+    let requester = if s.in_as_namespace(creator) {
+        as_req(creator)
+    } else {
+        Requester::User {
+            user_id: creator.into(),
+            device_id: "D".into(),
+        }
+    };
+    s.create_room(&requester, &req, T0)
 }
 
 /// Drain everything queued for the AS, acknowledging each transaction.
@@ -522,4 +532,264 @@ fn injected_cs_faults() {
     assert!(s.take_cs_fault(T0 + 10).is_none());
     s.fail_push_next(2);
     assert!(s.take_push_fault() && s.take_push_fault() && !s.take_push_fault());
+}
+
+fn human(s: &mut HsState, local: &str) -> (String, Requester) {
+    let (uid, _) = s.register_human(local, None).unwrap();
+    let req = Requester::User {
+        user_id: uid.clone(),
+        device_id: "D".into(),
+    };
+    (uid, req)
+}
+
+#[test]
+fn create_room_with_an_alias_points_it_at_the_room_and_refuses_it_twice() {
+    let mut s = hs();
+    let ghost = register_ghost(&mut s, "_gitter_alice");
+    let rid = create(
+        &mut s,
+        &ghost,
+        json!({"room_alias_name": "_gitter_portal_1"}),
+    )
+    .unwrap();
+    let alias = "#_gitter_portal_1:localhost";
+    assert_eq!(s.alias_target(alias), Some(rid.as_str()));
+    assert_eq!(
+        s.get_alias(alias).unwrap(),
+        json!({"room_id": rid, "servers": ["localhost"]})
+    );
+    let room = s.room_info(&rid).unwrap();
+    assert_eq!(
+        room.state_content("m.room.canonical_alias", ""),
+        Some(&json!({"alias": alias}))
+    );
+    // Synapse's order: the canonical alias right after the power levels.
+    let kinds: Vec<&str> = room.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        &kinds[..4],
+        &[
+            "m.room.create",
+            "m.room.member",
+            "m.room.power_levels",
+            "m.room.canonical_alias"
+        ]
+    );
+    // Taken: 400 M_ROOM_IN_USE and no second room, whoever asks.
+    let rooms = s.room_ids().len();
+    let e = create(&mut s, BOT, json!({"room_alias_name": "_gitter_portal_1"})).unwrap_err();
+    assert_eq!(
+        (e.status, e.errcode.as_str(), e.error.as_str()),
+        (400, "M_ROOM_IN_USE", "Room alias already taken")
+    );
+    assert_eq!(s.room_ids().len(), rooms);
+}
+
+#[test]
+fn alias_names_and_namespaces_are_checked_before_a_room_exists() {
+    let mut s = hs();
+    let (alice, _) = human(&mut s, "alice");
+    let refused = |s: &mut HsState, who: &str, name: &str| {
+        let before = s.room_ids().len();
+        let e = create(s, who, json!({"room_alias_name": name})).unwrap_err();
+        assert_eq!(s.room_ids().len(), before, "{name}: nothing created");
+        e
+    };
+    let e = refused(&mut s, BOT, "has space");
+    assert_eq!(
+        (e.status, e.error.as_str()),
+        (400, "Invalid characters in room alias")
+    );
+    let e = refused(&mut s, BOT, "_gitter_x:localhost");
+    assert!(e.error.starts_with("':' is not permitted"), "{e}");
+    // An AS only inside its alias namespace (also when masquerading).
+    let e = refused(&mut s, BOT, "elsewhere");
+    assert_eq!(
+        (e.status, e.errcode.as_str(), e.error.as_str()),
+        (
+            400,
+            "M_EXCLUSIVE",
+            "This application service has not reserved this kind of alias."
+        )
+    );
+    // A human not inside an exclusive one.
+    let e = refused(&mut s, &alice, "_gitter_mine");
+    assert_eq!(
+        (e.errcode.as_str(), e.error.as_str()),
+        (
+            "M_EXCLUSIVE",
+            "This alias is reserved by an application service."
+        )
+    );
+    let e = refused(&mut s, BOT, &format!("_gitter_{}", "x".repeat(250)));
+    assert_eq!((e.status, e.errcode.as_str()), (400, "M_INVALID_PARAM"));
+    let rid = create(&mut s, &alice, json!({"room_alias_name": "alices"})).unwrap();
+    assert_eq!(s.alias_target("#alices:localhost"), Some(rid.as_str()));
+}
+
+#[test]
+fn an_orphan_room_from_the_v12_refusal_keeps_its_alias() {
+    let mut s = hs();
+    let body = json!({
+        "room_alias_name": "_gitter_portal_2",
+        "power_level_content_override": {"users": {BOT: 100}}
+    });
+    assert_eq!(
+        create(&mut s, BOT, body.clone()).unwrap_err().errcode,
+        "M_UNKNOWN"
+    );
+    let orphan = s
+        .alias_target("#_gitter_portal_2:localhost")
+        .map(str::to_string);
+    assert_eq!(orphan.as_deref(), s.room_ids().first().map(String::as_str));
+    // Synapse made the association before the first event: the retry is refused.
+    assert_eq!(
+        create(&mut s, BOT, body).unwrap_err().errcode,
+        "M_ROOM_IN_USE"
+    );
+}
+
+#[test]
+fn an_initial_canonical_alias_replaces_the_generated_one() {
+    let mut s = hs();
+    let rid = create(
+        &mut s,
+        BOT,
+        json!({
+            "room_alias_name": "_gitter_portal_3",
+            "initial_state": [{"type": "m.room.canonical_alias", "content": {}}]
+        }),
+    )
+    .unwrap();
+    let room = s.room_info(&rid).unwrap();
+    assert_eq!(
+        room.state_content("m.room.canonical_alias", ""),
+        Some(&json!({}))
+    );
+    assert_eq!(
+        room.events
+            .iter()
+            .filter(|e| e.kind == "m.room.canonical_alias")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn the_directory_answers_and_deletes_like_synapse() {
+    let mut s = hs();
+    let ghost = register_ghost(&mut s, "_gitter_alice");
+    let rid = create(&mut s, &ghost, json!({"room_alias_name": "_gitter_p"})).unwrap();
+    let alias = "#_gitter_p:localhost";
+    for bad in [
+        "_gitter_p:localhost",
+        "#nodomain",
+        "#x:bad host",
+        "#x:host:port",
+    ] {
+        let e = s.get_alias(bad).unwrap_err();
+        assert_eq!(
+            (e.status, e.errcode.as_str(), e.error.as_str()),
+            (400, "M_INVALID_PARAM", "Room alias invalid"),
+            "{bad}"
+        );
+    }
+    assert!(s.get_alias("#x:[::1]:8448").unwrap_err().status == 404);
+    let e = s.get_alias("#nope:localhost").unwrap_err();
+    assert_eq!(
+        (e.status, e.errcode.as_str(), e.error.as_str()),
+        (404, "M_NOT_FOUND", "Room alias #nope:localhost not found")
+    );
+    // The AS (as its bot) deletes what its ghost made; the canonical alias stays.
+    s.delete_alias(&as_req(BOT), alias, T0).unwrap();
+    assert_eq!(s.alias_target(alias), None);
+    assert_eq!(
+        s.room_info(&rid)
+            .unwrap()
+            .state_content("m.room.canonical_alias", ""),
+        Some(&json!({"alias": alias}))
+    );
+    // Gone again is no error for an AS; outside its namespace is.
+    s.delete_alias(&as_req(BOT), alias, T0).unwrap();
+    let e = s
+        .delete_alias(&as_req(BOT), "#other:localhost", T0)
+        .unwrap_err();
+    assert_eq!((e.status, e.errcode.as_str()), (400, "M_EXCLUSIVE"));
+}
+
+#[test]
+fn humans_delete_their_own_aliases_or_with_the_power_to() {
+    let mut s = hs();
+    let (alice, alice_req) = human(&mut s, "alice");
+    let (bob, bob_req) = human(&mut s, "bob");
+    let rid = create(
+        &mut s,
+        &alice,
+        json!({"room_alias_name": "hangout", "preset": "public_chat"}),
+    )
+    .unwrap();
+    let alias = "#hangout:localhost";
+    let e = s
+        .delete_alias(&bob_req, "#unknown:localhost", T0)
+        .unwrap_err();
+    assert_eq!(
+        (e.status, e.errcode.as_str(), e.error.as_str()),
+        (404, "M_NOT_FOUND", "Unknown room alias")
+    );
+    let e = s.delete_alias(&bob_req, alias, T0).unwrap_err();
+    assert_eq!(
+        (e.status, e.error),
+        (403, format!("User {bob} not in room {rid}"))
+    );
+    s.join(&bob, &rid, T0).unwrap();
+    let e = s.delete_alias(&bob_req, alias, T0).unwrap_err();
+    assert_eq!(
+        (e.status, e.error.as_str()),
+        (403, "You don't have permission to delete the alias.")
+    );
+    // Bob may make his own alias (he is in the room) and delete it.
+    s.put_alias(&bob_req, "#bobs:localhost", &rid).unwrap();
+    let e = s.put_alias(&bob_req, "#bobs:localhost", &rid).unwrap_err();
+    assert_eq!(
+        (e.status, e.error.as_str()),
+        (409, "Room alias #bobs:localhost already exists")
+    );
+    s.delete_alias(&bob_req, "#bobs:localhost", T0).unwrap();
+    // The creator deletes hers; the canonical alias event loses it.
+    s.delete_alias(&alice_req, alias, T0).unwrap();
+    assert_eq!(s.alias_target(alias), None);
+    assert_eq!(
+        s.room_info(&rid)
+            .unwrap()
+            .state_content("m.room.canonical_alias", ""),
+        Some(&json!({}))
+    );
+    let (_, carol_req) = human(&mut s, "carol");
+    let e = s
+        .put_alias(&carol_req, "#carols:localhost", &rid)
+        .unwrap_err();
+    assert_eq!(
+        (e.status, e.error.as_str()),
+        (403, "You must be in the room to create an alias for it")
+    );
+    let e = s
+        .put_alias(&as_req(BOT), "#carols:localhost", &rid)
+        .unwrap_err();
+    assert_eq!(e.errcode, "M_EXCLUSIVE");
+}
+
+#[test]
+fn lost_answers_count_only_their_routes() {
+    let mut s = hs();
+    s.lose_answers(2, vec![CsRoute::Send, CsRoute::CreateRoom]);
+    assert!(!s.take_lost_answer(CsRoute::Invite));
+    assert!(s.take_lost_answer(CsRoute::Send));
+    assert_eq!(s.pending_lost_answers(), 1);
+    assert!(s.take_lost_answer(CsRoute::CreateRoom));
+    assert!(!s.take_lost_answer(CsRoute::Send), "spent");
+    s.lose_answers(1, vec![CsRoute::Any]);
+    s.clear_faults();
+    assert!(!s.take_lost_answer(CsRoute::Whoami), "cleared");
+    s.lose_answers(1, vec![CsRoute::Any]);
+    assert!(s.take_lost_answer(CsRoute::Whoami));
 }

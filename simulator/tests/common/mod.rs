@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,7 +84,7 @@ pub async fn gitter() -> FakeGitter {
 pub fn registration(as_url: Option<&str>) -> Registration {
     let url = as_url.map_or("null".to_string(), |u| format!("\"{u}\""));
     Registration::from_yaml(&format!(
-        r#"
+        r##"
 id: gitter
 url: {url}
 as_token: "{AS_TOKEN}"
@@ -90,7 +92,8 @@ hs_token: "{HS_TOKEN}"
 sender_localpart: "_gitter_bot"
 namespaces:
   users: [{{exclusive: true, regex: "@_gitter_.*:localhost"}}]
-"#
+  aliases: [{{exclusive: true, regex: "#_gitter_.*:localhost"}}]
+"##
     ))
     .expect("registration parses")
 }
@@ -109,6 +112,8 @@ pub async fn homeserver(as_url: Option<&str>) -> FakeHomeserver {
 pub struct Received {
     pub transactions: Vec<(String, Option<String>, Value)>,
     pub pings: Vec<Value>,
+    /// `GET /_matrix/app/v1/rooms/{alias}`: the raw path and Authorization.
+    pub alias_queries: Vec<(String, Option<String>)>,
     pub fail_first: usize,
 }
 
@@ -146,9 +151,26 @@ pub async fn as_receiver(fail_first: usize) -> (String, Recorder) {
         rec.lock().expect("lock").pings.push(body);
         "{}"
     }
+    /// Knows no alias, as the bridge claims none yet.
+    async fn alias(
+        State(rec): State<Recorder>,
+        uri: axum::http::Uri,
+        headers: HeaderMap,
+    ) -> (StatusCode, &'static str) {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        rec.lock()
+            .expect("lock")
+            .alias_queries
+            .push((uri.path().to_string(), auth));
+        (StatusCode::NOT_FOUND, r#"{"errcode":"M_NOT_FOUND"}"#)
+    }
     let app = Router::new()
         .route("/_matrix/app/v1/transactions/{id}", put(txn))
         .route("/_matrix/app/v1/ping", post(ping))
+        .route("/_matrix/app/v1/rooms/{alias}", axum::routing::get(alias))
         .with_state(rec.clone());
     let listener = tokio::net::TcpListener::bind(any_port())
         .await
