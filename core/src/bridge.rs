@@ -560,9 +560,12 @@ impl Bridge {
         };
         // A reconcile read decides whether the send already happened; if not, the same
         // effect posts now, still holding its lane.
-        if let (Action::SendGitter {
-            reconcile: true, ..
-        }, Ok(EffectOutput::GitterMessages(found))) = (&effect.action, &result)
+        if let (
+            Action::SendGitter {
+                reconcile: true, ..
+            },
+            Ok(EffectOutput::GitterMessages(found)),
+        ) = (&effect.action, &result)
         {
             match self.reconciled_send(&effect, found) {
                 Some(message) => result = Ok(EffectOutput::GitterMessage(message)),

@@ -75,7 +75,7 @@ impl Config {
             catch_up_page: 100,
             catch_up_retry_ms: 30_000,
             retry_min_ms: 1_000,
-            retry_max_ms: 5 * 60 * 1000,
+            retry_max_ms: 60 * 1000,
             max_held_per_room: 1_000,
         }
     }

@@ -76,7 +76,6 @@ pub use effect::{
 pub use error::CoreError;
 pub use format::sanitize_html;
 pub use ghost::ghost_localpart;
-pub use portal::PORTAL_ALIAS_PREFIX;
 pub use ids::{
     AsTxnId, EffectId, GitterMessageId, GitterRoomId, GitterUserId, OwnedEventId, OwnedRoomId,
     OwnedUserId, RequestId, Secret, Timestamp,
@@ -86,6 +85,7 @@ pub use input::{
     MatrixEvent, MatrixEventKind, Membership, MsgType,
 };
 pub use output::{Outputs, WebReply};
+pub use portal::PORTAL_ALIAS_PREFIX;
 pub use state::{
     Change, ChangeSet, GhostRecord, GitterRoomRecord, Login, MessageRecord, Origin, PortalRecord,
     PortalState, QueuedKey, Snapshot, Ticket, UserRecord,

@@ -29,7 +29,10 @@ fn a_gitter_message_waits_out_a_long_homeserver_outage_and_arrives_once_in_order
     assert!(h.bodies(&portal).is_empty(), "nothing got through yet");
     assert_eq!(h.bridge.retrying(), 1, "the head of the lane retries");
     assert!(
-        h.store.outbox.values().any(|e| e.action.name() == "send_matrix"),
+        h.store
+            .outbox
+            .values()
+            .any(|e| e.action.name() == "send_matrix"),
         "the send stays in the outbox"
     );
     h.settle_with_retries();
@@ -46,7 +49,11 @@ fn retries_back_off_exponentially_with_jitter_up_to_the_cap() {
     let mut waits = Vec::new();
     for _ in 0..12 {
         h.settle();
-        let next = h.bridge.handle(h.now, Input::Timer).next_timer.expect("a retry");
+        let next = h
+            .bridge
+            .handle(h.now, Input::Timer)
+            .next_timer
+            .expect("a retry");
         waits.push(next.0 - h.now.0);
         h.now = next;
         h.step(Input::Timer);
@@ -58,7 +65,10 @@ fn retries_back_off_exponentially_with_jitter_up_to_the_cap() {
         waits.iter().all(|w| *w <= config.retry_max_ms),
         "capped: {waits:?}"
     );
-    assert!(waits[11] >= config.retry_max_ms / 2, "at the cap: {waits:?}");
+    assert!(
+        waits[11] >= config.retry_max_ms / 2,
+        "at the cap: {waits:?}"
+    );
 }
 
 #[test]
@@ -105,9 +115,7 @@ fn a_user_whose_message_is_delayed_is_told_once_that_it_is_kept() {
     h.settle();
     assert!(h.gitter_texts(&room).is_empty());
     assert!(
-        h.notices(&portal)
-            .iter()
-            .any(|n| n.contains("is kept")),
+        h.notices(&portal).iter().any(|n| n.contains("is kept")),
         "told while the send still waits"
     );
     h.settle_with_retries();
@@ -128,7 +136,10 @@ fn later_effects_of_a_portal_stay_behind_a_retrying_one() {
     h.say(&portal, &alice, "two");
     h.say(&portal, &alice, "three");
     h.settle();
-    assert!(h.gitter_texts(&room).is_empty(), "two and three wait for one");
+    assert!(
+        h.gitter_texts(&room).is_empty(),
+        "two and three wait for one"
+    );
     h.settle_with_retries();
     assert_eq!(h.gitter_texts(&room), ["one", "two", "three"]);
 }
@@ -193,7 +204,11 @@ fn two_sends_of_the_same_text_give_two_messages_whatever_is_lost() {
         .filter(|m| m.origin == Origin::Matrix)
         .map(|m| m.gitter_id.clone())
         .collect();
-    assert_eq!(mapped.len(), 2, "each Matrix event has its own Gitter message");
+    assert_eq!(
+        mapped.len(),
+        2,
+        "each Matrix event has its own Gitter message"
+    );
     assert_ne!(mapped[0], mapped[1]);
 }
 
@@ -245,7 +260,11 @@ fn a_portal_is_created_with_a_random_alias_that_is_deleted_once_recorded() {
         })
         .expect("a createRoom");
     assert!(create.starts_with(PORTAL_ALIAS_PREFIX));
-    assert_eq!(create.len(), PORTAL_ALIAS_PREFIX.len() + 32, "128 random bits");
+    assert_eq!(
+        create.len(),
+        PORTAL_ALIAS_PREFIX.len() + 32,
+        "128 random bits"
+    );
     let deleted: Vec<_> = h
         .log
         .iter()
@@ -322,11 +341,22 @@ fn a_login_in_flight_at_a_crash_is_not_replayed_and_the_user_gets_a_fresh_link()
         !h.pending.iter().any(|e| e.action.name() == "exchange_code"),
         "the code is not exchanged without its browser"
     );
-    assert!(h.store.outbox.values().all(|e| e.action.name() != "exchange_code"));
+    assert!(
+        h.store
+            .outbox
+            .values()
+            .all(|e| e.action.name() != "exchange_code")
+    );
     h.settle();
     let notice = h.last_notice(&dm);
-    assert!(notice.contains("did not finish because the bridge restarted"), "{notice}");
-    assert!(h.link_in(&dm).starts_with("https://bridge.example.org/login/"));
+    assert!(
+        notice.contains("did not finish because the bridge restarted"),
+        "{notice}"
+    );
+    assert!(
+        h.link_in(&dm)
+            .starts_with("https://bridge.example.org/login/")
+    );
 }
 
 // ------------------------------------------------------------------ memory bounds
@@ -358,7 +388,11 @@ fn messages_held_past_the_bound_are_read_again_from_the_cursor_and_none_is_lost(
         .map(|(_, body)| body)
         .collect();
     assert_eq!(relayed, expected, "every message once, in order");
-    let mine = h.gitter_texts(&room).iter().filter(|t| *t == "mine").count();
+    let mine = h
+        .gitter_texts(&room)
+        .iter()
+        .filter(|t| *t == "mine")
+        .count();
     assert_eq!(mine, 1);
 }
 
@@ -402,7 +436,11 @@ fn a_command_that_meets_an_outage_is_told_it_waits_and_answered_once_gitter_is_b
         "Gitter is not answering right now. I will keep trying and answer as soon as it is back."
     );
     h.settle_with_retries();
-    assert!(h.last_notice(&dm).contains("org/chat"), "{}", h.last_notice(&dm));
+    assert!(
+        h.last_notice(&dm).contains("org/chat"),
+        "{}",
+        h.last_notice(&dm)
+    );
     let waits = h
         .notices(&dm)
         .iter()

@@ -9,6 +9,7 @@
 //! HTTP) under a thin axum layer, and a handle type that binds a socket and
 //! gives tests a Rust API to act as users and inject faults.
 
+pub mod chaos;
 pub mod demo;
 pub mod fake_gitter;
 pub mod fake_hs;

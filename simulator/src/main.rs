@@ -58,6 +58,30 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// A fault campaign against the real `gitter-bridge` binary as its own process: steady
+    /// traffic both ways through outages, lost answers, flapping and silent streams, hostile
+    /// answers, SIGKILLs, SIGTERMs and a full disk. Prints a table per fault and one JSON line;
+    /// exit status 0 only when nothing was lost, doubled or reordered.
+    Chaos {
+        /// The short campaign (outages of seconds, about 10 kills, a few minutes).
+        #[arg(long)]
+        quick: bool,
+        /// The `gitter-bridge` binary (default: the one beside `bridge-sim`).
+        #[arg(long)]
+        bridge_bin: Option<PathBuf>,
+        /// Matrix users, each logged in as their own Gitter user.
+        #[arg(long, default_value_t = 2)]
+        users: usize,
+        /// Gitter rooms; every user is in every room.
+        #[arg(long, default_value_t = 2)]
+        rooms: usize,
+        /// Messages per second, both directions together.
+        #[arg(long, default_value_t = 4.0)]
+        rate: f64,
+        /// Seed of the random choices (directions, rooms, kill moments).
+        #[arg(long, default_value_t = 12)]
+        seed: u64,
+    },
     /// Run the user journey end to end (fakes and the real bridge, in this process) and print
     /// a transcript. Exit status 0 when every step happened.
     Demo {
@@ -120,7 +144,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own transcript on stdout; keep the log to problems.
     let default_level = match cli.command {
-        Command::Demo { .. } | Command::Load { .. } | Command::Run { .. } => "warn",
+        Command::Demo { .. }
+        | Command::Load { .. }
+        | Command::Run { .. }
+        | Command::Chaos { .. } => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -170,6 +197,41 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Ok(())
             } else {
                 Err("some messages were lost or doubled".into())
+            }
+        }
+        Command::Chaos {
+            quick,
+            bridge_bin,
+            users,
+            rooms,
+            rate,
+            seed,
+        } => {
+            if users < 2 || rooms < 1 || rate <= 0.0 {
+                return Err(
+                    "--users must be at least 2, --rooms at least 1, --rate above 0".into(),
+                );
+            }
+            let mut options = gitter_bridge_sim::chaos::ChaosOptions::new(quick);
+            if let Some(bin) = bridge_bin {
+                options.bridge_bin = bin;
+            }
+            options.users = users;
+            options.rooms = rooms;
+            options.rate = rate;
+            options.seed = seed;
+            let report = gitter_bridge_sim::chaos::run(options)
+                .await
+                .map_err(|e| e.to_string())?;
+            print!("{}", report.table());
+            for p in &report.problems {
+                eprintln!("chaos problem: {p}");
+            }
+            println!("{}", report.json());
+            if report.clean() {
+                Ok(())
+            } else {
+                Err("messages were lost, doubled or reordered".into())
             }
         }
         Command::Demo { dir } => {

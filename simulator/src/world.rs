@@ -29,6 +29,10 @@ pub struct WorldOptions {
     pub heartbeat: Duration,
     /// Extra TOML appended to the bridge's `[bridge]` section.
     pub bridge_extra: String,
+    /// Extra TOML appended to the bridge's `[gitter]` section (deadlines).
+    pub gitter_extra: String,
+    /// Where the store goes (`gitter-bridge.redb` in the world's directory when `None`).
+    pub store_path: Option<PathBuf>,
     /// Requests per minute allowed by the fake Gitter, per user.
     pub gitter_rate_limit: u32,
     /// The bridge's own client-side limit.
@@ -48,6 +52,8 @@ impl Default for WorldOptions {
             push_backoff: Duration::from_millis(50),
             heartbeat: Duration::from_secs(2),
             bridge_extra: String::new(),
+            gitter_extra: "stream_idle_timeout_secs = 30\n".to_owned(),
+            store_path: None,
             gitter_rate_limit: 100,
             bridge_requests_per_minute: 100,
             dir: None,
@@ -84,6 +90,8 @@ pub struct World {
     /// The fake Gitter.
     pub gitter: FakeGitter,
     bridge: Option<Running>,
+    /// The bridge as its own process (`gitter-bridge run`), for load and chaos runs.
+    process: Option<tokio::process::Child>,
     _tmp: Option<tempfile::TempDir>,
     /// The bridge's directory (config, registration, redb file).
     pub dir: PathBuf,
@@ -171,14 +179,14 @@ oauth_token_url = "{token}"
 client_id = "{client_id}"
 client_secret = "{client_secret}"
 requests_per_minute = {rpm}
-stream_timeout_secs = 30
+{gitter_extra}
 
 [web]
 bind = "{web_addr}"
 public_url = "{public_url}"
 
 [store]
-path = "gitter-bridge.redb"
+path = "{store}"
 
 [bridge]
 allow_all = true
@@ -196,6 +204,11 @@ level = "warn"
             client_secret = gitter_config.client_secret,
             rpm = options.bridge_requests_per_minute,
             extra = options.bridge_extra,
+            gitter_extra = options.gitter_extra,
+            store = options.store_path.as_ref().map_or_else(
+                || "gitter-bridge.redb".to_owned(),
+                |p| p.display().to_string()
+            ),
             startup_wait = options.homeserver_startup_wait.as_secs(),
         );
         std::fs::write(&config_path, config_text).map_err(setup)?;
@@ -217,6 +230,7 @@ level = "warn"
             hs,
             gitter,
             bridge: None,
+            process: None,
             _tmp: tmp,
             dir,
             config_path,
@@ -282,8 +296,121 @@ level = "warn"
         self.bridge.as_ref().is_some_and(|b| !b.is_finished())
     }
 
+    /// Starts the real `gitter-bridge` binary at `bin` as a child process on this world's
+    /// config (`gitter-bridge run -c <config>`), its log appended to `bridge.log` in the
+    /// world's directory, and waits until its AS listener accepts connections (the bridge
+    /// listens only after opening its store and checking the homeserver). A killed
+    /// predecessor may still hold the ports or the redb file for a moment: a child that exits
+    /// at once is started again, for up to `patience`.
+    pub async fn start_bridge_process(
+        &mut self,
+        bin: &std::path::Path,
+        patience: Duration,
+    ) -> Result<(), WorldError> {
+        if self.process.is_some() || self.bridge.is_some() {
+            return Err(WorldError::Step("the bridge is already running".into()));
+        }
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("bridge.log"))
+                .map_err(setup)?;
+            let mut child = tokio::process::Command::new(bin)
+                .arg("run")
+                .arg("-c")
+                .arg(&self.config_path)
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone().map_err(setup)?)
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| WorldError::Setup(format!("cannot run {}: {e}", bin.display())))?;
+            loop {
+                if let Some(status) = child.try_wait().map_err(setup)? {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(WorldError::Start(gitter_bridge::StartError::Internal(
+                            format!(
+                                "the bridge process exited with {status}; see {}",
+                                self.dir.join("bridge.log").display()
+                            ),
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
+                }
+                if tokio::net::TcpStream::connect(self.as_addr).await.is_ok() {
+                    self.process = Some(child);
+                    return Ok(());
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    let _ = child.start_kill();
+                    return Err(WorldError::Timeout(
+                        "the bridge process never listened".into(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// The bridge process's id, while it runs.
+    pub fn bridge_pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(|c| c.id())
+    }
+
+    /// SIGKILLs the bridge process (a crash: nothing more is committed) and reaps it.
+    pub async fn kill_bridge_process(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    /// SIGTERMs the bridge process (a graceful stop) and waits for it to exit, at most
+    /// `grace`; then SIGKILLs it. Returns whether it exited by itself.
+    pub async fn term_bridge_process(&mut self, grace: Duration) -> bool {
+        let Some(mut child) = self.process.take() else {
+            return true;
+        };
+        if let Some(pid) = child.id() {
+            // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        }
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(_) => true,
+            Err(_) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                false
+            }
+        }
+    }
+
+    /// Whether the bridge process has exited on its own (reaping it if so).
+    pub fn bridge_process_exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.process.as_mut()?.try_wait().ok().flatten()?;
+        self.process = None;
+        Some(status)
+    }
+
+    /// The bridge process's resident memory now, MiB (Linux; `None` elsewhere or when it
+    /// is not running).
+    pub fn bridge_rss_mib(&self) -> Option<f64> {
+        let pid = self.bridge_pid()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+    }
+
     /// Stops everything.
     pub async fn shutdown(mut self) {
+        let _ = self.term_bridge_process(Duration::from_secs(10)).await;
         let _ = self.stop_bridge().await;
         self.hs.shutdown().await;
         self.gitter.shutdown().await;

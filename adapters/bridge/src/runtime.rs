@@ -428,6 +428,8 @@ fn gitter_config(config: &Config) -> Result<GitterConfig, StartError> {
         window: Duration::from_secs(60),
     };
     g.stream.idle_timeout = Duration::from_secs(config.stream_timeout_secs);
+    g.connect_timeout = Some(config.gitter_connect_timeout);
+    g.request_timeout = Some(config.gitter_request_timeout);
     Ok(g)
 }
 

@@ -182,6 +182,12 @@ impl LineSplitter {
         }
     }
 
+    /// Whether the line being read is already longer than the limit (its bytes are being
+    /// dropped until it ends).
+    pub fn overflowing(&self) -> bool {
+        self.overflow
+    }
+
     /// Feeds a chunk; returns the items of every line it completes.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<StreamItem> {
         let mut items = Vec::new();
@@ -565,6 +571,16 @@ impl Reader {
             };
             if !self.deliver(splitter.push(&chunk), &mut messages).await {
                 return End::ReceiverGone;
+            }
+            if splitter.overflowing() {
+                // A line past the limit that goes on: a server (or proxy) that sends an
+                // endless line keeps the idle timer happy while nothing can ever be read.
+                // Only a new connection helps; its catch-up reads what this one hid.
+                let detail = format!(
+                    "a stream line longer than {} bytes; reconnecting",
+                    self.config.max_line
+                );
+                return failed(FailureKind::Transient, detail, messages);
             }
         }
     }

@@ -457,6 +457,39 @@ async fn a_huge_stream_refusal_is_read_only_to_the_limit() {
     );
 }
 
+#[tokio::test]
+async fn an_endless_line_ends_the_connection_so_a_new_one_can_catch_up() {
+    // 200, then spaces without a newline for ever: bytes keep coming, so the idle timer never
+    // fires, and nothing can ever be read from this connection.
+    let server = RawServer::start(Raw::Body {
+        status: 200,
+        len: 100 * 1024 * 1024,
+        declared: false,
+        then_hang: true,
+    })
+    .await;
+    let (mut streams, mut rx) = manager_at(&server.base, |s| {
+        s.idle_timeout = Duration::from_secs(600);
+        s.max_line = 64 * 1024;
+    });
+
+    streams.open(room(), token()).await;
+
+    assert!(matches!(next(&mut rx).await, StreamEvent::Connected { .. }));
+    match next(&mut rx).await {
+        StreamEvent::Disconnected {
+            reason,
+            reconnecting,
+            detail,
+            ..
+        } => {
+            assert_eq!((reason, reconnecting), (FailureKind::Transient, true));
+            assert!(detail.contains("longer than 65536 bytes"), "{detail}");
+        }
+        other => panic!("expected a disconnect, got {other:?}"),
+    }
+}
+
 // ---- reconnect backoff: only a stream that proved itself starts it over (issue 12) ----
 
 fn backoff_config() -> StreamConfig {

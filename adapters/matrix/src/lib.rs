@@ -41,9 +41,8 @@ pub use client::{
 pub use error::{MatrixError, PingError};
 pub use parse::{ParsedTransaction, TransactionParseError, parse_event, parse_transaction};
 pub use registration::{
-    portal_alias_regex,
     Mismatch, Namespace, Namespaces, Registration, RegistrationError, RegistrationParams,
-    generate_token, token_from_bytes, user_namespace_regexes,
+    generate_token, portal_alias_regex, token_from_bytes, user_namespace_regexes,
 };
 pub use server::{
     AsServer, AsServerConfig, AsTransaction, DEFAULT_BODY_LIMIT, TransactionSink,

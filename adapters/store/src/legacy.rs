@@ -143,7 +143,6 @@ pub(crate) enum ActionV1 {
     },
 }
 
-
 /// A portal row of schema version 1: its queued messages lived inside it.
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]

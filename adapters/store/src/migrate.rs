@@ -424,7 +424,10 @@ mod tests {
             Action::CreateRoom { alias, name, .. } => {
                 assert_eq!(name, "org/chat");
                 assert!(alias.starts_with(gitter_bridge_core::PORTAL_ALIAS_PREFIX));
-                assert_eq!(alias.len(), gitter_bridge_core::PORTAL_ALIAS_PREFIX.len() + 32);
+                assert_eq!(
+                    alias.len(),
+                    gitter_bridge_core::PORTAL_ALIAS_PREFIX.len() + 32
+                );
             }
             other => panic!("{other:?}"),
         }
