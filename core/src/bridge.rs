@@ -559,20 +559,35 @@ impl Bridge {
             return;
         };
         // A reconcile read decides whether the send already happened; if not, the same
-        // effect posts now, still holding its lane.
+        // effect posts now, still holding its lane, after everything the read saw.
         if let (
             Action::SendGitter {
                 reconcile: true, ..
             },
-            Ok(EffectOutput::GitterMessages(found)),
+            Ok(EffectOutput::Reconciled { mine, newest }),
         ) = (&effect.action, &result)
         {
-            match self.reconciled_send(&effect, found) {
+            match self.reconciled_send(&effect, mine) {
                 Some(message) => result = Ok(EffectOutput::GitterMessage(message)),
+                None if self.send_too_old(id) => {
+                    // Known not to be on Gitter, and failing for too long: the room's later
+                    // messages have waited behind it long enough.
+                    result = Err(crate::Failure::new(
+                        crate::FailureKind::Rejected,
+                        crate::relay::GAVE_UP,
+                    ));
+                }
                 None => {
+                    let newest = newest.clone();
                     let mut effect = effect;
-                    if let Action::SendGitter { reconcile, .. } = &mut effect.action {
+                    if let Action::SendGitter {
+                        reconcile, after, ..
+                    } = &mut effect.action
+                    {
                         *reconcile = false;
+                        if newest.is_some() {
+                            *after = newest;
+                        }
                     }
                     self.retry_now(effect);
                     return;
@@ -622,25 +637,51 @@ impl Bridge {
         }
     }
 
+    /// Whether a send has been failing longer than `send_give_up_ms` (in this run).
+    fn send_too_old(&self, id: EffectId) -> bool {
+        self.retries
+            .get(&id)
+            .is_some_and(|r| self.now.0.saturating_sub(r.since.0) > self.config.send_give_up_ms)
+    }
+
     /// Which of the author's messages read by a reconcile is this send, if any. Only
-    /// messages not bridged already count (a message mapped in the owner's portal is another
-    /// send, or came from Gitter), matched by author, text and thread; identical texts are
-    /// counted, so the n-th unmapped copy belongs to the n-th of the sends of that text still
-    /// pending. Gitter's clock is never compared with ours.
+    /// messages no Matrix event is mapped to count (in any portal of the room: another
+    /// Matrix user may be logged in to the same Gitter account), and none the owner's portal
+    /// got from Gitter; matched by author, text, `/me` and thread. Identical texts are
+    /// counted: the n-th unclaimed copy belongs to the n-th of the sends of that text whose
+    /// outcome is unknown. Gitter's clock is never compared with ours.
     fn reconciled_send(&self, effect: &Effect, found: &[GitterMessage]) -> Option<GitterMessage> {
         let Action::SendGitter {
             room,
             gitter_user,
             text,
+            status,
             origin,
             ..
         } = &effect.action
         else {
             return None;
         };
+        // Only sends already tried (their outcome unknown) can have a copy on Gitter.
         let same_send = |a: &Action| {
-            matches!(a, Action::SendGitter { room: r, gitter_user: g, text: t, .. }
+            matches!(a, Action::SendGitter { room: r, gitter_user: g, text: t, reconcile: true, .. }
                 if r == room && g == gitter_user && t == text)
+        };
+        let owners: Vec<&OwnedUserId> = self
+            .room_portals
+            .get(room)
+            .map(|o| o.iter().collect())
+            .unwrap_or_default();
+        let claimed = |id: &crate::GitterMessageId| {
+            self.state
+                .messages
+                .contains_key(&(origin.owner.clone(), id.clone()))
+                || owners.iter().any(|o| {
+                    self.state
+                        .messages
+                        .get(&((*o).clone(), id.clone()))
+                        .is_some_and(|m| m.origin == crate::Origin::Matrix)
+                })
         };
         let earlier = self
             .state
@@ -653,11 +694,9 @@ impl Bridge {
             .filter(|m| {
                 &m.from.id == gitter_user
                     && &m.text == text
+                    && m.status == *status
                     && m.parent_id.is_none()
-                    && !self
-                        .state
-                        .messages
-                        .contains_key(&(origin.owner.clone(), m.id.clone()))
+                    && !claimed(&m.id)
             })
             .nth(earlier)
             .cloned()

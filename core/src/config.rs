@@ -45,6 +45,12 @@ pub struct Config {
     pub retry_min_ms: u64,
     /// Longest wait between two tries of a durable effect, in milliseconds.
     pub retry_max_ms: u64,
+    /// How long a Gitter send may keep failing before the bridge gives up on it, in
+    /// milliseconds. While a send is in flight, the room's later messages wait (so its echo
+    /// is recognised); a send Gitter refuses with a 5xx for ever would hold the room for
+    /// ever. Past this age, once a read shows it is not on Gitter, it fails for good and the
+    /// author is told.
+    pub send_give_up_ms: u64,
     /// Stream messages a room keeps in memory while a catch-up runs or a send of their
     /// author is in flight. Past it they are let go and read again from the cursor later,
     /// so memory stays bounded and nothing is lost.
@@ -77,6 +83,7 @@ impl Config {
             retry_min_ms: 1_000,
             retry_max_ms: 60 * 1000,
             max_held_per_room: 1_000,
+            send_give_up_ms: 60 * 60 * 1000,
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum Lane {
     /// Notices to a user about work that waits in another lane (a message or a command
     /// retrying through an outage): they must not wait behind the very effect they are about.
     Notices(OwnedUserId),
+    /// The steps of a user's login: a browser waits for them, so they never queue behind a
+    /// command that waits out an outage.
+    Login(OwnedUserId),
 }
 
 /// The actions. Matrix actions are done with the as_token, as `sender` (masquerading with
@@ -238,9 +241,10 @@ pub enum Action {
     },
     /// `POST /v1/rooms/:rid/chatMessages`. Returns [`crate::EffectOutput::GitterMessage`].
     ///
-    /// With `reconcile` set the adapter posts nothing: it reads the author's messages of the
-    /// room after `after` (the newest page when `after` is `None`) and returns them as
-    /// [`crate::EffectOutput::GitterMessages`], oldest first. A Gitter POST has no
+    /// With `reconcile` set the adapter posts nothing: it reads the room's messages after
+    /// `after` (the newest page when `after` is `None`) and returns the author's as
+    /// [`crate::EffectOutput::Reconciled`], oldest first; a read that cannot reach the end
+    /// of the room in its page budget is a transient failure, never a partial answer. A Gitter POST has no
     /// idempotency key, so a send whose outcome is unknown (a lost answer, a time-out, a 5xx,
     /// a crash) is reconciled this way before any new attempt; the core decides whether one
     /// of them is this send, and only if none is does it post again.

@@ -211,6 +211,15 @@ pub enum EffectOutput {
     GitterRoom(GitterRoom),
     /// Gitter messages, oldest first.
     GitterMessages(Vec<GitterMessage>),
+    /// What a reconciling send read: the author's messages after the send's `after`, oldest
+    /// first, and the newest message id the read saw (by anyone), after which a new post
+    /// would come.
+    Reconciled {
+        /// The author's messages.
+        mine: Vec<GitterMessage>,
+        /// The newest id read, if any.
+        newest: Option<GitterMessageId>,
+    },
     /// One Gitter message (a send's result).
     GitterMessage(GitterMessage),
     /// Members of a Gitter room.

@@ -14,6 +14,7 @@
 //!       out = handle(now, input)
 //!       store.commit(out.changes)            <- FIRST: one durable write transaction
 //!       acknowledge(input)                   <- then HTTP 200 / stream cursor
+//!       hold(out.holds)                      <- lanes of effects that will be tried again
 //!       execute(out.effects)                 <- in order per Lane, concurrently across lanes
 //!       answer(out.replies)
 //!       arm_timer(out.next_timer)
@@ -35,10 +36,16 @@
 //!   the input (the 200 to the homeserver) and *before* it executes the step's effects or
 //!   answers its web requests. Steps that arrive together may be committed in one store
 //!   transaction (group commit). After a crash, [`Input::Startup`] re-issues every effect still
-//!   in the outbox, so nothing acknowledged is lost.
+//!   in the outbox (Gitter sends as reconciling reads first), so nothing acknowledged is lost;
+//!   only the steps of a login are dropped, because their browser is gone: the user gets a
+//!   fresh link.
 //! * Every effect's result comes back as [`Input::EffectDone`] with its id. Adapters retry
-//!   transient faults themselves and report the final outcome, classified by
-//!   [`FailureKind`].
+//!   transient faults briefly themselves (never a request whose outcome is unknown and that
+//!   is not idempotent) and report the outcome, classified by [`FailureKind`]. A durable
+//!   effect ([`Action::is_durable`]) that failed for a reason that can pass stays in the
+//!   outbox: the step lists it in [`Outputs::holds`], the driver keeps its lane busy, and the
+//!   core re-emits it (same id) on its timer after a capped, jittered backoff, as often as it
+//!   takes; the driver runs a re-emitted effect at the head of the lane it held.
 //! * Time comes in as `now` ([`Timestamp`], ms since the Unix epoch) on every call.
 //! * The persistent state is a [`Snapshot`]; a store that applies every committed change set
 //!   with [`Snapshot::apply`]'s semantics reproduces it exactly.

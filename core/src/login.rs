@@ -164,7 +164,7 @@ impl Bridge {
             return;
         };
         self.emit(
-            Lane::User(ticket.user.clone()),
+            Lane::Login(ticket.user.clone()),
             Action::ExchangeCode {
                 code,
                 user: ticket.user,
@@ -180,7 +180,7 @@ impl Bridge {
         token: Secret,
     ) {
         self.emit(
-            Lane::User(user.clone()),
+            Lane::Login(user.clone()),
             Action::GetGitterUser {
                 token,
                 user,

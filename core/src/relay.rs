@@ -17,6 +17,9 @@ use crate::ids::{GitterRoomId, OwnedEventId, OwnedUserId};
 use crate::input::{Failure, FailureKind, GitterMessage, MatrixEvent, MsgType};
 use crate::state::{Change, MessageRecord, Origin, PortalState};
 
+/// The failure message of a send given up after `send_give_up_ms` (told in its own words).
+pub(crate) const GAVE_UP: &str = "Gitter kept failing on this message; the bridge gave up";
+
 impl Bridge {
     /// A Gitter message from a stream (`from_catch_up` false) or a catch-up page.
     pub(crate) fn on_gitter_message(
@@ -53,6 +56,24 @@ impl Bridge {
             return;
         }
         self.relay_to_portals(&room, &message);
+    }
+
+    /// The newest message of the room the bridge has seen: the last one waiting (held or
+    /// buffered, in the room's order after the cursor), else the cursor. A send made now
+    /// comes after it on Gitter, so a reconcile never needs to look further back.
+    fn newest_seen(&self, room: &GitterRoomId) -> Option<crate::GitterMessageId> {
+        let waiting = self.streams.get(room).and_then(|s| {
+            s.buffer
+                .back()
+                .or_else(|| s.held.back())
+                .map(|m| m.id.clone())
+        });
+        waiting.or_else(|| {
+            self.state
+                .gitter_rooms
+                .get(room)
+                .and_then(|r| r.cursor.clone())
+        })
     }
 
     /// The memory bound of a room's waiting messages is reached: they are dropped, and the
@@ -251,11 +272,7 @@ impl Bridge {
                 text,
                 status,
                 reconcile: false,
-                after: self
-                    .state
-                    .gitter_rooms
-                    .get(room)
-                    .and_then(|r| r.cursor.clone()),
+                after: self.newest_seen(room),
                 origin: SendOrigin {
                     owner: owner.clone(),
                     room: event.room_id.clone(),
@@ -295,6 +312,10 @@ impl Bridge {
             FailureKind::NotFound => "Gitter no longer knows this room",
             FailureKind::RateLimited => "Gitter kept refusing because of its rate limit",
             FailureKind::Transient => "Gitter did not answer",
+            FailureKind::Rejected if failure.message == GAVE_UP => {
+                "Gitter kept failing on it for too long, and it is not on Gitter; send it again \
+                 if you still want to"
+            }
             FailureKind::Rejected => "Gitter refused the message",
         };
         self.notice_in(

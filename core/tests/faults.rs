@@ -448,3 +448,91 @@ fn a_command_that_meets_an_outage_is_told_it_waits_and_answered_once_gitter_is_b
         .count();
     assert_eq!(waits, 1, "told once");
 }
+
+#[test]
+fn two_matrix_users_on_one_gitter_account_never_claim_the_same_message() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice", "bob"]);
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    // A second Matrix user logs in to the same Gitter account.
+    let (alias, _) = h.logged_in_user("alias", "alice");
+    h.settle();
+    let pa = h.portal(&alice, &room).unwrap();
+    let pb = h.portal(&alias, &room).unwrap();
+    // Both say "ok"; both POSTs are stored and both answers are lost.
+    h.lose_send_answers = 2;
+    h.say(&pa, &alice, "ok");
+    h.say(&pb, &alias, "ok");
+    h.settle_with_retries();
+    assert_eq!(h.gitter_texts(&room), ["ok", "ok"], "each posted once");
+    let claimed: std::collections::BTreeSet<_> = h
+        .store
+        .messages
+        .values()
+        .filter(|m| m.origin == Origin::Matrix)
+        .map(|m| m.gitter_id.clone())
+        .collect();
+    assert_eq!(
+        claimed.len(),
+        2,
+        "each Matrix event has a Gitter message of its own"
+    );
+}
+
+#[test]
+fn a_plain_message_is_not_taken_for_a_lost_me_message() {
+    let (mut h, room, alice, portal) = alice_in_chat();
+    // Alice once wrote the text of her /me by hand on Gitter (not a status message).
+    h.gitter_post(&room, "alice", "@alice waves");
+    h.settle();
+    let ev = h.event(
+        &portal,
+        &alice,
+        MatrixEventKind::Message {
+            msgtype: MsgType::Emote,
+            body: "waves".into(),
+            formatted_body: None,
+        },
+    );
+    h.fail_next("send_gitter", FailureKind::Transient, 1);
+    h.txn(vec![ev]);
+    h.settle_with_retries();
+    let statuses: Vec<bool> = h.gitter[&room].messages.iter().map(|m| m.status).collect();
+    assert_eq!(statuses, [false, true], "the /me was posted, as a status");
+}
+
+#[test]
+fn a_send_gitter_keeps_failing_for_too_long_is_given_up_and_the_room_flows_again() {
+    let (mut h, room, alice, portal) = alice_in_chat();
+    h.fail_next("send_gitter", FailureKind::Transient, 10_000);
+    h.say(&portal, &alice, "poison");
+    h.settle();
+    h.gitter_says(&room, "bob", "held behind it");
+    // Hours of failures: past `send_give_up_ms` the next reconcile finds nothing and the
+    // send ends for good.
+    for _ in 0..100 {
+        h.wait(60_000);
+        h.settle();
+        if h.bridge.retrying() == 0 {
+            break;
+        }
+    }
+    h.failures.clear();
+    assert_eq!(h.bridge.retrying(), 0, "given up");
+    assert!(h.gitter_texts(&room).iter().all(|t| t != "poison"));
+    let notices = h.notices(&portal);
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("kept failing on it for too long")),
+        "{notices:?}"
+    );
+    let bot = h.bot();
+    let relayed: Vec<_> = h
+        .timeline(&portal)
+        .into_iter()
+        .filter(|(s, _)| *s != bot)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(relayed, ["held behind it"], "the room is no longer held");
+}

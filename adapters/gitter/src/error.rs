@@ -82,6 +82,11 @@ pub enum GitterError {
     /// A 2xx answer that is not the JSON we expect.
     #[error("unreadable answer from Gitter: {0}")]
     Decode(String),
+    /// A read that could not see all it must before it can answer (a reconcile in a room
+    /// with more new messages than it pages through): it may succeed later, when fewer are
+    /// new, so it is transient; a partial answer could post a message twice.
+    #[error("Gitter read incomplete: {0}")]
+    Incomplete(String),
     /// An answer larger than the bridge reads (by its `Content-Length` or by what came):
     /// reading stopped at the limit instead of holding the whole body in memory.
     #[error("answer from Gitter larger than {}: not read", size(*limit))]
@@ -138,7 +143,7 @@ impl GitterError {
             // below the limit, so an oversize one is a misbehaving server or a proxy's error
             // page, which may pass: the core may try again later. It is not `Rejected`, which
             // would tell the user their request itself was refused.
-            GitterError::TooLarge { .. } => FailureKind::Transient,
+            GitterError::TooLarge { .. } | GitterError::Incomplete(_) => FailureKind::Transient,
             GitterError::Rejected { .. } | GitterError::Decode(_) | GitterError::Config(_) => {
                 FailureKind::Rejected
             }
@@ -168,6 +173,7 @@ impl GitterError {
             // each try reads up to the limit again.
             GitterError::Rejected { .. }
             | GitterError::Decode(_)
+            | GitterError::Incomplete(_)
             | GitterError::TooLarge { .. } => Blame::Remote,
             GitterError::Config(_) => Blame::Bridge,
             GitterError::OAuth { status, .. } => match status {
@@ -220,7 +226,9 @@ impl GitterError {
                 error: s(error),
             },
             GitterError::Config(m) => GitterError::Config(s(m)),
-            e @ (GitterError::RateLimited { .. } | GitterError::TooLarge { .. }) => e,
+            e @ (GitterError::RateLimited { .. }
+            | GitterError::TooLarge { .. }
+            | GitterError::Incomplete(_)) => e,
         }
     }
 

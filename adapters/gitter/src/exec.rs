@@ -12,9 +12,11 @@ use crate::models::Message;
 /// How many messages a reconciling send reads per page (the most Gitter gives).
 const RECONCILE_PAGE: u32 = 100;
 /// How many pages after the cursor it reads at most: a send is reconciled soon after it
-/// went out, so its message is among the first few hundred after the room's cursor; the
-/// bound keeps a busy room from paging for ever.
-const RECONCILE_PAGES: usize = 10;
+/// went out, so its message is among the first few hundred after the newest message the
+/// bridge had seen; the bound keeps a busy room from paging for ever. A read that is still
+/// full at the bound fails (transient) rather than answer "not found" from a partial view,
+/// which would post the message twice.
+const RECONCILE_PAGES: usize = 50;
 
 impl GitterClient {
     /// Executes a Gitter action: `ExchangeCode`, `GetGitterUser`, `ListRooms`, `ResolveRoom`,
@@ -133,14 +135,18 @@ impl GitterClient {
                     // A Gitter POST has no idempotency key: a send whose outcome is unknown
                     // is looked for before it is posted again. This only reads; the core
                     // decides which message, if any, is this send.
-                    let mine = self
+                    let read = self
                         .messages_after(token, room.as_str(), after.as_ref())
-                        .await?
+                        .await?;
+                    let newest = read
+                        .last()
+                        .map(|m| gitter_bridge_core::GitterMessageId::new(m.id.clone()));
+                    let mine = read
                         .into_iter()
                         .filter(|m| m.from_user_id() == gitter_user.as_str())
                         .filter_map(Message::into_core)
                         .collect();
-                    return Ok(EffectOutput::GitterMessages(mine));
+                    return Ok(EffectOutput::Reconciled { mine, newest });
                 }
                 let sent = self
                     .send_message(token, room.as_str(), text, *status)
@@ -181,15 +187,19 @@ impl GitterClient {
                 .await?;
             let full = page.len() >= RECONCILE_PAGE as usize;
             let Some(last) = page.last().map(|m| m.id.clone()) else {
-                break;
+                return Ok(all);
             };
             all.extend(page);
             if !full {
-                break;
+                return Ok(all);
             }
             cursor = last;
         }
-        Ok(all)
+        Err(GitterError::Incomplete(format!(
+            "more than {} messages after the send's cursor: the reconcile cannot see the end \
+             of the room yet",
+            RECONCILE_PAGES * RECONCILE_PAGE as usize
+        )))
     }
 }
 

@@ -333,19 +333,54 @@ async fn a_reconciling_send_only_reads_and_returns_the_authors_messages() {
         .await
         .unwrap();
 
-    let EffectOutput::GitterMessages(found) = out else {
+    let EffectOutput::Reconciled { mine, newest } = out else {
         panic!("{out:?}")
     };
     assert!(
-        found.iter().all(|m| m.from.id.as_str() == AUTHOR),
-        "only the author's messages: {found:?}"
+        mine.iter().all(|m| m.from.id.as_str() == AUTHOR),
+        "only the author's messages: {mine:?}"
     );
-    assert!(found.iter().any(|m| m.text == plain_text()));
+    assert!(mine.iter().any(|m| m.text == plain_text()));
+    assert!(newest.is_some(), "the newest message read is reported");
     let reqs = requests(&server).await;
     assert_eq!(
         reqs.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(),
         ["GET"],
         "nothing is posted while the outcome of the last try is unknown"
+    );
+}
+
+#[tokio::test]
+async fn a_reconcile_that_cannot_reach_the_end_of_the_room_fails_instead_of_saying_not_found() {
+    // Every page is full: the room has more new messages than the reconcile pages through.
+    // Answering "not found" from that partial view would post the message a second time.
+    let (server, client) = gitter().await;
+    let page: Vec<serde_json::Value> = (0..100)
+        .map(|i| {
+            let mut m = fixture_json("message-plain.json");
+            m["id"] = json!(format!("5fedc44197312f4b6bf{i:05}"));
+            m["text"] = json!("someone else");
+            m
+        })
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(chat_path()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!(page)))
+        .mount(&server)
+        .await;
+
+    let failure = client
+        .execute(&send(&plain_text(), true, Some("5f8e0d2bd2f2c5e1cd000001")))
+        .await
+        .unwrap_err();
+
+    assert_eq!(failure.kind, FailureKind::Transient);
+    assert!(
+        requests(&server)
+            .await
+            .iter()
+            .all(|r| r.method.as_str() == "GET"),
+        "nothing posted"
     );
 }
 

@@ -434,6 +434,15 @@ impl MatrixClient {
         });
         if let Some(alias) = alias {
             body["room_alias_name"] = json!(alias);
+            // Synapse would publish the alias as the room's address (`m.room.canonical_alias`)
+            // and, when an application service deletes the alias later, leave that event
+            // pointing at nothing. An empty canonical alias in the initial state keeps the
+            // alias a private creation marker.
+            body["initial_state"] = json!([{
+                "type": "m.room.canonical_alias",
+                "state_key": "",
+                "content": {},
+            }]);
         }
         if !topic.is_empty() {
             body["topic"] = json!(topic);
@@ -463,7 +472,28 @@ impl MatrixClient {
             {
                 let full = format!("#{alias}:{}", self.bot().server_name());
                 tracing::info!(alias = %full, "createRoom: the alias exists, an earlier try made the room");
-                self.resolve_alias(&full).await
+                let room = self.resolve_alias(&full).await?;
+                // The earlier try may have stopped between the alias and the invites (Synapse
+                // makes the alias first): invite again; an invitee already there is fine.
+                for user in invite {
+                    if let Err(e) = self.invite(&room, creator, user).await {
+                        tracing::debug!(error = %e, "re-invite after createRoom found by alias");
+                    }
+                }
+                Ok(room)
+            }
+            Err(MatrixError::Refused { errcode, .. })
+                if errcode == "M_EXCLUSIVE" && alias.is_some() =>
+            {
+                // A registration from before portal aliases: the homeserver refuses an alias
+                // outside the bridge's namespace. The room is still created, without the
+                // marker that makes a retry safe; the operator should regenerate the file.
+                tracing::warn!(
+                    "the homeserver refused the portal alias (M_EXCLUSIVE): the registration \
+                     does not claim `#_gitter_portal_*`; run `gitter-bridge generate-registration` \
+                     again and restart the homeserver. Creating the room without it."
+                );
+                Box::pin(self.create_room(creator, name, topic, invite, power_users, None)).await
             }
             Err(e) => Err(e),
         }

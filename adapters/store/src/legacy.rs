@@ -157,9 +157,14 @@ pub(crate) struct PortalRecordV1 {
 
 impl ActionV1 {
     /// The current action. A room creation gets the alias that makes it idempotent (drawn
-    /// here: the old row had none); a reconciling send reads the newest page, as the old
-    /// reconcile did.
-    pub(crate) fn upgrade(self, alias: impl FnOnce() -> String) -> Action {
+    /// here: the old row had none); a send gets its room's cursor as the point after which
+    /// a reconcile looks (the cursor never passes a message that was not relayed, so the
+    /// send's copy, if any, is after it).
+    pub(crate) fn upgrade(
+        self,
+        alias: impl FnOnce() -> String,
+        cursor: impl FnOnce(&GitterRoomId) -> Option<GitterMessageId>,
+    ) -> Action {
         match self {
             ActionV1::RegisterGhost { user } => Action::RegisterGhost { user },
             ActionV1::SetDisplayName { user, name } => Action::SetDisplayName { user, name },
@@ -309,13 +314,13 @@ impl ActionV1 {
                 not_before: _,
                 origin,
             } => Action::SendGitter {
+                after: cursor(&room),
                 token,
                 gitter_user,
                 room,
                 text,
                 status,
                 reconcile,
-                after: None,
                 origin,
             },
             ActionV1::OpenStream { room, token } => Action::OpenStream { room, token },

@@ -64,6 +64,17 @@ fn v1_durable_effects(txn: &WriteTransaction, path: &Path) -> Result<(), StoreEr
 
     const DURING: &str = "migrating to schema version 2";
     let mut queued = txn.open_table(schema::QUEUED).ctx(path, DURING)?;
+    let mut cursors = std::collections::BTreeMap::new();
+    for row in txn
+        .open_table(schema::GITTER_ROOMS)
+        .ctx(path, DURING)?
+        .iter()
+        .ctx(path, DURING)?
+    {
+        let (_, v) = row.ctx(path, DURING)?;
+        let r: gitter_bridge_core::GitterRoomRecord = decode(path, "gitter_rooms", v.value())?;
+        cursors.insert(r.id, r.cursor);
+    }
     {
         let mut outbox = txn.open_table(schema::OUTBOX).ctx(path, DURING)?;
         let mut rows = Vec::new();
@@ -76,7 +87,9 @@ fn v1_durable_effects(txn: &WriteTransaction, path: &Path) -> Result<(), StoreEr
             let effect = Effect {
                 id: old.id,
                 lane: old.lane,
-                action: old.action.upgrade(random_alias),
+                action: old
+                    .action
+                    .upgrade(random_alias, |room| cursors.get(room).cloned().flatten()),
             };
             let bytes = encode(path, "outbox", &effect)?;
             outbox.insert(key, bytes.as_slice()).ctx(path, DURING)?;
@@ -412,6 +425,19 @@ mod tests {
                 portals
                     .insert((alice.as_str(), room.as_str()), v.as_slice())
                     .unwrap();
+                let mut rooms = txn.open_table(schema::GITTER_ROOMS).unwrap();
+                let record = gitter_bridge_core::GitterRoomRecord {
+                    id: room.clone(),
+                    uri: Some("org/chat".into()),
+                    name: "org/chat".into(),
+                    topic: String::new(),
+                    user_count: None,
+                    cursor: Some(GitterMessageId::new("c1")),
+                    reader: None,
+                    recent: Default::default(),
+                };
+                let v = encode(&path, "gitter_rooms", &record).unwrap();
+                rooms.insert(room.as_str(), v.as_slice()).unwrap();
             }
             txn.commit().unwrap();
         }
@@ -434,7 +460,11 @@ mod tests {
         match &snap.outbox[&EffectId(2)].action {
             Action::SendGitter { text, after, .. } => {
                 assert_eq!(text, "hi");
-                assert_eq!(after, &None);
+                assert_eq!(
+                    after,
+                    &Some(GitterMessageId::new("c1")),
+                    "the room's cursor"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -224,9 +224,18 @@ impl Harness {
     }
 
     fn respond(&mut self, effect: &Effect) -> EffectResult {
+        // Injected send failures hit the POSTs, not the reconcile reads between them.
+        let reconcile_read = matches!(
+            effect.action,
+            Action::SendGitter {
+                reconcile: true,
+                ..
+            }
+        );
         if let Some(kind) = self
             .failures
             .get_mut(effect.action.name())
+            .filter(|_| !reconcile_read)
             .and_then(|q| q.pop_front())
         {
             return Err(Failure::new(kind, "injected"));
@@ -382,13 +391,14 @@ impl Harness {
                         .as_ref()
                         .and_then(|a| all.iter().position(|m| &m.id == a))
                         .map_or(0, |p| p + 1);
-                    return Ok(EffectOutput::GitterMessages(
-                        all[start..]
+                    return Ok(EffectOutput::Reconciled {
+                        mine: all[start..]
                             .iter()
                             .filter(|m| m.from.username == name)
                             .cloned()
                             .collect(),
-                    ));
+                        newest: all[start..].last().map(|m| m.id.clone()),
+                    });
                 }
                 let mut m = self.gitter_post(room, &name, text);
                 m.status = *status;

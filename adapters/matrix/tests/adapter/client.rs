@@ -10,7 +10,9 @@ use gitter_bridge_core::{
 use gitter_bridge_matrix::{MatrixError, PingError};
 use serde_json::json;
 use wiremock::ResponseTemplate;
-use wiremock::matchers::{body_json, header, query_param, query_param_is_missing};
+use wiremock::matchers::{
+    body_json, body_partial_json, header, query_param, query_param_is_missing,
+};
 
 use crate::helpers::*;
 
@@ -86,6 +88,9 @@ async fn creating_a_portal_never_lists_the_creator_in_power_levels() {
             "invite": [ALICE],
             "power_level_content_override": { "users": { ALICE: 10 } },
             "room_alias_name": "_gitter_portal_00ff",
+            "initial_state": [
+                { "type": "m.room.canonical_alias", "state_key": "", "content": {} }
+            ],
         })))
         .respond_with(ok(json!({ "room_id": ROOM })))
         .expect(1)
@@ -153,6 +158,50 @@ async fn a_room_creation_retried_after_a_lost_answer_finds_the_room_by_its_alias
     .expect(1)
     .mount(&hs)
     .await;
+    // The first try may have stopped before its invites: the owner is invited again.
+    expect_call(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{ROOM_ENCODED}/invite"),
+    )
+    .and(body_json(json!({ "user_id": ALICE })))
+    .respond_with(ok(json!({})))
+    .expect(1)
+    .mount(&hs)
+    .await;
+    let created = client
+        .create_room(
+            &user(BOT),
+            "room",
+            "",
+            &[user(ALICE)],
+            &BTreeMap::new(),
+            Some("_gitter_portal_00ff"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, room(ROOM));
+}
+
+#[tokio::test]
+async fn a_registration_without_the_alias_namespace_still_gets_its_room() {
+    let (hs, client) = homeserver().await;
+    // Synapse: "This application service has not reserved this kind of alias."
+    expect_call("POST", "/_matrix/client/v3/createRoom")
+        .and(body_partial_json(
+            json!({ "room_alias_name": "_gitter_portal_00ff" }),
+        ))
+        .respond_with(matrix_err(400, "M_EXCLUSIVE"))
+        .expect(1)
+        .mount(&hs)
+        .await;
+    expect_call("POST", "/_matrix/client/v3/createRoom")
+        .and(body_json(
+            json!({ "preset": "private_chat", "name": "room", "invite": [] }),
+        ))
+        .respond_with(ok(json!({ "room_id": ROOM })))
+        .expect(1)
+        .mount(&hs)
+        .await;
     let created = client
         .create_room(
             &user(BOT),
