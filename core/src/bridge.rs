@@ -21,8 +21,9 @@ use crate::{Config, GitterMessage};
 
 /// How long an expired login link or OAuth state is kept before the timer forgets it.
 /// Forgetting it at expiry would turn the "expired" page into "unknown or already used" for
-/// anyone who opens an old link; the ticket can no longer be used either way.
-const EXPIRED_TICKET_KEPT_MS: u64 = 24 * 60 * 60 * 1000;
+/// anyone who opens an old link; the ticket can no longer be used either way. An hour
+/// covers a person coming back to the tab; rows do not pile up for a day.
+const EXPIRED_TICKET_KEPT_MS: u64 = 60 * 60 * 1000;
 
 /// When the timer forgets a ticket.
 fn forget_at(ticket: &crate::state::Ticket) -> Timestamp {
@@ -126,12 +127,16 @@ impl Bridge {
             Input::StreamConnected { room } => self.on_stream_connected(room),
             Input::StreamDisconnected { room, reason } => self.on_stream_disconnected(room, reason),
             Input::LoginLinkOpened { request, token } => self.on_login_link(request, &token),
+            Input::LoginLinkConfirmed { request, token } => {
+                self.on_login_confirmed(request, &token)
+            }
             Input::OAuthCallback {
                 request,
                 code,
                 state,
                 error,
-            } => self.on_oauth_callback(request, code, state, error),
+                browser,
+            } => self.on_oauth_callback(request, code, state, error, browser),
             Input::EffectDone { id, result } => self.on_effect_done(id, result),
             Input::Timer => self.on_timer(),
         }

@@ -211,10 +211,22 @@ impl Bridge {
     }
 
     fn logout(&mut self, user: &OwnedUserId) {
-        let mut record = self.user_record(user);
-        if record.login.take().is_none() {
+        if !self.forget_login(user, "You logged out of Gitter.") {
             self.notice(user, "You are not logged in to Gitter.");
             return;
+        }
+        self.notice(
+            user,
+            "You are logged out: your Gitter token is forgotten and you left every bridged room.",
+        );
+    }
+
+    /// Forgets a user's Gitter login and closes their portals (kicking them with `reason`).
+    /// Returns whether there was a login.
+    pub(crate) fn forget_login(&mut self, user: &OwnedUserId, reason: &str) -> bool {
+        let mut record = self.user_record(user);
+        if record.login.take().is_none() {
+            return false;
         }
         self.change(Change::PutUser(record));
         let rooms: Vec<GitterRoomId> = self
@@ -225,12 +237,9 @@ impl Bridge {
             .map(|(_, room)| room.clone())
             .collect();
         for room in rooms {
-            self.close_portal(user, &room, "You logged out of Gitter.");
+            self.close_portal(user, &room, reason);
         }
-        self.notice(
-            user,
-            "You are logged out: your Gitter token is forgotten and you left every bridged room.",
-        );
+        true
     }
 
     pub(crate) fn on_rooms_listed(

@@ -40,8 +40,17 @@ pub enum Input {
         /// Why it ended.
         reason: FailureKind,
     },
-    /// A person opened `<public_url>/login/<token>`.
+    /// A person opened `<public_url>/login/<token>` (a GET: link previews do it too, so it
+    /// spends nothing; the page asks the person to confirm, naming the Matrix account).
     LoginLinkOpened {
+        /// The pending web request to answer.
+        request: RequestId,
+        /// The token from the path.
+        token: String,
+    },
+    /// The person confirmed the login page (a POST whose CSRF token matched the cookie of
+    /// the browser that was shown the page; the web layer checked it).
+    LoginLinkConfirmed {
         /// The pending web request to answer.
         request: RequestId,
         /// The token from the path.
@@ -57,6 +66,9 @@ pub enum Input {
         state: Option<String>,
         /// `error` query parameter (the user denied access, for instance).
         error: Option<String>,
+        /// The OAuth state the browser was given as a cookie when it confirmed: a callback
+        /// whose state is not this browser's is refused (someone else's sign-in).
+        browser: Option<String>,
     },
     /// The result of an effect the core emitted earlier.
     EffectDone {

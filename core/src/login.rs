@@ -1,9 +1,16 @@
 //! Login: single-use links, the OAuth2 authorization-code flow, and dying tokens.
 //!
 //! The link is `<public_url>/login/<token>`: 128 random bits from the seeded RNG, single-use,
-//! expiring, bound to the Matrix user. Opening it redirects to Gitter's authorize URL with a
-//! fresh `state` (also single-use and expiring). The callback checks the state, the code is
-//! exchanged, `GET /v1/user/me` names the account, and the login is stored.
+//! expiring, bound to the Matrix user. Opening it (a GET, which link-preview fetchers do too)
+//! spends nothing: it shows a page that names the Matrix account the Gitter account will be
+//! linked to, with one button. Only that button's POST, carrying a CSRF token that matches a
+//! cookie of the same browser, spends the link and redirects to Gitter's authorize URL with a
+//! fresh `state` (single-use, expiring), which that browser also gets as a cookie. The
+//! callback is accepted only with the state of its own browser: a link sent to somebody else
+//! cannot link *their* Gitter account to the sender's Matrix account without them reading
+//! whose it is and saying yes. The code is exchanged, `GET /v1/user/me` names the account,
+//! and the login is stored. A Gitter account is linked to one Matrix user at a time: linking
+//! it again moves it, and the previous Matrix user is logged out and told.
 
 use crate::bridge::Bridge;
 use crate::effect::{Action, Lane, ListPurpose};
@@ -26,6 +33,9 @@ fn encode(value: &str) -> String {
     out
 }
 
+/// Login links of one user that work at the same time, at most.
+pub(crate) const MAX_LIVE_LINKS: usize = 3;
+
 fn page(status: u16, title: &str, message: impl Into<String>) -> WebReply {
     WebReply::Page {
         status,
@@ -45,8 +55,22 @@ impl Bridge {
         format!("{}/oauth/callback", self.public_url())
     }
 
-    /// Creates a login link for `user` and returns its URL.
+    /// Creates a login link for `user` and returns its URL. A user has at most
+    /// [`MAX_LIVE_LINKS`] links that still work: asking for more forgets the oldest.
     pub(crate) fn new_login_link(&mut self, user: &OwnedUserId) -> String {
+        let now = self.now;
+        let mut live: Vec<(crate::Timestamp, String)> = self
+            .state
+            .login_links
+            .iter()
+            .filter(|(_, t)| &t.user == user && t.expires > now)
+            .map(|(k, t)| (t.expires, k.clone()))
+            .collect();
+        live.sort();
+        while live.len() >= MAX_LIVE_LINKS {
+            let (_, oldest) = live.remove(0);
+            self.change(Change::DeleteLoginLink(oldest));
+        }
         let token = self.random_token();
         let expires = self.now.plus_ms(self.config.login_link_lifetime_ms);
         self.change(Change::PutLoginLink(
@@ -59,7 +83,8 @@ impl Bridge {
         format!("{}/login/{token}", self.public_url())
     }
 
-    pub(crate) fn on_login_link(&mut self, request: RequestId, token: &str) {
+    /// The link's ticket if it still works; otherwise answers the page saying why.
+    fn live_link(&mut self, request: RequestId, token: &str) -> Option<Ticket> {
         let Some(ticket) = self.state.login_links.get(token).cloned() else {
             self.reply(
                 request,
@@ -70,10 +95,8 @@ impl Bridge {
                      Send `login` to the bridge bot for a new one.",
                 ),
             );
-            return;
+            return None;
         };
-        // Single use: the link is spent whatever happens next.
-        self.change(Change::DeleteLoginLink(token.to_owned()));
         if ticket.expires <= self.now {
             self.reply(
                 request,
@@ -83,8 +106,42 @@ impl Bridge {
                     "This login link has expired. Send `login` to the bridge bot for a new one.",
                 ),
             );
-            return;
+            return None;
         }
+        Some(ticket)
+    }
+
+    /// A GET of the link: a page that says whose Matrix account the Gitter account will be
+    /// linked to, and asks. Spends nothing (previews open links too).
+    pub(crate) fn on_login_link(&mut self, request: RequestId, token: &str) {
+        let Some(ticket) = self.live_link(request, token) else {
+            return;
+        };
+        let csrf = self.random_token();
+        let user = ticket.user;
+        self.reply(
+            request,
+            WebReply::Confirm {
+                title: "Link your Gitter account".to_owned(),
+                message: format!(
+                    "This links the Gitter account you sign in with next to the Matrix account \
+                     {user}. The bridge will read your Gitter rooms, private ones included, into \
+                     {user}'s Matrix client and post there as you. Continue only if {user} is \
+                     you: if somebody sent you this link, close this page."
+                ),
+                button: format!("Link my Gitter account to {user}"),
+                csrf,
+            },
+        );
+    }
+
+    /// The person said yes: the link is spent and the browser goes to Gitter.
+    pub(crate) fn on_login_confirmed(&mut self, request: RequestId, token: &str) {
+        let Some(ticket) = self.live_link(request, token) else {
+            return;
+        };
+        // Single use: the link is spent whatever happens next.
+        self.change(Change::DeleteLoginLink(token.to_owned()));
         let state = self.random_token();
         let expires = self.now.plus_ms(self.config.login_link_lifetime_ms);
         self.change(Change::PutOAuthState(
@@ -101,7 +158,7 @@ impl Bridge {
             encode(&self.redirect_uri()),
             encode(&state),
         );
-        self.reply(request, WebReply::Redirect(url));
+        self.reply(request, WebReply::OAuthRedirect { url, state });
     }
 
     pub(crate) fn on_oauth_callback(
@@ -110,10 +167,25 @@ impl Bridge {
         code: Option<Secret>,
         state: Option<String>,
         error: Option<String>,
+        browser: Option<String>,
     ) {
         let ticket = state
             .as_deref()
             .and_then(|s| self.state.oauth_states.get(s).cloned());
+        if ticket.is_some() && browser.as_deref() != state.as_deref() {
+            // A sign-in that this browser did not start (a callback URL passed to somebody
+            // else, or forged): refused, and the state stays for its own browser.
+            self.reply(
+                request,
+                page(
+                    403,
+                    "Sign-in not started here",
+                    "This sign-in was started in another browser. Open the login link the \
+                     bridge bot sent you, in this browser, and confirm there.",
+                ),
+            );
+            return;
+        }
         let (Some(state), Some(ticket)) = (state, ticket) else {
             self.reply(
                 request,
@@ -196,6 +268,35 @@ impl Bridge {
         token: Secret,
         gitter: GitterUser,
     ) {
+        // One Matrix user per Gitter account: whoever can sign in to the Gitter account
+        // decides where it is linked, so the link moves, and the previous Matrix user is
+        // logged out here and told (in their control room) where it went.
+        let previous: Vec<OwnedUserId> = self
+            .state
+            .users
+            .values()
+            .filter(|u| {
+                u.user != user
+                    && u
+                        .login
+                        .as_ref()
+                        .is_some_and(|l| l.gitter_id == gitter.id)
+            })
+            .map(|u| u.user.clone())
+            .collect();
+        for other in previous {
+            self.forget_login(&other, "Your Gitter account was linked to another Matrix account.");
+            self.notice(
+                &other,
+                format!(
+                    "Your Gitter account {} was just linked to another Matrix account, {user}, by \
+                     someone who signed in to it on Gitter. It is no longer linked here and you \
+                     left its bridged rooms. If that was not you, change your Gitter password \
+                     and send `login` to link it here again.",
+                    gitter.username
+                ),
+            );
+        }
         let mut record = self.user_record(&user);
         record.login = Some(Login {
             gitter_id: gitter.id.clone(),
@@ -210,8 +311,8 @@ impl Bridge {
                 200,
                 "Logged in",
                 format!(
-                    "You are logged in to Gitter as {}. You can close this page and go back \
-                     to your Matrix client.",
+                    "Your Gitter account {} is now linked to the Matrix account {user}. You can \
+                     close this page and go back to your Matrix client.",
                     gitter.username
                 ),
             ),

@@ -31,8 +31,27 @@ pub struct Outputs {
 /// An answer to a login-page request. The binary renders it as escaped HTML.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WebReply {
-    /// `302 Found` to this URL.
-    Redirect(String),
+    /// A page asking the person to confirm, with one button that POSTs to the same address
+    /// carrying `csrf`; the web layer gives the browser `csrf` as a cookie too and accepts
+    /// the POST only when both agree (double-submit: another site cannot read the cookie).
+    Confirm {
+        /// Title.
+        title: String,
+        /// What confirming does, naming the accounts.
+        message: String,
+        /// The button's label.
+        button: String,
+        /// The form's CSRF token.
+        csrf: String,
+    },
+    /// `302 Found` to Gitter's authorize URL; the browser gets `state` as a cookie, so the
+    /// callback is accepted only from the browser that confirmed.
+    OAuthRedirect {
+        /// Where to.
+        url: String,
+        /// The OAuth state in the URL.
+        state: String,
+    },
     /// A small page.
     Page {
         /// HTTP status.

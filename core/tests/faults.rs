@@ -450,36 +450,6 @@ fn a_command_that_meets_an_outage_is_told_it_waits_and_answered_once_gitter_is_b
 }
 
 #[test]
-fn two_matrix_users_on_one_gitter_account_never_claim_the_same_message() {
-    let mut h = Harness::new();
-    let room = h.add_gitter_room("org/chat", &["alice", "bob"]);
-    let (alice, _) = h.logged_in_user("alice", "alice");
-    // A second Matrix user logs in to the same Gitter account.
-    let (alias, _) = h.logged_in_user("alias", "alice");
-    h.settle();
-    let pa = h.portal(&alice, &room).unwrap();
-    let pb = h.portal(&alias, &room).unwrap();
-    // Both say "ok"; both POSTs are stored and both answers are lost.
-    h.lose_send_answers = 2;
-    h.say(&pa, &alice, "ok");
-    h.say(&pb, &alias, "ok");
-    h.settle_with_retries();
-    assert_eq!(h.gitter_texts(&room), ["ok", "ok"], "each posted once");
-    let claimed: std::collections::BTreeSet<_> = h
-        .store
-        .messages
-        .values()
-        .filter(|m| m.origin == Origin::Matrix)
-        .map(|m| m.gitter_id.clone())
-        .collect();
-    assert_eq!(
-        claimed.len(),
-        2,
-        "each Matrix event has a Gitter message of its own"
-    );
-}
-
-#[test]
 fn a_plain_message_is_not_taken_for_a_lost_me_message() {
     let (mut h, room, alice, portal) = alice_in_chat();
     // Alice once wrote the text of her /me by hand on Gitter (not a status message).

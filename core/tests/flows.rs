@@ -130,7 +130,7 @@ fn login_flow_stores_login_says_so_and_opens_portals_for_member_rooms() {
 }
 
 #[test]
-fn login_link_redirects_to_authorize_url_with_client_id_redirect_uri_and_state() {
+fn login_link_asks_first_then_redirects_to_authorize_url_with_client_id_redirect_uri_and_state() {
     let mut h = Harness::new();
     let alice = uid("alice");
     let dm = h.dm_bot(&alice, &[]);
@@ -139,12 +139,47 @@ fn login_link_redirects_to_authorize_url_with_client_id_redirect_uri_and_state()
     let req = h.request();
     h.step(Input::LoginLinkOpened {
         request: req,
+        token: token.clone(),
+    });
+    let Some(WebReply::Confirm {
+        message,
+        button,
+        csrf,
+        ..
+    }) = h.reply_to(req)
+    else {
+        panic!("{:?}", h.reply_to(req))
+    };
+    assert!(message.contains("@alice:example.org"), "{message}");
+    assert!(button.contains("@alice:example.org"), "{button}");
+    assert_eq!(csrf.len(), 32);
+    let req = h.request();
+    h.step(Input::LoginLinkConfirmed {
+        request: req,
         token,
     });
-    let Some(WebReply::Redirect(url)) = h.reply_to(req) else {
+    let Some(WebReply::OAuthRedirect { url, state }) = h.reply_to(req) else {
         panic!()
     };
     assert!(url.starts_with("https://gitter.example/login/oauth/authorize?client_id=cid&response_type=code&redirect_uri=https%3A%2F%2Fbridge.example.org%2Foauth%2Fcallback&state="));
+    assert!(url.ends_with(&state));
+}
+
+#[test]
+fn opening_a_link_spends_nothing_so_a_preview_cannot_burn_it() {
+    let mut h = Harness::new();
+    let dm = h.dm_bot(&uid("alice"), &[]);
+    let token = h.link_in(&dm).rsplit('/').next().unwrap().to_owned();
+    for _ in 0..3 {
+        let req = h.request();
+        let out = h.step(Input::LoginLinkOpened {
+            request: req,
+            token: token.clone(),
+        });
+        assert!(out.changes.is_empty(), "a GET changes nothing");
+        assert!(matches!(h.reply_to(req), Some(WebReply::Confirm { .. })));
+    }
+    h.confirm_link(&token);
 }
 
 #[test]
@@ -152,18 +187,93 @@ fn login_link_is_single_use() {
     let mut h = Harness::new();
     let dm = h.dm_bot(&uid("alice"), &[]);
     let token = h.link_in(&dm).rsplit('/').next().unwrap().to_owned();
-    let r1 = h.request();
-    h.step(Input::LoginLinkOpened {
-        request: r1,
-        token: token.clone(),
-    });
+    h.confirm_link(&token);
     let r2 = h.request();
-    let out = h.step(Input::LoginLinkOpened { request: r2, token });
+    let out = h.step(Input::LoginLinkConfirmed { request: r2, token });
     assert!(matches!(
         h.reply_to(r2),
         Some(WebReply::Page { status: 404, .. })
     ));
     assert!(out.changes.is_empty(), "a reused link changes nothing");
+}
+
+#[test]
+fn a_callback_from_another_browser_is_refused_and_the_sign_in_stays_for_its_own() {
+    let mut h = Harness::new();
+    let alice = uid("alice");
+    let dm = h.dm_bot(&alice, &[]);
+    let token = h.link_in(&dm).rsplit('/').next().unwrap().to_owned();
+    let state = h.confirm_link(&token);
+    for browser in [None, Some("another".to_owned())] {
+        let req = h.request();
+        let out = h.step(Input::OAuthCallback {
+            request: req,
+            code: Some(Secret::new("code-mallory")),
+            state: Some(state.clone()),
+            error: None,
+            browser,
+        });
+        assert!(matches!(
+            h.reply_to(req),
+            Some(WebReply::Page { status: 403, .. })
+        ));
+        assert!(out.effects.is_empty(), "no code exchanged");
+    }
+    let req = h.request();
+    h.step(Input::OAuthCallback {
+        request: req,
+        code: Some(Secret::new("code-alice")),
+        state: Some(state.clone()),
+        error: None,
+        browser: Some(state),
+    });
+    h.settle();
+    assert!(h.last_notice(&dm).contains("You are now logged in as alice"));
+}
+
+#[test]
+fn a_user_has_at_most_three_live_links() {
+    let mut h = Harness::new();
+    let alice = uid("alice");
+    let dm = h.dm_bot(&alice, &[]);
+    for _ in 0..10 {
+        h.say(&dm, &alice, "login");
+        h.settle();
+    }
+    let live = h
+        .store
+        .login_links
+        .values()
+        .filter(|t| t.user == alice)
+        .count();
+    assert_eq!(live, 3);
+}
+
+#[test]
+fn linking_a_gitter_account_already_linked_elsewhere_moves_it_and_tells_the_previous_user() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice"]);
+    let (first, first_dm) = h.logged_in_user("first", "alice");
+    h.settle();
+    assert!(h.portal(&first, &room).is_some());
+    let (second, _) = h.logged_in_user("second", "alice");
+    h.settle();
+    assert!(h.store.users[&first].login.is_none(), "unlinked from the first");
+    assert_eq!(
+        h.store.users[&second].login.as_ref().unwrap().username,
+        "alice"
+    );
+    assert!(
+        h.notices(&first_dm)
+            .iter()
+            .any(|n| n.contains("was just linked to another Matrix account, @second:example.org")),
+        "{:?}",
+        h.notices(&first_dm)
+    );
+    assert_eq!(
+        h.store.portals[&(first.clone(), room.clone())].state,
+        PortalState::Closed
+    );
 }
 
 #[test]
@@ -224,6 +334,7 @@ fn unknown_or_reused_oauth_state_gets_an_error_page_and_no_change() {
         code: Some(Secret::new("code-x")),
         state: Some("nope".into()),
         error: None,
+        browser: Some("nope".into()),
     });
     assert!(matches!(
         h.reply_to(req),
@@ -237,21 +348,14 @@ fn denied_authorization_gets_an_error_page() {
     let mut h = Harness::new();
     let dm = h.dm_bot(&uid("alice"), &[]);
     let token = h.link_in(&dm).rsplit('/').next().unwrap().to_owned();
-    let req = h.request();
-    h.step(Input::LoginLinkOpened {
-        request: req,
-        token,
-    });
-    let Some(WebReply::Redirect(url)) = h.reply_to(req) else {
-        panic!()
-    };
-    let state = url.split("state=").nth(1).unwrap().to_owned();
+    let state = h.confirm_link(&token);
     let req = h.request();
     let out = h.step(Input::OAuthCallback {
         request: req,
         code: None,
-        state: Some(state),
+        state: Some(state.clone()),
         error: Some("access_denied".into()),
+        browser: Some(state),
     });
     assert!(matches!(
         h.reply_to(req),

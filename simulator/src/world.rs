@@ -535,7 +535,7 @@ level = "warn"
         let link = login_link(&notice)
             .ok_or_else(|| WorldError::Step(format!("no login link in {notice:?}")))?;
         let page = self.follow_login_link(&link, gitter_user).await?;
-        if !page.contains("logged in") {
+        if !page.contains("is now linked to the Matrix account") {
             return Err(WorldError::Step(format!("login page says: {page}")));
         }
         self.wait_notice(human, dm, "You are now logged in", skip)
@@ -550,24 +550,20 @@ level = "warn"
         link: &str,
         gitter_user: &str,
     ) -> Result<String, WorldError> {
-        let step = |e: reqwest::Error| WorldError::Step(e.to_string());
-        let r = self.http.get(link).send().await.map_err(step)?;
-        let authorize = location(&r)?;
-        let r = self
-            .http
-            .get(format!("{authorize}&login_as={gitter_user}"))
-            .send()
-            .await
-            .map_err(step)?;
-        let callback = location(&r)?;
-        let r = self.http.get(callback).send().await.map_err(step)?;
-        r.text().await.map_err(step)
+        let (status, page) = self.browse_login_link(link, gitter_user).await?;
+        if status != 200 {
+            return Err(WorldError::Step(format!(
+                "the login ended with {status}: {page}"
+            )));
+        }
+        Ok(page)
     }
 
-    /// Opens a login link like a browser and, when the bridge redirects to Gitter, signs in
-    /// as `gitter_user`. Unlike [`World::follow_login_link`], a refusal anywhere on the way
-    /// (an expired or spent link, a failed sign-in) is an answer, not an error: returns the
-    /// HTTP status and text of the last page.
+    /// Does with a login link what a person in a browser does: opens it, reads the page
+    /// (which names the Matrix account) and presses its button, then signs in to the fake
+    /// Gitter as `gitter_user` and comes back, keeping the bridge's cookies on the way.
+    /// A refusal anywhere (an expired or spent link, a failed sign-in) is an answer, not an
+    /// error: returns the HTTP status and text of the last page.
     pub async fn browse_login_link(
         &self,
         link: &str,
@@ -575,10 +571,25 @@ level = "warn"
     ) -> Result<(u16, String), WorldError> {
         let step = |e: reqwest::Error| WorldError::Step(e.to_string());
         let r = self.http.get(link).send().await.map_err(step)?;
+        let status = r.status().as_u16();
+        let csrf_cookie = set_cookie(&r, "gb_csrf");
+        let page = r.text().await.map_err(step)?;
+        if status != 200 {
+            return Ok((status, page));
+        }
+        let Some(csrf) = hidden_field(&page, "csrf") else {
+            return Err(WorldError::Step(format!("no confirm button on the page: {page}")));
+        };
+        let mut post = self.http.post(link).form(&[("csrf", csrf.as_str())]);
+        if let Some(cookie) = csrf_cookie {
+            post = post.header(reqwest::header::COOKIE, format!("gb_csrf={cookie}"));
+        }
+        let r = post.send().await.map_err(step)?;
         if !r.status().is_redirection() {
             let status = r.status().as_u16();
             return Ok((status, r.text().await.map_err(step)?));
         }
+        let state_cookie = set_cookie(&r, "gb_oauth");
         let authorize = location(&r)?;
         let r = self
             .http
@@ -591,7 +602,11 @@ level = "warn"
             return Ok((status, r.text().await.map_err(step)?));
         }
         let callback = location(&r)?;
-        let r = self.http.get(callback).send().await.map_err(step)?;
+        let mut get = self.http.get(callback);
+        if let Some(cookie) = state_cookie {
+            get = get.header(reqwest::header::COOKIE, format!("gb_oauth={cookie}"));
+        }
+        let r = get.send().await.map_err(step)?;
         let status = r.status().as_u16();
         Ok((status, r.text().await.map_err(step)?))
     }
@@ -648,6 +663,26 @@ fn retryable(e: &gitter_bridge::StartError) -> bool {
         StartError::Store(e) => e.to_string().contains("already open"),
         _ => false,
     }
+}
+
+/// The value a `Set-Cookie` of the answer gives cookie `name`.
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The value of the hidden form field `name` in a page.
+fn hidden_field(page: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker)? + marker.len();
+    let len = page[start..].find('"')?;
+    Some(page[start..start + len].to_owned())
 }
 
 fn location(r: &reqwest::Response) -> Result<String, WorldError> {

@@ -146,23 +146,49 @@ def http() -> aiohttp.ClientSession:
     return _http
 
 
+def _cookie(resp, name: str) -> str:
+    """The value the answer's Set-Cookie headers give cookie `name` (kept by hand: the
+    bridge's pages are on 127.0.0.1, whose cookies aiohttp's default jar refuses)."""
+    for header in resp.headers.getall("Set-Cookie", []):
+        pair = header.split(";", 1)[0]
+        key, _, value = pair.partition("=")
+        if key.strip() == name:
+            return value.strip()
+    raise AssertionError(f"no {name} cookie in {resp.headers.getall('Set-Cookie', [])}")
+
+
 async def follow_login_link(env: Env, link: str, gitter_username: str) -> str:
     """Do what a browser does with the bot's login link, choosing `gitter_username` on the fake
     Gitter's sign-in page (its `login_as` shortcut). Returns the bridge's final page."""
-    # 1. The bridge sends the browser to Gitter's authorize URL.
+    # 1. The link shows a page naming the Matrix account, with one button (a form).
     async with http().get(link, allow_redirects=False) as resp:
-        assert resp.status in (302, 303, 307), f"login link answered {resp.status}"
+        page = await resp.text()
+        assert resp.status == 200, f"login link answered {resp.status}: {page[:300]}"
+        csrf_cookie = _cookie(resp, "gb_csrf")
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match, f"no confirm button on the login page: {page[:300]}"
+    # 2. Pressing it sends the browser to Gitter's authorize URL.
+    async with http().post(
+        link,
+        data={"csrf": match.group(1)},
+        headers={"Cookie": f"gb_csrf={csrf_cookie}"},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status in (302, 303, 307), f"the confirm answered {resp.status}"
         authorize = resp.headers["Location"]
+        state_cookie = _cookie(resp, "gb_oauth")
     assert authorize.startswith(f"{env.gitter_url}/login/oauth/authorize?"), authorize
-    # 2. The user signs in on Gitter, which sends the browser back with a code.
+    # 3. The user signs in on Gitter, which sends the browser back with a code.
     async with http().get(
         f"{authorize}&{urlencode({'login_as': gitter_username})}", allow_redirects=False
     ) as resp:
         assert resp.status in (302, 303), f"Gitter's authorize answered {resp.status}"
         callback = resp.headers["Location"]
     assert callback.startswith(f"{env.web_url}/oauth/callback?"), callback
-    # 3. The bridge's callback exchanges the code and shows its result page.
-    async with http().get(callback, allow_redirects=False) as resp:
+    # 4. The bridge's callback (from the same browser) exchanges the code and shows its page.
+    async with http().get(
+        callback, headers={"Cookie": f"gb_oauth={state_cookie}"}, allow_redirects=False
+    ) as resp:
         page = await resp.text()
         assert resp.status == 200, f"OAuth callback answered {resp.status}: {page[:300]}"
     return page

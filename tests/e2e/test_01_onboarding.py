@@ -14,9 +14,16 @@ async def test_new_user_logs_in_and_gets_a_portal_per_gitter_room(env, people):
     link = login_link(greeting)
     assert link.startswith(f"{env.web_url}/login/"), link
 
-    # The link leads through Gitter's sign-in back to the bridge's success page.
+    # The link's page names the Matrix account and asks first; a preview's GET spends nothing.
+    async with http().get(link, allow_redirects=False) as resp:
+        page = await resp.text()
+        assert resp.status == 200, resp.status
+        assert dave.user_id in page, page[:400]
+    # Its button leads through Gitter's sign-in back to the bridge's success page, which
+    # names both accounts.
     page = await follow_login_link(env, link, "dave")
-    assert "logged in to Gitter as dave" in page
+    assert "Your Gitter account dave is now linked to the Matrix account" in page, page[:400]
+    assert dave.user_id in page
 
     # The bot confirms, and a portal for dave's one Gitter room (gitter-bridge/dev) arrives.
     await dave.wait_notice("You are now logged in as dave.")

@@ -649,22 +649,40 @@ impl Harness {
     pub fn start_login(&mut self, control: &OwnedRoomId, name: &str) {
         let link = self.link_in(control);
         let token = link.rsplit('/').next().unwrap().to_owned();
-        let req = self.request();
-        self.step(Input::LoginLinkOpened {
-            request: req,
-            token,
-        });
-        let Some(WebReply::Redirect(url)) = self.reply_to(req) else {
-            panic!("expected a redirect, got {:?}", self.reply_to(req));
-        };
-        let state = url.split("state=").nth(1).unwrap().to_owned();
+        let state = self.confirm_link(&token);
         let req = self.request();
         self.step(Input::OAuthCallback {
             request: req,
             code: Some(Secret::new(format!("code-{name}"))),
-            state: Some(state),
+            state: Some(state.clone()),
             error: None,
+            browser: Some(state),
         });
+    }
+
+    /// Opens a login link (the confirm page) and confirms it; returns the OAuth state of the
+    /// redirect to Gitter.
+    pub fn confirm_link(&mut self, token: &str) -> String {
+        let req = self.request();
+        self.step(Input::LoginLinkOpened {
+            request: req,
+            token: token.to_owned(),
+        });
+        let Some(WebReply::Confirm { .. }) = self.reply_to(req) else {
+            panic!("expected a confirm page, got {:?}", self.reply_to(req));
+        };
+        let req = self.request();
+        self.step(Input::LoginLinkConfirmed {
+            request: req,
+            token: token.to_owned(),
+        });
+        let Some(WebReply::OAuthRedirect { state, .. }) = self.reply_to(req) else {
+            panic!(
+                "expected a redirect to Gitter, got {:?}",
+                self.reply_to(req)
+            );
+        };
+        state
     }
 
     /// The portal room of (owner, Gitter room).
