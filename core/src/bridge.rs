@@ -30,6 +30,30 @@ fn forget_at(ticket: &crate::state::Ticket) -> Timestamp {
     ticket.expires.plus_ms(EXPIRED_TICKET_KEPT_MS)
 }
 
+/// The seed of the core's random generator, from which login links, OAuth states, CSRF
+/// tokens and retry jitter are drawn. The driver gives 32 bytes from the operating system
+/// (the full 256-bit ChaCha20 key: a `u64` seed would leave every link of a run guessable
+/// from 64 bits); tests give a number, and the core is deterministic for a given seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seed {
+    /// A full ChaCha20 key.
+    Bytes([u8; 32]),
+    /// A number, expanded as `rand_core`'s `seed_from_u64` does (for tests).
+    Number(u64),
+}
+
+impl From<[u8; 32]> for Seed {
+    fn from(bytes: [u8; 32]) -> Seed {
+        Seed::Bytes(bytes)
+    }
+}
+
+impl From<u64> for Seed {
+    fn from(n: u64) -> Seed {
+        Seed::Number(n)
+    }
+}
+
 /// The retry bookkeeping of a durable effect that failed for a reason that can pass.
 #[derive(Clone, Debug)]
 struct RetryState {
@@ -70,6 +94,8 @@ pub struct Bridge {
     /// Durable effects waiting to be tried again (not persisted: every outbox row is tried
     /// at startup, which starts its backoff over).
     retries: BTreeMap<EffectId, RetryState>,
+    /// Users told in this run that they may no longer use the bridge.
+    told_not_permitted: BTreeSet<OwnedUserId>,
     /// The current step's time.
     pub(crate) now: Timestamp,
     /// The current step's outputs.
@@ -80,22 +106,27 @@ pub struct Bridge {
 
 impl Bridge {
     /// A bridge with an empty state.
-    pub fn new(config: Config, seed: u64) -> Bridge {
+    pub fn new(config: Config, seed: impl Into<Seed>) -> Bridge {
         Bridge::restore(config, seed, Snapshot::default())
     }
 
     /// A bridge continuing from a snapshot loaded by the store. Call
     /// `handle(now, Input::Startup)` next so streams re-open and the outbox is replayed.
-    pub fn restore(config: Config, seed: u64, snapshot: Snapshot) -> Bridge {
+    pub fn restore(config: Config, seed: impl Into<Seed>, snapshot: Snapshot) -> Bridge {
+        let rng = match seed.into() {
+            Seed::Bytes(bytes) => ChaCha20Rng::from_seed(bytes),
+            Seed::Number(n) => ChaCha20Rng::seed_from_u64(n),
+        };
         let mut bridge = Bridge {
             config,
-            rng: ChaCha20Rng::seed_from_u64(seed),
+            rng,
             state: Snapshot::default(),
             rooms: BTreeMap::new(),
             room_portals: BTreeMap::new(),
             inflight: BTreeMap::new(),
             streams: BTreeMap::new(),
             retries: BTreeMap::new(),
+            told_not_permitted: BTreeSet::new(),
             now: Timestamp(0),
             out: Outputs::default(),
             sanitizer: crate::format::sanitizer(),
@@ -542,11 +573,15 @@ impl Bridge {
                 let role = self.rooms.get(&event.room_id).cloned();
                 match role {
                     Some(RoomRole::Control(user))
-                        if user == event.sender && *msgtype == crate::MsgType::Text =>
+                        if user == event.sender
+                            && *msgtype == crate::MsgType::Text
+                            && self.still_permitted(&user) =>
                     {
                         self.on_command(&user, body);
                     }
-                    Some(RoomRole::Portal(owner, room)) if owner == event.sender => {
+                    Some(RoomRole::Portal(owner, room))
+                        if owner == event.sender && self.still_permitted(&owner) =>
+                    {
                         self.on_portal_message(&owner, &room, &event, msgtype, body)
                     }
                     _ => {}
@@ -554,6 +589,27 @@ impl Bridge {
             }
             _ => {}
         }
+    }
+
+    /// Whether `user` may still use the bridge. Permissions are checked on every input a
+    /// user causes, not only when the bot is invited: an operator who removes somebody from
+    /// the allow list (and restarts) must see nothing more posted on their behalf. A user no
+    /// longer allowed is told once per run, in their control room.
+    pub(crate) fn still_permitted(&mut self, user: &OwnedUserId) -> bool {
+        if self.config.permissions.allows(user) {
+            self.told_not_permitted.remove(user);
+            return true;
+        }
+        if self.told_not_permitted.insert(user.clone()) {
+            self.notice(
+                user,
+                "You are no longer allowed to use this bridge, so nothing is bridged for you \
+                 now: your commands are not answered, your messages are not sent to Gitter, and \
+                 your bridged rooms get no Gitter messages. Ask the bridge's operator if this is \
+                 a mistake.",
+            );
+        }
+        false
     }
 
     // ---------------------------------------------------------------- effect results
@@ -836,12 +892,15 @@ impl Bridge {
         }
     }
 
-    /// Whether the portal of (owner, room) receives Gitter messages.
+    /// Whether the portal of (owner, room) receives Gitter messages: open, and its owner
+    /// still allowed to use the bridge.
     pub(crate) fn portal_receives(&self, owner: &OwnedUserId, room: &GitterRoomId) -> bool {
-        self.state
-            .portals
-            .get(&(owner.clone(), room.clone()))
-            .is_some_and(|p| matches!(p.state, PortalState::Active | PortalState::Creating))
+        self.config.permissions.allows(owner)
+            && self
+                .state
+                .portals
+                .get(&(owner.clone(), room.clone()))
+                .is_some_and(|p| matches!(p.state, PortalState::Active | PortalState::Creating))
     }
 
     /// Stream state of a room, created on first use.

@@ -2,7 +2,11 @@
 //!
 //! A ghost's Matrix id is made from the configured template (default `gitter_{username}`) at
 //! the first sight of the Gitter user and kept in the ghosts table keyed by the Gitter user
-//! id, so a renamed Gitter user keeps the same ghost.
+//! id, so a renamed Gitter user keeps the same ghost (and its display name follows the new
+//! name). A username can pass from one Gitter account to another after a rename: when the
+//! id it maps to already belongs to another Gitter user, the newcomer's localpart gets
+//! `_` and the first 8 characters of its own (immutable) Gitter id appended — stable, and
+//! never the other account's ghost.
 
 use crate::bridge::Bridge;
 use crate::effect::{Action, JoinPurpose, Lane};
@@ -54,7 +58,22 @@ impl Bridge {
         if let Some(g) = self.state.ghosts.get(&user.id) {
             return Some(g.clone());
         }
-        let localpart = ghost_localpart(&self.config.ghost_template, &user.username);
+        let mut localpart = ghost_localpart(&self.config.ghost_template, &user.username);
+        let taken = |bridge: &Bridge, localpart: &str| {
+            let mxid = format!("@{localpart}:{}", bridge.config.server_name);
+            bridge
+                .state
+                .ghosts
+                .values()
+                .any(|g| g.mxid.as_str() == mxid && g.gitter_id != user.id)
+        };
+        if taken(self, &localpart) {
+            let id: String = ghost_localpart("{username}", user.id.as_str())
+                .chars()
+                .take(8)
+                .collect();
+            localpart = format!("{localpart}_{id}");
+        }
         let mxid = format!("@{localpart}:{}", self.config.server_name);
         let Ok(mxid) = OwnedUserId::try_from(mxid) else {
             self.warn(crate::CoreError::Ignored(format!(

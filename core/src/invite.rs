@@ -27,6 +27,27 @@ impl Bridge {
             }
             return;
         }
+        if matches!(m, Membership::Join | Membership::Invite | Membership::Knock)
+            && let Some(RoomRole::Control(user)) = self.rooms.get(&room).cloned()
+            && target != user
+        {
+            // The control room carries login links and the bot's answers: it must stay a
+            // chat of two. A third person (joined, invited or knocking) ends it: the bot says
+            // why, leaves, and refuses the room from now on.
+            let lane = Lane::User(user.clone());
+            self.notice_in(
+                lane,
+                room.clone(),
+                format!(
+                    "{target} is in this room now, so it is no longer a private chat with me: I \
+                     am leaving it, and I will not come back to it. Start a new direct chat with \
+                     me, just the two of us, to go on."
+                ),
+            );
+            self.clear_control_room(&user, true);
+            self.change(Change::RefuseRoom(room));
+            return;
+        }
         if !matches!(m, Membership::Leave | Membership::Ban) {
             return;
         }

@@ -24,9 +24,10 @@
 //! ## The contract
 //!
 //! * [`Bridge::new`]`(config, seed)` builds an empty bridge; [`Bridge::restore`]`(config,
-//!   seed, snapshot)` rebuilds it from what the store loaded. `seed` feeds the core's own
-//!   ChaCha RNG, from which login-link tokens and OAuth states are drawn; the driver takes it
-//!   from the OS. The same seed and inputs give the same outputs.
+//!   seed, snapshot)` rebuilds it from what the store loaded. `seed` ([`Seed`]: 32 bytes, or a
+//!   number in tests) feeds the core's own ChaCha RNG, from which login-link tokens, OAuth
+//!   states, CSRF tokens and retry jitter are drawn; the driver takes 32 bytes from the OS.
+//!   The same seed and inputs give the same outputs.
 //! * [`Bridge::handle`]`(now, input)` takes one [`Input`] and returns the step's
 //!   [`Outputs`]: one [`ChangeSet`] (what to persist, including the outbox rows of the new
 //!   effects and the removal of completed ones), the [`Effect`]s to execute, each with a stable
@@ -73,7 +74,7 @@ mod relay;
 mod state;
 mod stream;
 
-pub use bridge::Bridge;
+pub use bridge::{Bridge, Seed};
 pub use commands::Command;
 pub use config::{Config, Permissions};
 pub use effect::{

@@ -33,6 +33,15 @@ fn encode(value: &str) -> String {
     out
 }
 
+/// The page for a login of a Matrix user no longer allowed to use the bridge.
+fn not_allowed() -> WebReply {
+    page(
+        403,
+        "Not allowed",
+        "This Matrix account is not allowed to use this bridge. Ask the bridge's operator.",
+    )
+}
+
 /// Login links of one user that work at the same time, at most.
 pub(crate) const MAX_LIVE_LINKS: usize = 3;
 
@@ -117,6 +126,10 @@ impl Bridge {
         let Some(ticket) = self.live_link(request, token) else {
             return;
         };
+        if !self.config.permissions.allows(&ticket.user) {
+            self.reply(request, not_allowed());
+            return;
+        }
         let csrf = self.random_token();
         let user = ticket.user;
         self.reply(
@@ -140,6 +153,10 @@ impl Bridge {
         let Some(ticket) = self.live_link(request, token) else {
             return;
         };
+        if !self.config.permissions.allows(&ticket.user) {
+            self.reply(request, not_allowed());
+            return;
+        }
         // Single use: the link is spent whatever happens next.
         self.change(Change::DeleteLoginLink(token.to_owned()));
         let state = self.random_token();
@@ -199,6 +216,10 @@ impl Bridge {
             return;
         };
         self.change(Change::DeleteOAuthState(state));
+        if !self.config.permissions.allows(&ticket.user) {
+            self.reply(request, not_allowed());
+            return;
+        }
         if ticket.expires <= self.now {
             self.reply(
                 request,
@@ -276,16 +297,15 @@ impl Bridge {
             .users
             .values()
             .filter(|u| {
-                u.user != user
-                    && u
-                        .login
-                        .as_ref()
-                        .is_some_and(|l| l.gitter_id == gitter.id)
+                u.user != user && u.login.as_ref().is_some_and(|l| l.gitter_id == gitter.id)
             })
             .map(|u| u.user.clone())
             .collect();
         for other in previous {
-            self.forget_login(&other, "Your Gitter account was linked to another Matrix account.");
+            self.forget_login(
+                &other,
+                "Your Gitter account was linked to another Matrix account.",
+            );
             self.notice(
                 &other,
                 format!(

@@ -131,6 +131,10 @@ impl Bridge {
                 // Already bridged here, or the echo of the owner's own send.
                 continue;
             }
+            if !self.config.permissions.allows(&owner) {
+                // Not allowed any more: this portal gets nothing until they are again.
+                continue;
+            }
             match portal.state {
                 PortalState::Closed => {}
                 PortalState::Creating => {

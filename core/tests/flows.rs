@@ -228,7 +228,10 @@ fn a_callback_from_another_browser_is_refused_and_the_sign_in_stays_for_its_own(
         browser: Some(state),
     });
     h.settle();
-    assert!(h.last_notice(&dm).contains("You are now logged in as alice"));
+    assert!(
+        h.last_notice(&dm)
+            .contains("You are now logged in as alice")
+    );
 }
 
 #[test]
@@ -258,7 +261,10 @@ fn linking_a_gitter_account_already_linked_elsewhere_moves_it_and_tells_the_prev
     assert!(h.portal(&first, &room).is_some());
     let (second, _) = h.logged_in_user("second", "alice");
     h.settle();
-    assert!(h.store.users[&first].login.is_none(), "unlinked from the first");
+    assert!(
+        h.store.users[&first].login.is_none(),
+        "unlinked from the first"
+    );
     assert_eq!(
         h.store.users[&second].login.as_ref().unwrap().username,
         "alice"
