@@ -578,7 +578,9 @@ level = "warn"
             return Ok((status, page));
         }
         let Some(csrf) = hidden_field(&page, "csrf") else {
-            return Err(WorldError::Step(format!("no confirm button on the page: {page}")));
+            return Err(WorldError::Step(format!(
+                "no confirm button on the page: {page}"
+            )));
         };
         let mut post = self.http.post(link).form(&[("csrf", csrf.as_str())]);
         if let Some(cookie) = csrf_cookie {
