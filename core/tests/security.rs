@@ -123,3 +123,21 @@ fn a_third_person_in_the_control_room_makes_the_bot_say_why_and_leave_for_good()
     h.settle();
     assert_eq!(h.notices(&dm).len(), before);
 }
+
+#[test]
+fn login_links_depend_on_all_256_bits_of_the_seed_and_repeat_for_the_same_seed() {
+    let link_with = |seed: [u8; 32]| {
+        let mut h = Harness::new();
+        h.bridge = Bridge::new(config(), seed);
+        h.store = Snapshot::default();
+        h.step(Input::Startup);
+        let dm = h.dm_bot(&uid("alice"), &[]);
+        h.link_in(&dm)
+    };
+    let a = [7u8; 32];
+    let mut b = a;
+    // Only the last byte differs: a u64 seed would never see it.
+    b[31] ^= 1;
+    assert_eq!(link_with(a), link_with(a), "deterministic for a seed");
+    assert_ne!(link_with(a), link_with(b));
+}
