@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 
 use crate::fake_gitter::Hostile;
 use crate::fake_hs::{CsRoute, FaultLimit, Human};
+use crate::load::ghost;
 use crate::world::{WAIT, World, WorldError, WorldOptions};
 
 /// What to run.
@@ -249,29 +250,11 @@ fn room_uri(i: usize) -> String {
     format!("chaos/room-{i:02}")
 }
 
-fn ghost(server: &str, username: &str) -> String {
-    format!("@gitter_{username}:{server}")
-}
-
 /// A seed with the campaign's users and rooms.
 fn seed(users: usize, rooms: usize) -> String {
-    let mut s = String::new();
-    for i in 0..users {
-        for name in [user(i), poster(i)] {
-            s.push_str(&format!("[[users]]\nusername = \"{name}\"\n\n"));
-        }
-    }
-    let members: Vec<String> = (0..users)
-        .flat_map(|i| [format!("\"{}\"", user(i)), format!("\"{}\"", poster(i))])
-        .collect();
-    for r in 0..rooms {
-        s.push_str(&format!(
-            "[[rooms]]\nuri = \"{}\"\nmembers = [{}]\n\n",
-            room_uri(r),
-            members.join(", ")
-        ));
-    }
-    s
+    let people: Vec<String> = (0..users).flat_map(|i| [user(i), poster(i)]).collect();
+    let rooms: Vec<String> = (0..rooms).map(room_uri).collect();
+    crate::load::everyone_everywhere(&people, &rooms)
 }
 
 /// One message of the campaign.
@@ -438,7 +421,7 @@ impl Campaign {
         let from_matrix = self.rng.random_bool(0.5);
         let n = self.n;
         self.n += 1;
-        if from_matrix {
+        let body = if from_matrix {
             let body = format!("chaos {phase} m2g {n}");
             self.w
                 .hs
@@ -448,31 +431,24 @@ impl Campaign {
                     &body,
                 )
                 .map_err(|e| WorldError::Step(format!("Matrix send: {e:?}")))?;
-            self.sent.insert(
-                body,
-                Sent {
-                    phase,
-                    room,
-                    author,
-                    from_matrix,
-                },
-            );
+            body
         } else {
             let body = format!("chaos {phase} g2m {n}");
             self.w
                 .gitter
                 .post_message(&room_uri(room), &poster(author), &body)
                 .map_err(|e| WorldError::Step(format!("Gitter post: {e:?}")))?;
-            self.sent.insert(
-                body,
-                Sent {
-                    phase,
-                    room,
-                    author,
-                    from_matrix,
-                },
-            );
-        }
+            body
+        };
+        self.sent.insert(
+            body,
+            Sent {
+                phase,
+                room,
+                author,
+                from_matrix,
+            },
+        );
         Ok(())
     }
 

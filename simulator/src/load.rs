@@ -135,24 +135,21 @@ fn room_uri(i: usize) -> String {
 
 /// A seed with the load's users and rooms.
 fn seed(users: usize, rooms: usize) -> String {
+    let people: Vec<String> = (0..users).flat_map(|i| [user(i), poster(i)]).collect();
+    let rooms: Vec<String> = (0..rooms).map(room_uri).collect();
+    everyone_everywhere(&people, &rooms)
+}
+
+/// A fake Gitter seed where every one of `people` is a member of every one of `rooms`.
+pub(crate) fn everyone_everywhere(people: &[String], rooms: &[String]) -> String {
     let mut s = String::new();
-    for i in 0..users {
-        s.push_str(&format!(
-            "[[users]]\nusername = \"{}\"\ndisplay_name = \"User {i}\"\n\n",
-            user(i)
-        ));
-        s.push_str(&format!(
-            "[[users]]\nusername = \"{}\"\ndisplay_name = \"Poster {i}\"\n\n",
-            poster(i)
-        ));
+    for name in people {
+        s.push_str(&format!("[[users]]\nusername = \"{name}\"\n\n"));
     }
-    let members: Vec<String> = (0..users)
-        .flat_map(|i| [format!("\"{}\"", user(i)), format!("\"{}\"", poster(i))])
-        .collect();
-    for r in 0..rooms {
+    let members: Vec<String> = people.iter().map(|p| format!("\"{p}\"")).collect();
+    for uri in rooms {
         s.push_str(&format!(
-            "[[rooms]]\nuri = \"{}\"\nmembers = [{}]\n\n",
-            room_uri(r),
+            "[[rooms]]\nuri = \"{uri}\"\nmembers = [{}]\n\n",
             members.join(", ")
         ));
     }
@@ -415,7 +412,8 @@ async fn drive(w: &World, o: &LoadOptions, rss_before: f64) -> Result<LoadReport
     })
 }
 
-fn ghost(server: &str, username: &str) -> String {
+/// The ghost of a Gitter user with the default template.
+pub(crate) fn ghost(server: &str, username: &str) -> String {
     format!("@gitter_{username}:{server}")
 }
 
