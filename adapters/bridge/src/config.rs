@@ -99,6 +99,8 @@ struct RawAppservice {
     ghost_displayname_template: String,
     #[serde(default = "default_body")]
     max_body_bytes: usize,
+    #[serde(default = "default_as_connections")]
+    max_connections: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +130,8 @@ struct RawGitter {
 struct RawWeb {
     bind: String,
     public_url: String,
+    #[serde(default = "default_web_connections")]
+    max_connections: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,12 +139,16 @@ struct RawWeb {
 struct RawStore {
     #[serde(default = "default_store")]
     path: PathBuf,
+    token_key_file: Option<PathBuf>,
+    token_key_env: Option<String>,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         Self {
             path: default_store(),
+            token_key_file: None,
+            token_key_env: None,
         }
     }
 }
@@ -226,6 +234,22 @@ fn default_ghost_name() -> String {
 }
 fn default_body() -> usize {
     32 * 1024 * 1024
+}
+/// `appservice.max_connections`: a homeserver needs few connections (Synapse sends one
+/// transaction at a time per application service, plus a few queries and pings; its HTTP
+/// pool keeps at most `100 * caches.global_factor` idle ones per host, 50 by default), and
+/// monitoring adds one. 512 leaves room for
+/// several homeserver workers while keeping, with the public pages' 256 and 256 descriptors
+/// for everything else, the whole budget within the traditional 1024 descriptor limit.
+fn default_as_connections() -> usize {
+    512
+}
+/// `web.max_connections`: the public pages are a few requests per login (a link, a redirect,
+/// a callback), so 256 concurrent visitors is far beyond real use; it is smaller than the
+/// AS side's because strangers can open these (issue 13: about 1100 idle connections to the
+/// public port exhausted the process's descriptors and the AS listener stopped answering).
+fn default_web_connections() -> usize {
+    256
 }
 fn default_startup_wait() -> u64 {
     60
@@ -327,6 +351,15 @@ pub struct Config {
     pub web_bind: std::net::SocketAddr,
     /// The redb file.
     pub store_path: PathBuf,
+    /// The key that encrypts the store's Gitter tokens (`store.token_key_file` or
+    /// `store.token_key_env`); `None`: they are stored in clear.
+    pub token_key: Option<gitter_bridge_store::TokenKey>,
+    /// The file the key came from (`store.token_key_file`), for the permission check.
+    pub token_key_file: Option<PathBuf>,
+    /// Most connections the AS listener serves at once (`appservice.max_connections`).
+    pub as_max_connections: usize,
+    /// Most connections the public pages serve at once (`web.max_connections`).
+    pub web_max_connections: usize,
     /// Log level / filter.
     pub log_level: String,
     /// Log format.
@@ -463,6 +496,112 @@ fn ghost_template(template: &str, bot_localpart: &str) -> Result<(), ConfigError
         ));
     }
     Ok(())
+}
+
+/// `store.token_key_file` / `store.token_key_env`: the store's key, 64 hex digits (32
+/// bytes). The error names the key and never shows the value.
+fn token_key(
+    store: &RawStore,
+    base: &Path,
+) -> Result<(Option<gitter_bridge_store::TokenKey>, Option<PathBuf>), ConfigError> {
+    let (key, text, file) = match (&store.token_key_file, &store.token_key_env) {
+        (None, None) => return Ok((None, None)),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "store.token_key_file",
+                "give store.token_key_file or store.token_key_env, not both",
+            ));
+        }
+        (Some(file), None) => {
+            let path = base.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                invalid(
+                    "store.token_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            ("store.token_key_file", text, Some(path))
+        }
+        (None, Some(name)) => {
+            let text = std::env::var(name).map_err(|_| {
+                invalid(
+                    "store.token_key_env",
+                    format!("environment variable {name} is not set"),
+                )
+            })?;
+            ("store.token_key_env", text, None)
+        }
+    };
+    match gitter_bridge_store::TokenKey::from_hex(&text) {
+        Ok(k) => Ok((Some(k), file)),
+        Err(e) => Err(invalid(key, e.to_string())),
+    }
+}
+
+/// A file holding secrets that its group or others may read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoosePermissions {
+    /// What the file is ("config file", "store", ...).
+    pub what: &'static str,
+    /// The file.
+    pub path: PathBuf,
+    /// Its permission bits.
+    pub mode: u32,
+}
+
+impl std::fmt::Display for LoosePermissions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the {} {} is readable by {} (mode {:04o}) and holds secrets: `chmod 600 {}`",
+            self.what,
+            self.path.display(),
+            if self.mode & 0o004 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            },
+            self.mode,
+            self.path.display()
+        )
+    }
+}
+
+/// Whether `path` (a file that holds secrets) may be read by its group or others. A missing
+/// file (a store not created yet) is fine; so is every file where modes do not exist.
+/// Observed (issue 13): the store was created 0644 and config.toml stayed 0644 after
+/// `--write-tokens`, with nothing saying so.
+pub fn loose_permissions(what: &'static str, path: &Path) -> Option<LoosePermissions> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+        (mode & 0o044 != 0).then(|| LoosePermissions {
+            what,
+            path: path.to_owned(),
+            mode,
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (what, path);
+        None
+    }
+}
+
+impl Config {
+    /// The files of this configuration that hold secrets and may be read by others: the
+    /// config file itself (`config_path`), the store, the store's key file.
+    pub fn loose_permissions(&self, config_path: &Path) -> Vec<LoosePermissions> {
+        let mut files = vec![("config file", config_path), ("store", &self.store_path)];
+        if let Some(key) = &self.token_key_file {
+            files.push(("store key file (store.token_key_file)", key));
+        }
+        files
+            .into_iter()
+            .filter_map(|(what, path)| loose_permissions(what, path))
+            .collect()
+    }
 }
 
 fn addr(key: &'static str, value: &str) -> Result<std::net::SocketAddr, ConfigError> {
@@ -655,6 +794,18 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        for (key, n) in [
+            ("appservice.max_connections", a.max_connections),
+            ("web.max_connections", raw.web.max_connections),
+        ] {
+            if n == 0 {
+                return Err(invalid(
+                    key,
+                    "must be at least 1: it is how many connections the listener serves at once",
+                ));
+            }
+        }
+        let (token_key, token_key_file) = token_key(&raw.store, base)?;
         let log_format = match raw.logging.format.as_str() {
             "pretty" => LogFormat::Pretty,
             "json" => LogFormat::Json,
@@ -717,7 +868,11 @@ impl Config {
             gitter_connect_timeout: std::time::Duration::from_secs(g.connect_timeout_secs),
             gitter_request_timeout: std::time::Duration::from_secs(g.request_timeout_secs),
             web_bind: addr("web.bind", &raw.web.bind)?,
-            store_path: base.join(raw.store.path),
+            store_path: base.join(&raw.store.path),
+            token_key,
+            token_key_file,
+            as_max_connections: a.max_connections,
+            web_max_connections: raw.web.max_connections,
             log_level: log_level(&raw.logging.level)?,
             log_format,
             metrics: raw.metrics.enabled,
@@ -936,6 +1091,161 @@ mod tests {
             "allow_domains = [\"@alice:example.org\"]",
         ));
         assert!(e.starts_with("config key `bridge.allow_domains`"), "{e}");
+    }
+
+    #[test]
+    fn connection_caps_have_defaults_the_public_one_smaller_and_zero_is_refused() {
+        let c = Config::parse(&filled(), Path::new("/")).unwrap();
+        assert_eq!((c.web_max_connections, c.as_max_connections), (256, 512));
+        let bare = filled().replace("max_connections = ", "# max_connections = ");
+        let c = Config::parse(&bare, Path::new("/")).unwrap();
+        assert_eq!((c.web_max_connections, c.as_max_connections), (256, 512));
+        let text = filled().replace("max_connections = 256", "max_connections = 20");
+        assert_eq!(
+            Config::parse(&text, Path::new("/"))
+                .unwrap()
+                .web_max_connections,
+            20
+        );
+        let e = error_of(&filled().replace("max_connections = 256", "max_connections = 0"));
+        assert!(e.starts_with("config key `web.max_connections`"), "{e}");
+        let e = error_of(&filled().replace("max_connections = 512", "max_connections = 0"));
+        assert!(
+            e.starts_with("config key `appservice.max_connections`"),
+            "{e}"
+        );
+    }
+
+    fn with_store_key(lines: &str) -> String {
+        filled().replace(
+            "path = \"gitter-bridge.redb\"",
+            &format!("path = \"gitter-bridge.redb\"\n{lines}"),
+        )
+    }
+
+    #[test]
+    fn the_store_key_comes_from_a_file_or_the_environment_as_64_hex_digits() {
+        let dir = tempfile::tempdir().unwrap();
+        let hex = "0123456789abcdef".repeat(4);
+        std::fs::write(dir.path().join("token.key"), format!("{hex}\n")).unwrap();
+        let c = Config::parse(
+            &with_store_key("token_key_file = \"token.key\""),
+            dir.path(),
+        )
+        .unwrap();
+        assert!(c.token_key.is_some());
+        assert_eq!(c.token_key_file, Some(dir.path().join("token.key")));
+        assert!(!format!("{c:?}").contains(&hex), "the key shows in Debug");
+
+        // SAFETY: the variable is unique to this test.
+        unsafe { std::env::set_var("GB_TEST_TOKEN_KEY", &hex) };
+        let c = Config::parse(
+            &with_store_key("token_key_env = \"GB_TEST_TOKEN_KEY\""),
+            dir.path(),
+        )
+        .unwrap();
+        assert!(c.token_key.is_some() && c.token_key_file.is_none());
+
+        // None of them: tokens in clear, as before.
+        assert!(
+            Config::parse(&filled(), dir.path())
+                .unwrap()
+                .token_key
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_store_key_of_the_wrong_length_or_source_is_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        // 32 bytes in base64 is not accepted: the format is hex, and says so.
+        std::fs::write(
+            dir.path().join("b64.key"),
+            "ABEiM0RVZneImaq7zN3u/wARIjNEVWZ3iJmqu8zd7v8=",
+        )
+        .unwrap();
+        let e = Config::parse(&with_store_key("token_key_file = \"b64.key\""), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "config key `store.token_key_file`: must be 32 bytes written as 64 hex digits"
+            ) && e.contains("found 44 characters")
+                && !e.contains("ABEiM0"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &with_store_key("token_key_file = \"missing.key\""),
+            dir.path(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("config key `store.token_key_file`: cannot read"),
+            "{e}"
+        );
+        unsafe { std::env::set_var("GB_TEST_SHORT_KEY", "abcd") };
+        let e = Config::parse(
+            &with_store_key("token_key_env = \"GB_TEST_SHORT_KEY\""),
+            dir.path(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("config key `store.token_key_env`: must be 32 bytes"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &with_store_key("token_key_file = \"a\"\ntoken_key_env = \"B\""),
+            dir.path(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not both"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_readable_by_others_is_warned_about_with_its_path_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, filled()).unwrap();
+        // Observed in issue 13: a 0644 config after --write-tokens, and nothing said so.
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let loose = loose_permissions("config file", &config).expect("0644 is loose");
+        assert_eq!(loose.mode, 0o644);
+        assert_eq!(
+            loose.to_string(),
+            format!(
+                "the config file {p} is readable by everyone (mode 0644) and holds secrets: \
+                 `chmod 600 {p}`",
+                p = config.display()
+            )
+        );
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let loose = loose_permissions("config file", &config).unwrap();
+        assert!(
+            loose.to_string().contains("by its group (mode 0640)"),
+            "{loose}"
+        );
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(loose_permissions("config file", &config), None);
+        assert_eq!(
+            loose_permissions("store", &dir.path().join("absent.redb")),
+            None
+        );
+
+        // The config's list: the config, the store, the key file.
+        let c = Config::parse(&filled(), dir.path()).unwrap();
+        std::fs::write(&c.store_path, "").unwrap();
+        std::fs::set_permissions(&c.store_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let found: Vec<_> = c
+            .loose_permissions(&config)
+            .into_iter()
+            .map(|l| l.what)
+            .collect();
+        assert_eq!(found, ["store"]);
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 pub mod config;
 mod lanes;
+pub mod listen;
 pub mod logging;
 mod metrics;
 pub mod registration;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gitter_bridge::{Config, logging, registration};
+use gitter_bridge::{Config, listen, logging, registration};
 
 /// A Matrix <-> Gitter puppeting bridge (a Matrix application service).
 ///
@@ -57,6 +57,17 @@ fn main() -> ExitCode {
                 for w in c.warnings() {
                     println!("warning: {w}");
                 }
+                for loose in c.loose_permissions(&cli.config) {
+                    println!("warning: {loose}");
+                }
+                // The same check as `run`, so a unit's ExecStartPre catches it.
+                if let Ok(limit) = listen::raise_descriptor_limit()
+                    && let Err(e) =
+                        listen::check_budget(limit, c.web_max_connections, c.as_max_connections)
+                {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -79,7 +90,11 @@ fn generate_registration(
 ) -> ExitCode {
     match registration::generate(config, output, write) {
         Ok(g) => {
-            println!("wrote {}", output.display());
+            println!(
+                "wrote {} (it holds the tokens: readable by its owner only, or by its group \
+                 too if it was before; the homeserver's user must be able to read it)",
+                output.display()
+            );
             if g.config_updated {
                 println!(
                     "wrote the new as_token and hs_token into {}",
@@ -123,6 +138,41 @@ fn run(config_path: &std::path::Path) -> ExitCode {
     logging::init(&config);
     for w in config.warnings() {
         tracing::warn!("{w}");
+    }
+    // Files that hold secrets and that others may read (issue 13: a 0644 store and config).
+    for loose in config.loose_permissions(config_path) {
+        tracing::warn!(
+            path = %loose.path.display(),
+            mode = format!("{:04o}", loose.mode),
+            "{loose}"
+        );
+    }
+    // One descriptor budget for both listeners and everything else: raise it as far as the
+    // hard limit allows, and refuse caps that cannot fit it (issue 13: idle connections to
+    // the public port used up the soft limit of 1024 and the AS listener stopped answering).
+    match listen::raise_descriptor_limit() {
+        Ok(limit) => {
+            match listen::check_budget(limit, config.web_max_connections, config.as_max_connections)
+            {
+                Ok(left) => tracing::info!(
+                    limit = limit.soft,
+                    raised_from = limit.before,
+                    hard_limit = limit.hard,
+                    web_max_connections = config.web_max_connections,
+                    appservice_max_connections = config.as_max_connections,
+                    left_for_store_and_outgoing = left,
+                    "file descriptor budget"
+                ),
+                Err(e) => {
+                    fatal(&format!("cannot start: {e}"));
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot read the open-file limit; the connection caps are not checked against it"
+        ),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

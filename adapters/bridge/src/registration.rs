@@ -146,9 +146,9 @@ pub fn generate(
     // whose tokens the config has lost.
     let config_updated = updated.is_some();
     if let Some(updated) = updated {
-        write_private(config_path, &updated)?;
+        write_private(config_path, &updated, Holder::Config)?;
     }
-    write_private(output, &registration.to_yaml())?;
+    write_private(output, &registration.to_yaml(), Holder::Registration)?;
     Ok(Generated {
         registration,
         new_tokens: fresh,
@@ -182,12 +182,36 @@ fn set_token_line(text: &str, key: &str, value: &str) -> Option<String> {
     done.then_some(out)
 }
 
+/// Which file [`write_private`] writes; both hold the two tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holder {
+    /// config.toml, rewritten by `--write-tokens`.
+    Config,
+    /// The registration file, which the homeserver reads.
+    Registration,
+}
+
+/// The permission bits of a file written with tokens, given those of the file it replaces.
+///
+/// Observed (issue 13): config.toml stayed 0644 after `--write-tokens`, its new tokens
+/// readable by every local user. A new file is 0600. A config that existed becomes 0600
+/// (kept, or tightened). A registration that existed loses every bit for others but keeps
+/// its owner's and its group's read bits: the group is how a homeserver running as another
+/// user reads it (`chgrp synapse registration.yaml && chmod 640 registration.yaml`).
+fn private_mode(holder: Holder, existing: Option<u32>) -> u32 {
+    match (holder, existing) {
+        (_, None) | (Holder::Config, Some(_)) => 0o600,
+        (Holder::Registration, Some(mode)) => mode & 0o640,
+    }
+}
+
 /// Writes a file atomically: the text goes to a new temporary file beside it (created by
 /// `tempfile`, readable by its owner only, never a file or link already there), which then
 /// replaces the file, so a crash mid-write never leaves a half-written config or
-/// registration. A file that exists keeps its permissions (a config the service's user
-/// reads stays readable), and a symlink keeps pointing where it did: its target is replaced.
-fn write_private(path: &Path, contents: &str) -> Result<(), GenerateError> {
+/// registration. Its mode is [`private_mode`]; a file that exists keeps its owner and group
+/// where this process may set them (root rewriting the service user's config leaves it the
+/// service user's), and a symlink keeps pointing where it did: its target is replaced.
+fn write_private(path: &Path, contents: &str, holder: Holder) -> Result<(), GenerateError> {
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         let target = match std::fs::canonicalize(path) {
@@ -201,9 +225,24 @@ fn write_private(path: &Path, contents: &str) -> Result<(), GenerateError> {
         };
         let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
         tmp.write_all(contents.as_bytes())?;
-        if let Ok(meta) = std::fs::metadata(&target) {
-            tmp.as_file().set_permissions(meta.permissions())?;
+        let existing = std::fs::metadata(&target).ok();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let mode = private_mode(holder, existing.as_ref().map(|m| m.mode() & 0o7777));
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))?;
+            if let Some(old) = &existing {
+                let new = tmp.as_file().metadata()?;
+                if (old.uid(), old.gid()) != (new.uid(), new.gid()) {
+                    // Only root may give a file away; otherwise the writer keeps it, as before.
+                    let _ =
+                        std::os::unix::fs::fchown(tmp.as_file(), Some(old.uid()), Some(old.gid()));
+                }
+            }
         }
+        #[cfg(not(unix))]
+        let _ = (holder, existing);
         tmp.as_file().sync_all()?;
         tmp.persist(&target).map_err(|e| e.error)?;
         // The rename is durable once the directory is.
@@ -318,15 +357,46 @@ mod tests {
         );
     }
 
+    #[test]
+    fn files_with_tokens_are_never_left_readable_by_others() {
+        use Holder::*;
+        assert_eq!(private_mode(Config, None), 0o600);
+        assert_eq!(private_mode(Registration, None), 0o600);
+        for old in [0o644, 0o640, 0o666, 0o600, 0o755] {
+            assert_eq!(private_mode(Config, Some(old)), 0o600, "{old:o}");
+        }
+        assert_eq!(private_mode(Registration, Some(0o644)), 0o640);
+        assert_eq!(private_mode(Registration, Some(0o640)), 0o640);
+        assert_eq!(private_mode(Registration, Some(0o666)), 0o640);
+        assert_eq!(private_mode(Registration, Some(0o600)), 0o600);
+    }
+
     #[cfg(unix)]
     #[test]
-    fn writing_tokens_keeps_the_configs_permissions_and_its_symlink() {
+    fn a_registration_rewritten_loses_the_others_bits_and_keeps_the_groups() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        let output = dir.path().join("registration.yaml");
+        std::fs::write(&config, EXAMPLE).unwrap();
+        std::fs::write(&output, "old").unwrap();
+        std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o644)).unwrap();
+        generate(&config, &output, true).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&output), 0o640);
+        assert_eq!(mode(&config), 0o600);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn writing_tokens_tightens_a_0644_config_to_0600_and_keeps_its_symlink() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let real = dir.path().join("real.toml");
         let link = dir.path().join("config.toml");
         std::fs::write(&real, EXAMPLE).unwrap();
-        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+        // Observed in issue 13: the config stayed 0644 with the new tokens in it.
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::os::unix::fs::symlink(&real, &link).unwrap();
 
         let generated = generate(&link, &dir.path().join("r.yaml"), true).unwrap();
@@ -340,7 +410,7 @@ mod tests {
         let written = std::fs::read_to_string(&real).unwrap();
         assert!(!written.contains("as_token = \"CHANGE_ME\""));
         let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o640);
+        assert_eq!(mode, 0o600);
         // The new registration is the owner's only; no temporary file is left.
         let reg = std::fs::metadata(dir.path().join("r.yaml")).unwrap();
         assert_eq!(reg.permissions().mode() & 0o777, 0o600);

@@ -40,6 +40,7 @@ use url::Url;
 
 use crate::config::{Config, ConfigError};
 use crate::lanes::Lanes;
+use crate::listen;
 use crate::metrics::{Direction, Metrics};
 use crate::web::{self, MetricsState, WebKind, WebRequest, WebState};
 
@@ -226,9 +227,9 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
         })?;
 
     // The store first: nothing else matters if the state cannot be read.
-    let path = config.store_path.clone();
+    let (path, key) = (config.store_path.clone(), config.token_key.clone());
     let (store, snapshot) = tokio::task::spawn_blocking(move || {
-        let store = RedbStore::open(&path)?;
+        let store = RedbStore::open_with_key(&path, key.as_ref())?;
         let snapshot = store.load()?;
         Ok::<_, StoreError>((store, snapshot))
     })
@@ -239,6 +240,8 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
         users = snapshot.users.len(),
         portals = snapshot.portals.len(),
         outbox = snapshot.outbox.len(),
+        tokens_encrypted = store.tokens_encrypted(),
+        rows_encrypted_now = store.sealed_on_open(),
         "store opened"
     );
 
@@ -321,14 +324,22 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
         answer_timeout: Duration::from_secs(60),
     });
 
+    // Capped, timed listeners: idle strangers on the public port once starved the AS one.
     let servers = vec![
-        serve(
+        listen::spawn(
             "appservice",
             listeners.appservice,
             as_router,
+            listen::Limits::appservice(config.as_max_connections),
             stop_rx.clone(),
         ),
-        serve("web", listeners.web, web_router, stop_rx.clone()),
+        listen::spawn(
+            "web",
+            listeners.web,
+            web_router,
+            listen::Limits::web(config.web_max_connections),
+            stop_rx.clone(),
+        ),
     ];
     tracing::info!(%as_addr, %web_addr, "listening");
 
@@ -431,22 +442,6 @@ fn gitter_config(config: &Config) -> Result<GitterConfig, StartError> {
     g.connect_timeout = Some(config.gitter_connect_timeout);
     g.request_timeout = Some(config.gitter_request_timeout);
     Ok(g)
-}
-
-fn serve(
-    name: &'static str,
-    listener: TcpListener,
-    router: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = gitter_bridge_matrix::serve(listener, router, shutdown).await {
-            tracing::error!(listener = name, error = %e, "listener failed");
-        }
-    })
 }
 
 fn now() -> Timestamp {

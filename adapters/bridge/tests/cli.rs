@@ -53,6 +53,12 @@ fn unreachable_homeserver(text: &str, level: &str) -> String {
     .replace("level = \"info\"", &format!("level = \"{level}\""))
 }
 
+/// Ports the system picks, so runs of tests in parallel do not collide.
+fn any_ports(text: &str) -> String {
+    text.replace("bind = \"127.0.0.1:29321\"", "bind = \"127.0.0.1:0\"")
+        .replace("bind = \"127.0.0.1:29320\"", "bind = \"127.0.0.1:0\"")
+}
+
 fn path_arg(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -171,4 +177,70 @@ fn an_https_server_with_a_binary_built_without_tls_is_a_config_error() {
         "{}",
         text(&out)
     );
+}
+
+#[cfg(unix)]
+#[test]
+fn files_holding_secrets_are_made_private_and_loose_ones_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let registration = dir.path().join("registration.yaml");
+    std::fs::write(&config, any_ports(&loopback_example())).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    // Observed in issue 13: the config stayed 0644 after --write-tokens.
+    let out = bridge(&[
+        "generate-registration",
+        "-c",
+        path_arg(&config),
+        "-o",
+        path_arg(&registration),
+        "--write-tokens",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(mode(&config), 0o600);
+    assert_eq!(mode(&registration), 0o600);
+
+    // A config someone made readable again is warned about, by check-config and at start.
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = bridge(&["check-config", "-c", path_arg(&config)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let expected = format!(
+        "warning: the config file {} is readable by everyone (mode 0644)",
+        config.display()
+    );
+    assert!(text(&out).contains(&expected), "{}", text(&out));
+
+    let written = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, unreachable_homeserver(&written, "warn")).unwrap();
+    let out = bridge(&["run", "-c", path_arg(&config)]);
+    let log = text(&out);
+    assert!(
+        log.contains("WARN") && log.contains(&expected["warning: ".len()..]),
+        "{log}"
+    );
+    // The mode is a field of its own too, for log collectors.
+    assert!(log.contains("\"0644\""), "{log}");
+}
+
+#[test]
+fn connection_caps_that_cannot_fit_the_descriptor_limit_are_refused_naming_both_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text_ = unreachable_homeserver(&with_tokens(&any_ports(&loopback_example())), "info")
+        .replace("max_connections = 256", "max_connections = 100000000");
+    std::fs::write(&config, text_).unwrap();
+    for cmd in ["check-config", "run"] {
+        let out = bridge(&[cmd, "-c", path_arg(&config)]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", text(&out));
+        let all = text(&out);
+        assert!(
+            all.contains("web.max_connections (100000000)")
+                && all.contains("appservice.max_connections (512)")
+                && all.contains("RLIMIT_NOFILE"),
+            "{cmd}: {all}"
+        );
+    }
 }

@@ -80,6 +80,37 @@ pub enum StoreError {
         #[source]
         source: Box<redb::Error>,
     },
+    /// The file's Gitter tokens are encrypted (see `seal.rs`) and no key was given. Refused
+    /// before any row is read: the bridge must never start on a store it cannot read, nor
+    /// write rows in clear next to sealed ones.
+    #[error(
+        "store {path}: its Gitter tokens are encrypted, but no key is configured: set \
+         store.token_key_file (or store.token_key_env) to the key the store was written with"
+    )]
+    KeyMissing {
+        /// The configured store path.
+        path: PathBuf,
+    },
+    /// The file's Gitter tokens are encrypted with another key than the one given.
+    #[error(
+        "store {path}: the key from store.token_key_file (or store.token_key_env) is not the \
+         key this store's Gitter tokens were encrypted with; configure that key"
+    )]
+    WrongKey {
+        /// The configured store path.
+        path: PathBuf,
+    },
+    /// A sealed row could not be opened (it was changed, or moved from another row), or a
+    /// row could not be sealed (the OS random source failed).
+    #[error("store {path}: table {table}: {problem} (key: store.token_key_file)")]
+    Sealed {
+        /// The configured store path.
+        path: PathBuf,
+        /// The table of the row.
+        table: &'static str,
+        /// What failed.
+        problem: String,
+    },
     /// A record could not be encoded (should not happen for the core's types) or a stored value
     /// could not be decoded (the file holds bytes this schema does not describe).
     #[error("store {path}: table {table}: {problem}: {source}")]

@@ -28,9 +28,14 @@
 //!
 //! ## Secrets
 //!
-//! The file holds Gitter OAuth tokens **in clear**: in `users` (each `Login::token`) and in
-//! `outbox` rows of Gitter effects (each carries the token it will use). Protect the file
-//! like a password file (mode 0600, encrypted backups).
+//! The file holds Gitter OAuth tokens: in `users` (each `Login::token`) and in `outbox` rows
+//! of Gitter effects (each carries the token it will use; a code exchange carries the OAuth
+//! code). [`RedbStore::open`] keeps them **in clear**. [`RedbStore::open_with_key`] with a
+//! [`TokenKey`] seals every value of those two tables (XChaCha20-Poly1305, a random nonce per
+//! write; see `seal.rs`), sealing a file written in clear the first time it is opened with a
+//! key, and refuses a sealed file opened without its key ([`StoreError::KeyMissing`]) or with
+//! another one ([`StoreError::WrongKey`]). Either way a new file is created with mode 0600;
+//! protect it like a password file (encrypted backups, and keep the key elsewhere).
 
 #![warn(missing_docs)]
 #![warn(unreachable_pub)]
@@ -42,11 +47,13 @@ mod memory;
 mod migrate;
 mod redb_store;
 mod schema;
+mod seal;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use migrate::SCHEMA_VERSION;
 pub use redb_store::RedbStore;
+pub use seal::{KeyFormatError, TokenKey};
 
 use gitter_bridge_core::{ChangeSet, Snapshot};
 

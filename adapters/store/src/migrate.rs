@@ -12,6 +12,13 @@
 //! To change the format (a new table, a new field in a record, a re-keyed table): append a
 //! migration here, never edit an old one, and add a test that opens a file of the previous
 //! version.
+//!
+//! A migration that decodes `users` or `outbox` values must expect them sealed: when
+//! `meta[token_key_check]` is present (the store was opened with `store.token_key_file`),
+//! each value is an envelope of `seal.rs`, not postcard bytes, so such a migration needs the
+//! key (run it after the key check in `RedbStore::open_with_key`, with the `Sealer`). The
+//! one migration so far that decodes `outbox` (version 1 to 2) only ever meets files of
+//! version 1, which no binary with sealing wrote.
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! [`RedbStore`]: the durable store, one redb file.
 
+use std::borrow::Cow;
 use std::fs;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
@@ -18,9 +19,11 @@ use crate::codec::{decode, encode};
 use crate::error::{RedbContext, StoreError, redb_error};
 use crate::migrate::{self, MIGRATIONS, Migration};
 use crate::schema::{
-    EVENTS, GHOSTS, GITTER_ROOMS, LOGIN_LINKS, MESSAGES, META, META_NEXT_EFFECT_ID, OAUTH_STATES,
-    OUTBOX, PORTALS, QUEUED, REFUSED_ROOMS, TRANSACTIONS, USERS,
+    EVENTS, GHOSTS, GITTER_ROOMS, LOGIN_LINKS, MESSAGES, META, META_NEXT_EFFECT_ID,
+    META_TOKEN_KEY_CHECK, OAUTH_STATES, OUTBOX, PORTALS, QUEUED, REFUSED_ROOMS, TRANSACTIONS,
+    USERS,
 };
+use crate::seal::{SealError, Sealer, TokenKey};
 
 /// redb's page cache. redb defaults to 1 GiB; the bridge reads the whole state once at start
 /// and then mostly appends, so a small cache keeps the resident size modest without slowing
@@ -34,6 +37,10 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 pub struct RedbStore {
     db: Database,
     path: PathBuf,
+    /// Seals the `users` and `outbox` values when the store was opened with a key.
+    sealer: Option<Sealer>,
+    /// Rows written in clear by an earlier run and sealed by this open.
+    sealed_on_open: usize,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -51,18 +58,48 @@ impl RedbStore {
     /// Refused, with the file left byte-for-byte as it was: a directory, a missing parent
     /// directory, a file that is not a redb database or is damaged, a redb database that is not
     /// a gitter-bridge store, and a store whose schema is newer than this binary's.
+    ///
+    /// Gitter tokens stay in clear (see [`RedbStore::open_with_key`]); a store whose tokens are
+    /// encrypted is refused with [`StoreError::KeyMissing`].
     pub fn open(path: impl AsRef<Path>) -> Result<RedbStore, StoreError> {
-        Self::open_with(path.as_ref(), MIGRATIONS)
+        Self::open_sealed_with(path.as_ref(), MIGRATIONS, None)
+    }
+
+    /// [`RedbStore::open`], sealing the rows that carry Gitter tokens (every `users` and
+    /// `outbox` value) with `key` when there is one (see the crate documentation, "Secrets").
+    ///
+    /// * A store written in clear and opened with a key is sealed at once, every such row in
+    ///   one write transaction ([`RedbStore::sealed_on_open`] says how many), and stays sealed.
+    /// * A sealed store opened without a key fails with [`StoreError::KeyMissing`], with
+    ///   another key with [`StoreError::WrongKey`], before any row is read or written.
+    pub fn open_with_key(
+        path: impl AsRef<Path>,
+        key: Option<&TokenKey>,
+    ) -> Result<RedbStore, StoreError> {
+        Self::open_sealed_with(path.as_ref(), MIGRATIONS, key)
     }
 
     /// [`RedbStore::open`] with an explicit migration list (tests exercise the mechanism).
+    #[cfg(test)]
     pub(crate) fn open_with(
         path: &Path,
         migrations: &[Migration],
     ) -> Result<RedbStore, StoreError> {
+        Self::open_sealed_with(path, migrations, None)
+    }
+
+    /// [`RedbStore::open_with_key`] with an explicit migration list.
+    fn open_sealed_with(
+        path: &Path,
+        migrations: &[Migration],
+        key: Option<&TokenKey>,
+    ) -> Result<RedbStore, StoreError> {
+        let sealer = key.map(Sealer::new);
         let existing = inspect_path(path)?;
         if existing {
-            precheck(path, migrations)?;
+            precheck(path, migrations, sealer.as_ref())?;
+        } else {
+            create_private(path)?;
         }
         let db = guard_panic(path, || {
             Builder::new()
@@ -75,10 +112,20 @@ impl RedbStore {
                 .create(path)
                 .map_err(|e| open_error(path, e))
         })?;
+        // The key again (`precheck` could not read a file that needed a repair): a sealed
+        // file must not be migrated or written by a bridge that could not read it afterwards.
+        let check = guard_panic(path, || read_key_check(&db, path))?;
+        check_key(path, check, sealer.as_ref())?;
         migrate::run(&db, path, migrations)?;
+        let sealed_on_open = match (&sealer, check) {
+            (Some(s), None) => seal_all(&db, path, s)?,
+            _ => 0,
+        };
         Ok(RedbStore {
             db,
             path: path.to_path_buf(),
+            sealer,
+            sealed_on_open,
         })
     }
 
@@ -87,11 +134,23 @@ impl RedbStore {
         &self.path
     }
 
+    /// Whether the rows that carry Gitter tokens are encrypted (the store was opened with a
+    /// key).
+    pub fn tokens_encrypted(&self) -> bool {
+        self.sealer.is_some()
+    }
+
+    /// How many rows an earlier run wrote in clear that this open encrypted (0 unless the
+    /// store was opened with a key for the first time).
+    pub fn sealed_on_open(&self) -> usize {
+        self.sealed_on_open
+    }
+
     fn write(&self, sets: &[ChangeSet]) -> Result<(), StoreError> {
         let path = self.path.as_path();
         let txn = self.db.begin_write().ctx(path, "starting a commit")?;
         {
-            let mut tables = Tables::open(&txn, path)?;
+            let mut tables = Tables::open(&txn, path, self.sealer.as_ref())?;
             for change in sets.iter().flat_map(|s| &s.changes) {
                 tables.apply(change)?;
             }
@@ -107,14 +166,16 @@ impl RedbStore {
         let txn = self.db.begin_read().ctx(path, DURING)?;
         let mut snap = Snapshot::default();
 
+        let sealer = self.sealer.as_ref();
         for row in txn
             .open_table(USERS)
             .ctx(path, DURING)?
             .iter()
             .ctx(path, DURING)?
         {
-            let (_, v) = row.ctx(path, DURING)?;
-            let r: UserRecord = decode(path, "users", v.value())?;
+            let (k, v) = row.ctx(path, DURING)?;
+            let plain = unseal(sealer, path, "users", k.value().as_bytes(), v.value())?;
+            let r: UserRecord = decode(path, "users", &plain)?;
             snap.users.insert(r.user.clone(), r);
         }
         for row in txn
@@ -228,8 +289,9 @@ impl RedbStore {
             .iter()
             .ctx(path, DURING)?
         {
-            let (_, v) = row.ctx(path, DURING)?;
-            let e: Effect = decode(path, "outbox", v.value())?;
+            let (k, v) = row.ctx(path, DURING)?;
+            let plain = unseal(sealer, path, "outbox", &k.value().to_le_bytes(), v.value())?;
+            let e: Effect = decode(path, "outbox", &plain)?;
             snap.outbox.insert(e.id, e);
         }
         for row in txn
@@ -276,6 +338,7 @@ impl Store for RedbStore {
 /// The tables of one write transaction, opened once per commit rather than once per change.
 struct Tables<'txn> {
     path: &'txn Path,
+    sealer: Option<&'txn Sealer>,
     users: Table<'txn, &'static str, &'static [u8]>,
     ghosts: Table<'txn, &'static str, &'static [u8]>,
     portals: Table<'txn, (&'static str, &'static str), &'static [u8]>,
@@ -294,10 +357,15 @@ struct Tables<'txn> {
 const WRITING: &str = "writing a change";
 
 impl<'txn> Tables<'txn> {
-    fn open(txn: &'txn WriteTransaction, path: &'txn Path) -> Result<Self, StoreError> {
+    fn open(
+        txn: &'txn WriteTransaction,
+        path: &'txn Path,
+        sealer: Option<&'txn Sealer>,
+    ) -> Result<Self, StoreError> {
         const DURING: &str = "opening the tables";
         Ok(Tables {
             path,
+            sealer,
             users: txn.open_table(USERS).ctx(path, DURING)?,
             ghosts: txn.open_table(GHOSTS).ctx(path, DURING)?,
             portals: txn.open_table(PORTALS).ctx(path, DURING)?,
@@ -320,6 +388,7 @@ impl<'txn> Tables<'txn> {
         match change {
             Change::PutUser(u) => {
                 let v = encode(path, "users", u)?;
+                let v = seal(self.sealer, path, "users", u.user.as_str().as_bytes(), v)?;
                 self.users
                     .insert(u.user.as_str(), v.as_slice())
                     .ctx(path, WRITING)?;
@@ -391,6 +460,7 @@ impl<'txn> Tables<'txn> {
             Change::ForgetEvent(e) => forget_first(&mut self.events, e.as_str(), path)?,
             Change::PutOutbox(e) => {
                 let v = encode(path, "outbox", e)?;
+                let v = seal(self.sealer, path, "outbox", &e.id.0.to_le_bytes(), v)?;
                 self.outbox
                     .insert(e.id.0, v.as_slice())
                     .ctx(path, WRITING)?;
@@ -405,6 +475,147 @@ impl<'txn> Tables<'txn> {
             }
         }
         Ok(())
+    }
+}
+
+/// The stored form of a `users` or `outbox` value: sealed when there is a key.
+fn seal(
+    sealer: Option<&Sealer>,
+    path: &Path,
+    table: &'static str,
+    row: &[u8],
+    plain: Vec<u8>,
+) -> Result<Vec<u8>, StoreError> {
+    match sealer {
+        None => Ok(plain),
+        Some(s) => s
+            .seal(table, row, &plain)
+            .map_err(|e| seal_error(path, table, e)),
+    }
+}
+
+/// The encoded record of a stored `users` or `outbox` value.
+fn unseal<'v>(
+    sealer: Option<&Sealer>,
+    path: &Path,
+    table: &'static str,
+    row: &[u8],
+    stored: &'v [u8],
+) -> Result<Cow<'v, [u8]>, StoreError> {
+    match sealer {
+        None => Ok(Cow::Borrowed(stored)),
+        Some(s) => s
+            .open(table, row, stored)
+            .map(Cow::Owned)
+            .map_err(|e| seal_error(path, table, e)),
+    }
+}
+
+fn seal_error(path: &Path, table: &'static str, e: SealError) -> StoreError {
+    StoreError::Sealed {
+        path: path.to_path_buf(),
+        table,
+        problem: match e {
+            SealError::Random(why) => format!("no random nonce for a row: {why}"),
+            SealError::Encrypt => "a row could not be encrypted".to_owned(),
+            SealError::Open => "a row does not decrypt with the key: it was changed or moved, \
+                                or the file was written with another key"
+                .to_owned(),
+        },
+    }
+}
+
+/// The check value of the key the file is sealed with, if it is sealed. A file without a
+/// `meta` table yet (new) is not sealed; one whose `meta` is not ours is refused by the
+/// schema check that follows.
+fn read_key_check(db: &impl ReadableDatabase, path: &Path) -> Result<Option<u64>, StoreError> {
+    const DURING: &str = "reading the token key check";
+    let txn = db.begin_read().ctx(path, DURING)?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(
+            redb::TableError::TableDoesNotExist(_) | redb::TableError::TableTypeMismatch { .. },
+        ) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e).ctx(path, DURING),
+    };
+    Ok(meta
+        .get(META_TOKEN_KEY_CHECK)
+        .ctx(path, DURING)?
+        .map(|v| v.value()))
+}
+
+/// Refuses a sealed file without its key, or with another key.
+fn check_key(path: &Path, check: Option<u64>, sealer: Option<&Sealer>) -> Result<(), StoreError> {
+    match (check, sealer) {
+        (Some(_), None) => Err(StoreError::KeyMissing {
+            path: path.to_path_buf(),
+        }),
+        (Some(found), Some(s)) if found != s.check() => Err(StoreError::WrongKey {
+            path: path.to_path_buf(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Seals every `users` and `outbox` value of a file written in clear and records the key's
+/// check value, in one durable write transaction: a crash leaves the file in clear, and the
+/// next open with the key seals it again. Returns how many rows were sealed.
+fn seal_all(db: &Database, path: &Path, sealer: &Sealer) -> Result<usize, StoreError> {
+    const DURING: &str = "encrypting the rows that hold Gitter tokens";
+    let txn = db.begin_write().ctx(path, DURING)?;
+    let mut sealed = 0;
+    {
+        let mut users = txn.open_table(USERS).ctx(path, DURING)?;
+        let mut rows = Vec::new();
+        for row in users.iter().ctx(path, DURING)? {
+            let (k, v) = row.ctx(path, DURING)?;
+            rows.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        for (k, v) in rows {
+            let v = seal(Some(sealer), path, "users", k.as_bytes(), v)?;
+            users.insert(k.as_str(), v.as_slice()).ctx(path, DURING)?;
+            sealed += 1;
+        }
+        let mut outbox = txn.open_table(OUTBOX).ctx(path, DURING)?;
+        let mut rows = Vec::new();
+        for row in outbox.iter().ctx(path, DURING)? {
+            let (k, v) = row.ctx(path, DURING)?;
+            rows.push((k.value(), v.value().to_vec()));
+        }
+        for (k, v) in rows {
+            let v = seal(Some(sealer), path, "outbox", &k.to_le_bytes(), v)?;
+            outbox.insert(k, v.as_slice()).ctx(path, DURING)?;
+            sealed += 1;
+        }
+        let mut meta = txn.open_table(META).ctx(path, DURING)?;
+        meta.insert(META_TOKEN_KEY_CHECK, sealer.check())
+            .ctx(path, DURING)?;
+    }
+    txn.commit().ctx(path, DURING)?;
+    Ok(sealed)
+}
+
+/// Creates a missing store file readable and writable by its owner only, before redb opens
+/// it. Observed (issue 13): the file was created 0644 (the umask's default) while it holds
+/// every user's Gitter token. Someone else creating it first is fine: redb opens that file.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            during: "creating the file",
+            source,
+        }),
     }
 }
 
@@ -483,7 +694,14 @@ fn inspect_path(path: &Path) -> Result<bool, StoreError> {
 /// read-only, because redb must first rebuild its allocator state. Such a file was written by
 /// redb, and the repair does not change its committed contents, so we let the writable open
 /// repair it and check the version afterwards (still before any migration writes).
-fn precheck(path: &Path, migrations: &[Migration]) -> Result<(), StoreError> {
+///
+/// The key is checked here too, so a sealed file opened without its key, or with another,
+/// is refused byte-for-byte untouched.
+fn precheck(
+    path: &Path,
+    migrations: &[Migration],
+    sealer: Option<&Sealer>,
+) -> Result<(), StoreError> {
     let ro = guard_panic(path, || match Builder::new().open_read_only(path) {
         Ok(db) => Ok(Some(db)),
         Err(DatabaseError::RepairAborted) => Ok(None),
@@ -493,7 +711,9 @@ fn precheck(path: &Path, migrations: &[Migration]) -> Result<(), StoreError> {
         return Ok(());
     };
     let found = guard_panic(path, || migrate::read_version(&ro, path))?;
-    migrate::check_supported(path, found, migrations)
+    migrate::check_supported(path, found, migrations)?;
+    let check = guard_panic(path, || read_key_check(&ro, path))?;
+    check_key(path, check, sealer)
 }
 
 /// Maps an open failure. redb reports a file that is not a database, or whose header does not

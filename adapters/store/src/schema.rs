@@ -33,10 +33,13 @@ pub(crate) const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("even
 pub(crate) const QUEUED: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("queued");
 /// EffectId -> `Effect` not yet completed.
 pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
-/// Name -> number: [`META_SCHEMA_VERSION`], [`META_NEXT_EFFECT_ID`].
+/// Name -> number: [`META_SCHEMA_VERSION`], [`META_NEXT_EFFECT_ID`], [`META_TOKEN_KEY_CHECK`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The schema version of the file (see `migrate.rs`).
 pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
 /// `Snapshot::next_effect_id`.
 pub(crate) const META_NEXT_EFFECT_ID: &str = "next_effect_id";
+/// Present when the `users` and `outbox` values are sealed (see `seal.rs`): the check value
+/// of the key they are sealed with.
+pub(crate) const META_TOKEN_KEY_CHECK: &str = "token_key_check";

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use gitter_bridge_core::{AsTxnId, Change, ChangeSet, EffectId, Snapshot};
-use gitter_bridge_store::{MemoryStore, RedbStore, Store};
+use gitter_bridge_store::{MemoryStore, RedbStore, Store, TokenKey};
 use proptest::prelude::*;
 use tempfile::TempDir;
 
@@ -52,6 +52,39 @@ impl Backend for Redb {
         let path = store.path().to_path_buf();
         drop(store);
         RedbStore::open(&path).expect("reopen store")
+    }
+}
+
+/// The redb store with its token-bearing rows sealed (`store.token_key_file`): the same
+/// contract, every `users` and `outbox` value going through the envelope.
+struct RedbSealed {
+    dir: Option<TempDir>,
+    key: TokenKey,
+}
+
+impl RedbSealed {
+    fn new() -> Self {
+        RedbSealed {
+            dir: None,
+            key: TokenKey::from_bytes([7; 32]),
+        }
+    }
+}
+
+impl Backend for RedbSealed {
+    type S = RedbStore;
+    fn fresh(&mut self) -> RedbStore {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = RedbStore::open_with_key(dir.path().join("bridge.redb"), Some(&self.key))
+            .expect("create store");
+        assert!(store.tokens_encrypted());
+        self.dir = Some(dir);
+        store
+    }
+    fn reopen(&mut self, store: RedbStore) -> RedbStore {
+        let path = store.path().to_path_buf();
+        drop(store);
+        RedbStore::open_with_key(&path, Some(&self.key)).expect("reopen store")
     }
 }
 
@@ -181,6 +214,7 @@ macro_rules! conformance_suite {
 
 conformance_suite!(memory, Memory);
 conformance_suite!(redb, Redb::new());
+conformance_suite!(redb_sealed, RedbSealed::new());
 
 /// Both backends, fed the same commits, load the same snapshot.
 #[test]
