@@ -32,6 +32,7 @@ use gitter_bridge_matrix::{
     TransactionSource, transaction_channel, user_namespace_regexes,
 };
 use gitter_bridge_store::{RedbStore, Store, StoreError};
+use rand::TryRngCore;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -322,6 +323,8 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
         requests: web_tx,
         bot: config.core.bot.to_string(),
         answer_timeout: Duration::from_secs(60),
+        secure_cookies: config.core.public_url.starts_with("https://"),
+        cookie_max_age: Duration::from_millis(config.core.login_link_lifetime_ms),
     });
 
     // Capped, timed listeners: idle strangers on the public port once starved the AS one.
@@ -360,7 +363,12 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
 
     let (stream_tx, stream_rx) = mpsc::channel(1024);
     let streams = StreamManager::new(gitter.clone(), stream_tx);
-    let seed = rand::random::<u64>();
+    // 256 bits from the OS for the core's generator: login links and OAuth states are only
+    // as unguessable as its seed (a u64 seed once gave every link of a run 64 bits).
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut seed)
+        .map_err(|e| StartError::Internal(format!("no randomness from the OS: {e}")))?;
     let driver = Driver {
         bridge: Bridge::restore(config.core.clone(), seed, snapshot),
         store: Some(Box::new(store)),
@@ -692,11 +700,20 @@ impl Driver {
                 self.web_pending.insert(id, request.reply);
                 Some(match request.kind {
                     WebKind::LoginLink { token } => Input::LoginLinkOpened { request: id, token },
-                    WebKind::OAuthCallback { code, state, error } => Input::OAuthCallback {
+                    WebKind::LoginConfirm { token } => {
+                        Input::LoginLinkConfirmed { request: id, token }
+                    }
+                    WebKind::OAuthCallback {
+                        code,
+                        state,
+                        error,
+                        browser,
+                    } => Input::OAuthCallback {
                         request: id,
                         code,
                         state,
                         error,
+                        browser,
                     },
                 })
             }
