@@ -26,6 +26,12 @@ async fn alice_in_the_lobby(w: &World) -> (gitter_bridge_sim::fake_hs::Human, St
     .unwrap();
     w.accept_invites(&alice).unwrap();
     let portal = w.portal_named(&alice, LOBBY).unwrap();
+    // A new portal's room is read from its newest message on (its history is not
+    // backfilled): a message posted before the bridge has read that baseline can become the
+    // baseline itself. Posting only once the stream listens keeps the test about relaying.
+    gitter_bridge_sim::demo::wait_listening(w, LOBBY)
+        .await
+        .unwrap();
     (alice, portal)
 }
 
