@@ -773,7 +773,23 @@ impl MatrixClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let bytes = response.bytes().await.map_err(network)?;
+        // A bounded read: every answer the bridge reads from the homeserver is small JSON
+        // (a member list of a portal is the largest); a misbehaving server or proxy must not
+        // make the bridge hold an endless body (the Gitter side once took 1 GiB).
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(network)? {
+            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(MatrixError::BadResponse {
+                    endpoint: call.endpoint,
+                    detail: format!(
+                        "answer larger than {} MiB: not read",
+                        MAX_ANSWER_BYTES >> 20
+                    ),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let body = if bytes.is_empty() {
             Value::Null
         } else {
@@ -792,6 +808,9 @@ impl MatrixClient {
         Ok((status, body, retry_after))
     }
 }
+
+/// The largest homeserver answer the client reads.
+const MAX_ANSWER_BYTES: usize = 8 << 20;
 
 /// The content of an `m.room.message` the bridge sends.
 pub fn message_content(content: &MatrixContent) -> Value {

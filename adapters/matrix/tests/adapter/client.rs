@@ -690,3 +690,18 @@ async fn tokens_stay_out_of_debug_output() {
     assert!(!format!("{config:?}").contains(AS_TOKEN));
     assert!(!format!("{:?}", Secret::new(AS_TOKEN)).contains(AS_TOKEN));
 }
+
+#[tokio::test]
+async fn an_oversized_answer_is_refused_not_read_whole() {
+    let (hs, client) = homeserver().await;
+    let huge = "x".repeat(9 << 20);
+    expect_call(
+        "GET",
+        "/_matrix/client/v3/directory/room/%23a%3Aexample.org",
+    )
+    .respond_with(ResponseTemplate::new(200).set_body_string(huge))
+    .mount(&hs)
+    .await;
+    let err = client.resolve_alias("#a:example.org").await.unwrap_err();
+    assert!(err.to_string().contains("larger than 8 MiB"), "{err}");
+}
