@@ -282,6 +282,18 @@ mod tests {
     const V1: &[Migration] = &[v0_create_tables];
 
     #[test]
+    fn a_new_store_is_created_whole_and_a_half_made_one_from_a_kill_is_replaced() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.redb");
+        // What a kill during the very first start leaves: redb had sized the file (zeros)
+        // but not written its header. It is the temporary file now, never the store.
+        std::fs::write(dir.path().join("s.redb.new"), vec![0u8; 4096]).unwrap();
+        drop(RedbStore::open(&path).expect("open"));
+        assert_eq!(version_of(&path), SCHEMA_VERSION);
+        assert!(!dir.path().join("s.redb.new").exists());
+    }
+
+    #[test]
     fn a_new_file_is_created_at_the_current_version() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("s.redb");

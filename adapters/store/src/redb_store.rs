@@ -99,7 +99,7 @@ impl RedbStore {
         if existing {
             precheck(path, migrations, sealer.as_ref())?;
         } else {
-            create_private(path)?;
+            create_atomically(path, migrations)?;
         }
         let db = guard_panic(path, || {
             Builder::new()
@@ -595,6 +595,43 @@ fn seal_all(db: &Database, path: &Path, sealer: &Sealer) -> Result<usize, StoreE
     }
     txn.commit().ctx(path, DURING)?;
     Ok(sealed)
+}
+
+/// Creates a new store as a complete file or not at all: redb sizes a new file before it
+/// writes its header, so a bridge killed during its very first start left a file of zeros
+/// that no later start could open ("not a redb database", seen in the SIGKILL crash test).
+/// The file is made under a temporary name, initialised to the current schema, synced, and
+/// only then renamed into place; a leftover temporary file from such a kill is replaced.
+fn create_atomically(path: &Path, migrations: &[Migration]) -> Result<(), StoreError> {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".new");
+    let tmp = path.with_file_name(name);
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        during: "creating the store file",
+        source,
+    };
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    create_private(&tmp)?;
+    {
+        let db = guard_panic(&tmp, || {
+            Builder::new().create(&tmp).map_err(|e| open_error(&tmp, e))
+        })?;
+        migrate::run(&db, &tmp, migrations)?;
+    }
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // The rename is durable once the directory is.
+        let _ = fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 /// Creates a missing store file readable and writable by its owner only, before redb opens
