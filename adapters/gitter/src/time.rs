@@ -49,7 +49,13 @@ pub fn parse_iso_ms(s: &str) -> Option<u64> {
     }
     let offset_min = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
+        // `is_ascii` first: the slices below index bytes, and a multi-byte character there
+        // (a hostile `sent`, found by the gitter_message fuzz target) would panic.
+        _ if rest.len() == 6
+            && rest.is_ascii()
+            && matches!(&rest[..1], "+" | "-")
+            && &rest[3..4] == ":" =>
+        {
             let h: i64 = rest[1..3].parse().ok()?;
             let m: i64 = rest[4..6].parse().ok()?;
             let sign = if rest.starts_with('-') { -1 } else { 1 };
@@ -131,6 +137,9 @@ mod tests {
             "2014-03-24T15:41:18.991",
             "1969-12-31T23:59:59.000Z",
             "2014-03-24T15:41:18.991Zjunk",
+            // Six bytes after the fraction, one character of them two bytes long: the fuzz
+            // target's crash (a byte slice inside a character panicked).
+            "0440-07-01T12:00:00.0-06\u{4da}Z",
         ] {
             assert_eq!(parse_iso_ms(bad), None, "{bad}");
         }
