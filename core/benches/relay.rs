@@ -1,5 +1,7 @@
-//! Throughput of the pure core: Gitter messages fanned into 1, 10 and 100 portals, and
-//! Matrix messages relayed to Gitter. Run with `cargo bench -p gitter-bridge-core`.
+//! Throughput of the pure core: Gitter messages (plain text, and formatted HTML) fanned into
+//! 1, 10 and 100 portals, Matrix messages relayed to Gitter, and a Matrix transaction while
+//! the event dedupe window is full. Run with `cargo bench -p gitter-bridge-core`;
+//! `scripts/bench-compare.sh` runs these side by side with an earlier commit's core.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use gitter_bridge_core::*;
@@ -76,8 +78,10 @@ fn snapshot(portals: usize) -> (Snapshot, GitterRoomId) {
     (s, room)
 }
 
-fn gitter_to_matrix(c: &mut Criterion) {
-    let mut group = c.benchmark_group("gitter_to_matrix");
+/// A Gitter message fanned into 1, 10 and 100 portals: `group` names the benchmark,
+/// `text` and `html` are the message as Gitter sends it.
+fn fan_out(c: &mut Criterion, group: &str, text: &str, html: &str) {
+    let mut group = c.benchmark_group(group);
     for portals in [1usize, 10, 100] {
         group.throughput(Throughput::Elements(1));
         group.bench_with_input(
@@ -92,8 +96,8 @@ fn gitter_to_matrix(c: &mut Criterion) {
                     n += 1;
                     let message = GitterMessage {
                         id: GitterMessageId::new(format!("{n:024x}")),
-                        text: "hello **world**".into(),
-                        html: "hello <strong>world</strong>".into(),
+                        text: text.into(),
+                        html: html.into(),
                         status: false,
                         sent: "2024-01-01T00:00:00.000Z".into(),
                         from: author.clone(),
@@ -123,6 +127,21 @@ fn gitter_to_matrix(c: &mut Criterion) {
         );
     }
     group.finish();
+}
+
+/// A plain-text message (Gitter's HTML is the text itself).
+fn gitter_to_matrix(c: &mut Criterion) {
+    fan_out(c, "gitter_to_matrix", "hello world", "hello world");
+}
+
+/// A formatted message (Gitter's HTML needs the sanitiser).
+fn gitter_to_matrix_formatted(c: &mut Criterion) {
+    fan_out(
+        c,
+        "gitter_to_matrix_formatted",
+        "hello **world**",
+        "hello <strong>world</strong>",
+    );
 }
 
 fn matrix_to_gitter(c: &mut Criterion) {
@@ -177,5 +196,86 @@ fn matrix_to_gitter(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, gitter_to_matrix, matrix_to_gitter);
+/// One portal message in a transaction while the transaction and event dedupe windows are
+/// full (`dedupe_capacity`, 10,000 ids each): what every event costs on a busy bridge.
+fn matrix_transaction(c: &mut Criterion) {
+    let mut group = c.benchmark_group("matrix_transaction");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("full_dedupe", |b| {
+        let (snap, _room) = snapshot(10);
+        let config = Config::with_defaults(DOMAIN);
+        let window = config.dedupe_capacity as u64;
+        let mut bridge = Bridge::restore(config, 1, snap);
+        let owner = uid("u0");
+        let portal: OwnedRoomId = "!p0".try_into().unwrap();
+        let elsewhere: OwnedRoomId = "!elsewhere".try_into().unwrap();
+        // Fill both windows with events of a room the bridge does not bridge.
+        for n in 0..window {
+            bridge.handle(
+                Timestamp(n),
+                Input::Transaction {
+                    txn_id: AsTxnId::new(format!("fill{n}")),
+                    events: vec![MatrixEvent {
+                        event_id: format!("$fill{n:08}").try_into().unwrap(),
+                        room_id: elsewhere.clone(),
+                        sender: owner.clone(),
+                        kind: MatrixEventKind::Message {
+                            msgtype: MsgType::Text,
+                            body: "not bridged".into(),
+                            formatted_body: None,
+                        },
+                    }],
+                },
+            );
+        }
+        let mut n: u64 = window;
+        b.iter(|| {
+            n += 1;
+            let event = MatrixEvent {
+                event_id: format!("$m{n:08}").try_into().unwrap(),
+                room_id: portal.clone(),
+                sender: owner.clone(),
+                kind: MatrixEventKind::Message {
+                    msgtype: MsgType::Text,
+                    body: "hi there".into(),
+                    formatted_body: None,
+                },
+            };
+            let out = bridge.handle(
+                Timestamp(n),
+                Input::Transaction {
+                    txn_id: AsTxnId::new(n.to_string()),
+                    events: vec![event],
+                },
+            );
+            for e in out.effects {
+                let sent = GitterMessage {
+                    id: GitterMessageId::new(format!("{n:024x}")),
+                    text: "hi there".into(),
+                    html: "hi there".into(),
+                    status: false,
+                    sent: String::new(),
+                    from: user("g0"),
+                    parent_id: None,
+                };
+                bridge.handle(
+                    Timestamp(n),
+                    Input::EffectDone {
+                        id: e.id,
+                        result: Ok(EffectOutput::GitterMessage(sent)),
+                    },
+                );
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    gitter_to_matrix,
+    gitter_to_matrix_formatted,
+    matrix_to_gitter,
+    matrix_transaction
+);
 criterion_main!(benches);

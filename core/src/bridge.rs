@@ -100,8 +100,6 @@ pub struct Bridge {
     pub(crate) now: Timestamp,
     /// The current step's outputs.
     out: Outputs,
-    /// The HTML sanitiser, built once.
-    pub(crate) sanitizer: ammonia::Builder<'static>,
 }
 
 impl Bridge {
@@ -129,7 +127,6 @@ impl Bridge {
             told_not_permitted: BTreeSet::new(),
             now: Timestamp(0),
             out: Outputs::default(),
-            sanitizer: crate::format::sanitizer(),
         };
         bridge.state = snapshot;
         bridge.reindex();

@@ -100,9 +100,13 @@ const MATRIX_ATTRIBUTES: &[(&str, &[&str])] = &[
 /// prose), and `mx-reply` (the quoted event of a Matrix reply: a spoofed quote here).
 const REMOVED_WITH_CONTENT: &[&str] = &["mx-reply", "script", "style"];
 
-/// The sanitiser for Gitter HTML. Built once per [`crate::Bridge`] (no global state in the
-/// core) and reused for every message; [`sanitize_with`] adds the pass ammonia cannot do.
-pub(crate) fn sanitizer() -> ammonia::Builder<'static> {
+/// The sanitiser for Gitter HTML, built once per process on first use and shared read-only
+/// (an immutable constant, not state: building it allocates a dozen sets, which cost more
+/// than sanitising a short message). [`sanitize_with`] adds the pass ammonia cannot do.
+static SANITIZER: std::sync::LazyLock<ammonia::Builder<'static>> =
+    std::sync::LazyLock::new(sanitizer);
+
+fn sanitizer() -> ammonia::Builder<'static> {
     let mut b = ammonia::Builder::empty();
     b.tags(MATRIX_TAGS.iter().copied().collect::<HashSet<_>>())
         .clean_content_tags(REMOVED_WITH_CONTENT.iter().copied().collect())
@@ -198,11 +202,11 @@ fn language_classes(value: &str) -> Option<Cow<'_, str>> {
 /// remote images, non-`http(s)`/`mailto` links and unknown tags are removed, so nothing
 /// Gitter sends can run or load anything in a Matrix client.
 pub fn sanitize_html(html: &str) -> String {
-    sanitize_with(&sanitizer(), html)
+    sanitize_with(&SANITIZER, html)
 }
 
-/// Sanitises with a sanitiser built beforehand (by [`sanitizer`]).
-pub(crate) fn sanitize_with(builder: &ammonia::Builder<'static>, html: &str) -> String {
+/// Sanitises with a given sanitiser (the shared one).
+fn sanitize_with(builder: &ammonia::Builder<'static>, html: &str) -> String {
     let clean = builder.clean(html).to_string();
     match finish(&clean) {
         Some(done) => done,
@@ -359,6 +363,12 @@ fn escape(text: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// Whether Gitter's HTML for a message is just its text: the text itself (no markup or
+/// entity at all) or the text escaped. Either way it carries no formatting.
+fn is_plain(html: &str, text: &str, escaped: &str) -> bool {
+    html == escaped || (html == text && !html.contains(['<', '&']))
+}
+
 /// Strips the leading `@username ` Gitter puts in front of a status (`/me`) message.
 fn strip_status_prefix<'a>(text: &'a str, username: &str) -> &'a str {
     text.strip_prefix('@')
@@ -369,10 +379,12 @@ fn strip_status_prefix<'a>(text: &'a str, username: &str) -> &'a str {
 
 /// The Matrix content for a Gitter message: `body` = text, `formatted_body` = Gitter's HTML
 /// sanitised (left out when it adds nothing to the text), `m.emote` for status messages.
-pub(crate) fn gitter_to_matrix(
-    builder: &ammonia::Builder<'static>,
-    message: &GitterMessage,
-) -> MatrixContent {
+///
+/// Called once per message, not once per portal: every portal of the room gets the same
+/// content. A plain-text message (its HTML is its text, escaped or not: no tag, nothing for
+/// a client to render) has no `formatted_body` and never reaches the sanitiser, the costly
+/// part of a relay.
+pub(crate) fn gitter_to_matrix(message: &GitterMessage) -> MatrixContent {
     let (msgtype, body) = if message.status {
         (
             OutMsgType::Emote,
@@ -381,13 +393,15 @@ pub(crate) fn gitter_to_matrix(
     } else {
         (OutMsgType::Text, message.text.clone())
     };
-    let html = if message.status {
-        // The HTML starts with a rendered mention of the author; the emote names them anyway.
-        escape(&body)
+    let escaped = escape(&body);
+    let html = if message.status || is_plain(&message.html, &body, &escaped) {
+        // A status's HTML starts with a rendered mention of the author; the emote names them
+        // anyway.
+        escaped.clone()
     } else {
-        sanitize_with(builder, &message.html)
+        sanitize_with(&SANITIZER, &message.html)
     };
-    let formatted_body = (!html.is_empty() && html != escape(&body)).then_some(html);
+    let formatted_body = (!html.is_empty() && html != escaped).then_some(html);
     MatrixContent {
         msgtype,
         body,

@@ -252,7 +252,8 @@ impl Bridge {
             );
         }
         for message in queued {
-            self.deliver(&owner, &room, &message);
+            let content = crate::format::gitter_to_matrix(&message);
+            self.deliver(&owner, &room, &message, &content);
         }
     }
 

@@ -11,7 +11,7 @@
 //! keep the order) are held until the send completes and the echo can be recognised by id.
 
 use crate::bridge::Bridge;
-use crate::effect::{Action, Lane, RelayRef, SendOrigin};
+use crate::effect::{Action, Lane, MatrixContent, RelayRef, SendOrigin};
 use crate::format::gitter_to_matrix;
 use crate::ids::{GitterRoomId, OwnedEventId, OwnedUserId};
 use crate::input::{Failure, FailureKind, GitterMessage, MatrixEvent, MsgType};
@@ -118,9 +118,15 @@ impl Bridge {
             .get(room)
             .map(|o| o.iter().cloned().collect())
             .unwrap_or_default();
+        // Converted once for every portal of the room, and only if one of them gets it now.
+        let mut content = None;
         for owner in owners {
-            let key = (owner.clone(), room.clone());
-            let Some(portal) = self.state.portals.get(&key).cloned() else {
+            let Some(state) = self
+                .state
+                .portals
+                .get(&(owner.clone(), room.clone()))
+                .map(|p| p.state)
+            else {
                 continue;
             };
             if self
@@ -135,7 +141,7 @@ impl Bridge {
                 // Not allowed any more: this portal gets nothing until they are again.
                 continue;
             }
-            match portal.state {
+            match state {
                 PortalState::Closed => {}
                 PortalState::Creating => {
                     self.queue_for_portal(&owner, room, message);
@@ -147,7 +153,10 @@ impl Bridge {
                         origin: Origin::Gitter,
                     }));
                 }
-                PortalState::Active => self.deliver(&owner, room, message),
+                PortalState::Active => {
+                    let content = content.get_or_insert_with(|| gitter_to_matrix(message));
+                    self.deliver(&owner, room, message, content)
+                }
             }
         }
         record.recent.push_back(message.id.clone());
@@ -158,12 +167,14 @@ impl Bridge {
         self.change(Change::PutGitterRoom(record));
     }
 
-    /// Sends a Gitter message into one active portal as its author's ghost.
+    /// Sends a Gitter message into one active portal as its author's ghost, with its
+    /// Matrix content ([`gitter_to_matrix`] of it).
     pub(crate) fn deliver(
         &mut self,
         owner: &OwnedUserId,
         room: &GitterRoomId,
         message: &GitterMessage,
+        content: &MatrixContent,
     ) {
         let Some(room_id) = self
             .state
@@ -191,7 +202,7 @@ impl Bridge {
             Action::SendMessage {
                 room: room_id,
                 sender: ghost,
-                content: gitter_to_matrix(&self.sanitizer, message),
+                content: content.clone(),
                 relay: Some(RelayRef {
                     owner: owner.clone(),
                     gitter_id: message.id.clone(),
