@@ -70,10 +70,12 @@ fn snapshot(portals: usize) -> (Snapshot, GitterRoomId) {
             name: "org/bench".into(),
             topic: String::new(),
             user_count: Some(1000),
-            cursor: Some(GitterMessageId::new("000000000000000000000000")),
             reader: Some(uid("u0")),
-            recent: Default::default(),
         },
+    );
+    s.cursors.insert(
+        room.clone(),
+        GitterMessageId::new("000000000000000000000000"),
     );
     (s, room)
 }

@@ -2,20 +2,21 @@
 //! dispatch. The flows live in the modules named for them (`invite`, `login`, `commands`,
 //! `portal`, `ghost`, `relay`, `stream`).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+use crate::dedupe::Window;
 use crate::effect::{Action, Effect, Lane, MatrixContent};
 use crate::error::CoreError;
 use crate::ids::{
-    AsTxnId, EffectId, GitterRoomId, GitterUserId, OwnedEventId, OwnedRoomId, OwnedUserId,
-    Timestamp,
+    AsTxnId, EffectId, GitterMessageId, GitterRoomId, GitterUserId, OwnedEventId, OwnedRoomId,
+    OwnedUserId, Timestamp,
 };
 use crate::input::{EffectOutput, EffectResult, Input, MatrixEvent, MatrixEventKind};
 use crate::output::Outputs;
-use crate::state::{Change, PortalState, Snapshot};
+use crate::state::{Change, Origin, PortalState, Snapshot};
 use crate::stream::StreamState;
 use crate::{Config, GitterMessage};
 
@@ -96,6 +97,16 @@ pub struct Bridge {
     retries: BTreeMap<EffectId, RetryState>,
     /// Users told in this run that they may no longer use the bridge.
     told_not_permitted: BTreeSet<OwnedUserId>,
+    /// AS transaction ids processed (a hash index over `state.transactions`).
+    txns_seen: Window<AsTxnId>,
+    /// Matrix event ids processed (a hash index over `state.events`).
+    events_seen: Window<OwnedEventId>,
+    /// Per Gitter room, the message ids relayed last (in memory only: after a restart the
+    /// cursor keeps catch-ups from reading them again).
+    recent: HashMap<GitterRoomId, Window<GitterMessageId>>,
+    /// The order in which the hot mappings (`state.messages`) were added, oldest first: the
+    /// oldest leaves the hot set first (it stays in the store).
+    hot_order: VecDeque<(OwnedUserId, GitterMessageId)>,
     /// The current step's time.
     pub(crate) now: Timestamp,
     /// The current step's outputs.
@@ -125,6 +136,10 @@ impl Bridge {
             streams: BTreeMap::new(),
             retries: BTreeMap::new(),
             told_not_permitted: BTreeSet::new(),
+            txns_seen: Window::new(0),
+            events_seen: Window::new(0),
+            recent: HashMap::new(),
+            hot_order: VecDeque::new(),
             now: Timestamp(0),
             out: Outputs::default(),
         };
@@ -176,7 +191,14 @@ impl Bridge {
 
     /// Applies a change to the state and records it in the step's change set.
     pub(crate) fn change(&mut self, change: Change) {
+        let mut new_mapping = None;
         match &change {
+            Change::PutMessage(m) => {
+                let key = (m.owner.clone(), m.gitter_id.clone());
+                if !self.state.messages.contains_key(&key) {
+                    new_mapping = Some(key);
+                }
+            }
             Change::PutUser(u) => {
                 if let Some(old) = self
                     .state
@@ -195,6 +217,46 @@ impl Bridge {
         }
         self.state.apply(&change);
         self.out.changes.changes.push(change);
+        if let Some(key) = new_mapping {
+            self.hot_order.push_back(key);
+            self.trim_hot_mappings();
+        }
+    }
+
+    /// Keeps the hot set of mappings within `hot_mappings`, letting the oldest go (they stay
+    /// in the store). A mapping of the owner's own send that its room's cursor has not
+    /// passed yet stays: its echo may still come from Gitter, and without it the owner's
+    /// message would be relayed back into their portal.
+    fn trim_hot_mappings(&mut self) {
+        let mut kept = 0;
+        while self.state.messages.len() > self.config.hot_mappings && kept < self.hot_order.len() {
+            let Some(key) = self.hot_order.pop_front() else {
+                break;
+            };
+            let Some(m) = self.state.messages.get(&key) else {
+                continue;
+            };
+            let echo_to_come = m.origin == Origin::Matrix
+                && self
+                    .state
+                    .cursors
+                    .get(&m.gitter_room)
+                    .is_none_or(|c| m.gitter_id.as_str() > c.as_str());
+            if echo_to_come {
+                self.hot_order.push_back(key);
+                kept += 1;
+            } else {
+                self.state.messages.remove(&key);
+            }
+        }
+    }
+
+    /// The ids relayed last in a Gitter room.
+    pub(crate) fn recent_in(&mut self, room: &GitterRoomId) -> &mut Window<GitterMessageId> {
+        let capacity = self.config.recent_capacity;
+        self.recent
+            .entry(room.clone())
+            .or_insert_with(|| Window::new(capacity))
     }
 
     /// Rebuilds the derived indexes from the state.
@@ -208,6 +270,14 @@ impl Bridge {
         for p in self.state.portals.values() {
             index_portal(&mut self.rooms, &mut self.room_portals, p);
         }
+        let capacity = self.config.dedupe_capacity;
+        self.txns_seen =
+            Window::from_oldest_first(self.state.transactions.iter().cloned(), capacity);
+        self.events_seen = Window::from_oldest_first(self.state.events.iter().cloned(), capacity);
+        // Oldest first in Gitter's order (ObjectIds sort as they were made).
+        let mut hot: Vec<_> = self.state.messages.keys().cloned().collect();
+        hot.sort_by(|a, b| a.1.as_str().cmp(b.1.as_str()));
+        self.hot_order = hot.into();
         let sends: Vec<_> = self
             .state
             .outbox
@@ -523,14 +593,14 @@ impl Bridge {
     fn on_transaction(&mut self, txn_id: AsTxnId, events: Vec<MatrixEvent>) {
         // The homeserver retries a transaction with the same id and events until it gets a
         // 200: a retry must do nothing (AS API, "Pushing events").
-        if self.state.transactions.contains(&txn_id) {
+        if self.txns_seen.contains(&txn_id) {
             return;
         }
         self.remember_txn(txn_id);
         for event in events {
             // Duplicated delivery under different transaction ids happens in the wild
             // (element-hq/synapse#11447), so events are deduplicated too.
-            if self.state.events.contains(&event.event_id) {
+            if self.events_seen.contains(&event.event_id) {
                 continue;
             }
             self.remember_event(event.event_id.clone());
@@ -539,17 +609,17 @@ impl Bridge {
     }
 
     fn remember_txn(&mut self, txn_id: AsTxnId) {
+        let gone = self.txns_seen.push(txn_id.clone());
         self.change(Change::RememberTransaction(txn_id));
-        while self.state.transactions.len() > self.config.dedupe_capacity {
-            let oldest = self.state.transactions[0].clone();
+        for oldest in gone {
             self.change(Change::ForgetTransaction(oldest));
         }
     }
 
     fn remember_event(&mut self, event_id: OwnedEventId) {
+        let gone = self.events_seen.push(event_id.clone());
         self.change(Change::RememberEvent(event_id));
-        while self.state.events.len() > self.config.dedupe_capacity {
-            let oldest = self.state.events[0].clone();
+        for oldest in gone {
             self.change(Change::ForgetEvent(oldest));
         }
     }
@@ -780,8 +850,8 @@ impl Bridge {
                 self.on_room_created(purpose, &alias, room)
             }
             (Action::SendMessage { relay, .. }, EffectOutput::EventSent(event_id)) => {
-                if let Some(relay) = relay {
-                    self.on_relayed(relay, event_id);
+                if let (Some(relay), Lane::Portal { room, .. }) = (relay, effect.lane) {
+                    self.on_relayed(relay, room, event_id);
                 }
             }
             (Action::ExchangeCode { user, request, .. }, EffectOutput::Token(token)) => {

@@ -34,8 +34,18 @@ pub struct Config {
     pub max_message_len: usize,
     /// How many AS transaction ids and event ids are remembered for deduplication.
     pub dedupe_capacity: usize,
-    /// How many recent Gitter message ids per room are remembered for deduplication.
+    /// How many recent Gitter message ids per room are remembered (in memory) for
+    /// deduplication of repeated deliveries.
     pub recent_capacity: usize,
+    /// Message mappings the bridge keeps in memory beyond those it must (the newest first;
+    /// older ones stay in the store). Memory does not grow with history.
+    pub hot_mappings: usize,
+    /// Mappings per portal the store loads at start, besides those after the room's
+    /// cursor (see [`crate::Snapshot::hot_set`]).
+    pub hot_mappings_per_portal_at_start: usize,
+    /// Mappings older than this are pruned from the store, in milliseconds (0 keeps them
+    /// for ever). Past it, a Gitter message can no longer be matched to its Matrix event.
+    pub mapping_retention_ms: u64,
     /// Page size of catch-up reads (Gitter allows at most 100).
     pub catch_up_page: u32,
     /// How long to wait before retrying a failed catch-up, in milliseconds.
@@ -78,6 +88,9 @@ impl Config {
             max_message_len: 4096,
             dedupe_capacity: 10_000,
             recent_capacity: 256,
+            hot_mappings: 100_000,
+            hot_mappings_per_portal_at_start: 1,
+            mapping_retention_ms: 365 * 24 * 60 * 60 * 1000,
             catch_up_page: 100,
             catch_up_retry_ms: 30_000,
             retry_min_ms: 1_000,

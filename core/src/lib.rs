@@ -60,6 +60,7 @@
 mod bridge;
 mod commands;
 mod config;
+mod dedupe;
 mod effect;
 mod error;
 mod format;

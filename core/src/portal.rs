@@ -43,9 +43,7 @@ impl Bridge {
                 name: room.name.clone(),
                 topic: room.topic.clone(),
                 user_count: room.user_count,
-                cursor: None,
                 reader: None,
-                recent: Default::default(),
             },
         };
         self.change(Change::PutGitterRoom(record));

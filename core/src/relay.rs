@@ -68,12 +68,7 @@ impl Bridge {
                 .or_else(|| s.held.back())
                 .map(|m| m.id.clone())
         });
-        waiting.or_else(|| {
-            self.state
-                .gitter_rooms
-                .get(room)
-                .and_then(|r| r.cursor.clone())
-        })
+        waiting.or_else(|| self.state.cursors.get(room).cloned())
     }
 
     /// The memory bound of a room's waiting messages is reached: they are dropped, and the
@@ -107,10 +102,10 @@ impl Bridge {
     }
 
     fn relay_to_portals(&mut self, room: &GitterRoomId, message: &GitterMessage) {
-        let Some(mut record) = self.state.gitter_rooms.get(room).cloned() else {
+        if !self.state.gitter_rooms.contains_key(room) {
             return;
-        };
-        if record.recent.contains(&message.id) {
+        }
+        if self.recent_in(room).contains(&message.id) {
             return;
         }
         let owners: Vec<OwnedUserId> = self
@@ -151,6 +146,7 @@ impl Bridge {
                         gitter_id: message.id.clone(),
                         event_id: None,
                         origin: Origin::Gitter,
+                        at: self.now,
                     }));
                 }
                 PortalState::Active => {
@@ -159,12 +155,9 @@ impl Bridge {
                 }
             }
         }
-        record.recent.push_back(message.id.clone());
-        while record.recent.len() > self.config.recent_capacity {
-            record.recent.pop_front();
-        }
-        record.cursor = Some(message.id.clone());
-        self.change(Change::PutGitterRoom(record));
+        self.recent_in(room).push(message.id.clone());
+        // The cursor and the mappings are the step's only writes (small rows, not the room).
+        self.change(Change::SetCursor(room.clone(), message.id.clone()));
     }
 
     /// Sends a Gitter message into one active portal as its author's ghost, with its
@@ -193,6 +186,7 @@ impl Bridge {
             gitter_id: message.id.clone(),
             event_id: None,
             origin: Origin::Gitter,
+            at: self.now,
         }));
         self.emit(
             Lane::Portal {
@@ -212,12 +206,32 @@ impl Bridge {
         );
     }
 
-    pub(crate) fn on_relayed(&mut self, relay: RelayRef, event_id: OwnedEventId) {
+    /// A relayed message reached its portal (`room` is the Gitter room, from the effect's
+    /// lane): its mapping gets the event id. The mapping may have left the hot set while
+    /// the send waited (an outage of the homeserver); it is written whole again then, as a
+    /// mapping is only ever created for a relay with these fields.
+    pub(crate) fn on_relayed(
+        &mut self,
+        relay: RelayRef,
+        room: GitterRoomId,
+        event_id: OwnedEventId,
+    ) {
         let key = (relay.owner.clone(), relay.gitter_id.clone());
-        if let Some(mut record) = self.state.messages.get(&key).cloned() {
-            record.event_id = Some(event_id);
-            self.change(Change::PutMessage(record));
-        }
+        let record = match self.state.messages.get(&key) {
+            Some(record) => MessageRecord {
+                event_id: Some(event_id),
+                ..record.clone()
+            },
+            None => MessageRecord {
+                owner: relay.owner,
+                gitter_room: room,
+                gitter_id: relay.gitter_id,
+                event_id: Some(event_id),
+                origin: Origin::Gitter,
+                at: self.now,
+            },
+        };
+        self.change(Change::PutMessage(record));
     }
 
     /// A message in a portal room from its owner.
@@ -309,6 +323,7 @@ impl Bridge {
             gitter_id: message.id,
             event_id: Some(origin.event_id),
             origin: Origin::Matrix,
+            at: self.now,
         }));
         self.drain_held(&room);
     }

@@ -1,11 +1,12 @@
 //! The persistent state: records, the [`Snapshot`] the store loads, and the [`ChangeSet`]
 //! each step emits.
 //!
-//! The core keeps its whole persistent state as a [`Snapshot`] in memory and changes it only
+//! The core keeps its persistent state as a [`Snapshot`] in memory and changes it only
 //! through [`Change`]s, which it records in the step's change set as it applies them. So a
 //! snapshot built by applying every committed change set in order (what the store does) is
-//! exactly the core's state, and [`crate::Bridge::restore`] from it continues where the core
-//! left off. The tables mirror ARCHITECTURE.md §4.
+//! the core's state, except for the message mappings, of which the core holds a bounded hot
+//! set (the store holds them all until they are pruned); [`crate::Bridge::restore`] from what
+//! a store loads ([`Snapshot::hot_set`]) continues where the core left off.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -94,12 +95,8 @@ pub struct GitterRoomRecord {
     pub topic: String,
     /// `userCount`, when known.
     pub user_count: Option<u64>,
-    /// The last message bridged: catch-up reads `afterId=<cursor>`.
-    pub cursor: Option<GitterMessageId>,
     /// The Matrix user whose token reads the stream.
     pub reader: Option<OwnedUserId>,
-    /// The most recent message ids handled, for deduplication of repeated deliveries.
-    pub recent: VecDeque<GitterMessageId>,
 }
 
 /// Where a bridged message came from.
@@ -124,6 +121,9 @@ pub struct MessageRecord {
     pub event_id: Option<OwnedEventId>,
     /// Direction.
     pub origin: Origin,
+    /// When the bridge recorded it: old mappings are pruned by age
+    /// ([`crate::Config::mapping_retention_ms`]).
+    pub at: Timestamp,
 }
 
 /// A single-use token with an owner and an expiry (login links and OAuth states).
@@ -150,9 +150,12 @@ pub enum Change {
     PutPortal(PortalRecord),
     /// Insert or replace a Gitter room.
     PutGitterRoom(GitterRoomRecord),
-    /// Remove a Gitter room.
+    /// Remove a Gitter room (and its cursor).
     DeleteGitterRoom(GitterRoomId),
-    /// Insert or replace a message mapping (keyed by owner and Gitter id).
+    /// The last message of a Gitter room bridged: catch-up reads `afterId=<cursor>`. A
+    /// relayed message writes this and its mappings, never the room's record.
+    SetCursor(GitterRoomId, GitterMessageId),
+    /// Insert or replace a message mapping (keyed by owner, Gitter room and Gitter id).
     PutMessage(MessageRecord),
     /// Queue a Gitter message for a portal being created (one row per message, so adding
     /// one costs the same however many wait).
@@ -211,7 +214,11 @@ pub struct Snapshot {
     pub portals: BTreeMap<(OwnedUserId, GitterRoomId), PortalRecord>,
     /// gitter_rooms.
     pub gitter_rooms: BTreeMap<GitterRoomId, GitterRoomRecord>,
-    /// messages, keyed by (owner, Gitter message).
+    /// The cursor of each Gitter room: its last message bridged.
+    pub cursors: BTreeMap<GitterRoomId, GitterMessageId>,
+    /// Message mappings, keyed by (owner, Gitter message). In a store, every mapping not
+    /// yet pruned; in what a store *loads* ([`Snapshot::hot_set`]) and in the bridge, only
+    /// a bounded hot set, so memory does not grow with history.
     pub messages: BTreeMap<(OwnedUserId, GitterMessageId), MessageRecord>,
     /// Gitter messages waiting for their portal's room to exist, in order per portal.
     pub queued: BTreeMap<QueuedKey, crate::input::GitterMessage>,
@@ -250,6 +257,10 @@ impl Snapshot {
             }
             Change::DeleteGitterRoom(id) => {
                 self.gitter_rooms.remove(id);
+                self.cursors.remove(id);
+            }
+            Change::SetCursor(room, id) => {
+                self.cursors.insert(room.clone(), id.clone());
             }
             Change::PutMessage(m) => {
                 self.messages
@@ -308,6 +319,59 @@ impl Snapshot {
         let from = (owner.clone(), room.clone(), 0);
         let to = (owner.clone(), room.clone(), u64::MAX);
         self.queued.range(from..=to)
+    }
+
+    /// What a store loads from this state (the reference every store's `load` reproduces):
+    /// everything except the message mappings, and of those only the hot set. Per portal
+    /// (owner and Gitter room): every mapping after the room's cursor, which a catch-up
+    /// may still deliver as an echo of the owner's own send (all of them when the room has
+    /// no cursor), and the `newest` others. "After" and "newest" are Gitter's order: its
+    /// ids are ObjectIds, whose hex strings sort in the order they were made (gitter-api
+    /// reference §1.2), the order `afterId` reads.
+    pub fn hot_set(&self, newest: usize) -> Snapshot {
+        let mut by_portal: BTreeMap<(&OwnedUserId, &GitterRoomId), Vec<&MessageRecord>> =
+            BTreeMap::new();
+        for m in self.messages.values() {
+            by_portal
+                .entry((&m.owner, &m.gitter_room))
+                .or_default()
+                .push(m);
+        }
+        let mut messages = BTreeMap::new();
+        for ((_, room), mut ms) in by_portal {
+            ms.sort_by(|a, b| b.gitter_id.as_str().cmp(a.gitter_id.as_str()));
+            let cursor = self.cursors.get(room);
+            let after =
+                |m: &MessageRecord| cursor.is_none_or(|c| m.gitter_id.as_str() > c.as_str());
+            let pending = ms.iter().take_while(|m| after(m)).count();
+            for m in ms.into_iter().take(pending + newest) {
+                messages.insert((m.owner.clone(), m.gitter_id.clone()), m.clone());
+            }
+        }
+        Snapshot {
+            messages,
+            ..self.without_messages()
+        }
+    }
+
+    /// This state without its message mappings (the part a bridge holds whole).
+    pub fn without_messages(&self) -> Snapshot {
+        Snapshot {
+            users: self.users.clone(),
+            ghosts: self.ghosts.clone(),
+            portals: self.portals.clone(),
+            gitter_rooms: self.gitter_rooms.clone(),
+            cursors: self.cursors.clone(),
+            messages: BTreeMap::new(),
+            queued: self.queued.clone(),
+            refused_rooms: self.refused_rooms.clone(),
+            login_links: self.login_links.clone(),
+            oauth_states: self.oauth_states.clone(),
+            transactions: self.transactions.clone(),
+            events: self.events.clone(),
+            outbox: self.outbox.clone(),
+            next_effect_id: self.next_effect_id,
+        }
     }
 
     /// Applies every change of a change set, in order.

@@ -98,11 +98,7 @@ impl Bridge {
         };
         let state = self.stream_mut(room);
         state.open = true;
-        let has_cursor = self
-            .state
-            .gitter_rooms
-            .get(room)
-            .is_some_and(|r| r.cursor.is_some());
+        let has_cursor = self.state.cursors.contains_key(room);
         if !has_cursor {
             // A room never read before: its baseline (where its history ends) is read and
             // committed before the stream opens, so no message the stream delivers can fall
@@ -140,11 +136,7 @@ impl Bridge {
         state.catching_up = true;
         state.again = false;
         state.retry_at = None;
-        let cursor = self
-            .state
-            .gitter_rooms
-            .get(room)
-            .and_then(|r| r.cursor.clone());
+        let cursor = self.state.cursors.get(room).cloned();
         self.fetch_after(room, cursor);
     }
 
@@ -218,24 +210,24 @@ impl Bridge {
         after: Option<GitterMessageId>,
         messages: Vec<GitterMessage>,
     ) {
-        let Some(mut record) = self.state.gitter_rooms.get(&room).cloned() else {
+        let Some(record) = self.state.gitter_rooms.get(&room) else {
             return;
         };
         if after.is_none() {
             // A second baseline answer (two reads went out: the reader changed, or the
             // stream was closed and wanted again, while the first was pending) finds the
             // cursor set and changes nothing: the first answer opened the stream.
-            if record.cursor.is_some() {
+            if self.state.cursors.contains_key(&room) {
                 return;
             }
+            let reader = record.reader.clone();
             // The newest message is the baseline. An empty room gets the zero ObjectId,
             // which sorts before every id, so later catch-ups read from its start.
-            record.cursor = Some(match messages.last() {
+            let baseline = match messages.last() {
                 Some(last) => last.id.clone(),
                 None => GitterMessageId::new(ZERO_OBJECT_ID),
-            });
-            let reader = record.reader.clone();
-            self.change(Change::PutGitterRoom(record));
+            };
+            self.change(Change::SetCursor(room.clone(), baseline));
             self.stream_mut(&room).retry_at = None;
             // The stream opens only now that the baseline is committed with this step.
             if self.streams.get(&room).is_some_and(|s| s.open)
@@ -309,11 +301,7 @@ impl Bridge {
             .collect();
         for room in due {
             self.stream_mut(&room).retry_at = None;
-            let cursor = self
-                .state
-                .gitter_rooms
-                .get(&room)
-                .and_then(|r| r.cursor.clone());
+            let cursor = self.state.cursors.get(&room).cloned();
             self.fetch_after(&room, cursor);
         }
     }

@@ -796,7 +796,7 @@ fn cursor_advances_in_the_change_set_of_the_message() {
     let room = h.add_gitter_room("org/chat", &["alice"]);
     h.logged_in_user("alice", "alice");
     let m = h.gitter_says(&room, "bob", "x");
-    assert_eq!(h.store.gitter_rooms[&room].cursor.as_ref(), Some(&m.id));
+    assert_eq!(h.store.cursors.get(&room), Some(&m.id));
 }
 
 #[test]
@@ -849,7 +849,7 @@ fn a_new_rooms_baseline_is_committed_before_its_stream_opens() {
         &e.action,
         Action::FetchMessages { after: None, room: r, .. } if r == &room
     )));
-    assert!(h.store.gitter_rooms[&room].cursor.is_some());
+    assert!(h.store.cursors.contains_key(&room));
     // Bob writes, and the bridge dies before the stream connects: the restarted bridge
     // catches up from the committed cursor, so his message is not taken for history.
     h.gitter_post(&room, "bob", "after the baseline");
@@ -929,12 +929,12 @@ fn a_failed_baseline_is_not_retried_once_another_reader_has_one() {
     // alice's baseline read fails and a retry is scheduled.
     let (alice, dm) = h.logged_in_user("alice", "alice");
     let (bob, _) = h.logged_in_user("bob", "bob");
-    assert!(h.store.gitter_rooms[&room].cursor.is_none());
+    assert!(!h.store.cursors.contains_key(&room));
     // She logs out before the retry: bob reads the room, his baseline works, the stream opens.
     h.say(&dm, &alice, "logout");
     h.settle();
     assert_eq!(h.store.gitter_rooms[&room].reader.as_ref(), Some(&bob));
-    assert!(h.store.gitter_rooms[&room].cursor.is_some());
+    assert!(h.store.cursors.contains_key(&room));
     let reads = |h: &Harness| {
         h.log
             .iter()

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod fake_gitter;
 pub mod fake_hs;
 pub mod load;
+pub mod restore_bench;
 pub mod scenario;
 pub mod util;
 pub mod world;

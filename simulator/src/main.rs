@@ -58,6 +58,23 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Builds a store with a long history (`--portals` portals, `--mappings` message
+    /// mappings) and measures a start from it in a fresh process: open, hot-set load and
+    /// restore. Prints one JSON line (`open_restore_s`, `rss_mib`, `file_bytes_per_mapping`).
+    RestoreBench {
+        /// Portals (10 per user, 100 per room).
+        #[arg(long, default_value_t = 100_000)]
+        portals: usize,
+        /// Message mappings (each message of a room is mapped in each of its portals).
+        #[arg(long, default_value_t = 1_000_000)]
+        mappings: u64,
+        /// Where to build the store (default: a temporary directory, removed after).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Internal: measure a start from this store (the child process).
+        #[arg(long, hide = true)]
+        measure: Option<PathBuf>,
+    },
     /// A fault campaign against the real `gitter-bridge` binary as its own process: steady
     /// traffic both ways through outages, lost answers, flapping and silent streams, hostile
     /// answers, SIGKILLs, SIGTERMs and a full disk. Prints a table per fault and one JSON line;
@@ -233,6 +250,32 @@ async fn run(cli: Cli) -> Result<(), String> {
             } else {
                 Err("messages were lost, doubled or reordered".into())
             }
+        }
+        Command::RestoreBench {
+            portals,
+            mappings,
+            dir,
+            measure,
+        } => {
+            use gitter_bridge_sim::restore_bench;
+            if let Some(path) = measure {
+                return restore_bench::measure(&path);
+            }
+            if portals == 0 {
+                return Err("--portals must be at least 1".into());
+            }
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let temp;
+            let dir = match dir {
+                Some(d) => d,
+                None => {
+                    temp = tempfile::tempdir().map_err(|e| e.to_string())?;
+                    temp.path().to_path_buf()
+                }
+            };
+            tokio::task::spawn_blocking(move || restore_bench::run(&exe, &dir, portals, mappings))
+                .await
+                .map_err(|e| e.to_string())?
         }
         Command::Demo { dir } => {
             let options = WorldOptions {

@@ -229,9 +229,12 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
 
     // The store first: nothing else matters if the state cannot be read.
     let (path, key) = (config.store_path.clone(), config.token_key.clone());
+    let newest = config.core.hot_mappings_per_portal_at_start;
     let (store, snapshot) = tokio::task::spawn_blocking(move || {
         let store = RedbStore::open_with_key(&path, key.as_ref())?;
-        let snapshot = store.load()?;
+        // The hot set of the mappings only: a start costs the same however long the
+        // history (issue 14); the rest stay on disk.
+        let snapshot = store.load_hot(newest)?;
         Ok::<_, StoreError>((store, snapshot))
     })
     .await
@@ -241,6 +244,7 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
         users = snapshot.users.len(),
         portals = snapshot.portals.len(),
         outbox = snapshot.outbox.len(),
+        mappings_loaded = snapshot.messages.len(),
         tokens_encrypted = store.tokens_encrypted(),
         rows_encrypted_now = store.sealed_on_open(),
         "store opened"

@@ -155,6 +155,34 @@ pub(crate) struct PortalRecordV1 {
     pub(crate) queued: Vec<GitterMessage>,
 }
 
+/// A `gitter_rooms` row of schema versions 1 and 2: the cursor and the ring of recent ids
+/// lived inside it, so every relayed message rewrote the room.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(crate) struct GitterRoomRecordV2 {
+    pub(crate) id: GitterRoomId,
+    pub(crate) uri: Option<String>,
+    pub(crate) name: String,
+    pub(crate) topic: String,
+    pub(crate) user_count: Option<u64>,
+    pub(crate) cursor: Option<GitterMessageId>,
+    pub(crate) reader: Option<OwnedUserId>,
+    /// Decoded only to be dropped: version 3 keeps the ring in memory.
+    #[allow(dead_code)]
+    pub(crate) recent: std::collections::VecDeque<GitterMessageId>,
+}
+
+/// A `messages` row of schema versions 1 and 2, keyed by (owner, Gitter message id).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(crate) struct MessageRecordV2 {
+    pub(crate) owner: OwnedUserId,
+    pub(crate) gitter_room: GitterRoomId,
+    pub(crate) gitter_id: GitterMessageId,
+    pub(crate) event_id: Option<gitter_bridge_core::OwnedEventId>,
+    pub(crate) origin: gitter_bridge_core::Origin,
+}
+
 impl ActionV1 {
     /// The current action. A room creation gets the alias that makes it idempotent (drawn
     /// here: the old row had none); a send gets its room's cursor as the point after which

@@ -11,6 +11,9 @@
 //!   `Durability::Immediate`: when `apply` returns `Ok`, the changes are on disk (fsync'd) and
 //!   survive a crash or power loss; if it returns `Err`, or the process dies during the call,
 //!   *none* of the sets is visible after reopening. There is never a partial step.
+//! * [`Store::load_hot`]`(newest)` returns what a bridge restores from:
+//!   [`Store::load`]'s snapshot with only the hot set of its message mappings
+//!   ([`Snapshot::hot_set`]); the rest stay on disk.
 //! * [`Store::load`]`()` returns exactly the [`Snapshot`] obtained by starting from
 //!   `Snapshot::default()` and applying every committed change, in commit order, with
 //!   [`Snapshot::apply`]'s semantics, including the order of the `transactions` and `events`
@@ -63,6 +66,11 @@ pub trait Store {
     fn apply(&mut self, sets: &[ChangeSet]) -> Result<(), StoreError>;
 
     /// The state every committed change set gives, applied in order with
-    /// [`Snapshot::apply`]'s semantics.
+    /// [`Snapshot::apply`]'s semantics: every mapping not pruned (for tests and tools).
     fn load(&self) -> Result<Snapshot, StoreError>;
+
+    /// What a bridge restores from: [`Store::load`] restricted to the hot set of the message
+    /// mappings, exactly [`Snapshot::hot_set`]`(newest)` of it, read without visiting the
+    /// others (the time and memory of a start do not grow with history).
+    fn load_hot(&self, newest: usize) -> Result<Snapshot, StoreError>;
 }

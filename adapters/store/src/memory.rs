@@ -42,4 +42,8 @@ impl Store for MemoryStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
         Ok(self.state.clone())
     }
+
+    fn load_hot(&self, newest: usize) -> Result<Snapshot, StoreError> {
+        Ok(self.state.hot_set(newest))
+    }
 }

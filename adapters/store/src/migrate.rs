@@ -32,7 +32,7 @@ use crate::schema::{self, META, META_SCHEMA_VERSION};
 pub(crate) type Migration = fn(&WriteTransaction, &Path) -> Result<(), StoreError>;
 
 /// Every migration, in order.
-pub(crate) const MIGRATIONS: &[Migration] = &[v0_create_tables, v1_durable_effects];
+pub(crate) const MIGRATIONS: &[Migration] = &[v0_create_tables, v1_durable_effects, v2_small_rows];
 
 /// The schema version this binary writes and reads.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
@@ -45,7 +45,7 @@ fn v0_create_tables(txn: &WriteTransaction, path: &Path) -> Result<(), StoreErro
     txn.open_table(schema::GHOSTS).ctx(path, DURING)?;
     txn.open_table(schema::PORTALS).ctx(path, DURING)?;
     txn.open_table(schema::GITTER_ROOMS).ctx(path, DURING)?;
-    txn.open_table(schema::MESSAGES).ctx(path, DURING)?;
+    txn.open_table(schema::MESSAGES_V2).ctx(path, DURING)?;
     txn.open_table(schema::REFUSED_ROOMS).ctx(path, DURING)?;
     txn.open_table(schema::LOGIN_LINKS).ctx(path, DURING)?;
     txn.open_table(schema::OAUTH_STATES).ctx(path, DURING)?;
@@ -79,7 +79,7 @@ fn v1_durable_effects(txn: &WriteTransaction, path: &Path) -> Result<(), StoreEr
         .ctx(path, DURING)?
     {
         let (_, v) = row.ctx(path, DURING)?;
-        let r: gitter_bridge_core::GitterRoomRecord = decode(path, "gitter_rooms", v.value())?;
+        let r: crate::legacy::GitterRoomRecordV2 = decode(path, "gitter_rooms", v.value())?;
         cursors.insert(r.id, r.cursor);
     }
     {
@@ -134,6 +134,92 @@ fn v1_durable_effects(txn: &WriteTransaction, path: &Path) -> Result<(), StoreEr
             )
             .ctx(path, DURING)?;
     }
+    Ok(())
+}
+
+/// Version 2 -> 3: small rows for what grows with traffic (issue 14).
+///
+/// * `gitter_rooms` rows lose the cursor (now a row of `cursors`, written per relayed
+///   message instead of the whole room) and the ring of recent ids (kept in memory now).
+/// * Portals get numbers (`portal_numbers`), and every `messages` row moves to `mappings`
+///   under (portal number, Gitter id) with only its event id, direction and age; `messages`
+///   is deleted. The age of a migrated mapping is the time of the migration, so retention
+///   counts from the upgrade (the old rows had no time).
+fn v2_small_rows(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
+    use crate::codec::{decode, encode};
+    use crate::legacy::{GitterRoomRecordV2, MessageRecordV2};
+    use crate::redb_store::{StoredMapping, number_portal};
+    use gitter_bridge_core::GitterRoomRecord;
+    use redb::ReadableTable;
+
+    const DURING: &str = "migrating to schema version 3";
+    {
+        let mut rooms = txn.open_table(schema::GITTER_ROOMS).ctx(path, DURING)?;
+        let mut cursors = txn.open_table(schema::CURSORS).ctx(path, DURING)?;
+        let mut rows = Vec::new();
+        for row in rooms.iter().ctx(path, DURING)? {
+            let (_, v) = row.ctx(path, DURING)?;
+            let old: GitterRoomRecordV2 = decode(path, "gitter_rooms", v.value())?;
+            rows.push(old);
+        }
+        for old in rows {
+            if let Some(cursor) = &old.cursor {
+                cursors
+                    .insert(old.id.as_str(), cursor.as_str())
+                    .ctx(path, DURING)?;
+            }
+            let room = GitterRoomRecord {
+                id: old.id,
+                uri: old.uri,
+                name: old.name,
+                topic: old.topic,
+                user_count: old.user_count,
+                reader: old.reader,
+            };
+            let bytes = encode(path, "gitter_rooms", &room)?;
+            rooms
+                .insert(room.id.as_str(), bytes.as_slice())
+                .ctx(path, DURING)?;
+        }
+    }
+    let mut numbers = txn.open_table(schema::PORTAL_NUMBERS).ctx(path, DURING)?;
+    let mut meta = txn.open_table(schema::META).ctx(path, DURING)?;
+    {
+        let portals = txn.open_table(schema::PORTALS).ctx(path, DURING)?;
+        for row in portals.iter().ctx(path, DURING)? {
+            let (k, _) = row.ctx(path, DURING)?;
+            let (owner, room) = k.value();
+            number_portal(&mut numbers, &mut meta, path, owner, room)?;
+        }
+    }
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    {
+        let old_table = txn.open_table(schema::MESSAGES_V2).ctx(path, DURING)?;
+        let mut mappings = txn.open_table(schema::MAPPINGS).ctx(path, DURING)?;
+        for row in old_table.iter().ctx(path, DURING)? {
+            let (_, v) = row.ctx(path, DURING)?;
+            let old: MessageRecordV2 = decode(path, "messages", v.value())?;
+            let no = number_portal(
+                &mut numbers,
+                &mut meta,
+                path,
+                old.owner.as_str(),
+                old.gitter_room.as_str(),
+            )?;
+            let value = StoredMapping {
+                event_id: old.event_id,
+                origin: old.origin,
+                at,
+            };
+            let bytes = encode(path, "mappings", &value)?;
+            mappings
+                .insert((no, old.gitter_id.as_str()), bytes.as_slice())
+                .ctx(path, DURING)?;
+        }
+    }
+    txn.delete_table(schema::MESSAGES_V2).ctx(path, DURING)?;
     Ok(())
 }
 
@@ -445,7 +531,7 @@ mod tests {
                     .insert((alice.as_str(), room.as_str()), v.as_slice())
                     .unwrap();
                 let mut rooms = txn.open_table(schema::GITTER_ROOMS).unwrap();
-                let record = gitter_bridge_core::GitterRoomRecord {
+                let record = crate::legacy::GitterRoomRecordV2 {
                     id: room.clone(),
                     uri: Some("org/chat".into()),
                     name: "org/chat".into(),
@@ -494,5 +580,10 @@ mod tests {
             .map(|(_, m)| m.text.clone())
             .collect();
         assert_eq!(queued, ["queued 1", "queued 2"], "in their order");
+        assert_eq!(
+            snap.cursors.get(&room),
+            Some(&GitterMessageId::new("c1")),
+            "version 3 keeps the cursor in its own row"
+        );
     }
 }

@@ -7,21 +7,23 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use gitter_bridge_core::{
-    Change, ChangeSet, Effect, GhostRecord, GitterRoomRecord, MessageRecord, PortalRecord,
-    Snapshot, Ticket, UserRecord,
+    Change, ChangeSet, Effect, GhostRecord, GitterMessageId, GitterRoomId, GitterRoomRecord,
+    MessageRecord, Origin, OwnedEventId, OwnedUserId, PortalRecord, Snapshot, Ticket, Timestamp,
+    UserRecord,
 };
 use redb::{
     Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, Table, WriteTransaction,
 };
+use serde::{Deserialize, Serialize};
 
 use crate::Store;
 use crate::codec::{decode, encode};
 use crate::error::{RedbContext, StoreError, redb_error};
 use crate::migrate::{self, MIGRATIONS, Migration};
 use crate::schema::{
-    EVENTS, GHOSTS, GITTER_ROOMS, LOGIN_LINKS, MESSAGES, META, META_NEXT_EFFECT_ID,
-    META_TOKEN_KEY_CHECK, OAUTH_STATES, OUTBOX, PORTALS, QUEUED, REFUSED_ROOMS, TRANSACTIONS,
-    USERS,
+    CURSORS, EVENTS, GHOSTS, GITTER_ROOMS, LOGIN_LINKS, MAPPINGS, META, META_NEXT_EFFECT_ID,
+    META_NEXT_PORTAL_NO, META_TOKEN_KEY_CHECK, OAUTH_STATES, OUTBOX, PORTAL_NUMBERS, PORTALS,
+    QUEUED, REFUSED_ROOMS, TRANSACTIONS, USERS,
 };
 use crate::seal::{SealError, Sealer, TokenKey};
 
@@ -30,7 +32,37 @@ use crate::seal::{SealError, Sealer, TokenKey};
 /// commits (they touch a few pages per table).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-/// The durable store: one redb file holding the tables of ARCHITECTURE.md §4.
+/// A `mappings` value: a [`MessageRecord`] without the fields its key and its portal give.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct StoredMapping {
+    pub(crate) event_id: Option<OwnedEventId>,
+    pub(crate) origin: Origin,
+    /// `MessageRecord::at`, ms since the Unix epoch.
+    pub(crate) at: u64,
+}
+
+/// The number of the portal (owner, room), given on first sight and never reused.
+pub(crate) fn number_portal(
+    numbers: &mut Table<'_, (&'static str, &'static str), u64>,
+    meta: &mut Table<'_, &'static str, u64>,
+    path: &Path,
+    owner: &str,
+    room: &str,
+) -> Result<u64, StoreError> {
+    if let Some(no) = numbers.get((owner, room)).ctx(path, WRITING)? {
+        return Ok(no.value());
+    }
+    let no = meta
+        .get(META_NEXT_PORTAL_NO)
+        .ctx(path, WRITING)?
+        .map_or(0, |v| v.value());
+    meta.insert(META_NEXT_PORTAL_NO, no + 1)
+        .ctx(path, WRITING)?;
+    numbers.insert((owner, room), no).ctx(path, WRITING)?;
+    Ok(no)
+}
+
+/// The durable store: one redb file holding the tables of `schema.rs`.
 ///
 /// Holds the file open exclusively (redb locks it): a second `open` of the same path, in this
 /// process or another, fails with [`StoreError::AlreadyOpen`].
@@ -160,7 +192,8 @@ impl RedbStore {
         txn.commit().ctx(path, "committing")
     }
 
-    fn read(&self) -> Result<Snapshot, StoreError> {
+    /// Loads the state: every mapping (`hot` is `None`) or the hot set of `Snapshot::hot_set`.
+    fn read(&self, hot: Option<usize>) -> Result<Snapshot, StoreError> {
         let path = self.path.as_path();
         const DURING: &str = "loading";
         let txn = self.db.begin_read().ctx(path, DURING)?;
@@ -210,15 +243,69 @@ impl RedbStore {
             snap.gitter_rooms.insert(r.id.clone(), r);
         }
         for row in txn
-            .open_table(MESSAGES)
+            .open_table(CURSORS)
             .ctx(path, DURING)?
             .iter()
             .ctx(path, DURING)?
         {
-            let (_, v) = row.ctx(path, DURING)?;
-            let r: MessageRecord = decode(path, "messages", v.value())?;
-            snap.messages
-                .insert((r.owner.clone(), r.gitter_id.clone()), r);
+            let (k, v) = row.ctx(path, DURING)?;
+            snap.cursors.insert(
+                GitterRoomId::new(k.value()),
+                GitterMessageId::new(v.value()),
+            );
+        }
+        let portals = portal_numbers(&txn, path)?;
+        let mappings = txn.open_table(MAPPINGS).ctx(path, DURING)?;
+        match hot {
+            None => {
+                for row in mappings.iter().ctx(path, DURING)? {
+                    let (k, v) = row.ctx(path, DURING)?;
+                    let (no, gitter_id) = k.value();
+                    let m = mapping(path, &portals, no, gitter_id, v.value())?;
+                    snap.messages
+                        .insert((m.owner.clone(), m.gitter_id.clone()), m);
+                }
+            }
+            Some(newest) => {
+                // Per portal, two short ranges of its contiguous rows: those after the
+                // room's cursor, and the `newest` at or before it (`Snapshot::hot_set`).
+                for (no, (_, room)) in &portals {
+                    let cursor = snap.cursors.get(room).map(|c| c.as_str());
+                    let mut take = |row: Result<_, redb::StorageError>| -> Result<(), StoreError> {
+                        let (k, v): (redb::AccessGuard<(u64, &str)>, redb::AccessGuard<&[u8]>) =
+                            row.ctx(path, DURING)?;
+                        let (no, gitter_id) = k.value();
+                        let m = mapping(path, &portals, no, gitter_id, v.value())?;
+                        snap.messages
+                            .insert((m.owner.clone(), m.gitter_id.clone()), m);
+                        Ok(())
+                    };
+                    match cursor {
+                        None => {
+                            for row in mappings.range((*no, "")..(*no + 1, "")).ctx(path, DURING)? {
+                                take(row)?;
+                            }
+                        }
+                        Some(c) => {
+                            let after = (
+                                std::ops::Bound::Excluded((*no, c)),
+                                std::ops::Bound::Excluded((*no + 1, "")),
+                            );
+                            for row in mappings.range::<(u64, &str)>(after).ctx(path, DURING)? {
+                                take(row)?;
+                            }
+                            for row in mappings
+                                .range((*no, "")..=(*no, c))
+                                .ctx(path, DURING)?
+                                .rev()
+                                .take(newest)
+                            {
+                                take(row)?;
+                            }
+                        }
+                    }
+                }
+            }
         }
         for row in txn
             .open_table(REFUSED_ROOMS)
@@ -331,8 +418,63 @@ impl Store for RedbStore {
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {
-        guard_panic(&self.path, || self.read())
+        guard_panic(&self.path, || self.read(None))
     }
+
+    fn load_hot(&self, newest: usize) -> Result<Snapshot, StoreError> {
+        guard_panic(&self.path, || self.read(Some(newest)))
+    }
+}
+
+/// Portal number -> (owner, Gitter room), from `portal_numbers`.
+fn portal_numbers(
+    txn: &redb::ReadTransaction,
+    path: &Path,
+) -> Result<std::collections::BTreeMap<u64, (OwnedUserId, GitterRoomId)>, StoreError> {
+    const DURING: &str = "loading";
+    let mut portals = std::collections::BTreeMap::new();
+    for row in txn
+        .open_table(PORTAL_NUMBERS)
+        .ctx(path, DURING)?
+        .iter()
+        .ctx(path, DURING)?
+    {
+        let (k, v) = row.ctx(path, DURING)?;
+        let (owner, room) = k.value();
+        let owner = owner
+            .try_into()
+            .map_err(|e: ruma::IdParseError| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("portal_numbers holds an invalid user id: {e}"),
+            })?;
+        portals.insert(v.value(), (owner, GitterRoomId::new(room)));
+    }
+    Ok(portals)
+}
+
+/// The [`MessageRecord`] of a `mappings` row.
+fn mapping(
+    path: &Path,
+    portals: &std::collections::BTreeMap<u64, (OwnedUserId, GitterRoomId)>,
+    no: u64,
+    gitter_id: &str,
+    value: &[u8],
+) -> Result<MessageRecord, StoreError> {
+    let Some((owner, room)) = portals.get(&no) else {
+        return Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("mappings holds a row of portal {no}, which has no number"),
+        });
+    };
+    let v: StoredMapping = decode(path, "mappings", value)?;
+    Ok(MessageRecord {
+        owner: owner.clone(),
+        gitter_room: room.clone(),
+        gitter_id: GitterMessageId::new(gitter_id),
+        event_id: v.event_id,
+        origin: v.origin,
+        at: Timestamp(v.at),
+    })
 }
 
 /// The tables of one write transaction, opened once per commit rather than once per change.
@@ -343,7 +485,9 @@ struct Tables<'txn> {
     ghosts: Table<'txn, &'static str, &'static [u8]>,
     portals: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     gitter_rooms: Table<'txn, &'static str, &'static [u8]>,
-    messages: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    cursors: Table<'txn, &'static str, &'static str>,
+    portal_numbers: Table<'txn, (&'static str, &'static str), u64>,
+    mappings: Table<'txn, (u64, &'static str), &'static [u8]>,
     refused_rooms: Table<'txn, &'static str, ()>,
     login_links: Table<'txn, &'static str, &'static [u8]>,
     oauth_states: Table<'txn, &'static str, &'static [u8]>,
@@ -370,7 +514,9 @@ impl<'txn> Tables<'txn> {
             ghosts: txn.open_table(GHOSTS).ctx(path, DURING)?,
             portals: txn.open_table(PORTALS).ctx(path, DURING)?,
             gitter_rooms: txn.open_table(GITTER_ROOMS).ctx(path, DURING)?,
-            messages: txn.open_table(MESSAGES).ctx(path, DURING)?,
+            cursors: txn.open_table(CURSORS).ctx(path, DURING)?,
+            portal_numbers: txn.open_table(PORTAL_NUMBERS).ctx(path, DURING)?,
+            mappings: txn.open_table(MAPPINGS).ctx(path, DURING)?,
             refused_rooms: txn.open_table(REFUSED_ROOMS).ctx(path, DURING)?,
             login_links: txn.open_table(LOGIN_LINKS).ctx(path, DURING)?,
             oauth_states: txn.open_table(OAUTH_STATES).ctx(path, DURING)?,
@@ -400,6 +546,13 @@ impl<'txn> Tables<'txn> {
                     .ctx(path, WRITING)?;
             }
             Change::PutPortal(p) => {
+                number_portal(
+                    &mut self.portal_numbers,
+                    &mut self.meta,
+                    path,
+                    p.owner.as_str(),
+                    p.gitter_room.as_str(),
+                )?;
                 let v = encode(path, "portals", p)?;
                 self.portals
                     .insert((p.owner.as_str(), p.gitter_room.as_str()), v.as_slice())
@@ -413,11 +566,32 @@ impl<'txn> Tables<'txn> {
             }
             Change::DeleteGitterRoom(id) => {
                 self.gitter_rooms.remove(id.as_str()).ctx(path, WRITING)?;
+                self.cursors.remove(id.as_str()).ctx(path, WRITING)?;
+            }
+            Change::SetCursor(room, id) => {
+                self.cursors
+                    .insert(room.as_str(), id.as_str())
+                    .ctx(path, WRITING)?;
             }
             Change::PutMessage(m) => {
-                let v = encode(path, "messages", m)?;
-                self.messages
-                    .insert((m.owner.as_str(), m.gitter_id.as_str()), v.as_slice())
+                let no = number_portal(
+                    &mut self.portal_numbers,
+                    &mut self.meta,
+                    path,
+                    m.owner.as_str(),
+                    m.gitter_room.as_str(),
+                )?;
+                let v = encode(
+                    path,
+                    "mappings",
+                    &StoredMapping {
+                        event_id: m.event_id.clone(),
+                        origin: m.origin,
+                        at: m.at.0,
+                    },
+                )?;
+                self.mappings
+                    .insert((no, m.gitter_id.as_str()), v.as_slice())
                     .ctx(path, WRITING)?;
             }
             Change::PutQueued((owner, room, seq), m) => {

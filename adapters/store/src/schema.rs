@@ -1,8 +1,11 @@
-//! The tables (ARCHITECTURE.md §4) and their key/value types.
+//! The tables and their key/value types.
 //!
 //! Keys are the natural string ids so that an upsert is a plain `insert`. Values are postcard
 //! encoded records (see `codec.rs`) that repeat their key fields, so a row decodes to the
-//! record on its own. The two bounded logs (`transactions`, `events`) are keyed by a
+//! record on its own, except in the two tables that grow with traffic: `mappings` (one row
+//! per bridged message and portal) is keyed by a portal's number and the Gitter id and holds
+//! only the rest, and `cursors` holds one id per room, so that a relayed message writes a
+//! few small rows and the file stays small per message (issue 14). The two bounded logs (`transactions`, `events`) are keyed by a
 //! monotonically increasing sequence number so their order (oldest first, which
 //! [`gitter_bridge_core::Snapshot`] keeps in a `VecDeque`) survives a reload.
 
@@ -14,10 +17,23 @@ pub(crate) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("use
 pub(crate) const GHOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("ghosts");
 /// (owner Matrix user id, Gitter room id) -> `PortalRecord`.
 pub(crate) const PORTALS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("portals");
+/// (owner Matrix user id, Gitter room id) -> the portal's number, which keys its mappings
+/// (schema version 3; numbers are never reused).
+pub(crate) const PORTAL_NUMBERS: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("portal_numbers");
 /// Gitter room id -> `GitterRoomRecord`.
 pub(crate) const GITTER_ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("gitter_rooms");
-/// (owner Matrix user id, Gitter message id) -> `MessageRecord`.
-pub(crate) const MESSAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("messages");
+/// Gitter room id -> the room's cursor, a Gitter message id (schema version 3; before, the
+/// cursor lived in the room's record).
+pub(crate) const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("cursors");
+/// (owner Matrix user id, Gitter message id) -> `MessageRecord` of schema versions 1 and 2
+/// (`legacy::MessageRecordV2`); version 3 moves them to [`MAPPINGS`] and deletes it.
+pub(crate) const MESSAGES_V2: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("messages");
+/// (portal number, Gitter message id) -> `StoredMapping` (the rest of a `MessageRecord`).
+/// A portal's rows are contiguous and in Gitter's order (ObjectIds sort as they were made),
+/// so the newest of a portal are a short reverse range.
+pub(crate) const MAPPINGS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("mappings");
 /// Matrix room id -> (): a set.
 pub(crate) const REFUSED_ROOMS: TableDefinition<&str, ()> = TableDefinition::new("refused_rooms");
 /// Login-link token -> `Ticket`.
@@ -36,6 +52,8 @@ pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("out
 /// Name -> number: [`META_SCHEMA_VERSION`], [`META_NEXT_EFFECT_ID`], [`META_TOKEN_KEY_CHECK`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// The next portal number to give (schema version 3).
+pub(crate) const META_NEXT_PORTAL_NO: &str = "next_portal_no";
 /// The schema version of the file (see `migrate.rs`).
 pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
 /// `Snapshot::next_effect_id`.

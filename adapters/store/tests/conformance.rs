@@ -102,6 +102,13 @@ fn check_commits<B: Backend>(backend: &mut B, commits: &[Vec<ChangeSet>]) {
     }
     let store = backend.reopen(store);
     assert_eq!(store.load().expect("load after reopen"), expected);
+    for newest in [0, 1, 3] {
+        assert_eq!(
+            store.load_hot(newest).expect("load the hot set"),
+            expected.hot_set(newest),
+            "the hot set with {newest} per portal"
+        );
+    }
 }
 
 fn set(changes: Vec<Change>) -> ChangeSet {

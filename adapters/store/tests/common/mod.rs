@@ -104,16 +104,14 @@ pub fn portal_record(owner: u64, r: u64, version: u64) -> PortalRecord {
     }
 }
 
-pub fn gitter_room_record(r: u64, cursor: u64) -> GitterRoomRecord {
+pub fn gitter_room_record(r: u64, version: u64) -> GitterRoomRecord {
     GitterRoomRecord {
         id: groom(r),
         uri: (!r.is_multiple_of(4)).then(|| format!("org{r}/room{r}")),
         name: format!("org{r}/room{r}"),
         topic: format!("topic of room {r}"),
-        user_count: Some(r * 10 + 2),
-        cursor: Some(gmsg(cursor)),
+        user_count: Some(r * 10 + version % 100),
         reader: Some(user(r % 3)),
-        recent: (cursor.saturating_sub(3)..=cursor).map(gmsg).collect(),
     }
 }
 
@@ -128,6 +126,7 @@ pub fn message_record(owner: u64, r: u64, m: u64, with_event: bool) -> MessageRe
         } else {
             Origin::Matrix
         },
+        at: Timestamp(1_700_000_000_000 + m),
     }
 }
 
@@ -216,6 +215,7 @@ pub fn numbered_set(i: u64) -> ChangeSet {
         Change::PutGhost(ghost_record(i % 11, i)),
         Change::PutPortal(portal_record(owner, r, i)),
         Change::PutGitterRoom(gitter_room_record(r, i)),
+        Change::SetCursor(groom(r), gmsg(i)),
         // Message ids cycle so the file stays small however long a writer runs.
         Change::PutMessage(message_record(owner, r, i % 500, i.is_multiple_of(2))),
         Change::PutOutbox(effect(i, owner, r)),
@@ -247,17 +247,21 @@ pub fn numbered_progress(snap: &Snapshot) -> u64 {
 }
 
 /// The typical step of a bridged Gitter message: cursor update, message mapping, a Matrix
-/// send in the outbox, and the completion of an earlier send.
+/// send in the outbox, and the completion of an earlier send (the first step of each room
+/// also writes the room).
 pub fn message_step(i: u64) -> ChangeSet {
     let r = i % 50;
     let owner = i % 20;
     let mut changes = vec![
-        Change::PutGitterRoom(gitter_room_record(r, i)),
+        Change::SetCursor(groom(r), gmsg(i)),
         Change::PutMessage(message_record(owner, r, i, false)),
         Change::PutOutbox(effect(i * 4, owner, r)),
     ];
     if i > 0 {
         changes.push(Change::DeleteOutbox(EffectId((i - 1) * 4)));
+    }
+    if i < 50 {
+        changes.push(Change::PutGitterRoom(gitter_room_record(r, i)));
     }
     ChangeSet { changes }
 }
@@ -288,8 +292,14 @@ pub fn arb_change() -> impl Strategy<Value = Change> {
         (k(), k(), 0u64..40).prop_map(|(o, r, v)| Change::PutPortal(portal_record(o, r, v))),
         (k(), any::<u64>()).prop_map(|(r, c)| Change::PutGitterRoom(gitter_room_record(r, c))),
         k().prop_map(|r| Change::DeleteGitterRoom(groom(r))),
-        (k(), k(), 0u64..20, any::<bool>())
-            .prop_map(|(o, r, m, e)| Change::PutMessage(message_record(o, r, m, e))),
+        (k(), 0u64..20).prop_map(|(r, m)| Change::SetCursor(groom(r), gmsg(m))),
+        // A Gitter message id belongs to one room (ids are unique across Gitter).
+        (k(), 0u64..20, any::<bool>()).prop_map(|(o, m, e)| Change::PutMessage(message_record(
+            o,
+            m % 6,
+            m,
+            e
+        ))),
         k().prop_map(|r| Change::RefuseRoom(room(r))),
         (k(), k(), any::<u64>())
             .prop_map(|(t, u, e)| Change::PutLoginLink(format!("l{t}"), ticket(u, e))),
