@@ -3,7 +3,7 @@
 #   scripts/bench-compare.sh [BASE_REV]        (default: the commit named in BASE below)
 # The base's core is exported from git into target/bench-base/ (no worktree), given the
 # benchmark file in scripts/bench-baseline/ (the same benchmarks written against the base's
-# API: the state types differ), and built into the shared target dir. Both bench binaries
+# API: the state types differ), and built into a target dir of its own. Both bench binaries
 # then run one benchmark at a time, alternating base and current, so both see the same
 # machine load; the table prints each mean and the ratio current / base.
 # Extra arguments after BASE_REV go to both criterion binaries (e.g. --measurement-time 5).
@@ -21,8 +21,8 @@ mkdir -p "$work"
 git archive "$base" | tar -x -C "$work"
 cp scripts/bench-baseline/relay.rs "$work/core/benches/relay.rs"
 
-bench_bin() { # dir -> path of the built relay bench binary
-    (cd "$1" && CARGO_TARGET_DIR="$target" cargo bench -p gitter-bridge-core --bench relay \
+bench_bin() { # dir target-dir -> path of the built relay bench binary
+    (cd "$1" && CARGO_TARGET_DIR="$2" cargo bench -p gitter-bridge-core --bench relay \
         --no-run --message-format=json 2>/dev/null) |
         python3 -c 'import json,sys
 for l in sys.stdin:
@@ -31,9 +31,16 @@ for l in sys.stdin:
         print(m["executable"])' | tail -1
 }
 echo "building the base ($base) and the current core's benchmarks" >&2
-base_bin=$(bench_bin "$work")
-cur_bin=$(bench_bin "$PWD")
+# The base builds in a target dir of its own: both packages are `gitter-bridge-core` of the
+# same version, and in one target dir cargo takes one for the other (same artifact names and
+# fingerprints), so both runs would measure the same binary.
+base_bin=$(bench_bin "$work" "$target/bench-base-target")
+cur_bin=$(bench_bin "$PWD" "$target")
 [ -n "$base_bin" ] && [ -n "$cur_bin" ] || { echo "a bench did not build" >&2; exit 1; }
+if cmp -s "$base_bin" "$cur_bin"; then
+    echo "the base and the current bench are the same binary: nothing to compare" >&2
+    exit 1
+fi
 
 names=(gitter_to_matrix/1 gitter_to_matrix/100 gitter_to_matrix_formatted/1
        gitter_to_matrix_formatted/100 matrix_to_gitter/owner_message

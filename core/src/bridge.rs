@@ -107,6 +107,8 @@ pub struct Bridge {
     /// The order in which the hot mappings (`state.messages`) were added, oldest first: the
     /// oldest leaves the hot set first (it stays in the store).
     hot_order: VecDeque<(OwnedUserId, GitterMessageId)>,
+    /// Retention of the store's mappings.
+    pub(crate) pruning: crate::prune::Pruning,
     /// The current step's time.
     pub(crate) now: Timestamp,
     /// The current step's outputs.
@@ -140,6 +142,7 @@ impl Bridge {
             events_seen: Window::new(0),
             recent: HashMap::new(),
             hot_order: VecDeque::new(),
+            pruning: Default::default(),
             now: Timestamp(0),
             out: Outputs::default(),
         };
@@ -228,10 +231,14 @@ impl Bridge {
     /// passed yet stays: its echo may still come from Gitter, and without it the owner's
     /// message would be relayed back into their portal.
     fn trim_hot_mappings(&mut self) {
-        let mut kept = 0;
-        while self.state.messages.len() > self.config.hot_mappings && kept < self.hot_order.len() {
+        // A few candidates per new mapping, not a scan: while many sends wait for their
+        // echo the set may stay above its bound (they are needed), and trimming stays O(1).
+        for _ in 0..4 {
+            if self.state.messages.len() <= self.config.hot_mappings {
+                return;
+            }
             let Some(key) = self.hot_order.pop_front() else {
-                break;
+                return;
             };
             let Some(m) = self.state.messages.get(&key) else {
                 continue;
@@ -244,7 +251,6 @@ impl Bridge {
                     .is_none_or(|c| m.gitter_id.as_str() > c.as_str());
             if echo_to_come {
                 self.hot_order.push_back(key);
-                kept += 1;
             } else {
                 self.state.messages.remove(&key);
             }
@@ -364,7 +370,12 @@ impl Bridge {
         let states = self.state.oauth_states.values().map(forget_at);
         let catch_ups = self.streams.values().filter_map(|s| s.retry_at);
         let retries = self.retries.values().filter_map(|r| r.at);
-        links.chain(states).chain(catch_ups).chain(retries).min()
+        links
+            .chain(states)
+            .chain(catch_ups)
+            .chain(retries)
+            .chain(self.pruning.deadline())
+            .min()
     }
 
     fn on_timer(&mut self) {
@@ -391,6 +402,7 @@ impl Bridge {
         }
         self.retry_catch_ups();
         self.retry_due_effects();
+        self.prune_if_due();
     }
 
     /// Effects retrying now (for metrics).
@@ -454,6 +466,8 @@ impl Bridge {
     /// do not all come back at once).
     fn schedule_retry(&mut self, mut effect: Effect, failure: crate::Failure) {
         let id = effect.id;
+        // Still in the outbox (the store never saw it leave).
+        self.state.outbox.insert(id, effect.clone());
         let now = self.now;
         let state = self.retries.entry(id).or_insert(RetryState {
             attempts: 0,
@@ -549,10 +563,12 @@ impl Bridge {
         let pending: Vec<Effect> = self.state.outbox.values().cloned().collect();
         for mut effect in pending {
             match &mut effect.action {
-                // Stream control and catch-up reads are re-derived below, not replayed.
+                // Stream control and catch-up reads are re-derived below, not replayed; a
+                // pass of pruning starts again on its timer.
                 Action::OpenStream { .. }
                 | Action::CloseStream { .. }
-                | Action::FetchMessages { .. } => {
+                | Action::FetchMessages { .. }
+                | Action::PruneMappings { .. } => {
                     self.change(Change::DeleteOutbox(effect.id));
                 }
                 // The steps of a login answer a browser that is gone with the old process
@@ -586,6 +602,7 @@ impl Bridge {
         for room in rooms {
             self.ensure_reader(&room);
         }
+        self.prune_on_startup();
     }
 
     // ---------------------------------------------------------------- Matrix intake
@@ -682,7 +699,8 @@ impl Bridge {
     // ---------------------------------------------------------------- effect results
 
     fn on_effect_done(&mut self, id: EffectId, mut result: EffectResult) {
-        let Some(effect) = self.state.outbox.get(&id).cloned() else {
+        // Taken out, not cloned (it is the common path: a completion); a retry puts it back.
+        let Some(effect) = self.state.outbox.remove(&id) else {
             self.warn(CoreError::UnknownEffect(id));
             return;
         };
@@ -892,6 +910,9 @@ impl Bridge {
             (Action::SendGitter { room, origin, .. }, EffectOutput::GitterMessage(message)) => {
                 self.on_gitter_sent(room, origin, message)
             }
+            (Action::PruneMappings { older_than, .. }, EffectOutput::Pruned { resume, .. }) => {
+                self.on_pruned(older_than, resume)
+            }
             (
                 Action::SetDisplayName { .. }
                 | Action::Invite { .. }
@@ -935,6 +956,7 @@ impl Bridge {
             Action::SendGitter { room, origin, .. } => {
                 self.on_gitter_send_failed(room, origin, &failure)
             }
+            Action::PruneMappings { .. } => self.on_prune_failed(),
             // Other failures (a bot that could not accept an invite, a ghost that could not
             // join) need nothing beyond the warning already reported.
             _ => {}

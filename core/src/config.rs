@@ -43,9 +43,10 @@ pub struct Config {
     /// Mappings per portal the store loads at start, besides those after the room's
     /// cursor (see [`crate::Snapshot::hot_set`]).
     pub hot_mappings_per_portal_at_start: usize,
-    /// Mappings older than this are pruned from the store, in milliseconds (0 keeps them
-    /// for ever). Past it, a Gitter message can no longer be matched to its Matrix event.
+    /// Mappings older than this are deleted from the store, in milliseconds (0 keeps them
+    /// for ever). Past it a Gitter message can no longer be matched to its Matrix event.
     pub mapping_retention_ms: u64,
+
     /// Page size of catch-up reads (Gitter allows at most 100).
     pub catch_up_page: u32,
     /// How long to wait before retrying a failed catch-up, in milliseconds.

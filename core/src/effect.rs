@@ -46,6 +46,9 @@ pub enum Lane {
     /// The steps of a user's login: a browser waits for them, so they never queue behind a
     /// command that waits out an outage.
     Login(OwnedUserId),
+    /// The store's upkeep (pruning old mappings): it neither waits behind nor holds anyone's
+    /// work. (Variants are only ever added at the end: postcard stores the index.)
+    Store,
 }
 
 /// The actions. Matrix actions are done with the as_token, as `sender` (masquerading with
@@ -282,6 +285,20 @@ pub enum Action {
         /// The room.
         room: GitterRoomId,
     },
+
+    // ---- Store ----
+    /// Delete the message mappings recorded before `older_than` from the store, visiting at
+    /// most `batch` rows from `resume` (where the previous batch stopped; `None` starts at the
+    /// beginning). Returns [`crate::EffectOutput::Pruned`]. The store holds every mapping
+    /// and the core only its hot set, so only the store can find the old ones.
+    PruneMappings {
+        /// The retention cut: mappings with an earlier `at` go.
+        older_than: Timestamp,
+        /// Where to go on.
+        resume: Option<Vec<u8>>,
+        /// Rows to visit at most (a bound on the time one batch holds the store).
+        batch: u32,
+    },
 }
 
 impl Action {
@@ -308,7 +325,8 @@ impl Action {
     /// whose loss loses a message or a user's action is durable. Not durable: the steps of
     /// a login, whose browser waits for the answer (an OAuth code is single-use, and the
     /// page times out: the person is told and starts again), catch-up reads (the stream
-    /// state machine retries them from the cursor on its own timer) and stream control.
+    /// state machine retries them from the cursor on its own timer), stream control and
+    /// pruning (its timer starts it again).
     pub fn is_durable(&self) -> bool {
         !matches!(
             self,
@@ -317,7 +335,13 @@ impl Action {
                 | Action::FetchMessages { .. }
                 | Action::OpenStream { .. }
                 | Action::CloseStream { .. }
+                | Action::PruneMappings { .. }
         )
+    }
+
+    /// Whether this is the store's own work (the driver runs it against its store).
+    pub fn is_store(&self) -> bool {
+        matches!(self, Action::PruneMappings { .. })
     }
 
     /// The Gitter token the action uses, if any.
@@ -360,6 +384,7 @@ impl Action {
             Action::SendGitter { .. } => "send_gitter",
             Action::OpenStream { .. } => "open_stream",
             Action::CloseStream { .. } => "close_stream",
+            Action::PruneMappings { .. } => "prune_mappings",
         }
     }
 }

@@ -236,6 +236,13 @@ pub enum EffectOutput {
     GitterMessage(GitterMessage),
     /// Members of a Gitter room.
     GitterUsers(Vec<GitterUser>),
+    /// A batch of pruning ([`crate::Action::PruneMappings`]) is done.
+    Pruned {
+        /// Mappings deleted by this batch.
+        removed: u64,
+        /// Where the next batch goes on, when the store was not visited to its end.
+        resume: Option<Vec<u8>>,
+    },
 }
 
 /// Why an effect failed, after the adapter's own retries of transient faults.

@@ -71,6 +71,7 @@ mod invite;
 mod login;
 mod output;
 mod portal;
+mod prune;
 mod relay;
 mod state;
 mod stream;

@@ -121,8 +121,7 @@ pub struct MessageRecord {
     pub event_id: Option<OwnedEventId>,
     /// Direction.
     pub origin: Origin,
-    /// When the bridge recorded it: old mappings are pruned by age
-    /// ([`crate::Config::mapping_retention_ms`]).
+    /// When the bridge recorded it (stored with it, so a retention rule can prune by age).
     pub at: Timestamp,
 }
 

@@ -324,10 +324,16 @@ fn a_link_opened_after_its_expiry_gets_the_expired_page_even_after_timers_ran() 
 fn expired_links_are_purged_by_the_timer() {
     let mut h = Harness::new();
     h.dm_bot(&uid("alice"), &[]);
-    let out = h.step(Input::Timer);
-    assert!(out.next_timer.is_some());
-    h.now = out.next_timer.unwrap();
-    h.step(Input::Timer);
+    assert!(!h.store.login_links.is_empty());
+    // Each timer the core asks for (other timers, such as pruning's, come in between).
+    let mut out = h.step(Input::Timer);
+    for _ in 0..10 {
+        if h.store.login_links.is_empty() {
+            break;
+        }
+        h.now = out.next_timer.expect("a timer while links are kept");
+        out = h.step(Input::Timer);
+    }
     assert!(h.store.login_links.is_empty());
 }
 

@@ -111,3 +111,54 @@ fn a_restart_loads_the_hot_set_only_and_bridges_nothing_twice() {
     assert_eq!(bob_sees.len(), 13);
     assert_eq!(&bob_sees[10..], ["mine 0", "mine 1", "mine 2"]);
 }
+
+const HOUR: u64 = 60 * 60 * 1000;
+const DAY: u64 = 24 * HOUR;
+
+#[test]
+fn mappings_past_the_retention_are_pruned_from_the_store_and_recent_ones_stay() {
+    let mut config = config();
+    config.mapping_retention_ms = DAY;
+    let mut h = Harness::with_config(config);
+    let room = h.add_gitter_room("org/chat", &["alice"]);
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    let old: Vec<_> = (0..3)
+        .map(|i| h.gitter_says(&room, "carol", &format!("old {i}")))
+        .collect();
+    h.settle();
+    assert_eq!(h.store.messages.len(), 3);
+    // Two days on, with a pass of pruning every hour.
+    for _ in 0..48 {
+        h.wait(HOUR);
+        h.settle();
+    }
+    let new = h.gitter_says(&room, "carol", "new");
+    h.settle();
+    h.wait(HOUR);
+    h.settle();
+    let kept: Vec<_> = h.store.messages.keys().map(|(_, id)| id.clone()).collect();
+    assert_eq!(kept, vec![new.id.clone()], "only the recent mapping stays");
+    assert!(old.iter().all(|m| {
+        !h.bridge
+            .snapshot()
+            .messages
+            .contains_key(&(alice.clone(), m.id.clone()))
+    }));
+    assert_eq!(h.timeline(&h.portal(&alice, &room).unwrap()).len(), 4);
+}
+
+#[test]
+fn a_retention_of_zero_keeps_every_mapping() {
+    let mut config = config();
+    config.mapping_retention_ms = 0;
+    let mut h = Harness::with_config(config);
+    let room = h.add_gitter_room("org/chat", &["alice"]);
+    h.logged_in_user("alice", "alice");
+    h.gitter_says(&room, "carol", "kept");
+    h.settle();
+    for _ in 0..30 {
+        h.wait(DAY);
+        h.settle();
+    }
+    assert_eq!(h.store.messages.len(), 1);
+}

@@ -35,6 +35,12 @@ struct Report {
     build_s: f64,
     file_bytes: u64,
     file_bytes_per_mapping: f64,
+    /// redb's count of the space in use: keys and values, its own structure, and the empty
+    /// part of allocated pages (the rest of the file is free pages).
+    stored_bytes: u64,
+    metadata_bytes: u64,
+    fragmented_bytes: u64,
+    allocated_bytes: u64,
     open_restore_s: f64,
     rss_mib: f64,
     mappings_loaded: usize,
@@ -78,6 +84,9 @@ pub fn run(exe: &Path, dir: &Path, portals: usize, mappings: u64) -> Result<(), 
     build(&path, users, rooms, portals, mappings)?;
     let build_s = started.elapsed().as_secs_f64();
     let file_bytes = std::fs::metadata(&path).map_err(|e| e.to_string())?.len();
+    let usage = RedbStore::open(&path)
+        .and_then(|s| s.disk_usage())
+        .map_err(|e| e.to_string())?;
     let out = std::process::Command::new(exe)
         .args(["restore-bench", "--measure"])
         .arg(&path)
@@ -99,6 +108,10 @@ pub fn run(exe: &Path, dir: &Path, portals: usize, mappings: u64) -> Result<(), 
         build_s,
         file_bytes,
         file_bytes_per_mapping: file_bytes as f64 / mappings.max(1) as f64,
+        stored_bytes: usage.stored_bytes,
+        metadata_bytes: usage.metadata_bytes,
+        fragmented_bytes: usage.fragmented_bytes,
+        allocated_bytes: usage.allocated_bytes,
         open_restore_s: measured.open_restore_s,
         rss_mib: measured.rss_mib,
         mappings_loaded: measured.mappings_loaded,
@@ -151,7 +164,7 @@ fn build(
 ) -> Result<(), String> {
     let mut store = RedbStore::open(path).map_err(|e| e.to_string())?;
     let mut batch = Vec::with_capacity(BATCH);
-    let mut flush = |batch: &mut Vec<Change>, store: &mut RedbStore| -> Result<(), String> {
+    let flush = |batch: &mut Vec<Change>, store: &mut RedbStore| -> Result<(), String> {
         let set = ChangeSet {
             changes: std::mem::take(batch),
         };

@@ -373,13 +373,15 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
     rand::rngs::OsRng
         .try_fill_bytes(&mut seed)
         .map_err(|e| StartError::Internal(format!("no randomness from the OS: {e}")))?;
+    let store: SharedStore = Arc::new(std::sync::Mutex::new(Box::new(store)));
     let driver = Driver {
         bridge: Bridge::restore(config.core.clone(), seed, snapshot),
-        store: Some(Box::new(store)),
+        store: store.clone(),
         exec: Executor {
             matrix,
             gitter,
             streams: Arc::new(Mutex::new(streams)),
+            store,
         },
         lanes: Lanes::default(),
         tasks: JoinSet::new(),
@@ -477,6 +479,7 @@ struct Executor {
     matrix: MatrixClient,
     gitter: GitterClient,
     streams: Arc<Mutex<StreamManager>>,
+    store: SharedStore,
 }
 
 impl Executor {
@@ -493,6 +496,40 @@ impl Executor {
                 )
             }
             a if a.is_gitter() => Outcome::Done(self.gitter.execute(a).await),
+            Action::PruneMappings {
+                older_than,
+                resume,
+                batch,
+            } => {
+                let (store, older_than, resume, batch) =
+                    (self.store.clone(), *older_than, resume.clone(), *batch);
+                let done = tokio::task::spawn_blocking(move || match store.lock() {
+                    Ok(mut store) => store
+                        .prune_mappings(older_than, resume, batch)
+                        .map_err(|e| e.to_string()),
+                    Err(_) => Err("the store is gone after an earlier failure".to_owned()),
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+                Outcome::Done(match done {
+                    Ok(p) => {
+                        tracing::info!(
+                            removed = p.removed,
+                            more = p.resume.is_some(),
+                            "pruned old mappings"
+                        );
+                        Ok(EffectOutput::Pruned {
+                            removed: p.removed,
+                            resume: p.resume,
+                        })
+                    }
+                    Err(e) => Err(gitter_bridge_core::Failure::new(
+                        gitter_bridge_core::FailureKind::Rejected,
+                        e,
+                    )),
+                })
+            }
             a => match self.matrix.try_execute(effect.id, a).await {
                 Ok(output) => Outcome::Done(Ok(output)),
                 Err(e) if e.is_fatal() => Outcome::Fatal(e.to_string()),
@@ -526,10 +563,13 @@ enum Item {
     Timer,
 }
 
+/// The store, shared by the driver's commits and the store's own effects (pruning), which
+/// take turns on the blocking pool (redb has one writer at a time anyway).
+type SharedStore = Arc<std::sync::Mutex<Box<dyn Store + Send>>>;
+
 struct Driver {
     bridge: Bridge,
-    /// Taken while a commit runs on the blocking pool.
-    store: Option<Box<dyn Store + Send>>,
+    store: SharedStore,
     exec: Executor,
     lanes: Lanes,
     tasks: JoinSet<Outcome>,
@@ -865,23 +905,21 @@ impl Driver {
     }
 
     async fn commit(&mut self, sets: Vec<ChangeSet>) -> Result<(), String> {
-        let Some(mut store) = self.store.take() else {
-            return Err("the store is gone after an earlier failure".to_owned());
-        };
+        let store = self.store.clone();
         let started = Instant::now();
         let steps = sets.len();
-        let (store, result) = tokio::task::spawn_blocking(move || {
-            let result = store.apply(&sets);
-            (store, result)
+        let result = tokio::task::spawn_blocking(move || match store.lock() {
+            Ok(mut store) => store.apply(&sets).map_err(|e| e.to_string()),
+            // A panic while the store was held: its state in this process is unknown.
+            Err(_) => Err("the store is gone after an earlier failure".to_owned()),
         })
         .await
         .map_err(|e| format!("the commit task failed: {e}"))?;
-        self.store = Some(store);
         if let Some(m) = &self.metrics {
             m.commit(started.elapsed().as_secs_f64());
         }
         tracing::trace!(steps, elapsed = ?started.elapsed(), "committed");
-        result.map_err(|e| e.to_string())
+        result
     }
 
     fn spawn(&mut self, effect: Effect, queued_at: Instant) {

@@ -18,9 +18,11 @@
 //!   `Snapshot::default()` and applying every committed change, in commit order, with
 //!   [`Snapshot::apply`]'s semantics, including the order of the `transactions` and `events`
 //!   deques (stored under increasing sequence numbers).
-//! * The store does not bound anything itself: the core bounds the processed transaction and
-//!   event ids by emitting `ForgetTransaction` / `ForgetEvent` changes, and completes outbox
-//!   rows with `DeleteOutbox`. The tables are as large as the core's state.
+//! * The store does not decide any bound itself: the core bounds the processed transaction
+//!   and event ids by emitting `ForgetTransaction` / `ForgetEvent` changes, completes outbox
+//!   rows with `DeleteOutbox`, and asks for old message mappings to be deleted
+//!   ([`Store::prune_mappings`], in batches, from its retention rule). The store holds every
+//!   mapping not pruned, while a start reads only their hot set ([`Store::load_hot`]).
 //! * [`RedbStore::open`] creates a missing file, migrates an older schema to
 //!   [`SCHEMA_VERSION`] in one write transaction, and refuses (leaving the file untouched) a
 //!   directory, a file that is not a redb database or is damaged, a foreign redb database,
@@ -44,6 +46,7 @@
 #![warn(unreachable_pub)]
 
 mod codec;
+mod compact;
 mod error;
 mod legacy;
 mod memory;
@@ -55,10 +58,10 @@ mod seal;
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use migrate::SCHEMA_VERSION;
-pub use redb_store::RedbStore;
+pub use redb_store::{DiskUsage, RedbStore};
 pub use seal::{KeyFormatError, TokenKey};
 
-use gitter_bridge_core::{ChangeSet, Snapshot};
+use gitter_bridge_core::{ChangeSet, Snapshot, Timestamp};
 
 /// Where the core's state is kept. See the crate documentation for the contract.
 pub trait Store {
@@ -73,4 +76,25 @@ pub trait Store {
     /// mappings, exactly [`Snapshot::hot_set`]`(newest)` of it, read without visiting the
     /// others (the time and memory of a start do not grow with history).
     fn load_hot(&self, newest: usize) -> Result<Snapshot, StoreError>;
+
+    /// Deletes the message mappings whose `at` is before `older_than`, visiting at most
+    /// `batch` rows from `resume` (a point an earlier call returned; `None` starts at the
+    /// beginning), in one write transaction. Returns how many it deleted and where the next
+    /// call goes on (`None` once the end was reached). What the core's
+    /// `Action::PruneMappings` asks for.
+    fn prune_mappings(
+        &mut self,
+        older_than: Timestamp,
+        resume: Option<Vec<u8>>,
+        batch: u32,
+    ) -> Result<Pruned, StoreError>;
+}
+
+/// What one [`Store::prune_mappings`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pruned {
+    /// Mappings deleted.
+    pub removed: u64,
+    /// Where the next batch goes on; `None` when the end was reached.
+    pub resume: Option<Vec<u8>>,
 }

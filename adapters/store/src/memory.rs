@@ -4,9 +4,9 @@
 //! redb store against it, and tests and the simulator can run the driver without a file.
 //! Nothing survives the process.
 
-use gitter_bridge_core::{ChangeSet, Snapshot};
+use gitter_bridge_core::{ChangeSet, Snapshot, Timestamp};
 
-use crate::{Store, StoreError};
+use crate::{Pruned, Store, StoreError};
 
 /// A store that keeps the state in memory only.
 #[derive(Clone, Debug, Default)]
@@ -45,5 +45,20 @@ impl Store for MemoryStore {
 
     fn load_hot(&self, newest: usize) -> Result<Snapshot, StoreError> {
         Ok(self.state.hot_set(newest))
+    }
+
+    /// Visits everything at once (memory has no writer to hold).
+    fn prune_mappings(
+        &mut self,
+        older_than: Timestamp,
+        _resume: Option<Vec<u8>>,
+        _batch: u32,
+    ) -> Result<Pruned, StoreError> {
+        let before = self.state.messages.len();
+        self.state.messages.retain(|_, m| m.at >= older_than);
+        Ok(Pruned {
+            removed: (before - self.state.messages.len()) as u64,
+            resume: None,
+        })
     }
 }

@@ -147,6 +147,7 @@ fn v1_durable_effects(txn: &WriteTransaction, path: &Path) -> Result<(), StoreEr
 ///   counts from the upgrade (the old rows had no time).
 fn v2_small_rows(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
     use crate::codec::{decode, encode};
+    use crate::compact::{StoredEvent, gitter_id_key};
     use crate::legacy::{GitterRoomRecordV2, MessageRecordV2};
     use crate::redb_store::{StoredMapping, number_portal};
     use gitter_bridge_core::GitterRoomRecord;
@@ -209,13 +210,14 @@ fn v2_small_rows(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> 
                 old.gitter_room.as_str(),
             )?;
             let value = StoredMapping {
-                event_id: old.event_id,
+                event: old.event_id.as_ref().map(StoredEvent::from_id),
                 origin: old.origin,
                 at,
             };
             let bytes = encode(path, "mappings", &value)?;
+            let key = gitter_id_key(old.gitter_id.as_str());
             mappings
-                .insert((no, old.gitter_id.as_str()), bytes.as_slice())
+                .insert((no, key.as_slice()), bytes.as_slice())
                 .ctx(path, DURING)?;
         }
     }

@@ -30,10 +30,10 @@ pub(crate) const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("cu
 /// (`legacy::MessageRecordV2`); version 3 moves them to [`MAPPINGS`] and deletes it.
 pub(crate) const MESSAGES_V2: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("messages");
-/// (portal number, Gitter message id) -> `StoredMapping` (the rest of a `MessageRecord`).
-/// A portal's rows are contiguous and in Gitter's order (ObjectIds sort as they were made),
-/// so the newest of a portal are a short reverse range.
-pub(crate) const MAPPINGS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("mappings");
+/// (portal number, Gitter message id in its compact form, `compact.rs`) -> `StoredMapping`
+/// (the rest of a `MessageRecord`). A portal's rows are contiguous and in Gitter's order
+/// (ObjectIds sort as they were made), so the newest of a portal are a short reverse range.
+pub(crate) const MAPPINGS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("mappings");
 /// Matrix room id -> (): a set.
 pub(crate) const REFUSED_ROOMS: TableDefinition<&str, ()> = TableDefinition::new("refused_rooms");
 /// Login-link token -> `Ticket`.

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use gitter_bridge_core::{AsTxnId, Change, ChangeSet, EffectId, Snapshot};
+use gitter_bridge_core::{AsTxnId, Change, ChangeSet, EffectId, Snapshot, Timestamp};
 use gitter_bridge_store::{MemoryStore, RedbStore, Store, TokenKey};
 use proptest::prelude::*;
 use tempfile::TempDir;
@@ -111,6 +111,36 @@ fn check_commits<B: Backend>(backend: &mut B, commits: &[Vec<ChangeSet>]) {
     }
 }
 
+/// Applies `commits`, prunes in batches of `batch` rows until the store says it reached the
+/// end, and checks that exactly the mappings recorded before `cut` are gone.
+fn check_prune<B: Backend>(backend: &mut B, commits: &[Vec<ChangeSet>], cut: u64, batch: u32) {
+    let mut store = backend.fresh();
+    let mut expected = Snapshot::default();
+    for group in commits {
+        store.apply(group).expect("apply");
+        for set in group {
+            expected.apply_set(set);
+        }
+    }
+    let cut = Timestamp(1_700_000_000_000 + cut);
+    let before = expected.messages.len();
+    expected.messages.retain(|_, m| m.at >= cut);
+    let mut resume = None;
+    let mut removed = 0;
+    for _ in 0..1_000 {
+        let p = store.prune_mappings(cut, resume, batch).expect("prune");
+        removed += p.removed;
+        resume = p.resume;
+        if resume.is_none() {
+            break;
+        }
+    }
+    assert!(resume.is_none(), "pruning reaches the end");
+    assert_eq!(removed as usize, before - expected.messages.len());
+    let store = backend.reopen(store);
+    assert_eq!(store.load().expect("load after pruning"), expected);
+}
+
 fn set(changes: Vec<Change>) -> ChangeSet {
     ChangeSet { changes }
 }
@@ -213,6 +243,15 @@ macro_rules! conformance_suite {
                 #[test]
                 fn random_commits_load_as_the_reference(commits in arb_commits()) {
                     check_commits(&mut $backend, &commits);
+                }
+
+                #[test]
+                fn pruning_in_batches_removes_exactly_the_old_mappings(
+                    commits in arb_commits(),
+                    cut in 0u64..25,
+                    batch in 1u32..6,
+                ) {
+                    check_prune(&mut $backend, &commits, cut, batch);
                 }
             }
         }

@@ -436,6 +436,15 @@ impl Harness {
                 self.streams.remove(room);
                 Ok(EffectOutput::Done)
             }
+            Action::PruneMappings { older_than, .. } => {
+                // The model store does at once what a store does in batches.
+                let before = self.store.messages.len();
+                self.store.messages.retain(|_, m| m.at >= *older_than);
+                Ok(EffectOutput::Pruned {
+                    removed: (before - self.store.messages.len()) as u64,
+                    resume: None,
+                })
+            }
         }
     }
 
