@@ -8,6 +8,10 @@
 //! delivered into every portal of its room (`users` Matrix sends); a Matrix message is posted
 //! to Gitter once and shown in the other users' portals as their ghost (`users - 1` sends).
 //!
+//! With `bridge_bin` set the bridge is the real `gitter-bridge` binary in its own process, and
+//! its CPU time and resident memory are read from `/proc/<pid>` (the process's own figures,
+//! not the fakes'); without it (the tests) it runs inside this process.
+//!
 //! Latency is measured on the fakes' clocks (one process, one wall clock): for Gitter to
 //! Matrix, from the Gitter post to the `origin_server_ts` of each portal's copy; for Matrix to
 //! Gitter, from the Matrix send to the Gitter message's `sent`.
@@ -37,6 +41,41 @@ pub struct LoadOptions {
     pub settle: Duration,
     /// Seed of the random choices (who sends where).
     pub seed: u64,
+    /// The `gitter-bridge` binary to run as its own process (`None`: in this process).
+    pub bridge_bin: Option<std::path::PathBuf>,
+}
+
+/// What `/proc` says of the bridge's process.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProcessFigures {
+    /// User and system CPU time, seconds.
+    pub cpu_s: f64,
+    /// Resident set now, MiB.
+    pub rss_mib: f64,
+    /// Peak resident set, MiB.
+    pub peak_rss_mib: f64,
+}
+
+impl ProcessFigures {
+    /// Reads `/proc/<pid>/stat` and `/proc/<pid>/status` (Linux).
+    pub fn of(pid: u32) -> Option<ProcessFigures> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) is in parentheses and may hold spaces: count from the
+        // closing one. utime and stime are fields 14 and 15, in clock ticks.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let cpu_s = (ticks(11)? + ticks(12)?) / hz;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let (rss_mib, peak_rss_mib) = status_rss(&status);
+        Some(ProcessFigures {
+            cpu_s,
+            rss_mib,
+            peak_rss_mib,
+        })
+    }
 }
 
 /// Latency percentiles and throughput of one direction.
@@ -86,6 +125,9 @@ pub struct LoadReport {
     pub rss_before_bridge_mib: f64,
     /// Peak resident memory of the process at the end, MiB.
     pub peak_rss_mib: f64,
+    /// The bridge's own process, when it ran as one: at the start of the sending and at the
+    /// end of the run.
+    pub bridge_process: Option<(ProcessFigures, ProcessFigures)>,
 }
 
 impl LoadReport {
@@ -113,6 +155,10 @@ impl LoadReport {
             },
             "rss_before_bridge_mib": round(self.rss_before_bridge_mib),
             "peak_rss_mib": round(self.peak_rss_mib),
+            "bridge_cpu_s": self.bridge_process.map(|(a, b)| round(b.cpu_s - a.cpu_s)),
+            "bridge_rss_mib": self.bridge_process.map(|(_, b)| round(b.rss_mib)),
+            "bridge_peak_rss_mib": self.bridge_process.map(|(_, b)| round(b.peak_rss_mib)),
+            "bridge_rss_at_start_of_sending_mib": self.bridge_process.map(|(a, _)| round(a.rss_mib)),
         })
     }
 }
@@ -158,7 +204,11 @@ pub(crate) fn everyone_everywhere(people: &[String], rooms: &[String]) -> String
 
 /// Resident memory now and at its peak, MiB (Linux; zero elsewhere).
 fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status_rss(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
+}
+
+/// `VmRSS` and `VmHWM` of a `/proc/<pid>/status`, MiB.
+fn status_rss(status: &str) -> (f64, f64) {
     let field = |name: &str| {
         status
             .lines()
@@ -210,7 +260,14 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, WorldError> {
     };
     let mut world = World::without_bridge(world_options).await?;
     let (rss_before, _) = rss_mib();
-    world.start_bridge().await?;
+    match &options.bridge_bin {
+        Some(bin) => {
+            world
+                .start_bridge_process(bin, Duration::from_secs(60))
+                .await?
+        }
+        None => world.start_bridge().await?,
+    }
     let result = drive(&world, &options, rss_before).await;
     world.shutdown().await;
     result
@@ -261,6 +318,7 @@ async fn drive(w: &World, o: &LoadOptions, rss_before: f64) -> Result<LoadReport
         o.duration.as_secs_f64()
     );
 
+    let process_at_start = w.bridge_pid().and_then(ProcessFigures::of);
     let mut rng = StdRng::seed_from_u64(o.seed);
     let mut g2m: HashMap<String, Sent> = HashMap::new();
     let mut m2g: HashMap<String, Sent> = HashMap::new();
@@ -399,6 +457,7 @@ async fn drive(w: &World, o: &LoadOptions, rss_before: f64) -> Result<LoadReport
             })
         })
         .collect();
+    let process_at_end = w.bridge_pid().and_then(ProcessFigures::of);
     let baseline = baseline(w, &pairs, puts, span).await?;
     let (_, peak) = rss_mib();
     Ok(LoadReport {
@@ -409,6 +468,7 @@ async fn drive(w: &World, o: &LoadOptions, rss_before: f64) -> Result<LoadReport
         problems,
         rss_before_bridge_mib: rss_before,
         peak_rss_mib: peak,
+        bridge_process: process_at_start.zip(process_at_end),
     })
 }
 
@@ -580,11 +640,21 @@ pub fn print(report: &LoadReport) {
     line("Gitter -> Matrix", &report.g2m);
     line("Matrix -> Gitter", &report.m2g);
     line("baseline: direct PUTs", &report.baseline);
-    println!(
-        "memory: {:.1} MiB before the bridge started (fakes), {:.1} MiB peak (fakes + bridge; \
-         the fakes keep every event, so most of the growth is theirs)",
-        report.rss_before_bridge_mib, report.peak_rss_mib
-    );
+    match report.bridge_process {
+        Some((start, end)) => println!(
+            "bridge process: {:.2} CPU s while sending and settling, {:.1} MiB resident \
+             ({:.1} MiB when sending began, {:.1} MiB peak)",
+            end.cpu_s - start.cpu_s,
+            end.rss_mib,
+            start.rss_mib,
+            end.peak_rss_mib
+        ),
+        None => println!(
+            "memory: {:.1} MiB before the bridge started (fakes), {:.1} MiB peak (fakes + \
+             bridge in one process; the fakes keep every event, so most of the growth is theirs)",
+            report.rss_before_bridge_mib, report.peak_rss_mib
+        ),
+    }
     if report.exactly_once() {
         println!("every message arrived exactly once");
     } else {

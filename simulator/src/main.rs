@@ -57,6 +57,13 @@ enum Command {
         /// Seed of the random choices.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// The `gitter-bridge` binary, run as its own process (default: the one beside
+        /// `bridge-sim`).
+        #[arg(long)]
+        bridge_bin: Option<PathBuf>,
+        /// Run the bridge inside this process instead (its figures then include the fakes').
+        #[arg(long)]
+        in_process: bool,
     },
     /// Builds a store with a long history (`--portals` portals, `--mappings` message
     /// mappings) and measures a start from it in a fresh process: open, hot-set load and
@@ -193,6 +200,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             duration,
             settle,
             seed,
+            bridge_bin,
+            in_process,
         } => {
             if users < 2 || rooms < 1 || rate <= 0.0 {
                 return Err(
@@ -206,6 +215,21 @@ async fn run(cli: Cli) -> Result<(), String> {
                 duration: Duration::from_secs(duration),
                 settle: Duration::from_secs(settle),
                 seed,
+                bridge_bin: match (in_process, bridge_bin) {
+                    (true, _) => None,
+                    (false, Some(bin)) => Some(bin),
+                    (false, None) => {
+                        let bin = gitter_bridge_sim::chaos::default_bridge_bin();
+                        if !bin.exists() {
+                            return Err(format!(
+                                "no bridge binary at {} (cargo build --release --bin \
+                                 gitter-bridge, or --bridge-bin PATH, or --in-process)",
+                                bin.display()
+                            ));
+                        }
+                        Some(bin)
+                    }
+                },
             })
             .await
             .map_err(|e| e.to_string())?;

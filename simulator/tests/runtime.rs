@@ -421,6 +421,7 @@ async fn a_short_load_run_delivers_everything_exactly_once() {
         duration: Duration::from_secs(2),
         settle: Duration::from_secs(30),
         seed: 7,
+        bridge_bin: None,
     })
     .await
     .expect("the load runs");

@@ -192,6 +192,18 @@ impl RedbStore {
         })
     }
 
+    /// Gives the file's free pages back (redb's compaction): for after a bulk import, whose
+    /// large transactions leave many pages free. Needs every read and write to be over, so
+    /// the bridge never runs it by itself. Returns whether anything was compacted.
+    pub fn compact(&mut self) -> Result<bool, StoreError> {
+        let path = self.path.clone();
+        self.db.compact().map_err(|e| StoreError::Redb {
+            path,
+            during: "compacting",
+            source: Box::new(e.into()),
+        })
+    }
+
     /// The file this store writes.
     pub fn path(&self) -> &Path {
         &self.path
