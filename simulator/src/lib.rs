@@ -15,6 +15,7 @@ pub mod fake_gitter;
 pub mod fake_hs;
 pub mod load;
 pub mod restore_bench;
+pub mod saturate;
 pub mod scenario;
 pub mod util;
 pub mod world;

@@ -167,20 +167,20 @@ fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn user(i: usize) -> String {
+pub(crate) fn user(i: usize) -> String {
     format!("u{i:03}")
 }
 
-fn poster(i: usize) -> String {
+pub(crate) fn poster(i: usize) -> String {
     format!("g{i:03}")
 }
 
-fn room_uri(i: usize) -> String {
+pub(crate) fn room_uri(i: usize) -> String {
     format!("load/room-{i:02}")
 }
 
 /// A seed with the load's users and rooms.
-fn seed(users: usize, rooms: usize) -> String {
+pub(crate) fn seed(users: usize, rooms: usize) -> String {
     let people: Vec<String> = (0..users).flat_map(|i| [user(i), poster(i)]).collect();
     let rooms: Vec<String> = (0..rooms).map(room_uri).collect();
     everyone_everywhere(&people, &rooms)
@@ -228,7 +228,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-fn figures(sent: usize, mut latencies: Vec<f64>, span: Duration) -> Figures {
+pub(crate) fn figures(sent: usize, mut latencies: Vec<f64>, span: Duration) -> Figures {
     latencies.sort_by(f64::total_cmp);
     let secs = span.as_secs_f64().max(1e-3);
     Figures {
@@ -242,11 +242,11 @@ fn figures(sent: usize, mut latencies: Vec<f64>, span: Duration) -> Figures {
 }
 
 /// One message sent during the run.
-struct Sent {
-    room: usize,
+pub(crate) struct Sent {
+    pub(crate) room: usize,
     /// The Matrix user (Matrix to Gitter) or Gitter poster (Gitter to Matrix).
-    author: usize,
-    at_ms: u64,
+    pub(crate) author: usize,
+    pub(crate) at_ms: u64,
 }
 
 /// Runs the load and returns the report. Progress goes to stderr.
@@ -273,16 +273,20 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, WorldError> {
     result
 }
 
-async fn drive(w: &World, o: &LoadOptions, rss_before: f64) -> Result<LoadReport, WorldError> {
+/// The Matrix users of a load world, each logged in, and their portals by (user, room);
+/// returns once every portal exists and every room's stream listens.
+pub(crate) async fn prepare(
+    w: &World,
+    users: usize,
+    rooms: usize,
+) -> Result<(Vec<Human>, HashMap<(usize, usize), String>), WorldError> {
     let started = Instant::now();
     eprintln!(
-        "load: logging in {} users to {} rooms ({} portals)",
-        o.users,
-        o.rooms,
-        o.users * o.rooms
+        "load: logging in {users} users to {rooms} rooms ({} portals)",
+        users * rooms
     );
     let mut humans = Vec::new();
-    for i in 0..o.users {
+    for i in 0..users {
         let h = w.human(&user(i))?;
         let dm = w.open_dm(&h).await?;
         w.login(&h, &dm, &user(i)).await?;
@@ -290,10 +294,10 @@ async fn drive(w: &World, o: &LoadOptions, rss_before: f64) -> Result<LoadReport
     }
     let mut portals: HashMap<(usize, usize), String> = HashMap::new();
     let deadline = Instant::now() + WAIT * 3;
-    while portals.len() < o.users * o.rooms {
+    while portals.len() < users * rooms {
         for (u, h) in humans.iter().enumerate() {
             w.accept_invites(h)?;
-            for r in 0..o.rooms {
+            for r in 0..rooms {
                 if let Some(p) = w.portal_named(h, &room_uri(r)) {
                     portals.insert((u, r), p);
                 }
@@ -303,21 +307,25 @@ async fn drive(w: &World, o: &LoadOptions, rss_before: f64) -> Result<LoadReport
             return Err(WorldError::Timeout(format!(
                 "{} of {} portals",
                 portals.len(),
-                o.users * o.rooms
+                users * rooms
             )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for r in 0..o.rooms {
+    for r in 0..rooms {
         crate::demo::wait_listening(w, &room_uri(r)).await?;
     }
+    eprintln!("load: ready in {:.1}s", started.elapsed().as_secs_f64());
+    Ok((humans, portals))
+}
+
+async fn drive(w: &World, o: &LoadOptions, rss_before: f64) -> Result<LoadReport, WorldError> {
+    let (humans, portals) = prepare(w, o.users, o.rooms).await?;
     eprintln!(
-        "load: ready in {:.1}s; sending {:.0} msg/s for {:.0}s",
-        started.elapsed().as_secs_f64(),
+        "load: sending {:.0} msg/s for {:.0}s",
         o.rate,
         o.duration.as_secs_f64()
     );
-
     let process_at_start = w.bridge_pid().and_then(ProcessFigures::of);
     let mut rng = StdRng::seed_from_u64(o.seed);
     let mut g2m: HashMap<String, Sent> = HashMap::new();
@@ -370,7 +378,7 @@ async fn drive(w: &World, o: &LoadOptions, rss_before: f64) -> Result<LoadReport
     let server = w.hs.server_name();
     let mut seen;
     loop {
-        seen = Observed::collect(w, &humans, &portals, o);
+        seen = Observed::collect(w, &humans, &portals, o.rooms);
         if seen.count(&g2m, &m2g) >= expected || Instant::now() > settle_deadline {
             break;
         }
@@ -479,7 +487,7 @@ pub(crate) fn ghost(server: &str, username: &str) -> String {
 
 /// What the fakes hold after the run: per (user, room) portal, body -> [(sender, ts)]; per
 /// Gitter room, text -> [(author, sent)].
-struct Observed {
+pub(crate) struct Observed {
     portals: HashMap<(usize, usize), Copies>,
     gitter: HashMap<usize, Copies>,
 }
@@ -488,11 +496,11 @@ struct Observed {
 type Copies = HashMap<String, Vec<(String, u64)>>;
 
 impl Observed {
-    fn collect(
+    pub(crate) fn collect(
         w: &World,
         humans: &[Human],
         portals: &HashMap<(usize, usize), String>,
-        o: &LoadOptions,
+        rooms: usize,
     ) -> Observed {
         let mut out = Observed {
             portals: HashMap::new(),
@@ -506,7 +514,7 @@ impl Observed {
                 }
             }
         }
-        for r in 0..o.rooms {
+        for r in 0..rooms {
             let entry = out.gitter.entry(r).or_default();
             let uri = room_uri(r);
             w.gitter.with_state(|s| {
@@ -549,7 +557,13 @@ impl Observed {
         in_portals + on_gitter
     }
 
-    fn portal_copies(&self, user: usize, room: usize, body: &str, sender: &str) -> Vec<u64> {
+    pub(crate) fn portal_copies(
+        &self,
+        user: usize,
+        room: usize,
+        body: &str,
+        sender: &str,
+    ) -> Vec<u64> {
         self.portals
             .get(&(user, room))
             .and_then(|b| b.get(body))
@@ -578,7 +592,7 @@ impl Observed {
 
 /// Sends `count` message PUTs as ghosts into portals (`pairs` of room and ghost), paced over
 /// `span`, straight to the fake homeserver with the as_token, like the bridge does.
-async fn baseline(
+pub(crate) async fn baseline(
     w: &World,
     pairs: &[(String, String)],
     count: usize,

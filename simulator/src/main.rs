@@ -64,6 +64,14 @@ enum Command {
         /// Run the bridge inside this process instead (its figures then include the fakes').
         #[arg(long)]
         in_process: bool,
+        /// Ramp the offered load from `--rate` (x1.5 per step of `--duration` seconds) to find
+        /// the highest rate with a p99 under `--p99-limit-ms`, for the bridge and for direct
+        /// PUTs to the fake homeserver; prints one JSON line.
+        #[arg(long)]
+        saturate: bool,
+        /// The p99 latency a sustained rate must keep, with `--saturate`.
+        #[arg(long, default_value_t = 100.0)]
+        p99_limit_ms: f64,
     },
     /// Builds a store with a long history (`--portals` portals, `--mappings` message
     /// mappings) and measures a start from it in a fresh process: open, hot-set load and
@@ -202,11 +210,46 @@ async fn run(cli: Cli) -> Result<(), String> {
             seed,
             bridge_bin,
             in_process,
+            saturate,
+            p99_limit_ms,
         } => {
             if users < 2 || rooms < 1 || rate <= 0.0 {
                 return Err(
                     "--users must be at least 2, --rooms at least 1, --rate above 0".into(),
                 );
+            }
+            let bridge_bin = match (in_process, bridge_bin) {
+                (true, _) => None,
+                (false, Some(bin)) => Some(bin),
+                (false, None) => {
+                    let bin = gitter_bridge_sim::chaos::default_bridge_bin();
+                    if !bin.exists() {
+                        return Err(format!(
+                            "no bridge binary at {} (cargo build --release --bin \
+                             gitter-bridge, or --bridge-bin PATH, or --in-process)",
+                            bin.display()
+                        ));
+                    }
+                    Some(bin)
+                }
+            };
+            if saturate {
+                let report = gitter_bridge_sim::saturate::run(
+                    gitter_bridge_sim::saturate::SaturateOptions {
+                        users,
+                        rooms,
+                        start_rate: rate,
+                        growth: 1.5,
+                        step: Duration::from_secs(duration),
+                        max_steps: 20,
+                        p99_limit_ms,
+                        bridge_bin,
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                println!("{}", report.json());
+                return Ok(());
             }
             let report = gitter_bridge_sim::load::run(gitter_bridge_sim::load::LoadOptions {
                 users,
@@ -215,21 +258,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 duration: Duration::from_secs(duration),
                 settle: Duration::from_secs(settle),
                 seed,
-                bridge_bin: match (in_process, bridge_bin) {
-                    (true, _) => None,
-                    (false, Some(bin)) => Some(bin),
-                    (false, None) => {
-                        let bin = gitter_bridge_sim::chaos::default_bridge_bin();
-                        if !bin.exists() {
-                            return Err(format!(
-                                "no bridge binary at {} (cargo build --release --bin \
-                                 gitter-bridge, or --bridge-bin PATH, or --in-process)",
-                                bin.display()
-                            ));
-                        }
-                        Some(bin)
-                    }
-                },
+                bridge_bin,
             })
             .await
             .map_err(|e| e.to_string())?;
