@@ -18,6 +18,7 @@ use crate::input::{EffectOutput, EffectResult, Input, MatrixEvent, MatrixEventKi
 use crate::output::Outputs;
 use crate::state::{Change, Origin, PortalState, Snapshot};
 use crate::stream::StreamState;
+use crate::timers::{Deadlines, TimerKind};
 use crate::{Config, GitterMessage};
 
 /// How long an expired login link or OAuth state is kept before the timer forgets it.
@@ -55,15 +56,21 @@ impl From<u64> for Seed {
     }
 }
 
-/// The retry bookkeeping of a durable effect that failed for a reason that can pass.
+/// The retry bookkeeping of a durable effect that failed for a reason that can pass (when
+/// to try again is in `Bridge::retry_timers`, absent while the retry runs).
 #[derive(Clone, Debug)]
 struct RetryState {
     /// Failed tries since the last start.
     attempts: u32,
     /// When the first of them failed.
     since: Timestamp,
-    /// When to try again; `None` while the retry runs.
-    at: Option<Timestamp>,
+}
+
+/// The two tables of single-use tokens, whose rows the timer forgets after expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TicketTable {
+    LoginLinks,
+    OAuthStates,
 }
 
 /// After this many failed tries of a user's message, the user is told it is delayed (once).
@@ -109,6 +116,12 @@ pub struct Bridge {
     hot_order: VecDeque<(OwnedUserId, GitterMessageId)>,
     /// Retention of the store's mappings.
     pub(crate) pruning: crate::prune::Pruning,
+    /// When each login link and OAuth state is forgotten.
+    ticket_timers: Deadlines<(TicketTable, String)>,
+    /// When each failed catch-up is tried again.
+    pub(crate) catch_up_timers: Deadlines<GitterRoomId>,
+    /// When each retrying effect is tried again.
+    retry_timers: Deadlines<EffectId>,
     /// The current step's time.
     pub(crate) now: Timestamp,
     /// The current step's outputs.
@@ -143,6 +156,9 @@ impl Bridge {
             recent: HashMap::new(),
             hot_order: VecDeque::new(),
             pruning: Default::default(),
+            ticket_timers: Deadlines::default(),
+            catch_up_timers: Deadlines::default(),
+            retry_timers: Deadlines::default(),
             now: Timestamp(0),
             out: Outputs::default(),
         };
@@ -186,7 +202,7 @@ impl Bridge {
             Input::EffectDone { id, result } => self.on_effect_done(id, result),
             Input::Timer => self.on_timer(),
         }
-        self.out.next_timer = self.next_deadline();
+        self.out.next_timer = self.next_deadline().map(|(at, _)| at);
         std::mem::take(&mut self.out)
     }
 
@@ -216,6 +232,18 @@ impl Bridge {
             Change::PutPortal(p) => {
                 index_portal(&mut self.rooms, &mut self.room_portals, p);
             }
+            Change::PutLoginLink(k, t) => self
+                .ticket_timers
+                .set((TicketTable::LoginLinks, k.clone()), forget_at(t)),
+            Change::DeleteLoginLink(k) => self
+                .ticket_timers
+                .clear(&(TicketTable::LoginLinks, k.clone())),
+            Change::PutOAuthState(k, t) => self
+                .ticket_timers
+                .set((TicketTable::OAuthStates, k.clone()), forget_at(t)),
+            Change::DeleteOAuthState(k) => self
+                .ticket_timers
+                .clear(&(TicketTable::OAuthStates, k.clone())),
             _ => {}
         }
         self.state.apply(&change);
@@ -275,6 +303,15 @@ impl Bridge {
         }
         for p in self.state.portals.values() {
             index_portal(&mut self.rooms, &mut self.room_portals, p);
+        }
+        self.ticket_timers.clear_all();
+        for (k, t) in &self.state.login_links {
+            self.ticket_timers
+                .set((TicketTable::LoginLinks, k.clone()), forget_at(t));
+        }
+        for (k, t) in &self.state.oauth_states {
+            self.ticket_timers
+                .set((TicketTable::OAuthStates, k.clone()), forget_at(t));
         }
         let capacity = self.config.dedupe_capacity;
         self.txns_seen =
@@ -364,41 +401,28 @@ impl Bridge {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The earliest deadline the core needs a timer for.
-    fn next_deadline(&self) -> Option<Timestamp> {
-        let links = self.state.login_links.values().map(forget_at);
-        let states = self.state.oauth_states.values().map(forget_at);
-        let catch_ups = self.streams.values().filter_map(|s| s.retry_at);
-        let retries = self.retries.values().filter_map(|r| r.at);
-        links
-            .chain(states)
-            .chain(catch_ups)
-            .chain(retries)
-            .chain(self.pruning.deadline())
-            .min()
+    /// The earliest deadline the core needs a timer for, and whose it is: each sub-machine
+    /// keeps its deadlines ordered, so this costs the same however large the bridge.
+    fn next_deadline(&self) -> Option<(Timestamp, TimerKind)> {
+        [
+            (self.ticket_timers.next(), TimerKind::ForgetTicket),
+            (self.catch_up_timers.next(), TimerKind::CatchUpRetry),
+            (self.retry_timers.next(), TimerKind::EffectRetry),
+            (self.pruning.deadline(), TimerKind::Prune),
+        ]
+        .into_iter()
+        .filter_map(|(at, kind)| at.map(|at| (at, kind)))
+        .min()
     }
 
+    /// A timer fired: every sub-machine whose deadline has come does its work.
     fn on_timer(&mut self) {
         let now = self.now;
-        let expired: Vec<String> = self
-            .state
-            .login_links
-            .iter()
-            .filter(|(_, t)| forget_at(t) <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in expired {
-            self.change(Change::DeleteLoginLink(k));
-        }
-        let expired: Vec<String> = self
-            .state
-            .oauth_states
-            .iter()
-            .filter(|(_, t)| forget_at(t) <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in expired {
-            self.change(Change::DeleteOAuthState(k));
+        for (table, k) in self.ticket_timers.take_due(now) {
+            self.change(match table {
+                TicketTable::LoginLinks => Change::DeleteLoginLink(k),
+                TicketTable::OAuthStates => Change::DeleteOAuthState(k),
+            });
         }
         self.retry_catch_ups();
         self.retry_due_effects();
@@ -418,17 +442,7 @@ impl Bridge {
     /// Re-emits the durable effects whose retry time has come. Each keeps its id, so the
     /// driver runs it at the head of the lane it held.
     fn retry_due_effects(&mut self) {
-        let now = self.now;
-        let due: Vec<EffectId> = self
-            .retries
-            .iter()
-            .filter(|(_, r)| r.at.is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            if let Some(r) = self.retries.get_mut(&id) {
-                r.at = None;
-            }
+        for id in self.retry_timers.take_due(self.now) {
             match self.state.outbox.get(&id).cloned() {
                 Some(effect) => {
                     let effect = self.refresh_token(effect);
@@ -472,7 +486,6 @@ impl Bridge {
         let state = self.retries.entry(id).or_insert(RetryState {
             attempts: 0,
             since: now,
-            at: None,
         });
         state.attempts += 1;
         let attempts = state.attempts;
@@ -484,9 +497,7 @@ impl Bridge {
             .min(self.config.retry_max_ms.max(1));
         // Half fixed, half random: never sooner than half the ceiling.
         let delay = ceiling / 2 + self.rng.next_u64() % (ceiling - ceiling / 2 + 1);
-        if let Some(r) = self.retries.get_mut(&id) {
-            r.at = Some(now.plus_ms(delay));
-        }
+        self.retry_timers.set(id, now.plus_ms(delay));
         // A send that failed in a way that leaves its outcome unknown (a time-out, a lost
         // answer, a 5xx) may have been stored by Gitter: the next try reads before it posts.
         // A rate-limited send was refused, so it simply posts again.
@@ -549,7 +560,6 @@ impl Bridge {
         self.retries.entry(effect.id).or_insert(RetryState {
             attempts: 0,
             since: self.now,
-            at: None,
         });
         self.out.holds.push(effect.id);
         self.out.effects.push(effect);
@@ -560,6 +570,7 @@ impl Bridge {
     fn on_startup(&mut self) {
         // Stream state is not persisted: every stream is closed until re-opened here.
         self.streams.clear();
+        self.catch_up_timers.clear_all();
         let pending: Vec<Effect> = self.state.outbox.values().cloned().collect();
         for mut effect in pending {
             match &mut effect.action {
@@ -751,6 +762,7 @@ impl Bridge {
             return;
         }
         self.retries.remove(&id);
+        self.retry_timers.clear(&id);
         self.change(Change::DeleteOutbox(id));
         if let Action::SendGitter {
             room, gitter_user, ..

@@ -75,6 +75,7 @@ mod prune;
 mod relay;
 mod state;
 mod stream;
+mod timers;
 
 pub use bridge::{Bridge, Seed};
 pub use commands::Command;

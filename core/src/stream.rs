@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use crate::bridge::Bridge;
 use crate::effect::{Action, Lane};
-use crate::ids::{GitterMessageId, GitterRoomId, Timestamp};
+use crate::ids::{GitterMessageId, GitterRoomId};
 use crate::input::{Failure, FailureKind, GitterMessage};
 use crate::state::Change;
 
@@ -34,8 +34,6 @@ pub(crate) struct StreamState {
     /// Messages held back, in order, until the sends of their authors complete (so the
     /// stream's copy of our own send is recognised as an echo).
     pub(crate) held: VecDeque<GitterMessage>,
-    /// When to retry a failed catch-up.
-    pub(crate) retry_at: Option<Timestamp>,
     /// The stream (re)connected while a catch-up ran: one more runs after it. However often
     /// a flapping stream reconnects, at most one catch-up runs and one waits.
     pub(crate) again: bool,
@@ -88,6 +86,7 @@ impl Bridge {
                     );
                 }
                 self.streams.remove(room);
+                self.catch_up_timers.clear(room);
             }
         }
     }
@@ -135,7 +134,7 @@ impl Bridge {
         }
         state.catching_up = true;
         state.again = false;
-        state.retry_at = None;
+        self.catch_up_timers.clear(room);
         let cursor = self.state.cursors.get(room).cloned();
         self.fetch_after(room, cursor);
     }
@@ -228,7 +227,7 @@ impl Bridge {
                 None => GitterMessageId::new(ZERO_OBJECT_ID),
             };
             self.change(Change::SetCursor(room.clone(), baseline));
-            self.stream_mut(&room).retry_at = None;
+            self.catch_up_timers.clear(&room);
             // The stream opens only now that the baseline is committed with this step.
             if self.streams.get(&room).is_some_and(|s| s.open)
                 && let Some(login) = reader.and_then(|r| self.valid_login(&r))
@@ -288,19 +287,11 @@ impl Bridge {
             return;
         }
         let at = self.now.plus_ms(self.config.catch_up_retry_ms);
-        self.stream_mut(&room).retry_at = Some(at);
+        self.catch_up_timers.set(room, at);
     }
 
     pub(crate) fn retry_catch_ups(&mut self) {
-        let now = self.now;
-        let due: Vec<GitterRoomId> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| s.retry_at.is_some_and(|t| t <= now))
-            .map(|(r, _)| r.clone())
-            .collect();
-        for room in due {
-            self.stream_mut(&room).retry_at = None;
+        for room in self.catch_up_timers.take_due(self.now) {
             let cursor = self.state.cursors.get(&room).cloned();
             self.fetch_after(&room, cursor);
         }
