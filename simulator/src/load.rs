@@ -251,16 +251,31 @@ pub(crate) struct Sent {
 
 /// Runs the load and returns the report. Progress goes to stderr.
 pub async fn run(options: LoadOptions) -> Result<LoadReport, WorldError> {
+    let (world, rss_before) =
+        start_world(options.users, options.rooms, options.bridge_bin.as_deref()).await?;
+    let result = drive(&world, &options, rss_before).await;
+    world.shutdown().await;
+    result
+}
+
+/// A load world: the fakes seeded with `users` Matrix and Gitter users in `rooms` rooms,
+/// without rate limits (a load measures the bridge, not Gitter's 100 requests a minute), and
+/// the bridge: the binary `bridge_bin` as its own process, or inside this one. Also returns
+/// this process's resident memory before the bridge started, MiB.
+pub(crate) async fn start_world(
+    users: usize,
+    rooms: usize,
+    bridge_bin: Option<&std::path::Path>,
+) -> Result<(World, f64), WorldError> {
     let world_options = WorldOptions {
-        gitter_seed: seed(options.users, options.rooms),
-        // The load measures the bridge, not Gitter's 100 requests a minute.
+        gitter_seed: seed(users, rooms),
         gitter_rate_limit: 1_000_000,
         bridge_requests_per_minute: 1_000_000,
         ..WorldOptions::default()
     };
     let mut world = World::without_bridge(world_options).await?;
     let (rss_before, _) = rss_mib();
-    match &options.bridge_bin {
+    match bridge_bin {
         Some(bin) => {
             world
                 .start_bridge_process(bin, Duration::from_secs(60))
@@ -268,9 +283,31 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, WorldError> {
         }
         None => world.start_bridge().await?,
     }
-    let result = drive(&world, &options, rss_before).await;
-    world.shutdown().await;
-    result
+    Ok((world, rss_before))
+}
+
+/// Gitter user `poster(author)` posts `body` in room `room`; the post is recorded in `sent`
+/// with its time on the fake Gitter's clock.
+pub(crate) fn post(
+    w: &World,
+    sent: &mut HashMap<String, Sent>,
+    room: usize,
+    author: usize,
+    body: String,
+) -> Result<(), WorldError> {
+    let at_ms = w.gitter.now_ms();
+    w.gitter
+        .post_message(&room_uri(room), &poster(author), &body)
+        .map_err(|e| WorldError::Step(format!("Gitter post: {e:?}")))?;
+    sent.insert(
+        body,
+        Sent {
+            room,
+            author,
+            at_ms,
+        },
+    );
+    Ok(())
 }
 
 /// The Matrix users of a load world, each logged in, and their portals by (user, room);
@@ -340,19 +377,7 @@ async fn drive(w: &World, o: &LoadOptions, rss_before: f64) -> Result<LoadReport
         let room = rng.random_range(0..o.rooms);
         let author = rng.random_range(0..o.users);
         if n.is_multiple_of(2) {
-            let body = format!("load g2m {n}");
-            let at_ms = w.gitter.now_ms();
-            w.gitter
-                .post_message(&room_uri(room), &poster(author), &body)
-                .map_err(|e| WorldError::Step(format!("Gitter post: {e:?}")))?;
-            g2m.insert(
-                body,
-                Sent {
-                    room,
-                    author,
-                    at_ms,
-                },
-            );
+            post(w, &mut g2m, room, author, format!("load g2m {n}"))?;
         } else {
             let body = format!("load m2g {n}");
             let at_ms = w.hs.now_ms();

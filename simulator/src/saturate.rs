@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::load::{
-    Observed, ProcessFigures, Sent, baseline, figures, ghost, poster, prepare, room_uri,
+    Observed, ProcessFigures, Sent, baseline, figures, ghost, post, poster, prepare, start_world,
 };
-use crate::world::{World, WorldError, WorldOptions};
+use crate::world::{World, WorldError};
 
 /// What to ramp.
 #[derive(Clone, Debug)]
@@ -120,21 +120,7 @@ impl SaturateReport {
 
 /// Runs both ramps in one world.
 pub async fn run(o: SaturateOptions) -> Result<SaturateReport, WorldError> {
-    let world_options = WorldOptions {
-        gitter_seed: crate::load::seed(o.users, o.rooms),
-        gitter_rate_limit: 1_000_000,
-        bridge_requests_per_minute: 1_000_000,
-        ..WorldOptions::default()
-    };
-    let mut world = World::without_bridge(world_options).await?;
-    match &o.bridge_bin {
-        Some(bin) => {
-            world
-                .start_bridge_process(bin, Duration::from_secs(60))
-                .await?
-        }
-        None => world.start_bridge().await?,
-    }
+    let (world, _) = start_world(o.users, o.rooms, o.bridge_bin.as_deref()).await?;
     let result = ramps(&world, &o).await;
     world.shutdown().await;
     result
@@ -161,20 +147,13 @@ async fn ramps(w: &World, o: &SaturateOptions) -> Result<SaturateReport, WorldEr
         let began = Instant::now();
         while began.elapsed() < o.step {
             ticker.tick().await;
-            let (room, author) = (n % o.rooms, n % o.users);
-            let body = format!("load sat{k} {n}");
-            let at_ms = w.gitter.now_ms();
-            w.gitter
-                .post_message(&room_uri(room), &poster(author), &body)
-                .map_err(|e| WorldError::Step(format!("Gitter post: {e:?}")))?;
-            sent.insert(
-                body,
-                Sent {
-                    room,
-                    author,
-                    at_ms,
-                },
-            );
+            post(
+                w,
+                &mut sent,
+                n % o.rooms,
+                n % o.users,
+                format!("load sat{k} {n}"),
+            )?;
             n += 1;
         }
         // Every copy, or the time a sustained rate would have needed, whichever first.
