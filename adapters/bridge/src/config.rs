@@ -172,6 +172,10 @@ struct RawBridge {
     retry_max_secs: u64,
     #[serde(default = "default_catch_up_retry")]
     catch_up_retry_secs: u64,
+    #[serde(default = "default_retention_days")]
+    mapping_retention_days: u64,
+    #[serde(default = "default_hot_mappings")]
+    hot_mappings: usize,
 }
 
 impl Default for RawBridge {
@@ -185,6 +189,8 @@ impl Default for RawBridge {
             login_link_lifetime_secs: default_lifetime(),
             retry_max_secs: default_retry_max(),
             catch_up_retry_secs: default_catch_up_retry(),
+            mapping_retention_days: default_retention_days(),
+            hot_mappings: default_hot_mappings(),
         }
     }
 }
@@ -283,6 +289,12 @@ fn default_retry_max() -> u64 {
 }
 fn default_catch_up_retry() -> u64 {
     30
+}
+fn default_retention_days() -> u64 {
+    365
+}
+fn default_hot_mappings() -> usize {
+    100_000
 }
 fn default_level() -> String {
     "info".into()
@@ -848,6 +860,16 @@ impl Config {
         core_config.retry_max_ms = b.retry_max_secs.saturating_mul(1000);
         core_config.retry_min_ms = core_config.retry_min_ms.min(core_config.retry_max_ms);
         core_config.catch_up_retry_ms = b.catch_up_retry_secs.saturating_mul(1000);
+        core_config.mapping_retention_ms =
+            b.mapping_retention_days.saturating_mul(24 * 60 * 60 * 1000);
+        if b.hot_mappings == 0 {
+            return Err(invalid(
+                "bridge.hot_mappings",
+                "must be at least 1 (the mappings kept in memory; the store keeps them all)"
+                    .to_owned(),
+            ));
+        }
+        core_config.hot_mappings = b.hot_mappings;
         Ok(Config {
             homeserver_url: url("homeserver.url", &raw.homeserver.url)?,
             domain,
@@ -929,6 +951,18 @@ mod tests {
         assert_eq!(c.core.catch_up_retry_ms, 30_000);
         let text = filled().replace("retry_max_secs = 60", "retry_max_secs = 0");
         assert!(error_of(&text).starts_with("config key `bridge.retry_max_secs`"));
+    }
+
+    #[test]
+    fn mapping_retention_and_the_hot_set_come_from_the_bridge_section() {
+        let c = Config::parse(&filled(), Path::new("/etc/gb")).unwrap();
+        assert_eq!(c.core.mapping_retention_ms, 365 * 24 * 60 * 60 * 1000);
+        assert_eq!(c.core.hot_mappings, 100_000);
+        let text = filled().replace("mapping_retention_days = 365", "mapping_retention_days = 0");
+        let c = Config::parse(&text, Path::new("/etc/gb")).unwrap();
+        assert_eq!(c.core.mapping_retention_ms, 0, "0 keeps every mapping");
+        let text = filled().replace("hot_mappings = 100000", "hot_mappings = 0");
+        assert!(error_of(&text).starts_with("config key `bridge.hot_mappings`"));
     }
 
     #[test]
