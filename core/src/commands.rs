@@ -249,7 +249,7 @@ impl Bridge {
         rooms: Vec<GitterRoom>,
     ) {
         // Rooms listed only because of an unread mention have `roomMember: false`
-        // (gitter-api.md §3.2): the user is not in them.
+        // (docs/gitter-api.md §3.2): the user is not in them.
         let mut rooms: Vec<GitterRoom> = rooms
             .into_iter()
             .filter(|r| r.room_member != Some(false))

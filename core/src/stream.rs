@@ -4,7 +4,7 @@
 //! On every (re)connect the core first pages `chatMessages?afterId=<cursor>` so nothing sent
 //! while the stream was down is missed; stream messages that arrive meanwhile wait in a buffer
 //! so the room's order is kept. The stream has no resume token and is at-most-once
-//! (gitter-api.md §5), which is why the cursor, not the stream, is the source of truth. A room
+//! (docs/gitter-api.md §5), which is why the cursor, not the stream, is the source of truth. A room
 //! read for the first time has no cursor: its baseline (the newest message, whose history is
 //! not backfilled) is read and committed before its stream opens, so a crash never finds a
 //! streamed message without a cursor to catch up from. If the reader logs out or its token

@@ -1,4 +1,4 @@
-//! Scenario tests, one per behaviour of ARCHITECTURE.md §5.
+//! Scenario tests, one per behaviour of docs/behaviour.md.
 
 mod common;
 

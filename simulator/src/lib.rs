@@ -1,9 +1,9 @@
 //! `bridge-sim`: test partners for the Matrix <-> Gitter bridge.
 //!
 //! * [`fake_gitter`] — a fake Gitter server (REST v1, streaming, OAuth) that
-//!   follows `shared/reference/gitter-api.md`.
+//!   follows `docs/gitter-api.md`.
 //! * [`fake_hs`] — a fake Matrix homeserver with Synapse's behaviour where a
-//!   bridge can tell the difference (`shared/reference/matrix-rust-ecosystem.md`).
+//!   bridge can tell the difference (`docs/matrix.md`).
 //!
 //! Each fake is a plain state struct holding every rule (unit tested without
 //! HTTP) under a thin axum layer, and a handle type that binds a socket and

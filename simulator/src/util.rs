@@ -35,7 +35,7 @@ impl SimClock {
 }
 
 /// Format Unix milliseconds like JavaScript's `Date.toISOString()`:
-/// `2014-03-24T15:41:18.991Z` (gitter-api.md §1.2 "Timestamps").
+/// `2014-03-24T15:41:18.991Z` (docs/gitter-api.md §1.2 "Timestamps").
 pub fn iso_ms(ms: u64) -> String {
     let secs = ms / 1000;
     let millis = ms % 1000;
@@ -96,7 +96,7 @@ pub fn text_len(s: &str) -> usize {
 }
 
 /// True when `s` is exactly 24 lowercase-or-uppercase hex characters, the
-/// shape of a MongoDB ObjectId (gitter-api.md §1.2 "IDs").
+/// shape of a MongoDB ObjectId (docs/gitter-api.md §1.2 "IDs").
 pub fn is_object_id(s: &str) -> bool {
     s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }

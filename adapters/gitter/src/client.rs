@@ -1,5 +1,5 @@
 //! The REST client: configuration, the request pipeline (rate limit, retries, error mapping)
-//! and one method per endpoint the bridge uses (gitter-api.md §3).
+//! and one method per endpoint the bridge uses (docs/gitter-api.md §3).
 //!
 //! Every request carries `Accept: application/json` and `Authorization: Bearer <token>`
 //! (§1.2). Bodies are serialised up front and sent with a `Content-Length`: Gitter answers
@@ -236,7 +236,7 @@ pub(crate) struct AttemptError {
     pub(crate) wait: Option<Duration>,
     /// The request certainly had no effect on the server, so even a non-idempotent one may be
     /// sent again. True only for a rate-limit refusal (Gitter's limiter answers before any
-    /// route runs, gitter-api.md §8) and for a failure to connect (reqwest's `is_connect`:
+    /// route runs, docs/gitter-api.md §8) and for a failure to connect (reqwest's `is_connect`:
     /// the connector failed, so no byte of the request was written). False for everything
     /// else that can happen after the request left: a time-out, a connection lost after it
     /// was made, a 5xx, a body that breaks off or is too large.

@@ -1,6 +1,6 @@
 //! [`GitterError`]: what went wrong talking to Gitter, and whose fault it is.
 //!
-//! Mapping to the core's [`FailureKind`] (gitter-api.md §7.2): 401 -> `TokenRevoked`,
+//! Mapping to the core's [`FailureKind`] (docs/gitter-api.md §7.2): 401 -> `TokenRevoked`,
 //! 403 -> `Forbidden`, 404 -> `NotFound`, 429 after retries -> `RateLimited`, 5xx and network
 //! errors after retries -> `Transient`, an answer over the size limit -> `Transient`,
 //! 400/406/unreadable answers -> `Rejected`.

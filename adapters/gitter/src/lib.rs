@@ -1,7 +1,7 @@
 //! # gitter-bridge-gitter: the Gitter side of the bridge's I/O
 //!
 //! This crate talks to a server that speaks the legacy Gitter API (see
-//! `reference/gitter-api.md`; every URL is configuration, since gitter.im itself is gone):
+//! `docs/gitter-api.md`; every URL is configuration, since gitter.im itself is gone):
 //!
 //! * [`GitterClient`]: the REST client (`/v1/user`, `/v1/rooms`, `chatMessages`, ...) and
 //!   [`GitterClient::execute`], which runs one core [`Action`](gitter_bridge_core::Action) and

@@ -1,6 +1,6 @@
 //! serde models of Gitter's JSON, and their conversion into the core's types.
 //!
-//! They follow gitter-api.md §4 and its typing pitfalls (§4.6): every field the server may
+//! They follow docs/gitter-api.md §4 and its typing pitfalls (§4.6): every field the server may
 //! leave out is optional or defaulted, unknown fields are ignored (no `deny_unknown_fields`,
 //! the server grew fields over time), `meta` may be `[]` or `{}`, `editedAt` may be absent,
 //! `null` or a string, a mention's `userId` may be absent, `issues[].number` is a string (a

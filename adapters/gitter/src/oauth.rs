@@ -1,4 +1,4 @@
-//! OAuth2 authorization-code flow against Gitter (gitter-api.md §2), with the `oauth2` crate.
+//! OAuth2 authorization-code flow against Gitter (docs/gitter-api.md §2), with the `oauth2` crate.
 //!
 //! Gitter's quirks, and how they are met here:
 //! * Client authentication goes **in the body** only: HTTP Basic is commented out on the
@@ -246,7 +246,7 @@ impl<'c> AsyncHttpClient<'c> for OAuthHttp<'_> {
 }
 
 /// The docs' form-encoded token answer (`access_token=..&token_type=bearer&expires_in=..`,
-/// gitter-api.md §2.2) as the JSON oauth2 reads; the 2020 server always sends JSON, an older
+/// docs/gitter-api.md §2.2) as the JSON oauth2 reads; the 2020 server always sends JSON, an older
 /// one may not. `expires_in` is a number in JSON.
 fn form_to_json(body: &[u8]) -> Vec<u8> {
     let object: serde_json::Map<String, serde_json::Value> = url::form_urlencoded::parse(body)

@@ -1,7 +1,7 @@
 //! The client-side rate limit: at most N requests per window per token.
 //!
 //! Gitter allows 100 requests per 60 s per (user, OAuth app) in a fixed Redis window that
-//! starts at the first request (gitter-api.md §8), and answers 429 beyond that. Waiting here
+//! starts at the first request (docs/gitter-api.md §8), and answers 429 beyond that. Waiting here
 //! instead of collecting 429s keeps a busy bridge inside the limit; the server's own
 //! `X-RateLimit-Remaining: 0` + `X-RateLimit-Reset` is fed back through
 //! [`RateLimiter::block_until`] so both sides agree when they drift.

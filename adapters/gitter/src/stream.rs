@@ -1,4 +1,4 @@
-//! Streaming readers: `GET <stream_base>/v1/rooms/:roomId/chatMessages` (gitter-api.md §5).
+//! Streaming readers: `GET <stream_base>/v1/rooms/:roomId/chatMessages` (docs/gitter-api.md §5).
 //!
 //! The body is newline-delimited JSON, one bare Message per line, with `" \n"` heartbeats
 //! between them, and a JSON object may be split across TCP chunks at any byte (§5.1). The

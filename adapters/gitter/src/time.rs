@@ -1,7 +1,7 @@
 //! ISO-8601 timestamps as Gitter writes them, and the wall clock.
 //!
 //! Gitter's timestamps are JS `Date.toISOString()` output, e.g. `"2014-03-24T15:41:18.991Z"`
-//! (gitter-api.md §1.2). A full date-time crate would be a heavy dependency for one format, so
+//! (docs/gitter-api.md §1.2). A full date-time crate would be a heavy dependency for one format, so
 //! this is a small strict parser that also accepts other fraction lengths and `+hh:mm` offsets.
 
 use std::time::{SystemTime, UNIX_EPOCH};

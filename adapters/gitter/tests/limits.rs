@@ -1,4 +1,4 @@
-//! Rate limits and retries on tokio's paused clock (gitter-api.md §8): waits are asserted on
+//! Rate limits and retries on tokio's paused clock (docs/gitter-api.md §8): waits are asserted on
 //! virtual time, so these tests take milliseconds of wall time.
 
 mod common;
@@ -142,7 +142,7 @@ async fn a_429_without_headers_waits_the_default() {
 #[tokio::test(start_paused = true)]
 async fn an_old_servers_403_rate_limit_waits_like_a_429_but_other_403s_do_not() {
     let (server, client) = setup(|c| c.retry.rate_limited_wait = Duration::from_secs(5)).await;
-    // Before dolph 0.2.0 the limiter answered 403 (gitter-api.md §8).
+    // Before dolph 0.2.0 the limiter answered 403 (docs/gitter-api.md §8).
     Mock::given(path(ROOMS))
         .respond_with(
             ResponseTemplate::new(403)

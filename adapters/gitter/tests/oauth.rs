@@ -1,4 +1,4 @@
-//! The OAuth2 authorization-code flow of gitter-api.md §2.
+//! The OAuth2 authorization-code flow of docs/gitter-api.md §2.
 
 mod common;
 
@@ -88,7 +88,7 @@ async fn token_type_is_compared_without_regard_to_case() {
 
 #[tokio::test]
 async fn the_docs_form_encoded_token_answer_is_read_too() {
-    // gitter-api.md §2.2: what the docs show (the 2020 code sends JSON).
+    // docs/gitter-api.md §2.2: what the docs show (the 2020 code sends JSON).
     let body = "access_token=9f2c0e5d7a1b3c4d5e6f708192a3b4c5d6e7f809&scope=flow%2Cprivate\
                 &token_type=bearer&expires_in=3600";
     let answer = ResponseTemplate::new(200).set_body_raw(body, "application/x-www-form-urlencoded");

@@ -1,4 +1,4 @@
-//! The REST client against a mock Gitter that answers with the payloads of gitter-api.md.
+//! The REST client against a mock Gitter that answers with the payloads of docs/gitter-api.md.
 
 mod common;
 
@@ -551,7 +551,7 @@ async fn a_send_that_times_out_is_posted_once() {
 
 #[tokio::test]
 async fn a_rate_limited_send_is_posted_again() {
-    // The limiter answers before any route runs (gitter-api.md §8): nothing was stored. Both
+    // The limiter answers before any route runs (docs/gitter-api.md §8): nothing was stored. Both
     // forms: the old 403 and the 429.
     let (server, client) = gitter().await;
     Mock::given(method("POST"))

@@ -1,5 +1,5 @@
 //! The pure stream parser: newline-delimited JSON split at arbitrary chunk boundaries
-//! (gitter-api.md §5.1).
+//! (docs/gitter-api.md §5.1).
 
 mod common;
 

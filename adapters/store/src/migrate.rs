@@ -37,7 +37,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[v0_create_tables, v1_durable_effec
 /// The schema version this binary writes and reads.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
-/// Version 0 -> 1: create every table of ARCHITECTURE.md §4 (creating them up front means
+/// Version 0 -> 1: create every table of docs/store.md (creating them up front means
 /// `load` never meets a missing table).
 fn v0_create_tables(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
     const DURING: &str = "creating the tables";

@@ -467,7 +467,7 @@ impl Harness {
                 self.down.remove(room);
                 self.step(Input::StreamConnected { room: room.clone() });
             }
-            // Gitter streams the sender's own messages too (gitter-api.md §5.1).
+            // Gitter streams the sender's own messages too (docs/gitter-api.md §5.1).
             (
                 Action::SendGitter {
                     room,

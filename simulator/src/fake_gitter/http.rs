@@ -2,7 +2,7 @@
 //! plumbing and response shapes. All decisions are made by
 //! [`GitterState`](super::state::GitterState).
 //!
-//! Two listeners, like the two hosts of the real service (gitter-api.md §1.1):
+//! Two listeners, like the two hosts of the real service (docs/gitter-api.md §1.1):
 //! * the API listener ([`router`], `api.gitter.im` and `gitter.im`):
 //!   * `/v1/...` — the REST API (§3);
 //!   * `/login/oauth/{authorize,token}` — OAuth (§2);
@@ -227,7 +227,7 @@ async fn drip(response: Response, chunk: usize, interval: Duration) -> Response 
     Response::from_parts(parts, Body::from_stream(body))
 }
 
-/// CORS as WEBAPP's `server/api/index.js` sets it (gitter-api.md §1.2): any origin, the
+/// CORS as WEBAPP's `server/api/index.js` sets it (docs/gitter-api.md §1.2): any origin, the
 /// rate-limit headers exposed, and preflight `OPTIONS` answered before auth.
 async fn cors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let preflight = request.method() == axum::http::Method::OPTIONS;
@@ -269,7 +269,7 @@ pub fn stream_router(shared: Arc<Shared>) -> Router {
 }
 
 /// The routers that authenticate and rate-limit every request before their
-/// own routes and 404s (gitter-api.md §8 "Scope").
+/// own routes and 404s (docs/gitter-api.md §8 "Scope").
 const AUTHENTICATED_PREFIXES: [&str; 6] = [
     "/v1/user",
     "/v1/rooms",
@@ -340,7 +340,7 @@ fn add_rate_headers(resp: &mut Response, rate: RateInfo) {
     h.insert("X-RateLimit-Reset", HeaderValue::from(rate.reset_ms));
 }
 
-/// WEBAPP `get-access-token-from-req.js` order (gitter-api.md §1.2):
+/// WEBAPP `get-access-token-from-req.js` order (docs/gitter-api.md §1.2):
 /// `Authorization: Bearer` (scheme case-insensitive, cut at the first comma),
 /// `x-access-token`, `access_token` in the body, in the query, then a
 /// `Token/<token>` fragment of the `User-Agent`.
@@ -394,7 +394,7 @@ fn reason(status: u16) -> String {
         .to_string()
 }
 
-/// Parse a JSON or form body into a JSON object (gitter-api.md §1.2: both
+/// Parse a JSON or form body into a JSON object (docs/gitter-api.md §1.2: both
 /// parsers are installed). Repeated form keys and `key[]` become arrays.
 fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -1051,7 +1051,7 @@ async fn message_thread(
 }
 
 // ----------------------------------------------------------------------
-// streaming (gitter-api.md §5)
+// streaming (docs/gitter-api.md §5)
 
 async fn stream_messages(
     State(app): State<App>,
@@ -1191,7 +1191,7 @@ fn stream_lines(
 }
 
 // ----------------------------------------------------------------------
-// OAuth (gitter-api.md §2)
+// OAuth (docs/gitter-api.md §2)
 
 fn html_page(status: u16, title: &str, body_html: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);

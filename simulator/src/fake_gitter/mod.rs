@@ -1,7 +1,7 @@
 //! Fake Gitter server: REST v1, the streaming API and OAuth, on loopback HTTP.
 //!
 //! It copies the 2020 Gitter server (`gitlab-org/gitter/webapp`) as written up
-//! in `shared/reference/gitter-api.md`, items 1–11 of the §9 checklist:
+//! in `docs/gitter-api.md`, following its §9 checklist:
 //! bearer auth everywhere (§1.2), 406 on chunked request bodies, the OAuth
 //! authorization-code flow with single-use 40-hex codes and one token per
 //! (user, client) (§2), the REST endpoints a bridge uses with their paging and

@@ -1,6 +1,6 @@
 //! A small stand-in for `gitter-markdown-processor`: enough to produce the
 //! `html`, `mentions`, `urls` and `issues` fields in the shapes of the
-//! captured 2020 payloads (gitter-api.md §4.3 "HTML rendering conventions").
+//! captured 2020 payloads (docs/gitter-api.md §4.3 "HTML rendering conventions").
 //!
 //! It is not a full Markdown renderer. It escapes HTML (`'` becomes `&#39;` as
 //! in the captured payloads), links mentions, issues and URLs, renders the

@@ -6,7 +6,7 @@
 //! method under a lock and writes the answer.
 //!
 //! Behaviour follows the 2020 Gitter server as documented in
-//! `shared/reference/gitter-api.md`; each method cites its section.
+//! `docs/gitter-api.md`; each method cites its section.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -22,18 +22,18 @@ use crate::fake_hs::net::{Budget, take_budget};
 use super::render::{self, Rendered};
 use crate::util::{is_object_id, iso_ms, random_hex, text_len};
 
-/// Maximum message length (gitter-api.md §3.7).
+/// Maximum message length (docs/gitter-api.md §3.7).
 pub const MAX_TEXT_CHARS: usize = 4096;
-/// `skip` above this is refused (gitter-api.md §3.6).
+/// `skip` above this is refused (docs/gitter-api.md §3.6).
 pub const MAX_SKIP: u64 = 5000;
 /// Client id recorded for tokens that were not issued through OAuth (seeded
-/// personal tokens, like the developer-portal token of gitter-api.md §2.1).
+/// personal tokens, like the developer-portal token of docs/gitter-api.md §2.1).
 pub const PERSONAL_CLIENT: &str = "developer-portal";
 
 /// Settings of one fake Gitter instance.
 #[derive(Debug, Clone)]
 pub struct GitterConfig {
-    /// The one registered OAuth app (gitter-api.md §2.1 step 1).
+    /// The one registered OAuth app (docs/gitter-api.md §2.1 step 1).
     pub client_id: String,
     pub client_secret: String,
     /// Must match `redirect_uri` exactly on authorize and token.
@@ -49,7 +49,7 @@ pub struct GitterConfig {
     pub heartbeat: Duration,
     /// Seed for ids, tokens and codes, for reproducible runs.
     pub rng_seed: Option<u64>,
-    /// A pre-approved test user (§9 item 2): a plain `GET
+    /// A pre-approved test user (docs/gitter-api.md §9): a plain `GET
     /// /login/oauth/authorize` signs them in and redirects at once, as Gitter
     /// does for a logged-in user of a trusted app. Without it the authorize
     /// page is a sign-in form.
@@ -73,7 +73,7 @@ impl Default for GitterConfig {
 }
 
 /// An error in the real API's terms: an HTTP status and the `error` string of
-/// the `{"error": "..."}` body (gitter-api.md §7.1).
+/// the `{"error": "..."}` body (docs/gitter-api.md §7.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: u16,
@@ -113,7 +113,7 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 /// OAuth token-endpoint error: status plus oauth2orize's
-/// `{"error","error_description"}` body (gitter-api.md §2.3).
+/// `{"error","error_description"}` body (docs/gitter-api.md §2.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthError {
     pub status: u16,
@@ -184,7 +184,7 @@ pub struct Caller {
     pub token: String,
 }
 
-/// The values of the `X-RateLimit-*` headers (gitter-api.md §8).
+/// The values of the `X-RateLimit-*` headers (docs/gitter-api.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateInfo {
     pub limit: u32,
@@ -193,7 +193,7 @@ pub struct RateInfo {
     pub reset_ms: u64,
 }
 
-/// Query of `GET /v1/rooms/:roomId/chatMessages` (gitter-api.md §3.6).
+/// Query of `GET /v1/rooms/:roomId/chatMessages` (docs/gitter-api.md §3.6).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageQuery {
@@ -213,7 +213,7 @@ struct RoomSettings {
     mode: Option<String>,
 }
 
-/// Which streaming endpoint a connection reads (gitter-api.md §5.1).
+/// Which streaming endpoint a connection reads (docs/gitter-api.md §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StreamKind {
     /// `/v1/rooms/:roomId/chatMessages`: new chat messages.
@@ -371,7 +371,7 @@ impl GitterState {
 
     /// A new ObjectId-style id: 4 bytes of Unix seconds then 8 bytes of
     /// counter, always strictly greater than the previous one, so ids sort in
-    /// creation order and their timestamp matches `sent` (gitter-api.md §1.2,
+    /// creation order and their timestamp matches `sent` (docs/gitter-api.md §1.2,
     /// §3.6 "A fake server that makes ids whose timestamp equals `sent`...").
     pub fn new_object_id(&mut self, now_ms: u64) -> String {
         let secs = ((now_ms / 1000) & 0xffff_ffff) as u128;
@@ -487,7 +487,7 @@ impl GitterState {
             .collect()
     }
 
-    /// Find or create the one-to-one room of two users (gitter-api.md §3.3).
+    /// Find or create the one-to-one room of two users (docs/gitter-api.md §3.3).
     pub fn one_to_one_room(&mut self, a: &str, b: &str, now_ms: u64) -> String {
         if let Some(room) = self.rooms.values().find(|r| {
             r.one_to_one && r.members.iter().any(|m| m == a) && r.members.iter().any(|m| m == b)
@@ -526,7 +526,7 @@ impl GitterState {
     }
 
     /// The token of (user, client), created on first use: one token per pair
-    /// (gitter-api.md §2.2, `findOrCreateToken`).
+    /// (docs/gitter-api.md §2.2, `findOrCreateToken`).
     pub fn token_for(&mut self, user_id: &str, client_id: &str) -> String {
         if let Some((t, _)) = self
             .tokens
@@ -602,7 +602,7 @@ impl GitterState {
     // ------------------------------------------------------------------
     // auth, rate limit, faults
 
-    /// Look up a bearer token (gitter-api.md §1.2). Unknown or revoked: 401.
+    /// Look up a bearer token (docs/gitter-api.md §1.2). Unknown or revoked: 401.
     pub fn authenticate(&self, token: Option<&str>) -> Result<Caller, ApiError> {
         let token = token.ok_or_else(ApiError::unauthorized)?;
         let rec = self.tokens.get(token).ok_or_else(ApiError::unauthorized)?;
@@ -617,7 +617,7 @@ impl GitterState {
     }
 
     /// Count one request against the fixed window of (user, client)
-    /// (gitter-api.md §8, dolph `INCR` + `EXPIRE`). `Err` means 429; both
+    /// (docs/gitter-api.md §8, dolph `INCR` + `EXPIRE`). `Err` means 429; both
     /// variants carry the header values, which go on every limited response.
     pub fn rate_check(&mut self, caller: &Caller, now_ms: u64) -> Result<RateInfo, RateInfo> {
         let window = self.config.rate_window.as_millis() as u64;
@@ -779,7 +779,7 @@ impl GitterState {
     }
 
     /// Revoke a token: it gives 401 from now on and its streams close
-    /// (gitter-api.md §2.2 "Tokens stay valid until deleted"; §6.4 token_revoked
+    /// (docs/gitter-api.md §2.2 "Tokens stay valid until deleted"; §6.4 token_revoked
     /// "destroys every socket opened with that token").
     pub fn revoke_token(&mut self, token: &str) -> bool {
         let existed = self.tokens.remove(token).is_some();
@@ -788,7 +788,7 @@ impl GitterState {
     }
 
     // ------------------------------------------------------------------
-    // OAuth (gitter-api.md §2)
+    // OAuth (docs/gitter-api.md §2)
 
     /// Validate an authorize request. Errors are `(status, html message)`:
     /// the real server shows an HTML page, not JSON.
@@ -817,7 +817,7 @@ impl GitterState {
     }
 
     /// Issue a single-use 40-hex authorization code for `username`
-    /// (gitter-api.md §2.1 step 3). Call after [`Self::check_authorize`].
+    /// (docs/gitter-api.md §2.1 step 3). Call after [`Self::check_authorize`].
     pub fn issue_code(&mut self, username: &str) -> Option<String> {
         let user_id = self.user_by_username(username)?.id.clone();
         let code = random_hex(&mut self.rng, 40);
@@ -832,7 +832,7 @@ impl GitterState {
         Some(code)
     }
 
-    /// `POST /login/oauth/token` (gitter-api.md §2.1 step 4, §2.3). The
+    /// `POST /login/oauth/token` (docs/gitter-api.md §2.1 step 4, §2.3). The
     /// fields are the body's, form or JSON. Returns the access token.
     pub fn exchange_code(&mut self, form: &HashMap<String, String>) -> Result<String, OAuthError> {
         let get = |k: &str| form.get(k).map(String::as_str);
@@ -879,7 +879,7 @@ impl GitterState {
     }
 
     // ------------------------------------------------------------------
-    // serializers (gitter-api.md §4; absent fields are left out, never null)
+    // serializers (docs/gitter-api.md §4; absent fields are left out, never null)
 
     /// A User. `providers` only for `/v1/user` and `/v1/user/me` (§4.1).
     pub fn user_json(&self, user: &User, providers: bool) -> Value {
@@ -1098,7 +1098,7 @@ impl GitterState {
     }
 
     // ------------------------------------------------------------------
-    // users (gitter-api.md §3.1)
+    // users (docs/gitter-api.md §3.1)
 
     /// `GET /v1/user/:userId`: `me` or your own id, else 403.
     pub fn user_show(&self, caller: &Caller, id: &str) -> Result<Value, ApiError> {
@@ -1137,7 +1137,7 @@ impl GitterState {
     }
 
     // ------------------------------------------------------------------
-    // rooms (gitter-api.md §3.2 - §3.5)
+    // rooms (docs/gitter-api.md §3.2 - §3.5)
 
     /// `GET /v1/user/:userId/rooms` and `GET /v1/rooms`: member rooms plus
     /// rooms with unread mentions where the user is not a member
@@ -1539,7 +1539,7 @@ impl GitterState {
     }
 
     // ------------------------------------------------------------------
-    // messages (gitter-api.md §3.6 - §3.10)
+    // messages (docs/gitter-api.md §3.6 - §3.10)
 
     /// `GET /v1/rooms/:roomId/chatMessages` (§3.6): always oldest first.
     pub fn list_messages(
@@ -1929,7 +1929,7 @@ impl GitterState {
     }
 
     // ------------------------------------------------------------------
-    // unread items (gitter-api.md §3.11)
+    // unread items (docs/gitter-api.md §3.11)
 
     /// `GET /v1/user/:userId/rooms/:roomId/unreadItems`: both arrays always.
     pub fn unread_items(
@@ -2028,7 +2028,7 @@ impl GitterState {
     }
 
     // ------------------------------------------------------------------
-    // streaming (gitter-api.md §5)
+    // streaming (docs/gitter-api.md §5)
 
     /// Open a stream of the room's new messages. Same auth and read
     /// permission as REST; the receiver gets one `<json>\n` line per new

@@ -2,7 +2,7 @@
 //! and Synapse's application-service transaction pushes.
 //!
 //! It copies Synapse 1.163 where a bridge can notice
-//! (`shared/reference/matrix-rust-ecosystem.md`): `as_token` auth with
+//! (`docs/matrix.md`): `as_token` auth with
 //! `M_MISSING_TOKEN`/`M_UNKNOWN_TOKEN`; `?user_id=` masquerading only inside
 //! the registration's users namespace ("cannot masquerade as this user") and
 //! only for registered ghosts ("has not registered this user"); AS

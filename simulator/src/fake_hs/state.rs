@@ -5,7 +5,7 @@
 //! one method under a lock, and runs the AS pusher.
 //!
 //! Where Synapse differs from the bare spec, this copies Synapse 1.163
-//! (`shared/reference/matrix-rust-ecosystem.md` §1, §2 "Room version 12
+//! (`docs/matrix.md` §1, §2 "Room version 12
 //! pitfalls"): error codes and texts, the masquerading rules, per-AS
 //! transaction-id caching, orphan rooms on a refused `createRoom`, room ids
 //! without a server part, and the AS transaction scheduler.
@@ -765,7 +765,7 @@ impl HsState {
     }
 
     // ------------------------------------------------------------------
-    // registration (spec §1.5 "Registering puppets"; Synapse texts measured)
+    // registration (docs/matrix.md §1.5; Synapse texts measured)
 
     /// `POST /register`. `token` is the request's access token (if any).
     pub fn register(&mut self, token: Option<&str>, body: &Value) -> Result<Value, MatrixError> {
@@ -1060,7 +1060,7 @@ impl HsState {
     /// `power_level_content_override.users` is refused with 400 `M_UNKNOWN`
     /// **after** the create event and the creator's join were persisted and
     /// sent to the AS, leaving an orphan room — exactly what Synapse 1.163
-    /// does (matrix-rust-ecosystem.md, "Room version 12 pitfalls").
+    /// does (docs/matrix.md, "Room version 12 pitfalls").
     ///
     /// `room_alias_name` makes `#<name>:<server>` point at the new room and
     /// sets `m.room.canonical_alias` (unless `initial_state` has one), in

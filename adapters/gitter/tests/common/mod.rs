@@ -103,7 +103,7 @@ pub async fn only_request(server: &MockServer) -> Request {
     all.pop().unwrap()
 }
 
-/// Asserts the conventions of gitter-api.md §1.2 on one request: bearer auth, JSON accepted,
+/// Asserts the conventions of docs/gitter-api.md §1.2 on one request: bearer auth, JSON accepted,
 /// and for writes a Content-Length that matches the body (never chunked).
 pub fn assert_conventions(req: &Request) {
     let header = |n: &str| req.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
