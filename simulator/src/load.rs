@@ -208,7 +208,7 @@ fn rss_mib() -> (f64, f64) {
 }
 
 /// `VmRSS` and `VmHWM` of a `/proc/<pid>/status`, MiB.
-fn status_rss(status: &str) -> (f64, f64) {
+pub(crate) fn status_rss(status: &str) -> (f64, f64) {
     let field = |name: &str| {
         status
             .lines()

@@ -167,7 +167,8 @@ pub fn measure(path: &Path) -> Result<(), String> {
     let mappings_loaded = snapshot.messages.len();
     let bridge = Bridge::restore(config, [0u8; 32], snapshot);
     let open_restore_s = started.elapsed().as_secs_f64();
-    let rss_mib = peak_rss_kib()? as f64 / 1024.0;
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    let (_, rss_mib) = crate::load::status_rss(&status);
     drop(bridge);
     let m = Measured {
         open_restore_s,
@@ -176,16 +177,6 @@ pub fn measure(path: &Path) -> Result<(), String> {
     };
     println!("{}", serde_json::to_string(&m).map_err(|e| e.to_string())?);
     Ok(())
-}
-
-/// `VmHWM` of this process, KiB.
-fn peak_rss_kib() -> Result<u64, String> {
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| "no VmHWM in /proc/self/status".to_owned())
 }
 
 fn build(
