@@ -8,7 +8,10 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use crate::dedupe::Window;
-use crate::effect::{Action, Effect, Lane, MatrixContent};
+use crate::effect::{
+    Action, Effect, GitterCall, Lane, LoginThen, MatrixCall, MatrixContent, RelayThen, StoreCall,
+    Then,
+};
 use crate::error::CoreError;
 use crate::ids::{
     AsTxnId, EffectId, GitterMessageId, GitterRoomId, GitterUserId, OwnedEventId, OwnedRoomId,
@@ -325,10 +328,10 @@ impl Bridge {
             .state
             .outbox
             .values()
-            .filter_map(|e| match &e.action {
-                Action::SendGitter {
+            .filter_map(|e| match e.action.gitter_send() {
+                Some(GitterCall::SendMessage {
                     room, gitter_user, ..
-                } => Some((room.clone(), gitter_user.clone())),
+                }) => Some((room.clone(), gitter_user.clone())),
                 _ => None,
             })
             .collect();
@@ -337,20 +340,31 @@ impl Bridge {
         }
     }
 
-    /// Emits an effect: assigns its id, puts it in the outbox, and adds it to the outputs.
+    /// Emits an effect whose answer nobody waits for (see [`Bridge::ask`]).
     pub(crate) fn emit(&mut self, lane: Lane, action: Action) -> EffectId {
+        self.ask(lane, action, Then::Nothing)
+    }
+
+    /// Emits an effect whose answer goes to `then`: assigns its id, puts it in the outbox,
+    /// and adds it to the outputs.
+    pub(crate) fn ask(&mut self, lane: Lane, action: Action, then: Then) -> EffectId {
         let id = EffectId(self.state.next_effect_id);
         self.change(Change::SetNextEffectId(EffectId(id.0 + 1)));
-        if let Action::SendGitter {
+        if let Some(GitterCall::SendMessage {
             room, gitter_user, ..
-        } = &action
+        }) = action.gitter_send()
         {
             *self
                 .inflight
                 .entry((room.clone(), gitter_user.clone()))
                 .or_default() += 1;
         }
-        let effect = Effect { id, lane, action };
+        let effect = Effect {
+            id,
+            lane,
+            action,
+            then,
+        };
         self.change(Change::PutOutbox(effect.clone()));
         self.out.effects.push(effect);
         id
@@ -384,13 +398,12 @@ impl Bridge {
         let bot = self.config.bot.clone();
         self.emit(
             lane,
-            Action::SendMessage {
+            Action::Matrix(MatrixCall::SendMessage {
                 room,
                 sender: bot,
                 content: MatrixContent::notice(text),
-                relay: None,
                 ts: None,
-            },
+            }),
         );
     }
 
@@ -459,12 +472,13 @@ impl Bridge {
     /// owner has logged in again to the same Gitter account since, the new token is used
     /// (the old one may be revoked by now).
     fn refresh_token(&mut self, mut effect: Effect) -> Effect {
-        if let Action::SendGitter {
-            token,
-            gitter_user,
-            origin,
-            ..
-        } = &mut effect.action
+        if let (
+            Action::Gitter {
+                token,
+                call: GitterCall::SendMessage { gitter_user, .. },
+            },
+            Then::Relay(RelayThen::ToGitter(origin)),
+        ) = (&mut effect.action, &effect.then)
             && let Some(login) = self.valid_login(&origin.owner)
             && &login.gitter_id == gitter_user
             && &login.token != token
@@ -501,7 +515,10 @@ impl Bridge {
         // A send that failed in a way that leaves its outcome unknown (a time-out, a lost
         // answer, a 5xx) may have been stored by Gitter: the next try reads before it posts.
         // A rate-limited send was refused, so it simply posts again.
-        if let Action::SendGitter { reconcile, .. } = &mut effect.action
+        if let Action::Gitter {
+            call: GitterCall::SendMessage { reconcile, .. },
+            ..
+        } = &mut effect.action
             && failure.kind == crate::FailureKind::Transient
             && !*reconcile
         {
@@ -509,8 +526,8 @@ impl Bridge {
             self.change(Change::PutOutbox(effect.clone()));
         }
         // Told in their own lane: the portal's or the user's is held by this very effect.
-        match &effect.action {
-            Action::SendGitter { origin, .. } if attempts == DELAY_NOTICE_AFTER => {
+        match &effect.then {
+            Then::Relay(RelayThen::ToGitter(origin)) if attempts == DELAY_NOTICE_AFTER => {
                 self.notice_in(
                     Lane::Notices(origin.owner.clone()),
                     origin.room.clone(),
@@ -518,16 +535,8 @@ impl Bridge {
                      sent as soon as Gitter is back.",
                 );
             }
-            Action::ListRooms {
-                user,
-                purpose: crate::ListPurpose::ListCommand,
-                ..
-            }
-            | Action::ResolveRoom { user, .. }
-            | Action::JoinGitterRoom { user, .. }
-            | Action::LeaveGitterRoom { user, .. }
-                if attempts == 1 =>
-            {
+            Then::Command(command) if attempts == 1 => {
+                let user = command.user();
                 if let Some(room) = self
                     .state
                     .users
@@ -573,19 +582,29 @@ impl Bridge {
         self.catch_up_timers.clear_all();
         let pending: Vec<Effect> = self.state.outbox.values().cloned().collect();
         for mut effect in pending {
-            match &mut effect.action {
+            match (&mut effect.action, &effect.then) {
                 // Stream control and catch-up reads are re-derived below, not replayed; a
                 // pass of pruning starts again on its timer.
-                Action::OpenStream { .. }
-                | Action::CloseStream { .. }
-                | Action::FetchMessages { .. }
-                | Action::PruneMappings { .. } => {
+                (
+                    Action::Stream(_)
+                    | Action::Gitter {
+                        call: GitterCall::FetchMessages { .. },
+                        ..
+                    }
+                    | Action::Store(StoreCall::PruneMappings { .. }),
+                    _,
+                ) => {
                     self.change(Change::DeleteOutbox(effect.id));
                 }
                 // The steps of a login answer a browser that is gone with the old process
                 // (its request id meant something only there), and an OAuth code must not be
                 // exchanged with nobody behind it: the person gets a fresh link instead.
-                Action::ExchangeCode { user, .. } | Action::GetGitterUser { user, .. } => {
+                (
+                    _,
+                    Then::Login(
+                        LoginThen::CodeExchanged { user, .. } | LoginThen::UserFetched { user, .. },
+                    ),
+                ) => {
                     let user = user.clone();
                     self.change(Change::DeleteOutbox(effect.id));
                     let link = self.new_login_link(&user);
@@ -599,7 +618,13 @@ impl Bridge {
                 }
                 // A Gitter POST has no idempotency key: the send may have happened before
                 // the crash, so the adapter first looks for it among recent messages.
-                Action::SendGitter { reconcile, .. } => {
+                (
+                    Action::Gitter {
+                        call: GitterCall::SendMessage { reconcile, .. },
+                        ..
+                    },
+                    _,
+                ) => {
                     if !*reconcile {
                         *reconcile = true;
                         self.change(Change::PutOutbox(effect.clone()));
@@ -718,11 +743,11 @@ impl Bridge {
         // A reconcile read decides whether the send already happened; if not, the same
         // effect posts now, still holding its lane, after everything the read saw.
         if let (
-            Action::SendGitter {
+            Some(GitterCall::SendMessage {
                 reconcile: true, ..
-            },
+            }),
             Ok(EffectOutput::Reconciled { mine, newest }),
-        ) = (&effect.action, &result)
+        ) = (effect.action.gitter_send(), &result)
         {
             match self.reconciled_send(&effect, mine) {
                 Some(message) => result = Ok(EffectOutput::GitterMessage(message)),
@@ -737,8 +762,11 @@ impl Bridge {
                 None => {
                     let newest = newest.clone();
                     let mut effect = effect;
-                    if let Action::SendGitter {
-                        reconcile, after, ..
+                    if let Action::Gitter {
+                        call: GitterCall::SendMessage {
+                            reconcile, after, ..
+                        },
+                        ..
                     } = &mut effect.action
                     {
                         *reconcile = false;
@@ -764,9 +792,9 @@ impl Bridge {
         self.retries.remove(&id);
         self.retry_timers.clear(&id);
         self.change(Change::DeleteOutbox(id));
-        if let Action::SendGitter {
+        if let Some(GitterCall::SendMessage {
             room, gitter_user, ..
-        } = &effect.action
+        }) = effect.action.gitter_send()
         {
             let key = (room.clone(), gitter_user.clone());
             if let Some(n) = self.inflight.get_mut(&key) {
@@ -776,23 +804,19 @@ impl Bridge {
                 }
             }
         }
-        let action_name = effect.action.name();
-        match result {
-            Ok(output) => self.on_effect_ok(effect, output),
-            Err(failure) => {
-                if failure.kind == crate::FailureKind::TokenRevoked
-                    && let Some(user) = self.token_owner(&effect.action)
-                {
-                    self.invalidate_login(&user);
-                }
-                self.warn(CoreError::EffectFailed {
-                    id,
-                    action: action_name,
-                    failure: failure.clone(),
-                });
-                self.on_effect_failed(effect, failure);
+        if let Err(failure) = &result {
+            if failure.kind == crate::FailureKind::TokenRevoked
+                && let Some(user) = self.token_owner(&effect.action)
+            {
+                self.invalidate_login(&user);
             }
+            self.warn(CoreError::EffectFailed {
+                id,
+                action: effect.action.name(),
+                failure: failure.clone(),
+            });
         }
+        self.answer(effect, result);
     }
 
     /// Whether a send has been failing longer than `send_give_up_ms` (in this run).
@@ -809,20 +833,22 @@ impl Bridge {
     /// counted: the n-th unclaimed copy belongs to the n-th of the sends of that text whose
     /// outcome is unknown. Gitter's clock is never compared with ours.
     fn reconciled_send(&self, effect: &Effect, found: &[GitterMessage]) -> Option<GitterMessage> {
-        let Action::SendGitter {
-            room,
-            gitter_user,
-            text,
-            status,
-            origin,
-            ..
-        } = &effect.action
+        let (
+            Some(GitterCall::SendMessage {
+                room,
+                gitter_user,
+                text,
+                status,
+                ..
+            }),
+            Then::Relay(RelayThen::ToGitter(origin)),
+        ) = (effect.action.gitter_send(), &effect.then)
         else {
             return None;
         };
         // Only sends already tried (their outcome unknown) can have a copy on Gitter.
         let same_send = |a: &Action| {
-            matches!(a, Action::SendGitter { room: r, gitter_user: g, text: t, reconcile: true, .. }
+            matches!(a.gitter_send(), Some(GitterCall::SendMessage { room: r, gitter_user: g, text: t, reconcile: true, .. })
                 if r == room && g == gitter_user && t == text)
         };
         let owners: Vec<&OwnedUserId> = self
@@ -860,119 +886,41 @@ impl Bridge {
             .cloned()
     }
 
-    fn on_effect_ok(&mut self, effect: Effect, output: EffectOutput) {
-        let id = effect.id;
-        let name = effect.action.name();
-        match (effect.action, output) {
-            (Action::RegisterGhost { user }, _) => self.on_ghost_registered(&user),
-            (
-                Action::Join {
-                    room,
-                    purpose: crate::JoinPurpose::BotInvite { inviter, permitted },
-                    ..
-                },
-                _,
-            ) => self.on_bot_joined(room, inviter, permitted),
-            (Action::RoomMembers { room, purpose }, EffectOutput::MatrixMembers(members)) => {
-                self.on_room_members(room, purpose, members)
-            }
-            (Action::CreateRoom { purpose, alias, .. }, EffectOutput::RoomCreated(room)) => {
-                self.on_room_created(purpose, &alias, room)
-            }
-            (Action::SendMessage { relay, .. }, EffectOutput::EventSent(event_id)) => {
-                if let (Some(relay), Lane::Portal { room, .. }) = (relay, effect.lane) {
-                    self.on_relayed(relay, room, event_id);
-                }
-            }
-            (Action::ExchangeCode { user, request, .. }, EffectOutput::Token(token)) => {
-                self.on_code_exchanged(user, request, token)
-            }
-            (
-                Action::GetGitterUser {
-                    token,
-                    user,
-                    request,
-                },
-                EffectOutput::GitterUser(gitter_user),
-            ) => self.on_gitter_user(user, request, token, gitter_user),
-            (Action::ListRooms { user, purpose, .. }, EffectOutput::GitterRooms(rooms)) => {
-                self.on_rooms_listed(&user, purpose, rooms)
-            }
-            (
-                Action::ResolveRoom {
-                    user, uri, purpose, ..
-                },
-                EffectOutput::GitterRoom(room),
-            ) => self.on_room_resolved(&user, &uri, purpose, room),
-            (Action::JoinGitterRoom { user, .. }, EffectOutput::GitterRoom(room)) => {
-                self.on_gitter_room_joined(&user, room)
-            }
-            (
-                Action::LeaveGitterRoom {
-                    user, room, uri, ..
-                },
-                _,
-            ) => self.on_gitter_room_left(&user, &room, &uri),
-            (Action::GitterRoomMembers { room, owner, .. }, EffectOutput::GitterUsers(users)) => {
-                self.on_gitter_members(&owner, &room, users)
-            }
-            (Action::FetchMessages { room, after, .. }, EffectOutput::GitterMessages(messages)) => {
-                self.on_fetched(room, after, messages)
-            }
-            (Action::SendGitter { room, origin, .. }, EffectOutput::GitterMessage(message)) => {
-                self.on_gitter_sent(room, origin, message)
-            }
-            (Action::PruneMappings { older_than, .. }, EffectOutput::Pruned { resume, .. }) => {
-                self.on_pruned(older_than, resume)
-            }
-            (
-                Action::SetDisplayName { .. }
-                | Action::Invite { .. }
-                | Action::Join { .. }
-                | Action::Leave { .. }
-                | Action::Kick { .. }
-                | Action::DeleteAlias { .. }
-                | Action::OpenStream { .. }
-                | Action::CloseStream { .. },
-                _,
-            ) => {}
-            (_, got) => self.warn(CoreError::UnexpectedResult {
-                id,
-                action: name,
-                got: format!("{got:?}"),
-            }),
+    /// Hands an effect's result to the part of the core that asked for it.
+    fn answer(&mut self, effect: Effect, result: EffectResult) {
+        let Effect {
+            id,
+            lane,
+            action,
+            then,
+        } = effect;
+        let answer = crate::effect::Answer {
+            id,
+            name: action.name(),
+            lane,
+            action,
+            result,
+        };
+        match then {
+            Then::Nothing => {}
+            Then::Ghost(then) => self.on_ghost_answer(then, answer),
+            Then::Invite(then) => self.on_invite_answer(then, answer),
+            Then::Portal(then) => self.on_portal_answer(then, answer),
+            Then::Relay(then) => self.on_relay_answer(then, answer),
+            Then::Login(then) => self.on_login_answer(then, answer),
+            Then::Command(then) => self.on_command_answer(then, answer),
+            Then::Stream(then) => self.on_stream_answer(then, answer),
+            Then::Prune(then) => self.on_prune_answer(then, answer),
         }
     }
 
-    fn on_effect_failed(&mut self, effect: Effect, failure: crate::Failure) {
-        match effect.action {
-            Action::ExchangeCode { user, request, .. }
-            | Action::GetGitterUser { user, request, .. } => {
-                self.on_login_failed(&user, request, &failure)
-            }
-            Action::ListRooms { user, purpose, .. } => {
-                self.on_command_failed(&user, None, &failure, purpose_list(&purpose))
-            }
-            Action::ResolveRoom { user, uri, .. } => {
-                self.on_command_failed(&user, Some(&uri), &failure, "find")
-            }
-            Action::JoinGitterRoom { user, room, .. } => {
-                let uri = self.room_label(&room);
-                self.on_command_failed(&user, Some(&uri), &failure, "join")
-            }
-            Action::LeaveGitterRoom { user, uri, .. } => {
-                self.on_command_failed(&user, Some(&uri), &failure, "leave")
-            }
-            Action::CreateRoom { purpose, .. } => self.on_room_create_failed(purpose, &failure),
-            Action::FetchMessages { room, .. } => self.on_fetch_failed(room, &failure),
-            Action::SendGitter { room, origin, .. } => {
-                self.on_gitter_send_failed(room, origin, &failure)
-            }
-            Action::PruneMappings { .. } => self.on_prune_failed(),
-            // Other failures (a bot that could not accept an invite, a ghost that could not
-            // join) need nothing beyond the warning already reported.
-            _ => {}
-        }
+    /// Reports a result of the wrong kind for what was asked (an adapter's bug).
+    pub(crate) fn unexpected(&mut self, id: EffectId, name: &'static str, got: &EffectOutput) {
+        self.warn(CoreError::UnexpectedResult {
+            id,
+            action: name,
+            got: format!("{got:?}"),
+        });
     }
 
     /// The Matrix user whose token an action used.
@@ -1060,11 +1008,4 @@ fn index_portal(
         .entry(p.gitter_room.clone())
         .or_default()
         .insert(p.owner.clone());
-}
-
-fn purpose_list(purpose: &crate::ListPurpose) -> &'static str {
-    match purpose {
-        crate::ListPurpose::ListCommand => "list",
-        crate::ListPurpose::OpenPortals => "open",
-    }
 }

@@ -5,9 +5,9 @@
 //! pointer to `help`, and Gitter errors a sentence a person understands.
 
 use crate::bridge::Bridge;
-use crate::effect::{Action, Lane, ListPurpose, ResolvePurpose};
+use crate::effect::{Action, Answer, CommandThen, GitterCall, Lane, ResolvePurpose, Then};
 use crate::ids::{GitterRoomId, OwnedUserId};
-use crate::input::{Failure, FailureKind, GitterRoom};
+use crate::input::{EffectOutput, Failure, FailureKind, GitterRoom};
 use crate::state::{Change, PortalState};
 
 /// The help text.
@@ -182,13 +182,13 @@ impl Bridge {
                 let token = login.token;
                 let (uri, purpose) = match command {
                     Command::List => {
-                        self.emit(
+                        self.ask(
                             lane,
-                            Action::ListRooms {
+                            Action::Gitter {
                                 token,
-                                user: user.clone(),
-                                purpose: ListPurpose::ListCommand,
+                                call: GitterCall::ListRooms,
                             },
+                            Then::Command(CommandThen::Listed { user: user.clone() }),
                         );
                         return;
                     }
@@ -197,14 +197,17 @@ impl Bridge {
                     Command::Invite(uri) => (uri, ResolvePurpose::Invite),
                     _ => return,
                 };
-                self.emit(
+                self.ask(
                     lane,
-                    Action::ResolveRoom {
+                    Action::Gitter {
                         token,
+                        call: GitterCall::ResolveRoom { uri: uri.clone() },
+                    },
+                    Then::Command(CommandThen::Resolved {
                         user: user.clone(),
                         uri,
                         purpose,
-                    },
+                    }),
                 );
             }
         }
@@ -242,10 +245,61 @@ impl Bridge {
         true
     }
 
+    pub(crate) fn on_command_answer(&mut self, then: CommandThen, answer: Answer) {
+        let Answer {
+            id,
+            name,
+            action,
+            result,
+            ..
+        } = answer;
+        let output = match result {
+            Ok(output) => output,
+            Err(failure) => {
+                let (user, uri, doing) = match &then {
+                    CommandThen::Listed { user } => (user, None, "list"),
+                    CommandThen::Resolved { user, uri, .. } => (user, Some(uri.clone()), "find"),
+                    CommandThen::Joined { user } => {
+                        let room = match &action {
+                            Action::Gitter {
+                                call: GitterCall::JoinRoom { room, .. },
+                                ..
+                            } => self.room_label(room),
+                            _ => String::new(),
+                        };
+                        (user, Some(room), "join")
+                    }
+                    CommandThen::Left { user, uri, .. } => (user, Some(uri.clone()), "leave"),
+                };
+                let user = user.clone();
+                self.on_command_failed(&user, uri.as_deref(), &failure, doing);
+                return;
+            }
+        };
+        match (then, output) {
+            (CommandThen::Listed { user }, EffectOutput::GitterRooms(rooms)) => {
+                self.on_rooms_listed(&user, false, rooms)
+            }
+            (
+                CommandThen::Resolved { user, uri, purpose },
+                EffectOutput::GitterRoom(room),
+            ) => self.on_room_resolved(&user, &uri, purpose, room),
+            (CommandThen::Joined { user }, EffectOutput::GitterRoom(room)) => {
+                self.on_gitter_room_joined(&user, room)
+            }
+            (CommandThen::Left { user, room, uri }, _) => {
+                self.on_gitter_room_left(&user, &room, &uri)
+            }
+            (_, got) => self.unexpected(id, name, &got),
+        }
+    }
+
+    /// A user's rooms are listed: for the `list` command, or to open their portals after
+    /// a login (`open_portals`).
     pub(crate) fn on_rooms_listed(
         &mut self,
         user: &OwnedUserId,
-        purpose: ListPurpose,
+        open_portals: bool,
         rooms: Vec<GitterRoom>,
     ) {
         // Rooms listed only because of an unread mention have `roomMember: false`
@@ -254,13 +308,13 @@ impl Bridge {
             .into_iter()
             .filter(|r| r.room_member != Some(false))
             .collect();
-        match purpose {
-            ListPurpose::OpenPortals => {
+        match open_portals {
+            true => {
                 for room in rooms {
                     self.open_portal(user, &room, false);
                 }
             }
-            ListPurpose::ListCommand => {
+            false => {
                 if rooms.is_empty() {
                     self.notice(
                         user,
@@ -292,7 +346,7 @@ impl Bridge {
         }
     }
 
-    pub(crate) fn on_room_resolved(
+    fn on_room_resolved(
         &mut self,
         user: &OwnedUserId,
         uri: &str,
@@ -307,26 +361,33 @@ impl Bridge {
         match purpose {
             ResolvePurpose::Join => {
                 self.remember_room(&room);
-                self.emit(
+                self.ask(
                     lane,
-                    Action::JoinGitterRoom {
+                    Action::Gitter {
                         token: login.token,
-                        user: user.clone(),
-                        gitter_user: login.gitter_id,
-                        room: room.id,
+                        call: GitterCall::JoinRoom {
+                            gitter_user: login.gitter_id,
+                            room: room.id,
+                        },
                     },
+                    Then::Command(CommandThen::Joined { user: user.clone() }),
                 );
             }
             ResolvePurpose::Leave => {
-                self.emit(
+                self.ask(
                     lane,
-                    Action::LeaveGitterRoom {
+                    Action::Gitter {
                         token: login.token,
+                        call: GitterCall::LeaveRoom {
+                            gitter_user: login.gitter_id,
+                            room: room.id.clone(),
+                        },
+                    },
+                    Then::Command(CommandThen::Left {
                         user: user.clone(),
-                        gitter_user: login.gitter_id,
                         room: room.id,
                         uri: room.uri.unwrap_or_else(|| uri.to_owned()),
-                    },
+                    }),
                 );
             }
             ResolvePurpose::Invite => {
@@ -345,13 +406,13 @@ impl Bridge {
         }
     }
 
-    pub(crate) fn on_gitter_room_joined(&mut self, user: &OwnedUserId, room: GitterRoom) {
+    fn on_gitter_room_joined(&mut self, user: &OwnedUserId, room: GitterRoom) {
         let label = room.uri.clone().unwrap_or_else(|| room.name.clone());
         self.notice(user, format!("Joined {label} on Gitter."));
         self.open_portal(user, &room, true);
     }
 
-    pub(crate) fn on_gitter_room_left(
+    fn on_gitter_room_left(
         &mut self,
         user: &OwnedUserId,
         room: &GitterRoomId,

@@ -5,6 +5,16 @@
 //! as [`crate::Input::EffectDone`]. Effects of one [`Lane`] must run one after the other, in
 //! the order emitted (a ghost is registered before it joins, and joins before it speaks);
 //! effects of different lanes may run concurrently.
+//!
+//! An [`Action`] is typed by where it goes: the homeserver ([`MatrixCall`]), Gitter's OAuth
+//! server, Gitter's REST API with one token ([`GitterCall`]), a Gitter room's stream
+//! ([`StreamCall`]) or the bridge's own store ([`StoreCall`]). Drivers read only the action.
+//! What the core does with the answer travels beside it as [`Then`]: the continuation of the
+//! part of the core that asked, persisted with the effect in the outbox and handed back to
+//! that part with the result. Drivers carry it untouched and never read it.
+//!
+//! Adding a Gitter call means a [`GitterCall`] variant, its arm in the Gitter adapter, and the
+//! continuation of whoever asks for it.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +34,8 @@ pub struct Effect {
     pub lane: Lane,
     /// What to do.
     pub action: Action,
+    /// What the core does with the answer (drivers never read it).
+    pub then: Then,
 }
 
 /// Ordering lanes. The driver keeps effects of one lane in order.
@@ -46,16 +58,40 @@ pub enum Lane {
     /// The steps of a user's login: a browser waits for them, so they never queue behind a
     /// command that waits out an outage.
     Login(OwnedUserId),
-    /// The store's upkeep (pruning old mappings): it neither waits behind nor holds anyone's
+    /// The store's own work (pruning, lookups): it neither waits behind nor holds anyone's
     /// work. (Variants are only ever added at the end: postcard stores the index.)
     Store,
 }
 
-/// The actions. Matrix actions are done with the as_token, as `sender` (masquerading with
-/// `user_id` when it is a ghost); Gitter actions with the token they carry.
+/// What to do, by destination. Matrix calls are made with the as_token, as their `sender`
+/// (masquerading with `user_id` when it is a ghost); Gitter calls with their one token.
+/// (Variants of these enums are only ever added at the end: postcard stores the index.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Action {
-    // ---- Matrix ----
+    /// A call to the homeserver's client-server API.
+    Matrix(MatrixCall),
+    /// Exchange an OAuth code at Gitter's token endpoint. Returns
+    /// [`crate::EffectOutput::Token`].
+    OAuth {
+        /// The code from the callback (single-use).
+        code: Secret,
+    },
+    /// A call to Gitter's REST API with a user's token.
+    Gitter {
+        /// The token the call is made with (the only place it is kept).
+        token: Secret,
+        /// The call.
+        call: GitterCall,
+    },
+    /// Control of a Gitter room's stream.
+    Stream(StreamCall),
+    /// Work on the bridge's own store.
+    Store(StoreCall),
+}
+
+/// Calls to the homeserver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MatrixCall {
     /// Register a ghost (`m.login.application_service`, `inhibit_login`); `M_USER_IN_USE` is
     /// success.
     RegisterGhost {
@@ -83,14 +119,12 @@ pub enum Action {
         invite: Vec<OwnedUserId>,
         /// Extra power levels (never the creator).
         power_users: BTreeMap<OwnedUserId, i64>,
-        /// Why the room is created.
-        purpose: CreatePurpose,
         /// Localpart of a room alias created with the room (`room_alias_name`), drawn at
         /// random when the effect is emitted and kept in the outbox with it. It makes the
         /// creation idempotent: createRoom has no transaction id, so when its answer is lost
         /// the retry's `M_ROOM_IN_USE` says the room exists and the alias names it, instead
         /// of a second portal room (the adapter resolves it). The core deletes the alias once
-        /// the room is recorded ([`Action::DeleteAlias`]).
+        /// the room is recorded ([`MatrixCall::DeleteAlias`]).
         alias: String,
     },
     /// Invite `target` to `room`, as `sender`.
@@ -108,8 +142,6 @@ pub enum Action {
         room: OwnedRoomId,
         /// Who joins.
         user: OwnedUserId,
-        /// Why.
-        purpose: JoinPurpose,
     },
     /// `user` leaves `room`.
     Leave {
@@ -138,8 +170,6 @@ pub enum Action {
         sender: OwnedUserId,
         /// The content.
         content: MatrixContent,
-        /// Set when this relays a Gitter message (the mapping is completed on success).
-        relay: Option<RelayRef>,
         /// `origin_server_ts` to ask for (timestamp massaging), ms.
         ts: Option<Timestamp>,
     },
@@ -154,87 +184,44 @@ pub enum Action {
     RoomMembers {
         /// Room.
         room: OwnedRoomId,
-        /// Why.
-        purpose: MembersPurpose,
     },
+}
 
-    // ---- Gitter ----
-    /// Exchange an OAuth code. Returns [`crate::EffectOutput::Token`].
-    ExchangeCode {
-        /// The code from the callback.
-        code: Secret,
-        /// Who is logging in.
-        user: OwnedUserId,
-        /// The browser request to answer.
-        request: RequestId,
-    },
+/// Calls to Gitter's REST API (`docs/gitter-api.md` §3), each made with the token of its
+/// [`Action::Gitter`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum GitterCall {
     /// `GET /v1/user/me`. Returns [`crate::EffectOutput::GitterUser`].
-    GetGitterUser {
-        /// The new token.
-        token: Secret,
-        /// Who is logging in.
-        user: OwnedUserId,
-        /// The browser request to answer.
-        request: RequestId,
-    },
+    CurrentUser,
     /// `GET /v1/user/:id/rooms`. Returns [`crate::EffectOutput::GitterRooms`].
-    ListRooms {
-        /// Token of the user.
-        token: Secret,
-        /// Whose rooms (Matrix side).
-        user: OwnedUserId,
-        /// Why.
-        purpose: ListPurpose,
-    },
+    ListRooms,
     /// `POST /v1/rooms {uri}`. Returns [`crate::EffectOutput::GitterRoom`].
     ResolveRoom {
-        /// Token of the user.
-        token: Secret,
-        /// Whose command.
-        user: OwnedUserId,
         /// The uri typed by the user.
         uri: String,
-        /// What to do with the room.
-        purpose: ResolvePurpose,
     },
     /// `POST /v1/user/:id/rooms {id}`. Returns [`crate::EffectOutput::GitterRoom`].
-    JoinGitterRoom {
-        /// Token of the user.
-        token: Secret,
-        /// Whose command.
-        user: OwnedUserId,
+    JoinRoom {
         /// The user's Gitter id.
         gitter_user: GitterUserId,
         /// The room.
         room: GitterRoomId,
     },
     /// `DELETE /v1/rooms/:rid/users/:uid`.
-    LeaveGitterRoom {
-        /// Token of the user.
-        token: Secret,
-        /// Whose command.
-        user: OwnedUserId,
+    LeaveRoom {
         /// The user's Gitter id.
         gitter_user: GitterUserId,
         /// The room.
         room: GitterRoomId,
-        /// The uri shown back to the user.
-        uri: String,
     },
     /// `GET /v1/rooms/:rid/users` (all pages). Returns [`crate::EffectOutput::GitterUsers`].
-    GitterRoomMembers {
-        /// A member's token.
-        token: Secret,
+    RoomMembers {
         /// The room.
         room: GitterRoomId,
-        /// The portal that asked (eager ghost joins).
-        owner: OwnedUserId,
     },
     /// `GET /v1/rooms/:rid/chatMessages?afterId=&limit=`. Without `after`, the newest `limit`
     /// messages. Returns [`crate::EffectOutput::GitterMessages`], oldest first.
     FetchMessages {
-        /// The reader's token.
-        token: Secret,
         /// The room.
         room: GitterRoomId,
         /// Cursor.
@@ -251,9 +238,7 @@ pub enum Action {
     /// idempotency key, so a send whose outcome is unknown (a lost answer, a time-out, a 5xx,
     /// a crash) is reconciled this way before any new attempt; the core decides whether one
     /// of them is this send, and only if none is does it post again.
-    SendGitter {
-        /// The portal owner's token.
-        token: Secret,
+    SendMessage {
         /// The author's Gitter id.
         gitter_user: GitterUserId,
         /// The room.
@@ -268,25 +253,31 @@ pub enum Action {
         /// among the messages after it. Gitter ids are compared by Gitter's order, never our
         /// clock with Gitter's.
         after: Option<GitterMessageId>,
-        /// The Matrix side of the message.
-        origin: SendOrigin,
     },
+}
+
+/// Control of a Gitter room's stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StreamCall {
     /// Open (or replace) the room's stream with this token. The adapter reports
     /// [`crate::Input::StreamConnected`], messages and disconnects, and reconnects by itself
     /// with backoff except after a revoked token.
-    OpenStream {
+    Open {
         /// The room.
         room: GitterRoomId,
         /// The reader's token.
         token: Secret,
     },
     /// Close the room's stream.
-    CloseStream {
+    Close {
         /// The room.
         room: GitterRoomId,
     },
+}
 
-    // ---- Store ----
+/// Work on the bridge's own store, which holds more than the core keeps in memory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StoreCall {
     /// Delete the message mappings recorded before `older_than` from the store, visiting at
     /// most `batch` rows from `resume` (where the previous batch stopped; `None` starts at the
     /// beginning). Returns [`crate::EffectOutput::Pruned`]. The store holds every mapping
@@ -299,94 +290,306 @@ pub enum Action {
         /// Rows to visit at most (a bound on the time one batch holds the store).
         batch: u32,
     },
+    /// Look up the mapping of one Gitter message in a portal, in the store (the core holds
+    /// only its hot set). Returns [`crate::EffectOutput::Mapping`].
+    MappingByGitterId {
+        /// The portal owner.
+        owner: OwnedUserId,
+        /// The Gitter room.
+        room: GitterRoomId,
+        /// The Gitter message.
+        gitter_id: GitterMessageId,
+    },
+    /// Look up the mapping of one Matrix event in a portal, in the store. Returns
+    /// [`crate::EffectOutput::Mapping`].
+    MappingByEvent {
+        /// The portal owner.
+        owner: OwnedUserId,
+        /// The Gitter room.
+        room: GitterRoomId,
+        /// The Matrix event.
+        event_id: ruma::OwnedEventId,
+    },
 }
 
 impl Action {
-    /// Whether this is a Gitter API action (its failures may revoke a token).
-    pub fn is_gitter(&self) -> bool {
-        matches!(
-            self,
-            Action::ExchangeCode { .. }
-                | Action::GetGitterUser { .. }
-                | Action::ListRooms { .. }
-                | Action::ResolveRoom { .. }
-                | Action::JoinGitterRoom { .. }
-                | Action::LeaveGitterRoom { .. }
-                | Action::GitterRoomMembers { .. }
-                | Action::FetchMessages { .. }
-                | Action::SendGitter { .. }
-                | Action::OpenStream { .. }
-                | Action::CloseStream { .. }
-        )
-    }
-
     /// Whether a transient failure of this action keeps it in the outbox to be tried again
     /// later, with no limit on the count (an outage of hours heals by itself). Everything
     /// whose loss loses a message or a user's action is durable. Not durable: the steps of
     /// a login, whose browser waits for the answer (an OAuth code is single-use, and the
     /// page times out: the person is told and starts again), catch-up reads (the stream
     /// state machine retries them from the cursor on its own timer), stream control and
-    /// pruning (its timer starts it again).
+    /// the store's work (pruning's timer starts it again; a lookup's asker decides).
     pub fn is_durable(&self) -> bool {
-        !matches!(
-            self,
-            Action::ExchangeCode { .. }
-                | Action::GetGitterUser { .. }
-                | Action::FetchMessages { .. }
-                | Action::OpenStream { .. }
-                | Action::CloseStream { .. }
-                | Action::PruneMappings { .. }
-        )
+        match self {
+            Action::Matrix(_) => true,
+            Action::OAuth { .. } | Action::Stream(_) | Action::Store(_) => false,
+            Action::Gitter { call, .. } => {
+                !matches!(call, GitterCall::CurrentUser | GitterCall::FetchMessages { .. })
+            }
+        }
     }
 
-    /// Whether this is the store's own work (the driver runs it against its store).
-    pub fn is_store(&self) -> bool {
-        matches!(self, Action::PruneMappings { .. })
-    }
-
-    /// The Gitter token the action uses, if any.
+    /// The Gitter token the action is made with, if any (a revoked token invalidates the
+    /// login it belongs to).
     pub fn gitter_token(&self) -> Option<&Secret> {
         match self {
-            Action::GetGitterUser { token, .. }
-            | Action::ListRooms { token, .. }
-            | Action::ResolveRoom { token, .. }
-            | Action::JoinGitterRoom { token, .. }
-            | Action::LeaveGitterRoom { token, .. }
-            | Action::GitterRoomMembers { token, .. }
-            | Action::FetchMessages { token, .. }
-            | Action::SendGitter { token, .. }
-            | Action::OpenStream { token, .. } => Some(token),
+            Action::Gitter { token, .. } | Action::Stream(StreamCall::Open { token, .. }) => {
+                Some(token)
+            }
             _ => None,
+        }
+    }
+
+    /// The secret the action carries (a token or an OAuth code), which an adapter scrubs
+    /// from any failure text it reports.
+    pub fn secret(&self) -> Option<&Secret> {
+        match self {
+            Action::OAuth { code } => Some(code),
+            other => other.gitter_token(),
         }
     }
 
     /// A short name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
-            Action::RegisterGhost { .. } => "register_ghost",
-            Action::SetDisplayName { .. } => "set_display_name",
-            Action::CreateRoom { .. } => "create_room",
-            Action::Invite { .. } => "invite",
-            Action::Join { .. } => "join",
-            Action::Leave { .. } => "leave",
-            Action::Kick { .. } => "kick",
-            Action::SendMessage { .. } => "send_matrix",
-            Action::RoomMembers { .. } => "room_members",
-            Action::DeleteAlias { .. } => "delete_alias",
-            Action::ExchangeCode { .. } => "exchange_code",
-            Action::GetGitterUser { .. } => "get_gitter_user",
-            Action::ListRooms { .. } => "list_rooms",
-            Action::ResolveRoom { .. } => "resolve_room",
-            Action::JoinGitterRoom { .. } => "join_gitter_room",
-            Action::LeaveGitterRoom { .. } => "leave_gitter_room",
-            Action::GitterRoomMembers { .. } => "gitter_room_members",
-            Action::FetchMessages { .. } => "fetch_messages",
-            Action::SendGitter { .. } => "send_gitter",
-            Action::OpenStream { .. } => "open_stream",
-            Action::CloseStream { .. } => "close_stream",
-            Action::PruneMappings { .. } => "prune_mappings",
+            Action::Matrix(call) => match call {
+                MatrixCall::RegisterGhost { .. } => "register_ghost",
+                MatrixCall::SetDisplayName { .. } => "set_display_name",
+                MatrixCall::CreateRoom { .. } => "create_room",
+                MatrixCall::Invite { .. } => "invite",
+                MatrixCall::Join { .. } => "join",
+                MatrixCall::Leave { .. } => "leave",
+                MatrixCall::Kick { .. } => "kick",
+                MatrixCall::SendMessage { .. } => "send_matrix",
+                MatrixCall::DeleteAlias { .. } => "delete_alias",
+                MatrixCall::RoomMembers { .. } => "room_members",
+            },
+            Action::OAuth { .. } => "exchange_code",
+            Action::Gitter { call, .. } => match call {
+                GitterCall::CurrentUser => "get_gitter_user",
+                GitterCall::ListRooms => "list_rooms",
+                GitterCall::ResolveRoom { .. } => "resolve_room",
+                GitterCall::JoinRoom { .. } => "join_gitter_room",
+                GitterCall::LeaveRoom { .. } => "leave_gitter_room",
+                GitterCall::RoomMembers { .. } => "gitter_room_members",
+                GitterCall::FetchMessages { .. } => "fetch_messages",
+                GitterCall::SendMessage { .. } => "send_gitter",
+            },
+            Action::Stream(StreamCall::Open { .. }) => "open_stream",
+            Action::Stream(StreamCall::Close { .. }) => "close_stream",
+            Action::Store(StoreCall::PruneMappings { .. }) => "prune_mappings",
+            Action::Store(StoreCall::MappingByGitterId { .. }) => "mapping_by_gitter_id",
+            Action::Store(StoreCall::MappingByEvent { .. }) => "mapping_by_event",
         }
     }
+
+    /// The Gitter send this is, if it is one.
+    pub fn gitter_send(&self) -> Option<&GitterCall> {
+        match self {
+            Action::Gitter {
+                call: call @ GitterCall::SendMessage { .. },
+                ..
+            } => Some(call),
+            _ => None,
+        }
+    }
+}
+
+impl Effect {
+    /// Which way the effect carries a bridged message, if it does (for the drivers'
+    /// metrics; the continuation says it, and only the core reads continuations).
+    pub fn carries(&self) -> Option<Direction> {
+        match &self.then {
+            Then::Relay(RelayThen::ToMatrix(_)) => Some(Direction::GitterToMatrix),
+            Then::Relay(RelayThen::ToGitter(_)) => Some(Direction::MatrixToGitter),
+            _ => None,
+        }
+    }
+}
+
+/// The two ways a message crosses the bridge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// A Gitter message relayed into a portal.
+    GitterToMatrix,
+    /// A portal owner's message posted on Gitter.
+    MatrixToGitter,
+}
+
+/// The continuation of an effect: which part of the core asked, and what it needs to go on
+/// when the answer comes. Persisted with the effect (an answer may come after a restart);
+/// drivers carry it and never read it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Then {
+    /// Nobody waits for the answer: the lane's order is all that matters.
+    Nothing,
+    /// The ghosts' (`ghost.rs`).
+    Ghost(GhostThen),
+    /// The bot's invitations (`invite.rs`).
+    Invite(InviteThen),
+    /// The portals' (`portal.rs`).
+    Portal(PortalThen),
+    /// The relay's, both ways (`relay.rs`).
+    Relay(RelayThen),
+    /// The logins' (`login.rs`).
+    Login(LoginThen),
+    /// The bot's commands (`commands.rs`).
+    Command(CommandThen),
+    /// The streams' (`stream.rs`).
+    Stream(StreamThen),
+    /// The store's upkeep (`prune.rs`).
+    Prune(PruneThen),
+}
+
+/// What the ghosts go on with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum GhostThen {
+    /// The ghost is registered: remember it.
+    Registered(OwnedUserId),
+}
+
+/// What the bot's invitations go on with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum InviteThen {
+    /// The bot joined a room `inviter` invited it to: count the members next (or leave, when
+    /// the inviter may not use the bridge).
+    BotJoined {
+        /// The room.
+        room: OwnedRoomId,
+        /// Who invited the bot.
+        inviter: OwnedUserId,
+        /// Whether the inviter may use the bridge.
+        permitted: bool,
+    },
+    /// The members are listed: keep the room as `inviter`'s control room if it is private.
+    CheckPrivate {
+        /// The room.
+        room: OwnedRoomId,
+        /// Who invited the bot.
+        inviter: OwnedUserId,
+    },
+}
+
+/// What the portals go on with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PortalThen {
+    /// The portal room of (owner, room) is created: record it.
+    Created {
+        /// The owner.
+        owner: OwnedUserId,
+        /// The Gitter room.
+        room: GitterRoomId,
+        /// The localpart of the alias that made the creation idempotent (deleted next).
+        alias: String,
+    },
+    /// The Gitter room's members are listed: their ghosts join the portal.
+    Members {
+        /// The owner.
+        owner: OwnedUserId,
+        /// The Gitter room.
+        room: GitterRoomId,
+    },
+}
+
+/// What the relay goes on with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RelayThen {
+    /// A Gitter message is in the portal: complete its mapping.
+    ToMatrix(RelayRef),
+    /// A Matrix message is on Gitter: map it.
+    ToGitter(SendOrigin),
+}
+
+/// What the logins go on with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum LoginThen {
+    /// The code is exchanged: fetch the Gitter user of the token.
+    CodeExchanged {
+        /// Who is logging in.
+        user: OwnedUserId,
+        /// The browser request to answer.
+        request: RequestId,
+    },
+    /// The Gitter user is known: record the login (the token is the call's).
+    UserFetched {
+        /// Who is logging in.
+        user: OwnedUserId,
+        /// The browser request to answer.
+        request: RequestId,
+    },
+    /// The user's rooms are listed after a login: open their portals.
+    OpenPortals {
+        /// Who logged in.
+        user: OwnedUserId,
+    },
+}
+
+/// What the bot's commands go on with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CommandThen {
+    /// `list`: show the rooms.
+    Listed {
+        /// Whose command.
+        user: OwnedUserId,
+    },
+    /// `join`, `leave` or `invite`: the typed uri is resolved to a room.
+    Resolved {
+        /// Whose command.
+        user: OwnedUserId,
+        /// The uri typed by the user.
+        uri: String,
+        /// What to do with the room.
+        purpose: ResolvePurpose,
+    },
+    /// Joined on Gitter: open the portal.
+    Joined {
+        /// Whose command.
+        user: OwnedUserId,
+    },
+    /// Left on Gitter: close the portal.
+    Left {
+        /// Whose command.
+        user: OwnedUserId,
+        /// The room.
+        room: GitterRoomId,
+        /// The uri shown back to the user.
+        uri: String,
+    },
+}
+
+impl CommandThen {
+    /// Whose command it is.
+    pub fn user(&self) -> &OwnedUserId {
+        match self {
+            CommandThen::Listed { user }
+            | CommandThen::Resolved { user, .. }
+            | CommandThen::Joined { user }
+            | CommandThen::Left { user, .. } => user,
+        }
+    }
+}
+
+/// What the streams go on with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StreamThen {
+    /// A catch-up page is read: relay it and read on.
+    CaughtUp {
+        /// The room.
+        room: GitterRoomId,
+        /// The cursor the page was read after.
+        after: Option<GitterMessageId>,
+    },
+}
+
+/// What the store's upkeep goes on with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PruneThen {
+    /// A batch is pruned: go on from where it stopped.
+    Pruned {
+        /// The retention cut of this pass.
+        older_than: Timestamp,
+    },
 }
 
 /// The content of a Matrix message the bridge sends.
@@ -453,51 +656,6 @@ pub struct SendOrigin {
     pub event_id: ruma::OwnedEventId,
 }
 
-/// Why a Matrix room is created.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CreatePurpose {
-    /// A portal for (owner, Gitter room).
-    Portal {
-        /// The owner.
-        owner: OwnedUserId,
-        /// The Gitter room.
-        room: GitterRoomId,
-    },
-}
-
-/// Why someone joins a Matrix room.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum JoinPurpose {
-    /// The bot accepts an invite from `inviter` (members are counted next).
-    BotInvite {
-        /// Who invited the bot.
-        inviter: OwnedUserId,
-        /// Whether the inviter may use the bridge.
-        permitted: bool,
-    },
-    /// A ghost joins a portal.
-    Ghost,
-}
-
-/// Why room members are listed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MembersPurpose {
-    /// Decide whether a room the bot was invited to is a private chat with `inviter`.
-    CheckPrivate {
-        /// Who invited the bot.
-        inviter: OwnedUserId,
-    },
-}
-
-/// Why a user's Gitter rooms are listed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ListPurpose {
-    /// The `list` command.
-    ListCommand,
-    /// Right after login: open a portal for every room the user is a member of.
-    OpenPortals,
-}
-
 /// What a resolved room is for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ResolvePurpose {
@@ -507,4 +665,19 @@ pub enum ResolvePurpose {
     Leave,
     /// `invite <uri>`: open or re-invite to the portal.
     Invite,
+}
+
+/// An effect's result on its way back to the part of the core that asked (see
+/// [`Then`]): the action it answers, for what the continuation does not repeat.
+pub(crate) struct Answer {
+    /// The effect.
+    pub(crate) id: EffectId,
+    /// The action's name (for warnings).
+    pub(crate) name: &'static str,
+    /// The lane it ran in.
+    pub(crate) lane: Lane,
+    /// What was done.
+    pub(crate) action: Action,
+    /// How it went.
+    pub(crate) result: crate::EffectResult,
 }

@@ -9,7 +9,7 @@
 //! never the other account's ghost.
 
 use crate::bridge::Bridge;
-use crate::effect::{Action, JoinPurpose, Lane};
+use crate::effect::{Action, Answer, GhostThen, Lane, MatrixCall, Then};
 use crate::ids::{GitterRoomId, OwnedUserId};
 use crate::input::GitterUser;
 use crate::state::{Change, GhostRecord};
@@ -113,11 +113,12 @@ impl Bridge {
             // Registered per portal lane until the first success is recorded: registration
             // is idempotent (M_USER_IN_USE is success), ordering within the lane is not.
             if !portal.joined_ghosts.contains(&user.id) {
-                self.emit(
+                self.ask(
                     lane.clone(),
-                    Action::RegisterGhost {
+                    Action::Matrix(MatrixCall::RegisterGhost {
                         user: ghost.mxid.clone(),
-                    },
+                    }),
+                    Then::Ghost(GhostThen::Registered(ghost.mxid.clone())),
                 );
             }
         }
@@ -125,10 +126,10 @@ impl Bridge {
         if ghost.display_name.as_deref() != Some(name.as_str()) {
             self.emit(
                 lane.clone(),
-                Action::SetDisplayName {
+                Action::Matrix(MatrixCall::SetDisplayName {
                     user: ghost.mxid.clone(),
                     name: name.clone(),
-                },
+                }),
             );
             ghost.display_name = Some(name);
             self.change(Change::PutGhost(ghost.clone()));
@@ -136,19 +137,18 @@ impl Bridge {
         if !portal.joined_ghosts.contains(&user.id) {
             self.emit(
                 lane.clone(),
-                Action::Invite {
+                Action::Matrix(MatrixCall::Invite {
                     room: room_id.clone(),
                     sender: self.config.bot.clone(),
                     target: ghost.mxid.clone(),
-                },
+                }),
             );
             self.emit(
                 lane,
-                Action::Join {
+                Action::Matrix(MatrixCall::Join {
                     room: room_id,
                     user: ghost.mxid.clone(),
-                    purpose: JoinPurpose::Ghost,
-                },
+                }),
             );
             let mut portal = portal;
             portal.joined_ghosts.insert(user.id.clone());
@@ -157,7 +157,16 @@ impl Bridge {
         Some(ghost.mxid)
     }
 
-    pub(crate) fn on_ghost_registered(&mut self, mxid: &OwnedUserId) {
+    pub(crate) fn on_ghost_answer(&mut self, then: GhostThen, answer: Answer) {
+        let GhostThen::Registered(mxid) = then;
+        // A failed registration needs nothing beyond its warning: the next message of the
+        // ghost's Gitter user tries again.
+        if answer.result.is_ok() {
+            self.on_ghost_registered(&mxid);
+        }
+    }
+
+    fn on_ghost_registered(&mut self, mxid: &OwnedUserId) {
         let found = self
             .state
             .ghosts

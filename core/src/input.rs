@@ -236,13 +236,17 @@ pub enum EffectOutput {
     GitterMessage(GitterMessage),
     /// Members of a Gitter room.
     GitterUsers(Vec<GitterUser>),
-    /// A batch of pruning ([`crate::Action::PruneMappings`]) is done.
+    /// A batch of pruning ([`crate::StoreCall::PruneMappings`]) is done.
     Pruned {
         /// Mappings deleted by this batch.
         removed: u64,
         /// Where the next batch goes on, when the store was not visited to its end.
         resume: Option<Vec<u8>>,
     },
+    /// A mapping looked up in the store ([`crate::StoreCall::MappingByGitterId`],
+    /// [`crate::StoreCall::MappingByEvent`]); `None` when the store has none (never seen, or
+    /// pruned by retention).
+    Mapping(Option<crate::MessageRecord>),
 }
 
 /// Why an effect failed, after the adapter's own retries of transient faults.

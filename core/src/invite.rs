@@ -6,7 +6,8 @@
 //! (leaving the previous one) and the bot greets. Leaving the control room clears it.
 
 use crate::bridge::{Bridge, RoomRole};
-use crate::effect::{Action, JoinPurpose, Lane, MembersPurpose};
+use crate::effect::{Action, Answer, InviteThen, Lane, MatrixCall, Then};
+use crate::input::EffectOutput;
 use crate::ids::{GitterRoomId, OwnedRoomId, OwnedUserId};
 use crate::input::{MatrixEvent, Membership};
 use crate::state::{Change, PortalState, UserRecord};
@@ -68,26 +69,54 @@ impl Bridge {
             // Declining an invite is leaving the room.
             self.emit(
                 lane,
-                Action::Leave {
+                Action::Matrix(MatrixCall::Leave {
                     room,
                     user: self.config.bot.clone(),
-                },
+                }),
             );
             return;
         }
         let permitted = self.config.permissions.allows(&inviter);
         // The bot joins in both cases: it has to be in the room to say why it leaves.
-        self.emit(
+        self.ask(
             lane,
-            Action::Join {
-                room,
+            Action::Matrix(MatrixCall::Join {
+                room: room.clone(),
                 user: self.config.bot.clone(),
-                purpose: JoinPurpose::BotInvite { inviter, permitted },
-            },
+            }),
+            Then::Invite(InviteThen::BotJoined {
+                room,
+                inviter,
+                permitted,
+            }),
         );
     }
 
-    pub(crate) fn on_bot_joined(
+    pub(crate) fn on_invite_answer(&mut self, then: InviteThen, answer: Answer) {
+        // A bot that could not join or count needs nothing beyond the warning: the
+        // inviter can invite it again.
+        let Ok(output) = answer.result else {
+            return;
+        };
+        match (then, output) {
+            (
+                InviteThen::BotJoined {
+                    room,
+                    inviter,
+                    permitted,
+                },
+                _,
+            ) => self.on_bot_joined(room, inviter, permitted),
+            (InviteThen::CheckPrivate { room, inviter }, EffectOutput::MatrixMembers(members)) => {
+                self.on_room_members(room, inviter, members)
+            }
+            (InviteThen::CheckPrivate { .. }, got) => {
+                self.unexpected(answer.id, answer.name, &got)
+            }
+        }
+    }
+
+    fn on_bot_joined(
         &mut self,
         room: OwnedRoomId,
         inviter: OwnedUserId,
@@ -98,29 +127,26 @@ impl Bridge {
             self.notice_in(lane.clone(), room.clone(), NOT_PERMITTED);
             self.emit(
                 lane,
-                Action::Leave {
+                Action::Matrix(MatrixCall::Leave {
                     room,
                     user: self.config.bot.clone(),
-                },
+                }),
             );
             return;
         }
-        self.emit(
+        self.ask(
             lane,
-            Action::RoomMembers {
-                room,
-                purpose: MembersPurpose::CheckPrivate { inviter },
-            },
+            Action::Matrix(MatrixCall::RoomMembers { room: room.clone() }),
+            Then::Invite(InviteThen::CheckPrivate { room, inviter }),
         );
     }
 
-    pub(crate) fn on_room_members(
+    fn on_room_members(
         &mut self,
         room: OwnedRoomId,
-        purpose: MembersPurpose,
+        inviter: OwnedUserId,
         members: Vec<OwnedUserId>,
     ) {
-        let MembersPurpose::CheckPrivate { inviter } = purpose;
         let lane = Lane::User(inviter.clone());
         let others = members
             .iter()
@@ -129,10 +155,10 @@ impl Bridge {
             self.notice_in(lane.clone(), room.clone(), ONLY_PRIVATE);
             self.emit(
                 lane,
-                Action::Leave {
+                Action::Matrix(MatrixCall::Leave {
                     room: room.clone(),
                     user: self.config.bot.clone(),
-                },
+                }),
             );
             self.change(Change::RefuseRoom(room));
             return;
@@ -143,10 +169,10 @@ impl Bridge {
         {
             self.emit(
                 lane.clone(),
-                Action::Leave {
+                Action::Matrix(MatrixCall::Leave {
                     room: previous,
                     user: self.config.bot.clone(),
-                },
+                }),
             );
         }
         user.control_room = Some(room);
@@ -201,10 +227,10 @@ impl Bridge {
             if leave {
                 self.emit(
                     Lane::User(user.clone()),
-                    Action::Leave {
+                    Action::Matrix(MatrixCall::Leave {
                         room,
                         user: self.config.bot.clone(),
-                    },
+                    }),
                 );
             }
         }

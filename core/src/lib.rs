@@ -81,8 +81,9 @@ pub use bridge::{Bridge, Seed};
 pub use commands::Command;
 pub use config::{Config, Permissions};
 pub use effect::{
-    Action, CreatePurpose, Effect, JoinPurpose, Lane, ListPurpose, MatrixContent, MembersPurpose,
-    OutMsgType, RelayRef, ResolvePurpose, SendOrigin,
+    Action, CommandThen, Direction, Effect, GhostThen, GitterCall, InviteThen, Lane, LoginThen,
+    MatrixCall, MatrixContent, OutMsgType, PortalThen, PruneThen, RelayRef, RelayThen,
+    ResolvePurpose, SendOrigin, StoreCall, StreamCall, StreamThen, Then,
 };
 pub use error::CoreError;
 pub use format::sanitize_html;

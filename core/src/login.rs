@@ -13,9 +13,9 @@
 //! it again moves it, and the previous Matrix user is logged out and told.
 
 use crate::bridge::Bridge;
-use crate::effect::{Action, Lane, ListPurpose};
+use crate::effect::{Action, Answer, GitterCall, Lane, LoginThen, Then};
 use crate::ids::{OwnedUserId, RequestId, Secret};
-use crate::input::{Failure, FailureKind, GitterUser};
+use crate::input::{EffectOutput, Failure, FailureKind, GitterUser};
 use crate::output::WebReply;
 use crate::state::{Change, Login, Ticket};
 
@@ -256,33 +256,53 @@ impl Bridge {
             );
             return;
         };
-        self.emit(
+        self.ask(
             Lane::Login(ticket.user.clone()),
-            Action::ExchangeCode {
-                code,
+            Action::OAuth { code },
+            Then::Login(LoginThen::CodeExchanged {
                 user: ticket.user,
                 request,
-            },
+            }),
         );
     }
 
-    pub(crate) fn on_code_exchanged(
-        &mut self,
-        user: OwnedUserId,
-        request: RequestId,
-        token: Secret,
-    ) {
-        self.emit(
+    pub(crate) fn on_login_answer(&mut self, then: LoginThen, answer: Answer) {
+        match (then, answer.result) {
+            (LoginThen::CodeExchanged { user, request }, Ok(EffectOutput::Token(token))) => {
+                self.on_code_exchanged(user, request, token)
+            }
+            (LoginThen::UserFetched { user, request }, Ok(EffectOutput::GitterUser(gitter))) => {
+                if let Some(token) = answer.action.gitter_token() {
+                    let token = token.clone();
+                    self.on_gitter_user(user, request, token, gitter)
+                }
+            }
+            (
+                LoginThen::CodeExchanged { user, request } | LoginThen::UserFetched { user, request },
+                Err(failure),
+            ) => self.on_login_failed(&user, request, &failure),
+            (LoginThen::OpenPortals { user }, Ok(EffectOutput::GitterRooms(rooms))) => {
+                self.on_rooms_listed(&user, true, rooms)
+            }
+            (LoginThen::OpenPortals { user }, Err(failure)) => {
+                self.on_command_failed(&user, None, &failure, "open")
+            }
+            (_, Ok(got)) => self.unexpected(answer.id, answer.name, &got),
+        }
+    }
+
+    fn on_code_exchanged(&mut self, user: OwnedUserId, request: RequestId, token: Secret) {
+        self.ask(
             Lane::Login(user.clone()),
-            Action::GetGitterUser {
+            Action::Gitter {
                 token,
-                user,
-                request,
+                call: GitterCall::CurrentUser,
             },
+            Then::Login(LoginThen::UserFetched { user, request }),
         );
     }
 
-    pub(crate) fn on_gitter_user(
+    fn on_gitter_user(
         &mut self,
         user: OwnedUserId,
         request: RequestId,
@@ -354,18 +374,18 @@ impl Bridge {
             self.ensure_reader(&room);
         }
         if self.config.open_portals_on_login {
-            self.emit(
+            self.ask(
                 Lane::User(user.clone()),
-                Action::ListRooms {
+                Action::Gitter {
                     token,
-                    user,
-                    purpose: ListPurpose::OpenPortals,
+                    call: GitterCall::ListRooms,
                 },
+                Then::Login(LoginThen::OpenPortals { user }),
             );
         }
     }
 
-    pub(crate) fn on_login_failed(
+    fn on_login_failed(
         &mut self,
         user: &OwnedUserId,
         request: RequestId,

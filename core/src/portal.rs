@@ -8,9 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::bridge::Bridge;
-use crate::effect::{Action, CreatePurpose, Lane};
+use crate::effect::{Action, Answer, GitterCall, Lane, MatrixCall, PortalThen, Then};
 use crate::ids::{GitterRoomId, OwnedRoomId, OwnedUserId};
-use crate::input::{Failure, GitterRoom, GitterUser};
+use crate::input::{EffectOutput, Failure, GitterRoom, GitterUser};
 use crate::state::{Change, GitterRoomRecord, PortalRecord, PortalState};
 
 /// Localparts of the aliases portal rooms are created with (followed by 32 random hex
@@ -70,11 +70,11 @@ impl Bridge {
                 self.change(Change::PutPortal(portal));
                 self.emit(
                     lane,
-                    Action::Invite {
+                    Action::Matrix(MatrixCall::Invite {
                         room: room_id,
                         sender: self.config.bot.clone(),
                         target: owner.clone(),
-                    },
+                    }),
                 );
                 self.notice(owner, format!("Invited you to the room of {label}."));
             }
@@ -94,9 +94,9 @@ impl Bridge {
                 } else {
                     room.topic.clone()
                 };
-                self.emit(
+                self.ask(
                     lane,
-                    Action::CreateRoom {
+                    Action::Matrix(MatrixCall::CreateRoom {
                         creator: self.config.bot.clone(),
                         name: room.name.clone(),
                         topic,
@@ -104,12 +104,13 @@ impl Bridge {
                         // Room version 12: the creator has implicit top power and must not be
                         // listed; the owner gets no extra power, so the bot can kick.
                         power_users: BTreeMap::new(),
-                        purpose: CreatePurpose::Portal {
-                            owner: owner.clone(),
-                            room: room.id.clone(),
-                        },
+                        alias: alias.clone(),
+                    }),
+                    Then::Portal(PortalThen::Created {
+                        owner: owner.clone(),
+                        room: room.id.clone(),
                         alias,
-                    },
+                    }),
                 );
             }
         }
@@ -129,12 +130,12 @@ impl Bridge {
                         owner: owner.clone(),
                         room: room.clone(),
                     },
-                    Action::Kick {
+                    Action::Matrix(MatrixCall::Kick {
                         room: room_id,
                         sender: self.config.bot.clone(),
                         target: owner.clone(),
                         reason: reason.to_owned(),
-                    },
+                    }),
                 );
             }
             portal.state = PortalState::Closed;
@@ -187,13 +188,30 @@ impl Bridge {
         self.take_queued(owner, room);
     }
 
-    pub(crate) fn on_room_created(
+    pub(crate) fn on_portal_answer(&mut self, then: PortalThen, answer: Answer) {
+        match (then, answer.result) {
+            (PortalThen::Created { owner, room, alias }, Ok(EffectOutput::RoomCreated(id))) => {
+                self.on_room_created(owner, room, &alias, id)
+            }
+            (PortalThen::Created { owner, room, .. }, Err(failure)) => {
+                self.on_room_create_failed(owner, room, &failure)
+            }
+            (PortalThen::Members { owner, room }, Ok(EffectOutput::GitterUsers(users))) => {
+                self.on_gitter_members(&owner, &room, users)
+            }
+            // Eager ghost joins are a nicety: the ghosts join as they speak.
+            (PortalThen::Members { .. }, Err(_)) => {}
+            (_, Ok(got)) => self.unexpected(answer.id, answer.name, &got),
+        }
+    }
+
+    fn on_room_created(
         &mut self,
-        purpose: CreatePurpose,
+        owner: OwnedUserId,
+        room: GitterRoomId,
         alias: &str,
         room_id: OwnedRoomId,
     ) {
-        let CreatePurpose::Portal { owner, room } = purpose;
         let key = (owner.clone(), room.clone());
         let lane = Lane::Portal {
             owner: owner.clone(),
@@ -202,7 +220,7 @@ impl Bridge {
         // The alias only made the creation idempotent; now that the room is recorded it has
         // done its work, and nobody should find the private room by it.
         let alias = format!("#{alias}:{}", self.config.server_name);
-        self.emit(lane, Action::DeleteAlias { alias });
+        self.emit(lane, Action::Matrix(MatrixCall::DeleteAlias { alias }));
         let Some(mut portal) = self.state.portals.get(&key).cloned() else {
             return;
         };
@@ -221,12 +239,12 @@ impl Bridge {
                     owner: owner.clone(),
                     room: room.clone(),
                 },
-                Action::Kick {
+                Action::Matrix(MatrixCall::Kick {
                     room: room_id,
                     sender: self.config.bot.clone(),
                     target: owner,
                     reason: "This room was closed.".to_owned(),
-                },
+                }),
             );
             return;
         }
@@ -237,16 +255,19 @@ impl Bridge {
             .and_then(|r| r.user_count)
             .is_some_and(|n| n < self.config.eager_join_threshold);
         if small && let Some(login) = self.valid_login(&owner) {
-            self.emit(
+            self.ask(
                 Lane::Portal {
                     owner: owner.clone(),
                     room: room.clone(),
                 },
-                Action::GitterRoomMembers {
+                Action::Gitter {
                     token: login.token,
-                    room: room.clone(),
-                    owner: owner.clone(),
+                    call: GitterCall::RoomMembers { room: room.clone() },
                 },
+                Then::Portal(PortalThen::Members {
+                    owner: owner.clone(),
+                    room: room.clone(),
+                }),
             );
         }
         for message in queued {
@@ -255,8 +276,7 @@ impl Bridge {
         }
     }
 
-    pub(crate) fn on_room_create_failed(&mut self, purpose: CreatePurpose, failure: &Failure) {
-        let CreatePurpose::Portal { owner, room } = purpose;
+    fn on_room_create_failed(&mut self, owner: OwnedUserId, room: GitterRoomId, failure: &Failure) {
         let key = (owner.clone(), room.clone());
         if let Some(mut portal) = self.state.portals.get(&key).cloned() {
             portal.state = PortalState::Closed;
@@ -274,7 +294,7 @@ impl Bridge {
         self.ensure_reader(&room);
     }
 
-    pub(crate) fn on_gitter_members(
+    fn on_gitter_members(
         &mut self,
         owner: &OwnedUserId,
         room: &GitterRoomId,

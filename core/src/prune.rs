@@ -3,13 +3,14 @@
 //! [`crate::Config::mapping_retention_ms`] are deleted (issue 14: "memory and disk must not
 //! grow with history without a bound or a retention rule").
 //!
-//! Only the store holds them all, so the core asks it in batches ([`Action::PruneMappings`],
+//! Only the store holds them all, so the core asks it in batches ([`crate::StoreCall::PruneMappings`],
 //! at most [`BATCH`] rows each, on [`Lane::Store`]) and carries the store's opaque resume
 //! point from one batch to the next; a pass starts some minutes after a start and then
 //! every hour. A batch that fails is not retried on its own: the next pass does it.
 
 use crate::bridge::Bridge;
-use crate::effect::{Action, Lane};
+use crate::effect::{Action, Answer, Lane, PruneThen, StoreCall, Then};
+use crate::input::EffectOutput;
 use crate::ids::Timestamp;
 
 /// Rows one batch visits at most (a bound on how long it holds the store's writer).
@@ -53,18 +54,31 @@ impl Bridge {
     }
 
     fn prune_batch(&mut self, older_than: Timestamp, resume: Option<Vec<u8>>) {
-        self.emit(
+        self.ask(
             Lane::Store,
-            Action::PruneMappings {
+            Action::Store(StoreCall::PruneMappings {
                 older_than,
                 resume,
                 batch: BATCH,
-            },
+            }),
+            Then::Prune(PruneThen::Pruned { older_than }),
         );
     }
 
+    pub(crate) fn on_prune_answer(&mut self, then: PruneThen, answer: Answer) {
+        let PruneThen::Pruned { older_than } = then;
+        match answer.result {
+            Ok(EffectOutput::Pruned { resume, .. }) => self.on_pruned(older_than, resume),
+            Ok(got) => {
+                self.unexpected(answer.id, answer.name, &got);
+                self.on_prune_failed();
+            }
+            Err(_) => self.on_prune_failed(),
+        }
+    }
+
     /// A batch is done: the next goes on where it stopped, or the pass is over.
-    pub(crate) fn on_pruned(&mut self, older_than: Timestamp, resume: Option<Vec<u8>>) {
+    fn on_pruned(&mut self, older_than: Timestamp, resume: Option<Vec<u8>>) {
         match resume {
             Some(resume) => self.prune_batch(older_than, Some(resume)),
             None => self.pruning.next_at = Some(self.now.plus_ms(EVERY_MS)),
@@ -72,7 +86,7 @@ impl Bridge {
     }
 
     /// A batch failed (the warning is reported): the next pass tries again.
-    pub(crate) fn on_prune_failed(&mut self) {
+    fn on_prune_failed(&mut self) {
         self.pruning.next_at = Some(self.now.plus_ms(EVERY_MS));
     }
 }

@@ -11,10 +11,13 @@
 //! keep the order) are held until the send completes and the echo can be recognised by id.
 
 use crate::bridge::Bridge;
-use crate::effect::{Action, Lane, MatrixContent, RelayRef, SendOrigin};
+use crate::effect::{
+    Action, Answer, GitterCall, Lane, MatrixCall, MatrixContent, RelayRef, RelayThen, SendOrigin,
+    Then,
+};
 use crate::format::gitter_to_matrix;
 use crate::ids::{GitterRoomId, OwnedEventId, OwnedUserId};
-use crate::input::{Failure, FailureKind, GitterMessage, MatrixEvent, MsgType};
+use crate::input::{EffectOutput, Failure, FailureKind, GitterMessage, MatrixEvent, MsgType};
 use crate::state::{Change, MessageRecord, Origin, PortalState};
 
 /// The failure message of a send given up after `send_give_up_ms` (told in its own words).
@@ -188,21 +191,21 @@ impl Bridge {
             origin: Origin::Gitter,
             at: self.now,
         }));
-        self.emit(
+        self.ask(
             Lane::Portal {
                 owner: owner.clone(),
                 room: room.clone(),
             },
-            Action::SendMessage {
+            Action::Matrix(MatrixCall::SendMessage {
                 room: room_id,
                 sender: ghost,
                 content: content.clone(),
-                relay: Some(RelayRef {
-                    owner: owner.clone(),
-                    gitter_id: message.id.clone(),
-                }),
                 ts: None,
-            },
+            }),
+            Then::Relay(RelayThen::ToMatrix(RelayRef {
+                owner: owner.clone(),
+                gitter_id: message.id.clone(),
+            })),
         );
     }
 
@@ -210,7 +213,35 @@ impl Bridge {
     /// lane): its mapping gets the event id. The mapping may have left the hot set while
     /// the send waited (an outage of the homeserver); it is written whole again then, as a
     /// mapping is only ever created for a relay with these fields.
-    pub(crate) fn on_relayed(
+    pub(crate) fn on_relay_answer(&mut self, then: RelayThen, answer: Answer) {
+        match (then, answer.result) {
+            (RelayThen::ToMatrix(relay), Ok(EffectOutput::EventSent(event_id))) => {
+                if let Lane::Portal { room, .. } = answer.lane {
+                    self.on_relayed(relay, room, event_id);
+                }
+            }
+            // A relay the homeserver refused for good (the warning says why): the mapping
+            // stays without its event, as for a portal that is gone.
+            (RelayThen::ToMatrix(_), Err(_)) => {}
+            (RelayThen::ToGitter(origin), result) => {
+                let Some(GitterCall::SendMessage { room, .. }) = answer.action.gitter_send()
+                else {
+                    return;
+                };
+                let room = room.clone();
+                match result {
+                    Ok(EffectOutput::GitterMessage(message)) => {
+                        self.on_gitter_sent(room, origin, message)
+                    }
+                    Ok(got) => self.unexpected(answer.id, answer.name, &got),
+                    Err(failure) => self.on_gitter_send_failed(room, origin, &failure),
+                }
+            }
+            (_, Ok(got)) => self.unexpected(answer.id, answer.name, &got),
+        }
+    }
+
+    fn on_relayed(
         &mut self,
         relay: RelayRef,
         room: GitterRoomId,
@@ -292,26 +323,29 @@ impl Bridge {
         if text.trim().is_empty() {
             return;
         }
-        self.emit(
+        let after = self.newest_seen(room);
+        self.ask(
             lane,
-            Action::SendGitter {
+            Action::Gitter {
                 token: login.token,
-                gitter_user: login.gitter_id,
-                room: room.clone(),
-                text,
-                status,
-                reconcile: false,
-                after: self.newest_seen(room),
-                origin: SendOrigin {
-                    owner: owner.clone(),
-                    room: event.room_id.clone(),
-                    event_id: event.event_id.clone(),
+                call: GitterCall::SendMessage {
+                    gitter_user: login.gitter_id,
+                    room: room.clone(),
+                    text,
+                    status,
+                    reconcile: false,
+                    after,
                 },
             },
+            Then::Relay(RelayThen::ToGitter(SendOrigin {
+                owner: owner.clone(),
+                room: event.room_id.clone(),
+                event_id: event.event_id.clone(),
+            })),
         );
     }
 
-    pub(crate) fn on_gitter_sent(
+    fn on_gitter_sent(
         &mut self,
         room: GitterRoomId,
         origin: SendOrigin,
@@ -328,7 +362,7 @@ impl Bridge {
         self.drain_held(&room);
     }
 
-    pub(crate) fn on_gitter_send_failed(
+    fn on_gitter_send_failed(
         &mut self,
         room: GitterRoomId,
         origin: SendOrigin,

@@ -13,9 +13,9 @@
 use std::collections::VecDeque;
 
 use crate::bridge::Bridge;
-use crate::effect::{Action, Lane};
+use crate::effect::{Action, Answer, GitterCall, Lane, StreamCall, StreamThen, Then};
 use crate::ids::{GitterMessageId, GitterRoomId};
-use crate::input::{Failure, FailureKind, GitterMessage};
+use crate::input::{EffectOutput, Failure, FailureKind, GitterMessage};
 use crate::state::Change;
 
 /// The smallest ObjectId: `afterId` of it reads a room from its first message.
@@ -82,7 +82,7 @@ impl Bridge {
                 if self.streams.get(room).is_some_and(|s| s.open) {
                     self.emit(
                         Lane::Stream(room.clone()),
-                        Action::CloseStream { room: room.clone() },
+                        Action::Stream(StreamCall::Close { room: room.clone() }),
                     );
                 }
                 self.streams.remove(room);
@@ -108,10 +108,10 @@ impl Bridge {
         }
         self.emit(
             Lane::Stream(room.clone()),
-            Action::OpenStream {
+            Action::Stream(StreamCall::Open {
                 room: room.clone(),
                 token: login.token,
-            },
+            }),
         );
     }
 
@@ -192,18 +192,33 @@ impl Bridge {
         } else {
             1
         };
-        self.emit(
+        self.ask(
             Lane::Stream(room.clone()),
-            Action::FetchMessages {
+            Action::Gitter {
                 token: login.token,
+                call: GitterCall::FetchMessages {
+                    room: room.clone(),
+                    after: after.clone(),
+                    limit,
+                },
+            },
+            Then::Stream(StreamThen::CaughtUp {
                 room: room.clone(),
                 after,
-                limit,
-            },
+            }),
         );
     }
 
-    pub(crate) fn on_fetched(
+    pub(crate) fn on_stream_answer(&mut self, then: StreamThen, answer: Answer) {
+        let StreamThen::CaughtUp { room, after } = then;
+        match answer.result {
+            Ok(EffectOutput::GitterMessages(messages)) => self.on_fetched(room, after, messages),
+            Ok(got) => self.unexpected(answer.id, answer.name, &got),
+            Err(failure) => self.on_fetch_failed(room, &failure),
+        }
+    }
+
+    fn on_fetched(
         &mut self,
         room: GitterRoomId,
         after: Option<GitterMessageId>,
@@ -234,10 +249,10 @@ impl Bridge {
             {
                 self.emit(
                     Lane::Stream(room.clone()),
-                    Action::OpenStream {
+                    Action::Stream(StreamCall::Open {
                         room: room.clone(),
                         token: login.token,
-                    },
+                    }),
                 );
             }
             return;
@@ -273,7 +288,7 @@ impl Bridge {
         }
     }
 
-    pub(crate) fn on_fetch_failed(&mut self, room: GitterRoomId, failure: &Failure) {
+    fn on_fetch_failed(&mut self, room: GitterRoomId, failure: &Failure) {
         let reader_valid = self
             .state
             .gitter_rooms
