@@ -127,7 +127,7 @@ fn fan_out(c: &mut Criterion, group: &str, text: &str, html: &str) {
                             .effects
                             .iter()
                             .filter_map(|e| match &e.action {
-                                Action::SendMessage { content, .. } => Some(content),
+                                Action::Matrix(MatrixCall::SendMessage { content, .. }) => Some(content),
                                 _ => None,
                             })
                             .collect();
@@ -193,7 +193,7 @@ fn owner_message(bridge: &mut Bridge, n: u64, portal: &OwnedRoomId, owner: &Owne
         assert!(
             out.effects
                 .iter()
-                .any(|e| matches!(e.action, Action::SendGitter { .. })),
+                .any(|e| matches!(e.action, Action::Gitter { call: GitterCall::SendMessage { .. }, .. })),
             "{:?}",
             out.effects
         );

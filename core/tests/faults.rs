@@ -190,7 +190,7 @@ fn two_sends_of_the_same_text_give_two_messages_whatever_is_lost() {
     // The second "ok" is stored by Gitter, then the bridge is killed before the answer.
     h.say(&portal, &alice, "ok");
     let send = h.pending.pop_front().expect("the second send");
-    let Action::SendGitter { text, .. } = &send.action else {
+    let Action::Gitter { call: GitterCall::SendMessage { text, .. }, .. } = &send.action else {
         panic!("{send:?}")
     };
     h.gitter_post(&room, "alice", text);
@@ -219,7 +219,7 @@ fn two_sends_of_the_same_text_both_unsent_at_a_crash_are_each_posted_once() {
     h.say(&portal, &alice, "again");
     // The first reached Gitter, the second did not; then the crash.
     let first = h.pending.pop_front().expect("first send");
-    let Action::SendGitter { text, .. } = &first.action else {
+    let Action::Gitter { call: GitterCall::SendMessage { text, .. }, .. } = &first.action else {
         panic!()
     };
     h.gitter_post(&room, "alice", text);
@@ -237,7 +237,7 @@ fn reconcile_ignores_an_older_message_of_the_same_text_before_the_send() {
     h.settle();
     h.say(&portal, &alice, "yes");
     let send = h.pending.pop_front().expect("the send");
-    assert!(matches!(send.action, Action::SendGitter { .. }));
+    assert!(matches!(send.action, Action::Gitter { call: GitterCall::SendMessage { .. }, .. }));
     // Killed before the POST went out: the reconcile must not take the old "yes" for it.
     h.restart();
     h.settle_with_retries();
@@ -255,7 +255,7 @@ fn a_portal_is_created_with_a_random_alias_that_is_deleted_once_recorded() {
         .log
         .iter()
         .find_map(|e| match &e.action {
-            Action::CreateRoom { alias, .. } => Some(alias.clone()),
+            Action::Matrix(MatrixCall::CreateRoom { alias, .. }) => Some(alias.clone()),
             _ => None,
         })
         .expect("a createRoom");
@@ -269,7 +269,7 @@ fn a_portal_is_created_with_a_random_alias_that_is_deleted_once_recorded() {
         .log
         .iter()
         .filter_map(|e| match &e.action {
-            Action::DeleteAlias { alias } => Some(alias.clone()),
+            Action::Matrix(MatrixCall::DeleteAlias { alias }) => Some(alias.clone()),
             _ => None,
         })
         .collect();
@@ -288,7 +288,7 @@ fn a_room_creation_that_fails_transiently_keeps_its_alias_and_yields_one_portal(
         .log
         .iter()
         .filter_map(|e| match &e.action {
-            Action::CreateRoom { alias, .. } => Some(alias.clone()),
+            Action::Matrix(MatrixCall::CreateRoom { alias, .. }) => Some(alias.clone()),
             _ => None,
         })
         .collect();

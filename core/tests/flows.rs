@@ -61,7 +61,7 @@ fn group_room_is_refused_and_remembered() {
     );
     let out = h.txn(vec![ev]);
     assert!(
-        matches!(&out.effects[..], [Effect { action: Action::Leave { user, .. }, .. }] if user == &bot)
+        matches!(&out.effects[..], [Effect { action: Action::Matrix(MatrixCall::Leave { user, .. }), .. }] if user == &bot)
     );
 }
 
@@ -609,14 +609,14 @@ fn portal_is_private_named_after_the_room_with_topic_and_creator_not_in_power_us
         .log
         .iter()
         .find_map(|e| match &e.action {
-            Action::CreateRoom {
+            Action::Matrix(MatrixCall::CreateRoom {
                 creator,
                 name,
                 topic,
                 invite,
                 power_users,
                 ..
-            } => Some((
+            }) => Some((
                 creator.clone(),
                 name.clone(),
                 topic.clone(),
@@ -640,9 +640,9 @@ fn ghosts_of_small_rooms_join_at_creation_with_display_name() {
     let (alice, _) = h.logged_in_user("alice", "alice");
     let portal = h.portal(&alice, &room).unwrap();
     assert!(h.matrix[&portal].members.contains(&uid("gitter_bob")));
-    assert!(h.log.iter().any(|e| matches!(&e.action, Action::SetDisplayName { user, name } if user == &uid("gitter_bob") && name == "bob Display (Gitter)")));
+    assert!(h.log.iter().any(|e| matches!(&e.action, Action::Matrix(MatrixCall::SetDisplayName { user, name }) if user == &uid("gitter_bob") && name == "bob Display (Gitter)")));
     assert!(h.log.iter().any(
-        |e| matches!(&e.action, Action::RegisterGhost { user } if user == &uid("gitter_bob"))
+        |e| matches!(&e.action, Action::Matrix(MatrixCall::RegisterGhost { user }) if user == &uid("gitter_bob"))
     ));
 }
 
@@ -691,7 +691,7 @@ fn ghost_is_keyed_by_gitter_id_so_a_rename_keeps_it() {
     let senders: Vec<_> = h.timeline(&portal).into_iter().map(|(s, _)| s).collect();
     assert_eq!(senders, vec![uid("gitter_bob"), uid("gitter_bob")]);
     assert!(h.log.iter().any(
-        |e| matches!(&e.action, Action::SetDisplayName { name, .. } if name == "Robert (Gitter)")
+        |e| matches!(&e.action, Action::Matrix(MatrixCall::SetDisplayName { name, .. }) if name == "Robert (Gitter)")
     ));
 }
 
@@ -846,14 +846,14 @@ fn a_new_rooms_baseline_is_committed_before_its_stream_opens() {
     while !h
         .pending
         .front()
-        .is_some_and(|e| matches!(e.action, Action::OpenStream { .. }))
+        .is_some_and(|e| matches!(e.action, Action::Stream(StreamCall::Open { .. })))
     {
         h.complete_next().expect("the stream opens");
     }
     // The baseline read went first, and its cursor is in the store already.
     assert!(h.log.iter().any(|e| matches!(
         &e.action,
-        Action::FetchMessages { after: None, room: r, .. } if r == &room
+        Action::Gitter { call: GitterCall::FetchMessages { after: None, room: r, .. }, .. } if r == &room
     )));
     assert!(h.store.cursors.contains_key(&room));
     // Bob writes, and the bridge dies before the stream connects: the restarted bridge
@@ -898,7 +898,7 @@ fn catch_up_pages_until_a_short_page() {
     let fetches = h
         .log
         .iter()
-        .filter(|e| matches!(e.action, Action::FetchMessages { after: Some(_), .. }))
+        .filter(|e| matches!(e.action, Action::Gitter { call: GitterCall::FetchMessages { after: Some(_), .. }, .. }))
         .count();
     assert!(fetches >= 3);
 }
@@ -944,13 +944,13 @@ fn a_failed_baseline_is_not_retried_once_another_reader_has_one() {
     let reads = |h: &Harness| {
         h.log
             .iter()
-            .filter(|e| matches!(&e.action, Action::FetchMessages { room: r, .. } if r == &room))
+            .filter(|e| matches!(&e.action, Action::Gitter { call: GitterCall::FetchMessages { room: r, .. }, .. } if r == &room))
             .count()
     };
     let opens = |h: &Harness| {
         h.log
             .iter()
-            .filter(|e| matches!(&e.action, Action::OpenStream { room: r, .. } if r == &room))
+            .filter(|e| matches!(&e.action, Action::Stream(StreamCall::Open { room: r, .. }) if r == &room))
             .count()
     };
     let (reads_before, opens_before) = (reads(&h), opens(&h));
@@ -977,7 +977,7 @@ fn another_member_takes_over_reading_when_the_reader_logs_out() {
     h.settle();
     assert_eq!(h.store.gitter_rooms[&room].reader.as_ref(), Some(&bob));
     assert!(h.log.iter().any(
-        |e| matches!(&e.action, Action::OpenStream { token, .. } if token.expose() == "tok-bob")
+        |e| matches!(&e.action, Action::Stream(StreamCall::Open { token, .. }) if token.expose() == "tok-bob")
     ));
     h.gitter_says(&room, "carol", "still here");
     h.settle();
@@ -1056,8 +1056,8 @@ fn echo_arriving_before_the_send_result_is_held_and_recognised() {
     h.say(&pa, &alice, "race");
     // Execute the POST in the world but hold back its result.
     let send = h.pending.pop_front().unwrap();
-    assert!(matches!(send.action, Action::SendGitter { .. }));
-    let Action::SendGitter { text, .. } = &send.action else {
+    assert!(matches!(send.action, Action::Gitter { call: GitterCall::SendMessage { .. }, .. }));
+    let Action::Gitter { call: GitterCall::SendMessage { text, .. }, .. } = &send.action else {
         unreachable!()
     };
     let posted = h.gitter_post(&room, "alice", text);
@@ -1280,7 +1280,7 @@ fn matrix_transaction_ids_come_from_effect_ids_and_are_unique() {
     let ids: Vec<String> = h
         .log
         .iter()
-        .filter(|e| matches!(e.action, Action::SendMessage { .. }))
+        .filter(|e| matches!(e.action, Action::Matrix(MatrixCall::SendMessage { .. })))
         .map(|e| e.id.matrix_txn_id())
         .collect();
     let unique: std::collections::BTreeSet<_> = ids.iter().collect();
@@ -1298,7 +1298,7 @@ fn restart_replays_the_outbox_and_reconciles_gitter_sends() {
     h.say(&portal, &alice, "survives");
     // The POST reached Gitter, then the bridge crashed before recording the result.
     let send = h.pending.pop_front().unwrap();
-    let Action::SendGitter { text, .. } = &send.action else {
+    let Action::Gitter { call: GitterCall::SendMessage { text, .. }, .. } = &send.action else {
         panic!()
     };
     h.gitter_post(&room, "alice", text);
@@ -1310,10 +1310,10 @@ fn restart_replays_the_outbox_and_reconciles_gitter_sends() {
         .expect("the send is replayed");
     assert!(matches!(
         replay.action,
-        Action::SendGitter {
+        Action::Gitter { call: GitterCall::SendMessage {
             reconcile: true,
             ..
-        }
+        }, .. }
     ));
     h.settle();
     assert_eq!(

@@ -113,7 +113,7 @@ fn a_third_person_in_the_control_room_makes_the_bot_say_why_and_leave_for_good()
     assert!(h.store.refused_rooms.contains(&dm));
     assert!(
         h.log.iter().any(
-            |e| matches!(&e.action, Action::Leave { room, user } if *room == dm && *user == h.bot())
+            |e| matches!(&e.action, Action::Matrix(MatrixCall::Leave { room, user }) if *room == dm && *user == h.bot())
         ),
         "the bot left"
     );

@@ -239,11 +239,11 @@ impl Harness {
     fn respond(&mut self, effect: &Effect) -> EffectResult {
         // Injected send failures hit the POSTs, not the reconcile reads between them.
         let reconcile_read = matches!(
-            effect.action,
-            Action::SendGitter {
+            effect.action.gitter_send(),
+            Some(GitterCall::SendMessage {
                 reconcile: true,
                 ..
-            }
+            })
         );
         if let Some(kind) = self
             .failures
@@ -254,7 +254,29 @@ impl Harness {
             return Err(Failure::new(kind, "injected"));
         }
         match &effect.action {
-            Action::CreateRoom {
+            Action::Matrix(call) => self.respond_matrix(call),
+            Action::OAuth { code } => {
+                let name = code.expose().trim_start_matches("code-").to_owned();
+                let token = format!("tok-{name}");
+                self.tokens.insert(token.clone(), name);
+                Ok(EffectOutput::Token(Secret::new(token)))
+            }
+            Action::Gitter { token, call } => self.respond_gitter(token, call),
+            Action::Stream(StreamCall::Open { room, .. }) => {
+                self.streams.insert(room.clone());
+                Ok(EffectOutput::Done)
+            }
+            Action::Stream(StreamCall::Close { room }) => {
+                self.streams.remove(room);
+                Ok(EffectOutput::Done)
+            }
+            Action::Store(call) => Ok(self.respond_store(call)),
+        }
+    }
+
+    fn respond_matrix(&mut self, call: &MatrixCall) -> EffectResult {
+        match call {
+            MatrixCall::CreateRoom {
                 creator,
                 invite,
                 power_users,
@@ -271,7 +293,7 @@ impl Harness {
                 self.matrix.insert(id.clone(), room);
                 Ok(EffectOutput::RoomCreated(id))
             }
-            Action::SendMessage {
+            MatrixCall::SendMessage {
                 room,
                 sender,
                 content,
@@ -282,8 +304,8 @@ impl Harness {
                 let ev: OwnedEventId = format!("${}", self.fresh("ev")).try_into().unwrap();
                 Ok(EffectOutput::EventSent(ev))
             }
-            Action::Join { room, user, .. }
-            | Action::Invite {
+            MatrixCall::Join { room, user, .. }
+            | MatrixCall::Invite {
                 room, target: user, ..
             } => {
                 self.matrix
@@ -293,8 +315,8 @@ impl Harness {
                     .insert(user.clone());
                 Ok(EffectOutput::Done)
             }
-            Action::Leave { room, user }
-            | Action::Kick {
+            MatrixCall::Leave { room, user }
+            | MatrixCall::Kick {
                 room, target: user, ..
             } => {
                 self.matrix
@@ -304,26 +326,25 @@ impl Harness {
                     .remove(user);
                 Ok(EffectOutput::Done)
             }
-            Action::RoomMembers { room, .. } => Ok(EffectOutput::MatrixMembers(
+            MatrixCall::RoomMembers { room, .. } => Ok(EffectOutput::MatrixMembers(
                 self.matrix
                     .get(room)
                     .map(|r| r.members.iter().cloned().collect())
                     .unwrap_or_default(),
             )),
-            Action::RegisterGhost { .. }
-            | Action::SetDisplayName { .. }
-            | Action::DeleteAlias { .. } => Ok(EffectOutput::Done),
-            Action::ExchangeCode { code, .. } => {
-                let name = code.expose().trim_start_matches("code-").to_owned();
-                let token = format!("tok-{name}");
-                self.tokens.insert(token.clone(), name);
-                Ok(EffectOutput::Token(Secret::new(token)))
-            }
-            Action::GetGitterUser { token, .. } => match self.tokens.get(token.expose()) {
+            MatrixCall::RegisterGhost { .. }
+            | MatrixCall::SetDisplayName { .. }
+            | MatrixCall::DeleteAlias { .. } => Ok(EffectOutput::Done),
+        }
+    }
+
+    fn respond_gitter(&mut self, token: &Secret, call: &GitterCall) -> EffectResult {
+        match call {
+            GitterCall::CurrentUser => match self.tokens.get(token.expose()) {
                 Some(name) => Ok(EffectOutput::GitterUser(gitter_user(name))),
                 None => Err(Failure::new(FailureKind::TokenRevoked, "401")),
             },
-            Action::ListRooms { token, .. } => {
+            GitterCall::ListRooms => {
                 let name = self.tokens.get(token.expose()).cloned().unwrap_or_default();
                 Ok(EffectOutput::GitterRooms(
                     self.gitter
@@ -336,7 +357,7 @@ impl Harness {
                         .collect(),
                 ))
             }
-            Action::ResolveRoom { token, uri, .. } => {
+            GitterCall::ResolveRoom { uri } => {
                 let name = self.tokens.get(token.expose()).cloned().unwrap_or_default();
                 match self.gitter.values().find(|r| {
                     r.room
@@ -351,13 +372,13 @@ impl Harness {
                     None => Err(Failure::new(FailureKind::NotFound, "404")),
                 }
             }
-            Action::JoinGitterRoom { token, room, .. } => {
+            GitterCall::JoinRoom { room, .. } => {
                 let name = self.tokens.get(token.expose()).cloned().unwrap_or_default();
                 let r = self.gitter.get_mut(room).expect("room");
                 r.members.insert(name);
                 Ok(EffectOutput::GitterRoom(r.room.clone()))
             }
-            Action::LeaveGitterRoom { token, room, .. } => {
+            GitterCall::LeaveRoom { room, .. } => {
                 let name = self.tokens.get(token.expose()).cloned().unwrap_or_default();
                 let r = self.gitter.get_mut(room).expect("room");
                 if r.members.remove(&name) {
@@ -366,16 +387,14 @@ impl Harness {
                     Err(Failure::new(FailureKind::NotFound, "404"))
                 }
             }
-            Action::GitterRoomMembers { room, .. } => Ok(EffectOutput::GitterUsers(
+            GitterCall::RoomMembers { room } => Ok(EffectOutput::GitterUsers(
                 self.gitter[room]
                     .members
                     .iter()
                     .map(|m| gitter_user(m))
                     .collect(),
             )),
-            Action::FetchMessages {
-                room, after, limit, ..
-            } => {
+            GitterCall::FetchMessages { room, after, limit } => {
                 let all = &self.gitter[room].messages;
                 let page: Vec<_> = match after {
                     Some(after) => {
@@ -386,15 +405,13 @@ impl Harness {
                 };
                 Ok(EffectOutput::GitterMessages(page))
             }
-            Action::SendGitter {
-                token,
+            GitterCall::SendMessage {
                 room,
                 text,
                 status,
                 reconcile,
                 after,
                 gitter_user: _,
-                ..
             } => {
                 let name = self.tokens.get(token.expose()).cloned().unwrap_or_default();
                 if *reconcile {
@@ -428,23 +445,39 @@ impl Harness {
                 }
                 Ok(EffectOutput::GitterMessage(m))
             }
-            Action::OpenStream { room, .. } => {
-                self.streams.insert(room.clone());
-                Ok(EffectOutput::Done)
-            }
-            Action::CloseStream { room } => {
-                self.streams.remove(room);
-                Ok(EffectOutput::Done)
-            }
-            Action::PruneMappings { older_than, .. } => {
+        }
+    }
+
+    /// The model store answers from every mapping it holds (the bridge holds only its hot
+    /// set).
+    fn respond_store(&mut self, call: &StoreCall) -> EffectOutput {
+        match call {
+            StoreCall::PruneMappings { older_than, .. } => {
                 // The model store does at once what a store does in batches.
                 let before = self.store.messages.len();
                 self.store.messages.retain(|_, m| m.at >= *older_than);
-                Ok(EffectOutput::Pruned {
+                EffectOutput::Pruned {
                     removed: (before - self.store.messages.len()) as u64,
                     resume: None,
-                })
+                }
             }
+            StoreCall::MappingByGitterId {
+                owner, gitter_id, ..
+            } => EffectOutput::Mapping(
+                self.store
+                    .messages
+                    .get(&(owner.clone(), gitter_id.clone()))
+                    .cloned(),
+            ),
+            StoreCall::MappingByEvent {
+                owner, event_id, ..
+            } => EffectOutput::Mapping(
+                self.store
+                    .messages
+                    .values()
+                    .find(|m| &m.owner == owner && m.event_id.as_ref() == Some(event_id))
+                    .cloned(),
+            ),
         }
     }
 
@@ -463,15 +496,19 @@ impl Harness {
             result: result.clone(),
         });
         match (&effect.action, &result) {
-            (Action::OpenStream { room, .. }, Ok(_)) => {
+            (Action::Stream(StreamCall::Open { room, .. }), Ok(_)) => {
                 self.down.remove(room);
                 self.step(Input::StreamConnected { room: room.clone() });
             }
             // Gitter streams the sender's own messages too (docs/gitter-api.md §5.1).
             (
-                Action::SendGitter {
-                    room,
-                    reconcile: false,
+                Action::Gitter {
+                    call:
+                        GitterCall::SendMessage {
+                            room,
+                            reconcile: false,
+                            ..
+                        },
                     ..
                 },
                 Ok(EffectOutput::GitterMessage(m)),
@@ -483,9 +520,13 @@ impl Harness {
             }
             // A lost answer: Gitter stored the message and streams it all the same.
             (
-                Action::SendGitter {
-                    room,
-                    reconcile: false,
+                Action::Gitter {
+                    call:
+                        GitterCall::SendMessage {
+                            room,
+                            reconcile: false,
+                            ..
+                        },
                     ..
                 },
                 Err(f),
