@@ -1,8 +1,8 @@
-//! [`GitterClient::execute`]: runs one core [`Action`] against Gitter and reports an
+//! [`GitterClient::execute`]: runs one core Gitter [`Action`] against Gitter and reports an
 //! [`EffectResult`]. Pure translation: the core decided what to do; this only says how it went.
 
 use gitter_bridge_core::{
-    Action, EffectOutput, EffectResult, GitterMessage, GitterRoom, GitterUser, Secret,
+    Action, EffectOutput, EffectResult, GitterCall, GitterMessage, GitterRoom, GitterUser, Secret,
 };
 
 use crate::client::GitterClient;
@@ -19,15 +19,13 @@ const RECONCILE_PAGE: u32 = 100;
 const RECONCILE_PAGES: usize = 50;
 
 impl GitterClient {
-    /// Executes a Gitter action: `ExchangeCode`, `GetGitterUser`, `ListRooms`, `ResolveRoom`,
-    /// `JoinGitterRoom`, `LeaveGitterRoom`, `GitterRoomMembers`, `FetchMessages` and
-    /// `SendGitter`. Transient faults have been retried by the time this returns.
+    /// Executes a Gitter action: an [`Action::OAuth`] code exchange or an [`Action::Gitter`]
+    /// REST call. Transient faults have been retried by the time this returns.
     ///
-    /// `OpenStream`/`CloseStream` belong to [`crate::StreamManager`] and Matrix actions to
-    /// the Matrix adapter: handing them here is a wiring bug, answered with a `Rejected`
-    /// failure.
+    /// Stream control belongs to [`crate::StreamManager`] and Matrix calls to the Matrix
+    /// adapter: handing them here is a wiring bug, answered with a `Rejected` failure.
     pub async fn execute(&self, action: &Action) -> EffectResult {
-        let secret = action_secret(action);
+        let secret = action.secret();
         match self.run(action).await {
             Ok(output) => Ok(output),
             Err(error) => {
@@ -48,58 +46,52 @@ impl GitterClient {
     }
 
     async fn run(&self, action: &Action) -> Result<EffectOutput, GitterError> {
-        match action {
-            Action::ExchangeCode { code, .. } => {
+        let (token, call) = match action {
+            Action::OAuth { code } => {
                 let token = self.oauth().exchange_code(code).await?;
-                Ok(EffectOutput::Token(token))
+                return Ok(EffectOutput::Token(token));
             }
-            Action::GetGitterUser { token, .. } => {
+            Action::Gitter { token, call } => (token, call),
+            other => {
+                return Err(GitterError::Config(format!(
+                    "{} is not a Gitter REST call",
+                    other.name()
+                )));
+            }
+        };
+        match call {
+            GitterCall::CurrentUser => {
                 let user = self.current_user(token).await?;
                 Ok(EffectOutput::GitterUser(GitterUser::from(user)))
             }
-            Action::ListRooms { token, .. } => {
+            GitterCall::ListRooms => {
                 let rooms = self.rooms(token, None).await?;
                 Ok(EffectOutput::GitterRooms(
                     rooms.into_iter().map(GitterRoom::from).collect(),
                 ))
             }
-            Action::ResolveRoom { token, uri, .. } => {
+            GitterCall::ResolveRoom { uri } => {
                 let room = self.resolve_room(token, uri).await?;
                 Ok(EffectOutput::GitterRoom(room.into()))
             }
-            Action::JoinGitterRoom {
-                token,
-                gitter_user,
-                room,
-                ..
-            } => {
+            GitterCall::JoinRoom { gitter_user, room } => {
                 let room = self
                     .join_room(token, gitter_user.as_str(), room.as_str())
                     .await?;
                 Ok(EffectOutput::GitterRoom(room.into()))
             }
-            Action::LeaveGitterRoom {
-                token,
-                gitter_user,
-                room,
-                ..
-            } => {
+            GitterCall::LeaveRoom { gitter_user, room } => {
                 self.leave_room(token, room.as_str(), gitter_user.as_str())
                     .await?;
                 Ok(EffectOutput::Done)
             }
-            Action::GitterRoomMembers { token, room, .. } => {
+            GitterCall::RoomMembers { room } => {
                 let users = self.room_members(token, room.as_str()).await?;
                 Ok(EffectOutput::GitterUsers(
                     users.into_iter().map(GitterUser::from).collect(),
                 ))
             }
-            Action::FetchMessages {
-                token,
-                room,
-                after,
-                limit,
-            } => {
+            GitterCall::FetchMessages { room, after, limit } => {
                 // Without a cursor, no `afterId`: the server then gives the newest `limit`.
                 let after = after.as_ref().map(|a| a.as_str());
                 let page = self
@@ -121,15 +113,13 @@ impl GitterClient {
                     .collect();
                 Ok(EffectOutput::GitterMessages(messages))
             }
-            Action::SendGitter {
-                token,
+            GitterCall::SendMessage {
                 gitter_user,
                 room,
                 text,
                 status,
                 reconcile,
                 after,
-                ..
             } => {
                 if *reconcile {
                     // A Gitter POST has no idempotency key: a send whose outcome is unknown
@@ -153,16 +143,6 @@ impl GitterClient {
                     .await?;
                 into_core(sent).map(EffectOutput::GitterMessage)
             }
-            Action::OpenStream { .. } | Action::CloseStream { .. } => {
-                Err(GitterError::Config(format!(
-                    "{} goes to the StreamManager, not GitterClient::execute",
-                    action.name()
-                )))
-            }
-            other => Err(GitterError::Config(format!(
-                "{} is not a Gitter action",
-                other.name()
-            ))),
         }
     }
 }
@@ -206,12 +186,4 @@ impl GitterClient {
 fn into_core(m: Message) -> Result<GitterMessage, GitterError> {
     m.into_core()
         .ok_or_else(|| GitterError::Decode("message without id or author".to_owned()))
-}
-
-/// The secret an action carries, to scrub it from failure messages.
-fn action_secret(action: &Action) -> Option<&Secret> {
-    match action {
-        Action::ExchangeCode { code, .. } => Some(code),
-        other => other.gitter_token(),
-    }
 }

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use gitter_bridge_core::{
-    Action, EffectOutput, EffectResult, FailureKind, GitterMessage, GitterRoomId, Input, Secret,
+    EffectOutput, EffectResult, FailureKind, GitterMessage, GitterRoomId, Input, Secret,
+    StreamCall,
 };
 use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
@@ -324,7 +325,7 @@ impl From<StreamEvent> for Input {
 
 // ---- the manager ----
 
-/// One reader task per Gitter room. [`Action::OpenStream`] and [`Action::CloseStream`] map to
+/// One reader task per Gitter room. [`StreamCall::Open`] and [`StreamCall::Close`] map to
 /// [`StreamManager::open`] and [`StreamManager::close`] (or [`StreamManager::execute`]).
 #[derive(Debug)]
 pub struct StreamManager {
@@ -390,19 +391,15 @@ impl StreamManager {
         self.tasks.keys()
     }
 
-    /// Runs `OpenStream`/`CloseStream` (both answer `Done`); `None` for any other action.
-    pub async fn execute(&mut self, action: &Action) -> Option<EffectResult> {
-        match action {
-            Action::OpenStream { room, token } => {
-                self.open(room.clone(), token.clone()).await;
-                Some(Ok(EffectOutput::Done))
-            }
-            Action::CloseStream { room } => {
+    /// Runs a stream call (both answer `Done`).
+    pub async fn execute(&mut self, call: &StreamCall) -> EffectResult {
+        match call {
+            StreamCall::Open { room, token } => self.open(room.clone(), token.clone()).await,
+            StreamCall::Close { room } => {
                 self.close(room).await;
-                Some(Ok(EffectOutput::Done))
             }
-            _ => None,
         }
+        Ok(EffectOutput::Done)
     }
 
     async fn stop(&mut self, room: &GitterRoomId) -> bool {

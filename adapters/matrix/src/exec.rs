@@ -1,6 +1,6 @@
-//! Execution of the core's Matrix [`Action`]s.
+//! Execution of the core's Matrix calls ([`Action::Matrix`]).
 
-use gitter_bridge_core::{Action, Effect, EffectId, EffectOutput, EffectResult};
+use gitter_bridge_core::{Action, Effect, EffectId, EffectOutput, EffectResult, MatrixCall};
 
 use crate::client::MatrixClient;
 use crate::error::MatrixError;
@@ -29,22 +29,27 @@ impl MatrixClient {
         id: EffectId,
         action: &Action,
     ) -> Result<EffectOutput, MatrixError> {
-        match action {
-            Action::RegisterGhost { user } => {
+        let Action::Matrix(call) = action else {
+            return Err(MatrixError::Misuse(format!(
+                "{} is not a Matrix action",
+                action.name()
+            )));
+        };
+        match call {
+            MatrixCall::RegisterGhost { user } => {
                 self.register_ghost(user).await?;
                 Ok(EffectOutput::Done)
             }
-            Action::SetDisplayName { user, name } => {
+            MatrixCall::SetDisplayName { user, name } => {
                 self.set_display_name(user, name).await?;
                 Ok(EffectOutput::Done)
             }
-            Action::CreateRoom {
+            MatrixCall::CreateRoom {
                 creator,
                 name,
                 topic,
                 invite,
                 power_users,
-                purpose: _,
                 alias,
             } => {
                 let room = self
@@ -52,11 +57,11 @@ impl MatrixClient {
                     .await?;
                 Ok(EffectOutput::RoomCreated(room))
             }
-            Action::DeleteAlias { alias } => {
+            MatrixCall::DeleteAlias { alias } => {
                 self.delete_alias(alias).await?;
                 Ok(EffectOutput::Done)
             }
-            Action::Invite {
+            MatrixCall::Invite {
                 room,
                 sender,
                 target,
@@ -64,15 +69,15 @@ impl MatrixClient {
                 self.invite(room, sender, target).await?;
                 Ok(EffectOutput::Done)
             }
-            Action::Join { room, user, .. } => {
+            MatrixCall::Join { room, user } => {
                 self.join(room, user).await?;
                 Ok(EffectOutput::Done)
             }
-            Action::Leave { room, user } => {
+            MatrixCall::Leave { room, user } => {
                 self.leave(room, user).await?;
                 Ok(EffectOutput::Done)
             }
-            Action::Kick {
+            MatrixCall::Kick {
                 room,
                 sender,
                 target,
@@ -81,27 +86,22 @@ impl MatrixClient {
                 self.kick(room, sender, target, reason).await?;
                 Ok(EffectOutput::Done)
             }
-            Action::SendMessage {
+            MatrixCall::SendMessage {
                 room,
                 sender,
                 content,
                 ts,
-                relay: _,
             } => {
                 let event = self
                     .send_message(room, sender, &id.matrix_txn_id(), content, ts.map(|t| t.0))
                     .await?;
                 Ok(EffectOutput::EventSent(event))
             }
-            Action::RoomMembers { room, .. } => {
+            MatrixCall::RoomMembers { room } => {
                 // Listed as the bot: it is the one that was invited or created the room.
                 let members = self.room_members(room, self.bot()).await?;
                 Ok(EffectOutput::MatrixMembers(members))
             }
-            other => Err(MatrixError::Misuse(format!(
-                "{} is not a Matrix action",
-                other.name()
-            ))),
         }
     }
 }

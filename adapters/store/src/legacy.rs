@@ -8,11 +8,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gitter_bridge_core::{
-    Action, CreatePurpose, EffectId, GitterMessage, GitterMessageId, GitterRoomId, GitterUserId,
-    JoinPurpose, Lane, ListPurpose, MatrixContent, MembersPurpose, OwnedRoomId, OwnedUserId,
-    PortalState, RelayRef, RequestId, ResolvePurpose, Secret, SendOrigin, Timestamp,
+    Action, CommandThen, Effect, EffectId, GhostThen, GitterCall, GitterMessage, GitterMessageId,
+    GitterRoomId, GitterUserId, InviteThen, Lane, LoginThen, MatrixCall, MatrixContent,
+    OwnedRoomId, OwnedUserId, PortalState, PortalThen, PruneThen, RelayRef, RelayThen, RequestId,
+    ResolvePurpose, Secret, SendOrigin, StoreCall, StreamCall, StreamThen, Then, Timestamp,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// An outbox row of schema version 1.
 #[derive(Deserialize)]
@@ -42,7 +43,7 @@ pub(crate) enum ActionV1 {
         topic: String,
         invite: Vec<OwnedUserId>,
         power_users: BTreeMap<OwnedUserId, i64>,
-        purpose: CreatePurpose,
+        purpose: CreatePurposeV3,
     },
     Invite {
         room: OwnedRoomId,
@@ -52,7 +53,7 @@ pub(crate) enum ActionV1 {
     Join {
         room: OwnedRoomId,
         user: OwnedUserId,
-        purpose: JoinPurpose,
+        purpose: JoinPurposeV3,
     },
     Leave {
         room: OwnedRoomId,
@@ -73,7 +74,7 @@ pub(crate) enum ActionV1 {
     },
     RoomMembers {
         room: OwnedRoomId,
-        purpose: MembersPurpose,
+        purpose: MembersPurposeV3,
     },
 
     // ---- Gitter ----
@@ -90,7 +91,7 @@ pub(crate) enum ActionV1 {
     ListRooms {
         token: Secret,
         user: OwnedUserId,
-        purpose: ListPurpose,
+        purpose: ListPurposeV3,
     },
     ResolveRoom {
         token: Secret,
@@ -184,7 +185,7 @@ pub(crate) struct MessageRecordV2 {
 }
 
 impl ActionV1 {
-    /// The current action. A room creation gets the alias that makes it idempotent (drawn
+    /// The action of version 3 (versions 2 and 3 share the outbox's layout). A room creation gets the alias that makes it idempotent (drawn
     /// here: the old row had none); a send gets its room's cursor as the point after which
     /// a reconcile looks (the cursor never passes a message that was not relayed, so the
     /// send's copy, if any, is after it).
@@ -192,10 +193,10 @@ impl ActionV1 {
         self,
         alias: impl FnOnce() -> String,
         cursor: impl FnOnce(&GitterRoomId) -> Option<GitterMessageId>,
-    ) -> Action {
+    ) -> ActionV3 {
         match self {
-            ActionV1::RegisterGhost { user } => Action::RegisterGhost { user },
-            ActionV1::SetDisplayName { user, name } => Action::SetDisplayName { user, name },
+            ActionV1::RegisterGhost { user } => ActionV3::RegisterGhost { user },
+            ActionV1::SetDisplayName { user, name } => ActionV3::SetDisplayName { user, name },
             ActionV1::CreateRoom {
                 creator,
                 name,
@@ -203,7 +204,7 @@ impl ActionV1 {
                 invite,
                 power_users,
                 purpose,
-            } => Action::CreateRoom {
+            } => ActionV3::CreateRoom {
                 creator,
                 name,
                 topic,
@@ -216,7 +217,7 @@ impl ActionV1 {
                 room,
                 sender,
                 target,
-            } => Action::Invite {
+            } => ActionV3::Invite {
                 room,
                 sender,
                 target,
@@ -225,18 +226,18 @@ impl ActionV1 {
                 room,
                 user,
                 purpose,
-            } => Action::Join {
+            } => ActionV3::Join {
                 room,
                 user,
                 purpose,
             },
-            ActionV1::Leave { room, user } => Action::Leave { room, user },
+            ActionV1::Leave { room, user } => ActionV3::Leave { room, user },
             ActionV1::Kick {
                 room,
                 sender,
                 target,
                 reason,
-            } => Action::Kick {
+            } => ActionV3::Kick {
                 room,
                 sender,
                 target,
@@ -248,19 +249,19 @@ impl ActionV1 {
                 content,
                 relay,
                 ts,
-            } => Action::SendMessage {
+            } => ActionV3::SendMessage {
                 room,
                 sender,
                 content,
                 relay,
                 ts,
             },
-            ActionV1::RoomMembers { room, purpose } => Action::RoomMembers { room, purpose },
+            ActionV1::RoomMembers { room, purpose } => ActionV3::RoomMembers { room, purpose },
             ActionV1::ExchangeCode {
                 code,
                 user,
                 request,
-            } => Action::ExchangeCode {
+            } => ActionV3::ExchangeCode {
                 code,
                 user,
                 request,
@@ -269,7 +270,7 @@ impl ActionV1 {
                 token,
                 user,
                 request,
-            } => Action::GetGitterUser {
+            } => ActionV3::GetGitterUser {
                 token,
                 user,
                 request,
@@ -278,7 +279,7 @@ impl ActionV1 {
                 token,
                 user,
                 purpose,
-            } => Action::ListRooms {
+            } => ActionV3::ListRooms {
                 token,
                 user,
                 purpose,
@@ -288,7 +289,7 @@ impl ActionV1 {
                 user,
                 uri,
                 purpose,
-            } => Action::ResolveRoom {
+            } => ActionV3::ResolveRoom {
                 token,
                 user,
                 uri,
@@ -299,7 +300,7 @@ impl ActionV1 {
                 user,
                 gitter_user,
                 room,
-            } => Action::JoinGitterRoom {
+            } => ActionV3::JoinGitterRoom {
                 token,
                 user,
                 gitter_user,
@@ -311,7 +312,7 @@ impl ActionV1 {
                 gitter_user,
                 room,
                 uri,
-            } => Action::LeaveGitterRoom {
+            } => ActionV3::LeaveGitterRoom {
                 token,
                 user,
                 gitter_user,
@@ -319,14 +320,14 @@ impl ActionV1 {
                 uri,
             },
             ActionV1::GitterRoomMembers { token, room, owner } => {
-                Action::GitterRoomMembers { token, room, owner }
+                ActionV3::GitterRoomMembers { token, room, owner }
             }
             ActionV1::FetchMessages {
                 token,
                 room,
                 after,
                 limit,
-            } => Action::FetchMessages {
+            } => ActionV3::FetchMessages {
                 token,
                 room,
                 after,
@@ -341,7 +342,7 @@ impl ActionV1 {
                 reconcile,
                 not_before: _,
                 origin,
-            } => Action::SendGitter {
+            } => ActionV3::SendGitter {
                 after: cursor(&room),
                 token,
                 gitter_user,
@@ -351,8 +352,406 @@ impl ActionV1 {
                 reconcile,
                 origin,
             },
-            ActionV1::OpenStream { room, token } => Action::OpenStream { room, token },
-            ActionV1::CloseStream { room } => Action::CloseStream { room },
+            ActionV1::OpenStream { room, token } => ActionV3::OpenStream { room, token },
+            ActionV1::CloseStream { room } => ActionV3::CloseStream { room },
+        }
+    }
+}
+
+/// An outbox row of schema versions 2 and 3.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct EffectV3 {
+    pub(crate) id: EffectId,
+    pub(crate) lane: Lane,
+    pub(crate) action: ActionV3,
+}
+
+/// `Action` of schema versions 2 and 3: one flat enum, the continuation data (purposes, the
+/// relay, the origin, the browser request) in the actions' fields.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum ActionV3 {
+    RegisterGhost {
+        user: OwnedUserId,
+    },
+    SetDisplayName {
+        user: OwnedUserId,
+        name: String,
+    },
+    CreateRoom {
+        creator: OwnedUserId,
+        name: String,
+        topic: String,
+        invite: Vec<OwnedUserId>,
+        power_users: BTreeMap<OwnedUserId, i64>,
+        purpose: CreatePurposeV3,
+        alias: String,
+    },
+    Invite {
+        room: OwnedRoomId,
+        sender: OwnedUserId,
+        target: OwnedUserId,
+    },
+    Join {
+        room: OwnedRoomId,
+        user: OwnedUserId,
+        purpose: JoinPurposeV3,
+    },
+    Leave {
+        room: OwnedRoomId,
+        user: OwnedUserId,
+    },
+    Kick {
+        room: OwnedRoomId,
+        sender: OwnedUserId,
+        target: OwnedUserId,
+        reason: String,
+    },
+    SendMessage {
+        room: OwnedRoomId,
+        sender: OwnedUserId,
+        content: MatrixContent,
+        relay: Option<RelayRef>,
+        ts: Option<Timestamp>,
+    },
+    DeleteAlias {
+        alias: String,
+    },
+    RoomMembers {
+        room: OwnedRoomId,
+        purpose: MembersPurposeV3,
+    },
+    ExchangeCode {
+        code: Secret,
+        user: OwnedUserId,
+        request: RequestId,
+    },
+    GetGitterUser {
+        token: Secret,
+        user: OwnedUserId,
+        request: RequestId,
+    },
+    ListRooms {
+        token: Secret,
+        user: OwnedUserId,
+        purpose: ListPurposeV3,
+    },
+    ResolveRoom {
+        token: Secret,
+        user: OwnedUserId,
+        uri: String,
+        purpose: ResolvePurpose,
+    },
+    JoinGitterRoom {
+        token: Secret,
+        user: OwnedUserId,
+        gitter_user: GitterUserId,
+        room: GitterRoomId,
+    },
+    LeaveGitterRoom {
+        token: Secret,
+        user: OwnedUserId,
+        gitter_user: GitterUserId,
+        room: GitterRoomId,
+        uri: String,
+    },
+    GitterRoomMembers {
+        token: Secret,
+        room: GitterRoomId,
+        owner: OwnedUserId,
+    },
+    FetchMessages {
+        token: Secret,
+        room: GitterRoomId,
+        after: Option<GitterMessageId>,
+        limit: u32,
+    },
+    SendGitter {
+        token: Secret,
+        gitter_user: GitterUserId,
+        room: GitterRoomId,
+        text: String,
+        status: bool,
+        reconcile: bool,
+        after: Option<GitterMessageId>,
+        origin: SendOrigin,
+    },
+    OpenStream {
+        room: GitterRoomId,
+        token: Secret,
+    },
+    CloseStream {
+        room: GitterRoomId,
+    },
+    PruneMappings {
+        older_than: Timestamp,
+        resume: Option<Vec<u8>>,
+        batch: u32,
+    },
+}
+
+/// Why a room was created, up to schema version 3.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum CreatePurposeV3 {
+    Portal {
+        owner: OwnedUserId,
+        room: GitterRoomId,
+    },
+}
+
+/// Why someone joined a room, up to schema version 3.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum JoinPurposeV3 {
+    BotInvite {
+        inviter: OwnedUserId,
+        permitted: bool,
+    },
+    Ghost,
+}
+
+/// Why room members were listed, up to schema version 3.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum MembersPurposeV3 {
+    CheckPrivate { inviter: OwnedUserId },
+}
+
+/// Why a user's rooms were listed, up to schema version 3.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum ListPurposeV3 {
+    ListCommand,
+    OpenPortals,
+}
+
+impl EffectV3 {
+    /// The effect of version 4: the action typed by destination, the token in one field,
+    /// and what the core does with the answer moved out of the action into its
+    /// continuation.
+    pub(crate) fn upgrade(self) -> Effect {
+        use ActionV3 as A;
+        let m = Action::Matrix;
+        let g = |token, call| Action::Gitter { token, call };
+        let (action, then) = match self.action {
+            A::RegisterGhost { user } => (
+                m(MatrixCall::RegisterGhost { user: user.clone() }),
+                Then::Ghost(GhostThen::Registered(user)),
+            ),
+            A::SetDisplayName { user, name } => {
+                (m(MatrixCall::SetDisplayName { user, name }), Then::Nothing)
+            }
+            A::CreateRoom {
+                creator,
+                name,
+                topic,
+                invite,
+                power_users,
+                purpose: CreatePurposeV3::Portal { owner, room },
+                alias,
+            } => (
+                m(MatrixCall::CreateRoom {
+                    creator,
+                    name,
+                    topic,
+                    invite,
+                    power_users,
+                    alias: alias.clone(),
+                }),
+                Then::Portal(PortalThen::Created { owner, room, alias }),
+            ),
+            A::Invite {
+                room,
+                sender,
+                target,
+            } => (
+                m(MatrixCall::Invite {
+                    room,
+                    sender,
+                    target,
+                }),
+                Then::Nothing,
+            ),
+            A::Join {
+                room,
+                user,
+                purpose,
+            } => (
+                m(MatrixCall::Join {
+                    room: room.clone(),
+                    user,
+                }),
+                match purpose {
+                    JoinPurposeV3::BotInvite { inviter, permitted } => {
+                        Then::Invite(InviteThen::BotJoined {
+                            room,
+                            inviter,
+                            permitted,
+                        })
+                    }
+                    JoinPurposeV3::Ghost => Then::Nothing,
+                },
+            ),
+            A::Leave { room, user } => (m(MatrixCall::Leave { room, user }), Then::Nothing),
+            A::Kick {
+                room,
+                sender,
+                target,
+                reason,
+            } => (
+                m(MatrixCall::Kick {
+                    room,
+                    sender,
+                    target,
+                    reason,
+                }),
+                Then::Nothing,
+            ),
+            A::SendMessage {
+                room,
+                sender,
+                content,
+                relay,
+                ts,
+            } => (
+                m(MatrixCall::SendMessage {
+                    room,
+                    sender,
+                    content,
+                    ts,
+                }),
+                relay.map_or(Then::Nothing, |r| Then::Relay(RelayThen::ToMatrix(r))),
+            ),
+            A::DeleteAlias { alias } => (m(MatrixCall::DeleteAlias { alias }), Then::Nothing),
+            A::RoomMembers {
+                room,
+                purpose: MembersPurposeV3::CheckPrivate { inviter },
+            } => (
+                m(MatrixCall::RoomMembers { room: room.clone() }),
+                Then::Invite(InviteThen::CheckPrivate { room, inviter }),
+            ),
+            A::ExchangeCode {
+                code,
+                user,
+                request,
+            } => (
+                Action::OAuth { code },
+                Then::Login(LoginThen::CodeExchanged { user, request }),
+            ),
+            A::GetGitterUser {
+                token,
+                user,
+                request,
+            } => (
+                g(token, GitterCall::CurrentUser),
+                Then::Login(LoginThen::UserFetched { user, request }),
+            ),
+            A::ListRooms {
+                token,
+                user,
+                purpose,
+            } => (
+                g(token, GitterCall::ListRooms),
+                match purpose {
+                    ListPurposeV3::ListCommand => Then::Command(CommandThen::Listed { user }),
+                    ListPurposeV3::OpenPortals => Then::Login(LoginThen::OpenPortals { user }),
+                },
+            ),
+            A::ResolveRoom {
+                token,
+                user,
+                uri,
+                purpose,
+            } => (
+                g(token, GitterCall::ResolveRoom { uri: uri.clone() }),
+                Then::Command(CommandThen::Resolved { user, uri, purpose }),
+            ),
+            A::JoinGitterRoom {
+                token,
+                user,
+                gitter_user,
+                room,
+            } => (
+                g(token, GitterCall::JoinRoom { gitter_user, room }),
+                Then::Command(CommandThen::Joined { user }),
+            ),
+            A::LeaveGitterRoom {
+                token,
+                user,
+                gitter_user,
+                room,
+                uri,
+            } => (
+                g(
+                    token,
+                    GitterCall::LeaveRoom {
+                        gitter_user,
+                        room: room.clone(),
+                    },
+                ),
+                Then::Command(CommandThen::Left { user, room, uri }),
+            ),
+            A::GitterRoomMembers { token, room, owner } => (
+                g(token, GitterCall::RoomMembers { room: room.clone() }),
+                Then::Portal(PortalThen::Members { owner, room }),
+            ),
+            A::FetchMessages {
+                token,
+                room,
+                after,
+                limit,
+            } => (
+                g(
+                    token,
+                    GitterCall::FetchMessages {
+                        room: room.clone(),
+                        after: after.clone(),
+                        limit,
+                    },
+                ),
+                Then::Stream(StreamThen::CaughtUp { room, after }),
+            ),
+            A::SendGitter {
+                token,
+                gitter_user,
+                room,
+                text,
+                status,
+                reconcile,
+                after,
+                origin,
+            } => (
+                g(
+                    token,
+                    GitterCall::SendMessage {
+                        gitter_user,
+                        room,
+                        text,
+                        status,
+                        reconcile,
+                        after,
+                    },
+                ),
+                Then::Relay(RelayThen::ToGitter(origin)),
+            ),
+            A::OpenStream { room, token } => {
+                (Action::Stream(StreamCall::Open { room, token }), Then::Nothing)
+            }
+            A::CloseStream { room } => (Action::Stream(StreamCall::Close { room }), Then::Nothing),
+            A::PruneMappings {
+                older_than,
+                resume,
+                batch,
+            } => (
+                Action::Store(StoreCall::PruneMappings {
+                    older_than,
+                    resume,
+                    batch,
+                }),
+                Then::Prune(PruneThen::Pruned { older_than }),
+            ),
+        };
+        Effect {
+            id: self.id,
+            lane: self.lane,
+            action,
+            then,
         }
     }
 }

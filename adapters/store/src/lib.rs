@@ -81,7 +81,7 @@ pub trait Store {
     /// `batch` rows from `resume` (a point an earlier call returned; `None` starts at the
     /// beginning), in one write transaction. Returns how many it deleted and where the next
     /// call goes on (`None` once the end was reached). What the core's
-    /// `Action::PruneMappings` asks for.
+    /// `StoreCall::PruneMappings` asks for.
     fn prune_mappings(
         &mut self,
         older_than: Timestamp,

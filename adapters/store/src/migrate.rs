@@ -15,10 +15,10 @@
 //!
 //! A migration that decodes `users` or `outbox` values must expect them sealed: when
 //! `meta[token_key_check]` is present (the store was opened with `store.token_key_file`),
-//! each value is an envelope of `seal.rs`, not postcard bytes, so such a migration needs the
-//! key (run it after the key check in `RedbStore::open_with_key`, with the `Sealer`). The
-//! one migration so far that decodes `outbox` (version 1 to 2) only ever meets files of
-//! version 1, which no binary with sealing wrote.
+//! each value is an envelope of `seal.rs`, not postcard bytes. Migrations run after the key
+//! check, and get the `Sealer` of the key the store was opened with (`None` for a store in
+//! clear). Version 1 to 2 only ever meets files of version 1, which no binary with sealing
+//! wrote; version 3 to 4 unseals and seals again every outbox row.
 
 use std::path::Path;
 
@@ -26,20 +26,27 @@ use redb::{ReadableDatabase, TableError, WriteTransaction};
 
 use crate::error::{RedbContext, StoreError};
 use crate::schema::{self, META, META_SCHEMA_VERSION};
+use crate::seal::Sealer;
 
 /// A migration from version `n` (its index in the list) to `n + 1`. It runs inside the write
 /// transaction that also records the new version.
-pub(crate) type Migration = fn(&WriteTransaction, &Path) -> Result<(), StoreError>;
+pub(crate) type Migration =
+    fn(&WriteTransaction, &Path, Option<&Sealer>) -> Result<(), StoreError>;
 
 /// Every migration, in order.
-pub(crate) const MIGRATIONS: &[Migration] = &[v0_create_tables, v1_durable_effects, v2_small_rows];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    v0_create_tables,
+    v1_durable_effects,
+    v2_small_rows,
+    v3_typed_effects,
+];
 
 /// The schema version this binary writes and reads.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
 /// Version 0 -> 1: create every table of docs/store.md (creating them up front means
 /// `load` never meets a missing table).
-fn v0_create_tables(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
+fn v0_create_tables(txn: &WriteTransaction, path: &Path, _sealer: Option<&Sealer>) -> Result<(), StoreError> {
     const DURING: &str = "creating the tables";
     txn.open_table(schema::USERS).ctx(path, DURING)?;
     txn.open_table(schema::GHOSTS).ctx(path, DURING)?;
@@ -63,10 +70,10 @@ fn v0_create_tables(txn: &WriteTransaction, path: &Path) -> Result<(), StoreErro
 /// * Portal rows lose their inline queue of messages waiting for the room: each waiting
 ///   message becomes a row of the new `queued` table, so adding one costs the same however
 ///   many wait.
-fn v1_durable_effects(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
+fn v1_durable_effects(txn: &WriteTransaction, path: &Path, _sealer: Option<&Sealer>) -> Result<(), StoreError> {
     use crate::codec::{decode, encode};
-    use crate::legacy::{EffectV1, PortalRecordV1};
-    use gitter_bridge_core::{Effect, PortalRecord};
+    use crate::legacy::{EffectV1, EffectV3, PortalRecordV1};
+    use gitter_bridge_core::PortalRecord;
     use redb::ReadableTable;
 
     const DURING: &str = "migrating to schema version 2";
@@ -91,7 +98,7 @@ fn v1_durable_effects(txn: &WriteTransaction, path: &Path) -> Result<(), StoreEr
             rows.push((k.value(), old));
         }
         for (key, old) in rows {
-            let effect = Effect {
+            let effect = EffectV3 {
                 id: old.id,
                 lane: old.lane,
                 action: old
@@ -145,7 +152,7 @@ fn v1_durable_effects(txn: &WriteTransaction, path: &Path) -> Result<(), StoreEr
 ///   under (portal number, Gitter id) with only its event id, direction and age; `messages`
 ///   is deleted. The age of a migrated mapping is the time of the migration, so retention
 ///   counts from the upgrade (the old rows had no time).
-fn v2_small_rows(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
+fn v2_small_rows(txn: &WriteTransaction, path: &Path, _sealer: Option<&Sealer>) -> Result<(), StoreError> {
     use crate::codec::{decode, encode};
     use crate::compact::{StoredEvent, gitter_id_key};
     use crate::legacy::{GitterRoomRecordV2, MessageRecordV2};
@@ -222,6 +229,40 @@ fn v2_small_rows(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> 
         }
     }
     txn.delete_table(schema::MESSAGES_V2).ctx(path, DURING)?;
+    Ok(())
+}
+
+/// Version 3 -> 4: effects typed by destination (issue 14). Every outbox row is decoded
+/// with the flat action of version 3 and written as the action of its destination (Matrix,
+/// OAuth, Gitter with one token field, stream, store) and the continuation the core hands the
+/// answer to (what the old action held in its `purpose`, `relay`, `origin`, `user` and
+/// `request` fields). Sealed rows are opened and sealed again with the store's key.
+fn v3_typed_effects(
+    txn: &WriteTransaction,
+    path: &Path,
+    sealer: Option<&Sealer>,
+) -> Result<(), StoreError> {
+    use crate::codec::{decode, encode};
+    use crate::legacy::EffectV3;
+    use crate::redb_store::{seal, unseal};
+    use redb::ReadableTable;
+
+    const DURING: &str = "migrating to schema version 4";
+    let mut outbox = txn.open_table(schema::OUTBOX).ctx(path, DURING)?;
+    let mut rows = Vec::new();
+    for row in outbox.iter().ctx(path, DURING)? {
+        let (k, v) = row.ctx(path, DURING)?;
+        let key = k.value();
+        let plain = unseal(sealer, path, "outbox", &key.to_le_bytes(), v.value())?;
+        let old: EffectV3 = decode(path, "outbox", &plain)?;
+        rows.push((key, old));
+    }
+    for (key, old) in rows {
+        let effect = old.upgrade();
+        let bytes = encode(path, "outbox", &effect)?;
+        let bytes = seal(sealer, path, "outbox", &key.to_le_bytes(), bytes)?;
+        outbox.insert(key, bytes.as_slice()).ctx(path, DURING)?;
+    }
     Ok(())
 }
 
@@ -303,6 +344,7 @@ pub(crate) fn run(
     db: &redb::Database,
     path: &Path,
     migrations: &[Migration],
+    sealer: Option<&Sealer>,
 ) -> Result<(), StoreError> {
     let found = read_version(db, path)?;
     check_supported(path, found, migrations)?;
@@ -314,7 +356,7 @@ pub(crate) fn run(
     // `found < target` here, so the slice is in range; `get` keeps it panic-free anyway.
     let pending = migrations.get(found as usize..).unwrap_or_default();
     for migration in pending {
-        migration(&txn, path)?;
+        migration(&txn, path, sealer)?;
     }
     {
         let mut meta = txn
@@ -337,7 +379,7 @@ mod tests {
 
     const EXTRA: TableDefinition<&str, u64> = TableDefinition::new("extra");
 
-    fn v1_add_extra(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
+    fn v1_add_extra(txn: &WriteTransaction, path: &Path, _sealer: Option<&Sealer>) -> Result<(), StoreError> {
         txn.open_table(EXTRA)
             .ctx(path, "test")?
             .insert("answer", 42)
@@ -345,8 +387,8 @@ mod tests {
         Ok(())
     }
 
-    fn v1_fails_halfway(txn: &WriteTransaction, path: &Path) -> Result<(), StoreError> {
-        v1_add_extra(txn, path)?;
+    fn v1_fails_halfway(txn: &WriteTransaction, path: &Path, _sealer: Option<&Sealer>) -> Result<(), StoreError> {
+        v1_add_extra(txn, path, None)?;
         Err(StoreError::NotAStore {
             path: path.to_path_buf(),
         })
@@ -448,10 +490,11 @@ mod tests {
     #[test]
     fn a_version_1_outbox_and_portal_queue_are_carried_over_to_version_2() {
         use crate::codec::encode;
-        use crate::legacy::{ActionV1, EffectV1, PortalRecordV1};
+        use crate::legacy::{ActionV1, CreatePurposeV3, EffectV1, PortalRecordV1};
         use gitter_bridge_core::{
-            Action, CreatePurpose, GitterMessage, GitterMessageId, GitterRoomId, GitterUser,
-            GitterUserId, Lane, OwnedUserId, PortalState, Secret, SendOrigin, Timestamp,
+            Action, GitterCall, GitterMessage, GitterMessageId, GitterRoomId, GitterUser,
+            GitterUserId, Lane, MatrixCall, OwnedUserId, PortalState, PortalThen, RelayThen,
+            Secret, SendOrigin, Then, Timestamp,
         };
 
         let dir = tempfile::tempdir().expect("temp dir");
@@ -486,7 +529,7 @@ mod tests {
                 topic: String::new(),
                 invite: vec![alice.clone()],
                 power_users: Default::default(),
-                purpose: CreatePurpose::Portal {
+                purpose: CreatePurposeV3::Portal {
                     owner: alice.clone(),
                     room: room.clone(),
                 },
@@ -553,8 +596,12 @@ mod tests {
         let snap = store.load().expect("load");
         drop(store);
         assert_eq!(version_of(&path), SCHEMA_VERSION);
-        match &snap.outbox[&EffectId(1)].action {
-            Action::CreateRoom { alias, name, .. } => {
+        let create = &snap.outbox[&EffectId(1)];
+        assert!(
+            matches!(&create.then, Then::Portal(PortalThen::Created { owner, .. }) if owner == &alice)
+        );
+        match &create.action {
+            Action::Matrix(MatrixCall::CreateRoom { alias, name, .. }) => {
                 assert_eq!(name, "org/chat");
                 assert!(alias.starts_with(gitter_bridge_core::PORTAL_ALIAS_PREFIX));
                 assert_eq!(
@@ -564,8 +611,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match &snap.outbox[&EffectId(2)].action {
-            Action::SendGitter { text, after, .. } => {
+        let send = &snap.outbox[&EffectId(2)];
+        assert!(matches!(&send.then, Then::Relay(RelayThen::ToGitter(o)) if o.owner == alice));
+        match &send.action {
+            Action::Gitter {
+                call: GitterCall::SendMessage { text, after, .. },
+                ..
+            } => {
                 assert_eq!(text, "hi");
                 assert_eq!(
                     after,

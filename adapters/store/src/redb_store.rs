@@ -164,7 +164,10 @@ impl RedbStore {
         // file must not be migrated or written by a bridge that could not read it afterwards.
         let check = guard_panic(path, || read_key_check(&db, path))?;
         check_key(path, check, sealer.as_ref())?;
-        migrate::run(&db, path, migrations)?;
+        // Migrations meet sealed rows only in a file that is sealed already; a file in clear
+        // opened with a key for the first time is migrated in clear and sealed after.
+        let sealed = sealer.as_ref().filter(|_| check.is_some());
+        migrate::run(&db, path, migrations, sealed)?;
         let sealed_on_open = match (&sealer, check) {
             (Some(s), None) => seal_all(&db, path, s)?,
             _ => 0,
@@ -802,7 +805,7 @@ impl<'txn> Tables<'txn> {
 }
 
 /// The stored form of a `users` or `outbox` value: sealed when there is a key.
-fn seal(
+pub(crate) fn seal(
     sealer: Option<&Sealer>,
     path: &Path,
     table: &'static str,
@@ -818,7 +821,7 @@ fn seal(
 }
 
 /// The encoded record of a stored `users` or `outbox` value.
-fn unseal<'v>(
+pub(crate) fn unseal<'v>(
     sealer: Option<&Sealer>,
     path: &Path,
     table: &'static str,
@@ -944,7 +947,7 @@ fn create_atomically(path: &Path, migrations: &[Migration]) -> Result<(), StoreE
         let db = guard_panic(&tmp, || {
             Builder::new().create(&tmp).map_err(|e| open_error(&tmp, e))
         })?;
-        migrate::run(&db, &tmp, migrations)?;
+        migrate::run(&db, &tmp, migrations, None)?;
     }
     fs::File::open(&tmp)
         .and_then(|f| f.sync_all())

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use common::*;
 use gitter_bridge_core::{
-    Action, Change, ChangeSet, Effect, EffectId, Lane, RequestId, Secret, Snapshot,
+    Action, Change, ChangeSet, Effect, EffectId, Lane, LoginThen, RequestId, Secret, Snapshot,
+    Then,
 };
 use gitter_bridge_store::{RedbStore, Store, StoreError, TokenKey};
 
@@ -27,17 +28,19 @@ fn secret_rows() -> Vec<ChangeSet> {
     u.login.as_mut().expect("version 1 has a login").token = Secret::new(TOKEN);
     let mut send = effect(1, 1, 1);
     match &mut send.action {
-        Action::SendGitter { token, .. } => *token = Secret::new(TOKEN),
+        Action::Gitter { token, .. } => *token = Secret::new(TOKEN),
         other => panic!("effect 1 is a Gitter send, not {other:?}"),
     }
     let exchange = Effect {
         id: EffectId(2),
         lane: Lane::User(user(1)),
-        action: Action::ExchangeCode {
+        action: Action::OAuth {
             code: Secret::new(CODE),
+        },
+        then: Then::Login(LoginThen::CodeExchanged {
             user: user(1),
             request: RequestId(9),
-        },
+        }),
     };
     vec![ChangeSet {
         changes: vec![

@@ -6,10 +6,11 @@
 use std::path::Path;
 
 use gitter_bridge_core::{
-    Action, AsTxnId, Change, ChangeSet, Effect, EffectId, GhostRecord, GitterMessage,
+    Action, AsTxnId, Change, ChangeSet, Effect, EffectId, GhostRecord, GitterCall, GitterMessage,
     GitterMessageId, GitterRoomId, GitterRoomRecord, GitterUser, GitterUserId, Lane, Login,
-    MatrixContent, MessageRecord, Origin, OutMsgType, OwnedEventId, OwnedRoomId, OwnedUserId,
-    PortalRecord, PortalState, RelayRef, Secret, Snapshot, Ticket, Timestamp, UserRecord,
+    MatrixCall, MatrixContent, MessageRecord, Origin, OutMsgType, OwnedEventId, OwnedRoomId,
+    OwnedUserId, PortalRecord, PortalState, PortalThen, RelayRef, RelayThen, Secret, Snapshot,
+    StreamCall, Then, Ticket, Timestamp, UserRecord,
 };
 use proptest::prelude::*;
 
@@ -144,62 +145,81 @@ pub fn effect(id: u64, owner: u64, r: u64) -> Effect {
         owner: user(owner),
         room: groom(r),
     };
-    let action = match id % 5 {
-        0 => Action::SendMessage {
-            room: room(owner * 1000 + r),
-            sender: ghost_mxid(id % 9),
-            content: MatrixContent {
-                msgtype: OutMsgType::Text,
-                body: format!("message {id}"),
-                formatted_body: Some(format!("<p>message {id}</p>")),
-            },
-            relay: Some(RelayRef {
+    let (action, then) = match id % 5 {
+        0 => (
+            Action::Matrix(MatrixCall::SendMessage {
+                room: room(owner * 1000 + r),
+                sender: ghost_mxid(id % 9),
+                content: MatrixContent {
+                    msgtype: OutMsgType::Text,
+                    body: format!("message {id}"),
+                    formatted_body: Some(format!("<p>message {id}</p>")),
+                },
+                ts: Some(Timestamp(1_700_000_000_000 + id)),
+            }),
+            Then::Relay(RelayThen::ToMatrix(RelayRef {
                 owner: user(owner),
                 gitter_id: gmsg(id),
-            }),
-            ts: Some(Timestamp(1_700_000_000_000 + id)),
-        },
-        1 => Action::SendGitter {
-            token: Secret::new(format!("token-{owner}")),
-            gitter_user: guser(owner),
-            room: groom(r),
-            text: format!("from matrix {id}"),
-            status: false,
-            reconcile: id.is_multiple_of(3),
-            after: id.is_multiple_of(2).then(|| gmsg(id)),
-            origin: gitter_bridge_core::SendOrigin {
+            })),
+        ),
+        1 => (
+            Action::Gitter {
+                token: Secret::new(format!("token-{owner}")),
+                call: GitterCall::SendMessage {
+                    gitter_user: guser(owner),
+                    room: groom(r),
+                    text: format!("from matrix {id}"),
+                    status: false,
+                    reconcile: id.is_multiple_of(3),
+                    after: id.is_multiple_of(2).then(|| gmsg(id)),
+                },
+            },
+            Then::Relay(RelayThen::ToGitter(gitter_bridge_core::SendOrigin {
                 owner: user(owner),
                 room: room(owner * 1000 + r),
                 event_id: event(id),
-            },
-        },
-        2 => Action::OpenStream {
-            room: groom(r),
-            token: Secret::new(format!("token-{owner}")),
-        },
-        3 => Action::CreateRoom {
-            creator: user(0),
-            name: format!("room {r}"),
-            topic: String::new(),
-            invite: vec![user(owner)],
-            power_users: Default::default(),
-            purpose: gitter_bridge_core::CreatePurpose::Portal {
-                owner: user(owner),
+            })),
+        ),
+        2 => (
+            Action::Stream(StreamCall::Open {
                 room: groom(r),
-            },
-            alias: format!("_gitter_portal_{id:032x}"),
-        },
-        _ => Action::Kick {
-            room: room(owner * 1000 + r),
-            sender: user(0),
-            target: user(owner),
-            reason: "logged out".to_owned(),
-        },
+                token: Secret::new(format!("token-{owner}")),
+            }),
+            Then::Nothing,
+        ),
+        3 => {
+            let alias = format!("_gitter_portal_{id:032x}");
+            (
+                Action::Matrix(MatrixCall::CreateRoom {
+                    creator: user(0),
+                    name: format!("room {r}"),
+                    topic: String::new(),
+                    invite: vec![user(owner)],
+                    power_users: Default::default(),
+                    alias: alias.clone(),
+                }),
+                Then::Portal(PortalThen::Created {
+                    owner: user(owner),
+                    room: groom(r),
+                    alias,
+                }),
+            )
+        }
+        _ => (
+            Action::Matrix(MatrixCall::Kick {
+                room: room(owner * 1000 + r),
+                sender: user(0),
+                target: user(owner),
+                reason: "logged out".to_owned(),
+            }),
+            Then::Nothing,
+        ),
     };
     Effect {
         id: EffectId(id),
         lane,
         action,
+        then,
     }
 }
 
