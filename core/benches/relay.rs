@@ -127,7 +127,9 @@ fn fan_out(c: &mut Criterion, group: &str, text: &str, html: &str) {
                             .effects
                             .iter()
                             .filter_map(|e| match &e.action {
-                                Action::Matrix(MatrixCall::SendMessage { content, .. }) => Some(content),
+                                Action::Matrix(MatrixCall::SendMessage { content, .. }) => {
+                                    Some(content)
+                                }
                                 _ => None,
                             })
                             .collect();
@@ -191,9 +193,13 @@ fn owner_message(bridge: &mut Bridge, n: u64, portal: &OwnedRoomId, owner: &Owne
     if n <= 1 || n == 10_001 {
         // What is measured is a relay: the owner's message goes to Gitter.
         assert!(
-            out.effects
-                .iter()
-                .any(|e| matches!(e.action, Action::Gitter { call: GitterCall::SendMessage { .. }, .. })),
+            out.effects.iter().any(|e| matches!(
+                e.action,
+                Action::Gitter {
+                    call: GitterCall::SendMessage { .. },
+                    ..
+                }
+            )),
             "{:?}",
             out.effects
         );

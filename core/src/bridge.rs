@@ -763,9 +763,10 @@ impl Bridge {
                     let newest = newest.clone();
                     let mut effect = effect;
                     if let Action::Gitter {
-                        call: GitterCall::SendMessage {
-                            reconcile, after, ..
-                        },
+                        call:
+                            GitterCall::SendMessage {
+                                reconcile, after, ..
+                            },
                         ..
                     } = &mut effect.action
                     {

@@ -280,10 +280,9 @@ impl Bridge {
             (CommandThen::Listed { user }, EffectOutput::GitterRooms(rooms)) => {
                 self.on_rooms_listed(&user, false, rooms)
             }
-            (
-                CommandThen::Resolved { user, uri, purpose },
-                EffectOutput::GitterRoom(room),
-            ) => self.on_room_resolved(&user, &uri, purpose, room),
+            (CommandThen::Resolved { user, uri, purpose }, EffectOutput::GitterRoom(room)) => {
+                self.on_room_resolved(&user, &uri, purpose, room)
+            }
             (CommandThen::Joined { user }, EffectOutput::GitterRoom(room)) => {
                 self.on_gitter_room_joined(&user, room)
             }
@@ -412,12 +411,7 @@ impl Bridge {
         self.open_portal(user, &room, true);
     }
 
-    fn on_gitter_room_left(
-        &mut self,
-        user: &OwnedUserId,
-        room: &GitterRoomId,
-        uri: &str,
-    ) {
+    fn on_gitter_room_left(&mut self, user: &OwnedUserId, room: &GitterRoomId, uri: &str) {
         self.close_portal(user, room, "You left this room on Gitter.");
         self.notice(user, format!("Left {uri} on Gitter."));
     }

@@ -324,9 +324,10 @@ impl Action {
         match self {
             Action::Matrix(_) => true,
             Action::OAuth { .. } | Action::Stream(_) | Action::Store(_) => false,
-            Action::Gitter { call, .. } => {
-                !matches!(call, GitterCall::CurrentUser | GitterCall::FetchMessages { .. })
-            }
+            Action::Gitter { call, .. } => !matches!(
+                call,
+                GitterCall::CurrentUser | GitterCall::FetchMessages { .. }
+            ),
         }
     }
 

@@ -7,8 +7,8 @@
 
 use crate::bridge::{Bridge, RoomRole};
 use crate::effect::{Action, Answer, InviteThen, Lane, MatrixCall, Then};
-use crate::input::EffectOutput;
 use crate::ids::{GitterRoomId, OwnedRoomId, OwnedUserId};
+use crate::input::EffectOutput;
 use crate::input::{MatrixEvent, Membership};
 use crate::state::{Change, PortalState, UserRecord};
 
@@ -110,18 +110,11 @@ impl Bridge {
             (InviteThen::CheckPrivate { room, inviter }, EffectOutput::MatrixMembers(members)) => {
                 self.on_room_members(room, inviter, members)
             }
-            (InviteThen::CheckPrivate { .. }, got) => {
-                self.unexpected(answer.id, answer.name, &got)
-            }
+            (InviteThen::CheckPrivate { .. }, got) => self.unexpected(answer.id, answer.name, &got),
         }
     }
 
-    fn on_bot_joined(
-        &mut self,
-        room: OwnedRoomId,
-        inviter: OwnedUserId,
-        permitted: bool,
-    ) {
+    fn on_bot_joined(&mut self, room: OwnedRoomId, inviter: OwnedUserId, permitted: bool) {
         let lane = Lane::User(inviter.clone());
         if !permitted {
             self.notice_in(lane.clone(), room.clone(), NOT_PERMITTED);

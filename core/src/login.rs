@@ -278,7 +278,8 @@ impl Bridge {
                 }
             }
             (
-                LoginThen::CodeExchanged { user, request } | LoginThen::UserFetched { user, request },
+                LoginThen::CodeExchanged { user, request }
+                | LoginThen::UserFetched { user, request },
                 Err(failure),
             ) => self.on_login_failed(&user, request, &failure),
             (LoginThen::OpenPortals { user }, Ok(EffectOutput::GitterRooms(rooms))) => {
@@ -385,12 +386,7 @@ impl Bridge {
         }
     }
 
-    fn on_login_failed(
-        &mut self,
-        user: &OwnedUserId,
-        request: RequestId,
-        failure: &Failure,
-    ) {
+    fn on_login_failed(&mut self, user: &OwnedUserId, request: RequestId, failure: &Failure) {
         let why = match failure.kind {
             FailureKind::Transient | FailureKind::RateLimited => {
                 "Gitter did not answer. Please try again in a minute."

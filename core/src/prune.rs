@@ -10,8 +10,8 @@
 
 use crate::bridge::Bridge;
 use crate::effect::{Action, Answer, Lane, PruneThen, StoreCall, Then};
-use crate::input::EffectOutput;
 use crate::ids::Timestamp;
+use crate::input::EffectOutput;
 
 /// Rows one batch visits at most (a bound on how long it holds the store's writer).
 pub(crate) const BATCH: u32 = 10_000;

@@ -224,8 +224,7 @@ impl Bridge {
             // stays without its event, as for a portal that is gone.
             (RelayThen::ToMatrix(_), Err(_)) => {}
             (RelayThen::ToGitter(origin), result) => {
-                let Some(GitterCall::SendMessage { room, .. }) = answer.action.gitter_send()
-                else {
+                let Some(GitterCall::SendMessage { room, .. }) = answer.action.gitter_send() else {
                     return;
                 };
                 let room = room.clone();
@@ -241,12 +240,7 @@ impl Bridge {
         }
     }
 
-    fn on_relayed(
-        &mut self,
-        relay: RelayRef,
-        room: GitterRoomId,
-        event_id: OwnedEventId,
-    ) {
+    fn on_relayed(&mut self, relay: RelayRef, room: GitterRoomId, event_id: OwnedEventId) {
         let key = (relay.owner.clone(), relay.gitter_id.clone());
         let record = match self.state.messages.get(&key) {
             Some(record) => MessageRecord {
@@ -345,12 +339,7 @@ impl Bridge {
         );
     }
 
-    fn on_gitter_sent(
-        &mut self,
-        room: GitterRoomId,
-        origin: SendOrigin,
-        message: GitterMessage,
-    ) {
+    fn on_gitter_sent(&mut self, room: GitterRoomId, origin: SendOrigin, message: GitterMessage) {
         self.change(Change::PutMessage(MessageRecord {
             owner: origin.owner,
             gitter_room: room.clone(),
@@ -362,12 +351,7 @@ impl Bridge {
         self.drain_held(&room);
     }
 
-    fn on_gitter_send_failed(
-        &mut self,
-        room: GitterRoomId,
-        origin: SendOrigin,
-        failure: &Failure,
-    ) {
+    fn on_gitter_send_failed(&mut self, room: GitterRoomId, origin: SendOrigin, failure: &Failure) {
         let why = match failure.kind {
             FailureKind::TokenRevoked => {
                 "your Gitter login is no longer valid (send `login` to the bridge bot)"

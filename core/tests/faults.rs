@@ -190,7 +190,11 @@ fn two_sends_of_the_same_text_give_two_messages_whatever_is_lost() {
     // The second "ok" is stored by Gitter, then the bridge is killed before the answer.
     h.say(&portal, &alice, "ok");
     let send = h.pending.pop_front().expect("the second send");
-    let Action::Gitter { call: GitterCall::SendMessage { text, .. }, .. } = &send.action else {
+    let Action::Gitter {
+        call: GitterCall::SendMessage { text, .. },
+        ..
+    } = &send.action
+    else {
         panic!("{send:?}")
     };
     h.gitter_post(&room, "alice", text);
@@ -219,7 +223,11 @@ fn two_sends_of_the_same_text_both_unsent_at_a_crash_are_each_posted_once() {
     h.say(&portal, &alice, "again");
     // The first reached Gitter, the second did not; then the crash.
     let first = h.pending.pop_front().expect("first send");
-    let Action::Gitter { call: GitterCall::SendMessage { text, .. }, .. } = &first.action else {
+    let Action::Gitter {
+        call: GitterCall::SendMessage { text, .. },
+        ..
+    } = &first.action
+    else {
         panic!()
     };
     h.gitter_post(&room, "alice", text);
@@ -237,7 +245,13 @@ fn reconcile_ignores_an_older_message_of_the_same_text_before_the_send() {
     h.settle();
     h.say(&portal, &alice, "yes");
     let send = h.pending.pop_front().expect("the send");
-    assert!(matches!(send.action, Action::Gitter { call: GitterCall::SendMessage { .. }, .. }));
+    assert!(matches!(
+        send.action,
+        Action::Gitter {
+            call: GitterCall::SendMessage { .. },
+            ..
+        }
+    ));
     // Killed before the POST went out: the reconcile must not take the old "yes" for it.
     h.restart();
     h.settle_with_retries();

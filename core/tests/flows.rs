@@ -898,7 +898,15 @@ fn catch_up_pages_until_a_short_page() {
     let fetches = h
         .log
         .iter()
-        .filter(|e| matches!(e.action, Action::Gitter { call: GitterCall::FetchMessages { after: Some(_), .. }, .. }))
+        .filter(|e| {
+            matches!(
+                e.action,
+                Action::Gitter {
+                    call: GitterCall::FetchMessages { after: Some(_), .. },
+                    ..
+                }
+            )
+        })
         .count();
     assert!(fetches >= 3);
 }
@@ -1056,8 +1064,18 @@ fn echo_arriving_before_the_send_result_is_held_and_recognised() {
     h.say(&pa, &alice, "race");
     // Execute the POST in the world but hold back its result.
     let send = h.pending.pop_front().unwrap();
-    assert!(matches!(send.action, Action::Gitter { call: GitterCall::SendMessage { .. }, .. }));
-    let Action::Gitter { call: GitterCall::SendMessage { text, .. }, .. } = &send.action else {
+    assert!(matches!(
+        send.action,
+        Action::Gitter {
+            call: GitterCall::SendMessage { .. },
+            ..
+        }
+    ));
+    let Action::Gitter {
+        call: GitterCall::SendMessage { text, .. },
+        ..
+    } = &send.action
+    else {
         unreachable!()
     };
     let posted = h.gitter_post(&room, "alice", text);
@@ -1298,7 +1316,11 @@ fn restart_replays_the_outbox_and_reconciles_gitter_sends() {
     h.say(&portal, &alice, "survives");
     // The POST reached Gitter, then the bridge crashed before recording the result.
     let send = h.pending.pop_front().unwrap();
-    let Action::Gitter { call: GitterCall::SendMessage { text, .. }, .. } = &send.action else {
+    let Action::Gitter {
+        call: GitterCall::SendMessage { text, .. },
+        ..
+    } = &send.action
+    else {
         panic!()
     };
     h.gitter_post(&room, "alice", text);
@@ -1310,10 +1332,13 @@ fn restart_replays_the_outbox_and_reconciles_gitter_sends() {
         .expect("the send is replayed");
     assert!(matches!(
         replay.action,
-        Action::Gitter { call: GitterCall::SendMessage {
-            reconcile: true,
+        Action::Gitter {
+            call: GitterCall::SendMessage {
+                reconcile: true,
+                ..
+            },
             ..
-        }, .. }
+        }
     ));
     h.settle();
     assert_eq!(

@@ -226,12 +226,18 @@ async fn restarts_commit_their_startup_step_and_leave_no_stale_outbox_rows() {
         let stale = Effect {
             id: EffectId(1_000_000 + round),
             lane: Lane::Stream(lobby.clone()),
-            action: Action::FetchMessages {
+            action: Action::Gitter {
                 token: gitter_bridge_core::Secret::new("a-token-of-a-crashed-run"),
+                call: gitter_bridge_core::GitterCall::FetchMessages {
+                    room: lobby.clone(),
+                    after: None,
+                    limit: 1,
+                },
+            },
+            then: gitter_bridge_core::Then::Stream(gitter_bridge_core::StreamThen::CaughtUp {
                 room: lobby.clone(),
                 after: None,
-                limit: 1,
-            },
+            }),
         };
         {
             let path = w.config().unwrap().store_path;

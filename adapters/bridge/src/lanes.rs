@@ -74,7 +74,7 @@ impl Lanes {
 
 #[cfg(test)]
 mod tests {
-    use gitter_bridge_core::{Action, GitterRoomId, OwnedUserId};
+    use gitter_bridge_core::{Action, GitterRoomId, OwnedUserId, StreamCall, Then};
 
     use super::*;
 
@@ -82,9 +82,10 @@ mod tests {
         Effect {
             id: EffectId(id),
             lane: lane.clone(),
-            action: Action::CloseStream {
+            action: Action::Stream(StreamCall::Close {
                 room: GitterRoomId::new("r"),
-            },
+            }),
+            then: Then::Nothing,
         }
     }
 

@@ -12,14 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// A direction of bridging.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub(crate) enum Direction {
-    /// A Gitter message relayed into a Matrix portal.
-    GitterToMatrix,
-    /// A Matrix message posted to Gitter.
-    MatrixToGitter,
-}
+pub(crate) use gitter_bridge_core::Direction;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabel {

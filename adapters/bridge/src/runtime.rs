@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gitter_bridge_core::{
     Action, Bridge, ChangeSet, Effect, EffectId, EffectOutput, EffectResult, Failure, FailureKind,
-    GitterRoomId, Input, Lane, RequestId, Timestamp, WebReply,
+    GitterRoomId, Input, Lane, RequestId, StoreCall, StreamCall, Timestamp, WebReply,
 };
 use gitter_bridge_gitter::{
     GitterClient, GitterConfig, OAuthConfig, RateLimitConfig, StreamEvent, StreamManager,
@@ -486,21 +486,18 @@ impl Executor {
     async fn run(self, effect: Effect) -> Outcome {
         let action = &effect.action;
         match action {
-            Action::OpenStream { .. } | Action::CloseStream { .. } => {
+            Action::Stream(call) => {
                 let mut streams = self.streams.lock().await;
-                Outcome::Done(
-                    streams
-                        .execute(action)
-                        .await
-                        .unwrap_or(Ok(EffectOutput::Done)),
-                )
+                Outcome::Done(streams.execute(call).await)
             }
-            a if a.is_gitter() => Outcome::Done(self.gitter.execute(a).await),
-            Action::PruneMappings {
+            Action::OAuth { .. } | Action::Gitter { .. } => {
+                Outcome::Done(self.gitter.execute(action).await)
+            }
+            Action::Store(StoreCall::PruneMappings {
                 older_than,
                 resume,
                 batch,
-            } => {
+            }) => {
                 let (store, older_than, resume, batch) =
                     (self.store.clone(), *older_than, resume.clone(), *batch);
                 let done = tokio::task::spawn_blocking(move || match store.lock() {
@@ -530,7 +527,8 @@ impl Executor {
                     )),
                 })
             }
-            a => match self.matrix.try_execute(effect.id, a).await {
+            Action::Store(call) => Outcome::Done(self.look_up(call.clone()).await),
+            Action::Matrix(_) => match self.matrix.try_execute(effect.id, action).await {
                 Ok(output) => Outcome::Done(Ok(output)),
                 Err(e) if e.is_fatal() => Outcome::Fatal(e.to_string()),
                 Err(e) => {
@@ -538,6 +536,43 @@ impl Executor {
                     Outcome::Done(Err(e.to_failure()))
                 }
             },
+        }
+    }
+}
+
+impl Executor {
+    /// A store lookup, off the async threads (redb reads block).
+    async fn look_up(&self, call: StoreCall) -> EffectResult {
+        let store = self.store.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let store = store
+                .lock()
+                .map_err(|_| "the store is gone after an earlier failure".to_owned())?;
+            match &call {
+                StoreCall::MappingByGitterId {
+                    owner,
+                    room,
+                    gitter_id,
+                } => store.mapping_by_gitter_id(owner, room, gitter_id),
+                StoreCall::MappingByEvent {
+                    owner,
+                    room,
+                    event_id,
+                } => store.mapping_by_event(owner, room, event_id),
+                StoreCall::PruneMappings { .. } => {
+                    return Err("pruning is not a lookup".to_owned());
+                }
+            }
+            .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        match found {
+            Ok(mapping) => Ok(EffectOutput::Mapping(mapping)),
+            // The store failing a read is the bridge's own fault and will not pass by trying
+            // again at once; the asker decides what to do without the mapping.
+            Err(e) => Err(Failure::new(FailureKind::Rejected, e)),
         }
     }
 }
@@ -923,18 +958,14 @@ impl Driver {
     }
 
     fn spawn(&mut self, effect: Effect, queued_at: Instant) {
-        let direction = match &effect.action {
-            Action::SendMessage { relay: Some(_), .. } => Some(Direction::GitterToMatrix),
-            Action::SendGitter { .. } => Some(Direction::MatrixToGitter),
-            _ => None,
-        };
+        let direction = effect.carries();
         let flight = InFlight {
             id: effect.id,
             lane: effect.lane.clone(),
             action: effect.action.name(),
             direction,
             closes: match &effect.action {
-                Action::CloseStream { room } => Some(room.clone()),
+                Action::Stream(StreamCall::Close { room }) => Some(room.clone()),
                 _ => None,
             },
             queued_at,

@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use gitter_bridge_core::{
-    EffectOutput, EffectResult, FailureKind, GitterMessage, GitterRoomId, Input, Secret,
-    StreamCall,
+    EffectOutput, EffectResult, FailureKind, GitterMessage, GitterRoomId, Input, Secret, StreamCall,
 };
 use reqwest::StatusCode;
 use reqwest::header::ACCEPT;

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gitter_bridge_core::{Action, FailureKind, RequestId, Secret};
+use gitter_bridge_core::{Action, FailureKind, Secret};
 use gitter_bridge_gitter::{Blame, GitterError};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer};
@@ -105,10 +105,8 @@ async fn the_answer_limit_is_configurable() {
 async fn a_huge_token_answer_is_refused_at_64_kib() {
     let server = RawServer::start(Raw::huge(200)).await;
     let client = server.client(|_| {});
-    let exchange = Action::ExchangeCode {
+    let exchange = Action::OAuth {
         code: Secret::new("a94a8fe5ccb19ba61c4c0873d391e987982fbbd3"),
-        user: "@alice:example.org".try_into().unwrap(),
-        request: RequestId(1),
     };
 
     let failure = ends_within(GIVE_UP, client.execute(&exchange))
@@ -134,10 +132,8 @@ async fn a_huge_token_error_is_classified_by_its_status() {
     })
     .await;
     let client = server.client(|c| c.request_timeout = None);
-    let exchange = Action::ExchangeCode {
+    let exchange = Action::OAuth {
         code: Secret::new("a94a8fe5ccb19ba61c4c0873d391e987982fbbd3"),
-        user: "@alice:example.org".try_into().unwrap(),
-        request: RequestId(1),
     };
 
     let failure = ends_within(GIVE_UP, client.execute(&exchange))

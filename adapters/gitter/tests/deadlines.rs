@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gitter_bridge_core::{Action, FailureKind, RequestId, Secret};
+use gitter_bridge_core::{Action, FailureKind, Secret};
 use gitter_bridge_gitter::{DEFAULT_MAX_BODY_BYTES, GitterConfig, OAuthConfig};
 
 /// Short enough for a quick test, long enough for a loaded machine's loopback.
@@ -16,10 +16,8 @@ const DEADLINE: Duration = Duration::from_millis(300);
 const GIVE_UP: Duration = Duration::from_secs(20);
 
 fn exchange() -> Action {
-    Action::ExchangeCode {
+    Action::OAuth {
         code: Secret::new("a94a8fe5ccb19ba61c4c0873d391e987982fbbd3"),
-        user: "@alice:example.org".try_into().unwrap(),
-        request: RequestId(1),
     }
 }
 

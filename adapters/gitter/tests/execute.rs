@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use gitter_bridge_core::{
-    Action, EffectOutput, FailureKind, GitterMessageId, GitterRoomId, GitterUserId, ListPurpose,
-    OwnedUserId, RequestId, ResolvePurpose, Secret, SendOrigin,
+    Action, EffectOutput, FailureKind, GitterCall, GitterMessageId, GitterRoomId, GitterUserId,
+    MatrixCall, OwnedUserId, Secret, StreamCall,
 };
 use serde_json::json;
 use wiremock::matchers::{method, path};
@@ -20,18 +20,15 @@ const ROOM: &str = "5787e94cc2f0db084a230583";
 const AUTHOR: &str = "5f9ab228d73408ce4ff2c66c";
 
 fn send(text: &str, reconcile: bool, after: Option<&str>) -> Action {
-    Action::SendGitter {
+    Action::Gitter {
         token: token(),
-        gitter_user: GitterUserId::new(AUTHOR),
-        room: GitterRoomId::new(ROOM),
-        text: text.to_owned(),
-        status: false,
-        reconcile,
-        after: after.map(GitterMessageId::new),
-        origin: SendOrigin {
-            owner: alice(),
-            room: "!portal:example.org".try_into().unwrap(),
-            event_id: "$event:example.org".try_into().unwrap(),
+        call: GitterCall::SendMessage {
+            gitter_user: GitterUserId::new(AUTHOR),
+            room: GitterRoomId::new(ROOM),
+            text: text.to_owned(),
+            status: false,
+            reconcile,
+            after: after.map(GitterMessageId::new),
         },
     }
 }
@@ -49,10 +46,9 @@ async fn get_gitter_user_returns_the_tokens_user() {
         .await;
 
     let out = client
-        .execute(&Action::GetGitterUser {
+        .execute(&Action::Gitter {
             token: token(),
-            user: alice(),
-            request: RequestId(7),
+            call: GitterCall::CurrentUser,
         })
         .await
         .unwrap();
@@ -73,10 +69,9 @@ async fn list_rooms_returns_every_listed_room() {
         .await;
 
     let out = client
-        .execute(&Action::ListRooms {
+        .execute(&Action::Gitter {
             token: token(),
-            user: alice(),
-            purpose: ListPurpose::ListCommand,
+            call: GitterCall::ListRooms,
         })
         .await
         .unwrap();
@@ -107,30 +102,31 @@ async fn resolve_join_and_leave_map_to_their_endpoints() {
         .await;
 
     let resolved = client
-        .execute(&Action::ResolveRoom {
+        .execute(&Action::Gitter {
             token: token(),
-            user: alice(),
-            uri: "dart-lang/sdk".into(),
-            purpose: ResolvePurpose::Join,
+            call: GitterCall::ResolveRoom {
+                uri: "dart-lang/sdk".into(),
+            },
         })
         .await
         .unwrap();
     let joined = client
-        .execute(&Action::JoinGitterRoom {
+        .execute(&Action::Gitter {
             token: token(),
-            user: alice(),
-            gitter_user: GitterUserId::new(AUTHOR),
-            room: GitterRoomId::new(ROOM),
+            call: GitterCall::JoinRoom {
+                gitter_user: GitterUserId::new(AUTHOR),
+                room: GitterRoomId::new(ROOM),
+            },
         })
         .await
         .unwrap();
     let left = client
-        .execute(&Action::LeaveGitterRoom {
+        .execute(&Action::Gitter {
             token: token(),
-            user: alice(),
-            gitter_user: GitterUserId::new(AUTHOR),
-            room: GitterRoomId::new(ROOM),
-            uri: "dart-lang/sdk".into(),
+            call: GitterCall::LeaveRoom {
+                gitter_user: GitterUserId::new(AUTHOR),
+                room: GitterRoomId::new(ROOM),
+            },
         })
         .await
         .unwrap();
@@ -168,10 +164,11 @@ async fn room_members_become_gitter_users() {
         .await;
 
     let out = client
-        .execute(&Action::GitterRoomMembers {
+        .execute(&Action::Gitter {
             token: token(),
-            room: GitterRoomId::new(ROOM),
-            owner: alice(),
+            call: GitterCall::RoomMembers {
+                room: GitterRoomId::new(ROOM),
+            },
         })
         .await
         .unwrap();
@@ -201,11 +198,13 @@ async fn fetch_without_a_cursor_asks_for_the_newest_page() {
         .await;
 
     let out = client
-        .execute(&Action::FetchMessages {
+        .execute(&Action::Gitter {
             token: token(),
-            room: GitterRoomId::new(ROOM),
-            after: None,
-            limit: 30,
+            call: GitterCall::FetchMessages {
+                room: GitterRoomId::new(ROOM),
+                after: None,
+                limit: 30,
+            },
         })
         .await
         .unwrap();
@@ -229,11 +228,13 @@ async fn fetch_after_a_cursor_sends_after_id() {
         .await;
 
     let out = client
-        .execute(&Action::FetchMessages {
+        .execute(&Action::Gitter {
             token: token(),
-            room: GitterRoomId::new(ROOM),
-            after: Some(GitterMessageId::new("5fedc44197312f4b6bfe4519")),
-            limit: 100,
+            call: GitterCall::FetchMessages {
+                room: GitterRoomId::new(ROOM),
+                after: Some(GitterMessageId::new("5fedc44197312f4b6bfe4519")),
+                limit: 100,
+            },
         })
         .await
         .unwrap();
@@ -425,11 +426,11 @@ async fn failures_carry_the_kind_and_never_the_token() {
 #[tokio::test]
 async fn stream_and_matrix_actions_are_refused_as_misrouted() {
     let (server, client) = gitter().await;
-    let open = Action::OpenStream {
+    let open = Action::Stream(StreamCall::Open {
         room: GitterRoomId::new(ROOM),
         token: Secret::new(TOKEN),
-    };
-    let register = Action::RegisterGhost { user: alice() };
+    });
+    let register = Action::Matrix(MatrixCall::RegisterGhost { user: alice() });
 
     for action in [open, register] {
         let failure = client.execute(&action).await.unwrap_err();
@@ -474,11 +475,13 @@ async fn no_log_line_carries_the_token_even_when_gitter_echoes_it() {
         .await
         .unwrap_err();
     assert_eq!(failure.kind, FailureKind::Transient);
-    let fetch = Action::FetchMessages {
+    let fetch = Action::Gitter {
         token: token(),
-        room: GitterRoomId::new(ROOM),
-        after: None,
-        limit: 10,
+        call: GitterCall::FetchMessages {
+            room: GitterRoomId::new(ROOM),
+            after: None,
+            limit: 10,
+        },
     };
     let failure = client.execute(&fetch).await.unwrap_err();
     assert_eq!(failure.kind, FailureKind::Transient);

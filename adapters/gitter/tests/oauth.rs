@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use gitter_bridge_core::{Action, EffectOutput, FailureKind, RequestId, Secret};
+use gitter_bridge_core::{Action, EffectOutput, FailureKind, Secret};
 use gitter_bridge_gitter::GitterClient;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -11,10 +11,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const CODE: &str = "a94a8fe5ccb19ba61c4c0873d391e987982fbbd3";
 
 fn exchange() -> Action {
-    Action::ExchangeCode {
+    Action::OAuth {
         code: Secret::new(CODE),
-        user: "@alice:example.org".try_into().unwrap(),
-        request: RequestId(1),
     }
 }
 

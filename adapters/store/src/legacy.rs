@@ -730,9 +730,10 @@ impl EffectV3 {
                 ),
                 Then::Relay(RelayThen::ToGitter(origin)),
             ),
-            A::OpenStream { room, token } => {
-                (Action::Stream(StreamCall::Open { room, token }), Then::Nothing)
-            }
+            A::OpenStream { room, token } => (
+                Action::Stream(StreamCall::Open { room, token }),
+                Then::Nothing,
+            ),
             A::CloseStream { room } => (Action::Stream(StreamCall::Close { room }), Then::Nothing),
             A::PruneMappings {
                 older_than,

@@ -61,7 +61,10 @@ pub use migrate::SCHEMA_VERSION;
 pub use redb_store::{DiskUsage, RedbStore};
 pub use seal::{KeyFormatError, TokenKey};
 
-use gitter_bridge_core::{ChangeSet, Snapshot, Timestamp};
+use gitter_bridge_core::{
+    ChangeSet, GitterMessageId, GitterRoomId, MessageRecord, OwnedEventId, OwnedUserId, Snapshot,
+    Timestamp,
+};
 
 /// Where the core's state is kept. See the crate documentation for the contract.
 pub trait Store {
@@ -88,6 +91,26 @@ pub trait Store {
         resume: Option<Vec<u8>>,
         batch: u32,
     ) -> Result<Pruned, StoreError>;
+
+    /// The mapping of a Gitter message in the portal of (owner, room), if the store holds
+    /// it (what `StoreCall::MappingByGitterId` asks for: the core holds only its hot set).
+    fn mapping_by_gitter_id(
+        &self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+        gitter_id: &GitterMessageId,
+    ) -> Result<Option<MessageRecord>, StoreError>;
+
+    /// The mapping of a Matrix event in the portal of (owner, room), if the store holds it
+    /// (`StoreCall::MappingByEvent`). The redb store reads the portal's rows in turn: an
+    /// index by event would cost every mapping about 45 more bytes on disk, for lookups
+    /// that only edits and redactions of messages older than the hot set need.
+    fn mapping_by_event(
+        &self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+        event_id: &OwnedEventId,
+    ) -> Result<Option<MessageRecord>, StoreError>;
 }
 
 /// What one [`Store::prune_mappings`] did.

@@ -4,7 +4,10 @@
 //! redb store against it, and tests and the simulator can run the driver without a file.
 //! Nothing survives the process.
 
-use gitter_bridge_core::{ChangeSet, Snapshot, Timestamp};
+use gitter_bridge_core::{
+    ChangeSet, GitterMessageId, GitterRoomId, MessageRecord, OwnedEventId, OwnedUserId, Snapshot,
+    Timestamp,
+};
 
 use crate::{Pruned, Store, StoreError};
 
@@ -60,5 +63,35 @@ impl Store for MemoryStore {
             removed: (before - self.state.messages.len()) as u64,
             resume: None,
         })
+    }
+
+    fn mapping_by_gitter_id(
+        &self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+        gitter_id: &GitterMessageId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        Ok(self
+            .state
+            .messages
+            .get(&(owner.clone(), gitter_id.clone()))
+            .filter(|m| &m.gitter_room == room)
+            .cloned())
+    }
+
+    fn mapping_by_event(
+        &self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+        event_id: &OwnedEventId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        Ok(self
+            .state
+            .messages
+            .values()
+            .find(|m| {
+                &m.owner == owner && &m.gitter_room == room && m.event_id.as_ref() == Some(event_id)
+            })
+            .cloned())
     }
 }

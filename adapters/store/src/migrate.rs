@@ -30,8 +30,7 @@ use crate::seal::Sealer;
 
 /// A migration from version `n` (its index in the list) to `n + 1`. It runs inside the write
 /// transaction that also records the new version.
-pub(crate) type Migration =
-    fn(&WriteTransaction, &Path, Option<&Sealer>) -> Result<(), StoreError>;
+pub(crate) type Migration = fn(&WriteTransaction, &Path, Option<&Sealer>) -> Result<(), StoreError>;
 
 /// Every migration, in order.
 pub(crate) const MIGRATIONS: &[Migration] = &[
@@ -46,7 +45,11 @@ pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
 /// Version 0 -> 1: create every table of docs/store.md (creating them up front means
 /// `load` never meets a missing table).
-fn v0_create_tables(txn: &WriteTransaction, path: &Path, _sealer: Option<&Sealer>) -> Result<(), StoreError> {
+fn v0_create_tables(
+    txn: &WriteTransaction,
+    path: &Path,
+    _sealer: Option<&Sealer>,
+) -> Result<(), StoreError> {
     const DURING: &str = "creating the tables";
     txn.open_table(schema::USERS).ctx(path, DURING)?;
     txn.open_table(schema::GHOSTS).ctx(path, DURING)?;
@@ -70,7 +73,11 @@ fn v0_create_tables(txn: &WriteTransaction, path: &Path, _sealer: Option<&Sealer
 /// * Portal rows lose their inline queue of messages waiting for the room: each waiting
 ///   message becomes a row of the new `queued` table, so adding one costs the same however
 ///   many wait.
-fn v1_durable_effects(txn: &WriteTransaction, path: &Path, _sealer: Option<&Sealer>) -> Result<(), StoreError> {
+fn v1_durable_effects(
+    txn: &WriteTransaction,
+    path: &Path,
+    _sealer: Option<&Sealer>,
+) -> Result<(), StoreError> {
     use crate::codec::{decode, encode};
     use crate::legacy::{EffectV1, EffectV3, PortalRecordV1};
     use gitter_bridge_core::PortalRecord;
@@ -152,7 +159,11 @@ fn v1_durable_effects(txn: &WriteTransaction, path: &Path, _sealer: Option<&Seal
 ///   under (portal number, Gitter id) with only its event id, direction and age; `messages`
 ///   is deleted. The age of a migrated mapping is the time of the migration, so retention
 ///   counts from the upgrade (the old rows had no time).
-fn v2_small_rows(txn: &WriteTransaction, path: &Path, _sealer: Option<&Sealer>) -> Result<(), StoreError> {
+fn v2_small_rows(
+    txn: &WriteTransaction,
+    path: &Path,
+    _sealer: Option<&Sealer>,
+) -> Result<(), StoreError> {
     use crate::codec::{decode, encode};
     use crate::compact::{StoredEvent, gitter_id_key};
     use crate::legacy::{GitterRoomRecordV2, MessageRecordV2};
@@ -379,7 +390,11 @@ mod tests {
 
     const EXTRA: TableDefinition<&str, u64> = TableDefinition::new("extra");
 
-    fn v1_add_extra(txn: &WriteTransaction, path: &Path, _sealer: Option<&Sealer>) -> Result<(), StoreError> {
+    fn v1_add_extra(
+        txn: &WriteTransaction,
+        path: &Path,
+        _sealer: Option<&Sealer>,
+    ) -> Result<(), StoreError> {
         txn.open_table(EXTRA)
             .ctx(path, "test")?
             .insert("answer", 42)
@@ -387,7 +402,11 @@ mod tests {
         Ok(())
     }
 
-    fn v1_fails_halfway(txn: &WriteTransaction, path: &Path, _sealer: Option<&Sealer>) -> Result<(), StoreError> {
+    fn v1_fails_halfway(
+        txn: &WriteTransaction,
+        path: &Path,
+        _sealer: Option<&Sealer>,
+    ) -> Result<(), StoreError> {
         v1_add_extra(txn, path, None)?;
         Err(StoreError::NotAStore {
             path: path.to_path_buf(),

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use gitter_bridge_core::{
     Change, ChangeSet, Effect, GhostRecord, GitterMessageId, GitterRoomId, GitterRoomRecord,
-    MessageRecord, Origin, OwnedUserId, PortalRecord, Snapshot, Ticket, Timestamp, UserRecord,
+    MessageRecord, Origin, OwnedEventId, OwnedUserId, PortalRecord, Snapshot, Ticket, Timestamp,
+    UserRecord,
 };
 use redb::{
     Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, Table, WriteTransaction,
@@ -482,6 +483,82 @@ impl Store for RedbStore {
         batch: u32,
     ) -> Result<Pruned, StoreError> {
         guard_panic(&self.path, || self.prune(older_than, resume, batch))
+    }
+
+    fn mapping_by_gitter_id(
+        &self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+        gitter_id: &GitterMessageId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        guard_panic(&self.path, || {
+            self.find_mapping(owner, room, |mappings, no, path| {
+                let key = gitter_id_key(gitter_id.as_str());
+                Ok(mappings
+                    .get((no, key.as_slice()))
+                    .ctx(path, LOOKING_UP)?
+                    .map(|v| (key.clone(), v.value().to_vec())))
+            })
+        })
+    }
+
+    fn mapping_by_event(
+        &self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+        event_id: &OwnedEventId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let wanted = StoredEvent::from_id(event_id);
+        guard_panic(&self.path, || {
+            self.find_mapping(owner, room, |mappings, no, path| {
+                let none: &[u8] = &[];
+                for row in mappings
+                    .range((no, none)..(no + 1, none))
+                    .ctx(path, LOOKING_UP)?
+                {
+                    let (k, v) = row.ctx(path, LOOKING_UP)?;
+                    let m: StoredMapping = decode(path, "mappings", v.value())?;
+                    if m.event.as_ref() == Some(&wanted) {
+                        return Ok(Some((k.value().1.to_vec(), v.value().to_vec())));
+                    }
+                }
+                Ok(None)
+            })
+        })
+    }
+}
+
+const LOOKING_UP: &str = "looking up a mapping";
+
+/// The `mappings` table as a read transaction opens it.
+type MappingsTable = redb::ReadOnlyTable<(u64, &'static [u8]), &'static [u8]>;
+
+impl RedbStore {
+    /// One mapping of the portal (owner, room): `find` gets the portal's number and returns
+    /// the row it chose (its Gitter id key and value).
+    fn find_mapping(
+        &self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+        find: impl FnOnce(&MappingsTable, u64, &Path) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let path = self.path.as_path();
+        let txn = self.db.begin_read().ctx(path, LOOKING_UP)?;
+        let Some(no) = txn
+            .open_table(PORTAL_NUMBERS)
+            .ctx(path, LOOKING_UP)?
+            .get((owner.as_str(), room.as_str()))
+            .ctx(path, LOOKING_UP)?
+            .map(|v| v.value())
+        else {
+            return Ok(None);
+        };
+        let mappings = txn.open_table(MAPPINGS).ctx(path, LOOKING_UP)?;
+        let Some((key, value)) = find(&mappings, no, path)? else {
+            return Ok(None);
+        };
+        let portals = std::iter::once((no, (owner.clone(), room.clone()))).collect();
+        mapping(path, &portals, no, &key, &value).map(Some)
     }
 }
 

@@ -141,6 +141,55 @@ fn check_prune<B: Backend>(backend: &mut B, commits: &[Vec<ChangeSet>], cut: u64
     assert_eq!(store.load().expect("load after pruning"), expected);
 }
 
+/// Every mapping committed is found by its Gitter id and by its event in its own portal,
+/// and nothing is found in another portal or for an id never mapped.
+fn check_lookups<B: Backend>(backend: &mut B, commits: &[Vec<ChangeSet>]) {
+    let mut store = backend.fresh();
+    let mut expected = Snapshot::default();
+    for group in commits {
+        store.apply(group).expect("apply");
+        for set in group {
+            expected.apply_set(set);
+        }
+    }
+    let store = backend.reopen(store);
+    for m in expected.messages.values() {
+        let by_id = store
+            .mapping_by_gitter_id(&m.owner, &m.gitter_room, &m.gitter_id)
+            .expect("lookup by Gitter id");
+        assert_eq!(by_id.as_ref(), Some(m));
+        let other_room = gitter_bridge_core::GitterRoomId::new("no-such-room");
+        let elsewhere = store
+            .mapping_by_gitter_id(&m.owner, &other_room, &m.gitter_id)
+            .expect("lookup in another portal");
+        assert_eq!(elsewhere, None);
+        if let Some(event) = &m.event_id {
+            let by_event = store
+                .mapping_by_event(&m.owner, &m.gitter_room, event)
+                .expect("lookup by event");
+            // Two mappings of one portal may name the same event only in generated data;
+            // whichever is found names it.
+            assert_eq!(
+                by_event.as_ref().and_then(|f| f.event_id.as_ref()),
+                Some(event)
+            );
+        }
+    }
+    let nobody = user(999);
+    assert_eq!(
+        store
+            .mapping_by_gitter_id(&nobody, &groom(1), &gmsg(1))
+            .expect("lookup of nothing"),
+        None
+    );
+    assert_eq!(
+        store
+            .mapping_by_event(&nobody, &groom(1), &event(1))
+            .expect("lookup of nothing"),
+        None
+    );
+}
+
 fn set(changes: Vec<Change>) -> ChangeSet {
     ChangeSet { changes }
 }
@@ -243,6 +292,11 @@ macro_rules! conformance_suite {
                 #[test]
                 fn random_commits_load_as_the_reference(commits in arb_commits()) {
                     check_commits(&mut $backend, &commits);
+                }
+
+                #[test]
+                fn every_mapping_is_found_by_its_gitter_id_and_its_event(commits in arb_commits()) {
+                    check_lookups(&mut $backend, &commits);
                 }
 
                 #[test]

@@ -62,7 +62,10 @@ fn a_schema_2_store_written_by_the_old_main_migrates_and_loads_the_same_state() 
     assert!(!snap.queued.is_empty());
     // The outbox holds three of the numbered effects, typed now.
     let outbox: Vec<_> = snap.outbox.values().cloned().collect();
-    assert_eq!(outbox, vec![effect(57, 1, 2), effect(58, 2, 3), effect(59, 3, 4)]);
+    assert_eq!(
+        outbox,
+        vec![effect(57, 1, 2), effect(58, 2, 3), effect(59, 3, 4)]
+    );
 
     // Rooms lose their cursor and ring; the cursor is a row of its own.
     let rooms = before["gitter_rooms"].as_array().unwrap();
@@ -168,7 +171,10 @@ fn a_schema_3_store_written_by_the_old_main_migrates_every_kind_of_effect_to_its
         assert_eq!(got, want, "effect {}", want.id);
     }
     drop(store);
-    let again = RedbStore::open(&path).expect("reopen").load().expect("load");
+    let again = RedbStore::open(&path)
+        .expect("reopen")
+        .load()
+        .expect("load");
     assert_eq!(again, snap, "a second open migrates nothing");
 }
 

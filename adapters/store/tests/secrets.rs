@@ -9,8 +9,7 @@ use std::path::Path;
 
 use common::*;
 use gitter_bridge_core::{
-    Action, Change, ChangeSet, Effect, EffectId, Lane, LoginThen, RequestId, Secret, Snapshot,
-    Then,
+    Action, Change, ChangeSet, Effect, EffectId, Lane, LoginThen, RequestId, Secret, Snapshot, Then,
 };
 use gitter_bridge_store::{RedbStore, Store, StoreError, TokenKey};
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use gitter_bridge_core::{Action, EffectId, FailureKind, JoinPurpose};
+use gitter_bridge_core::{Action, EffectId, FailureKind, MatrixCall};
 use gitter_bridge_matrix::{MatrixClient, MatrixError};
 use serde_json::json;
 use wiremock::ResponseTemplate;
@@ -15,11 +15,10 @@ fn join_path() -> String {
 }
 
 fn ghost_join() -> Action {
-    Action::Join {
+    Action::Matrix(MatrixCall::Join {
         room: room(ROOM),
         user: user(GHOST),
-        purpose: JoinPurpose::Ghost,
-    }
+    })
 }
 
 /// The first `n` calls get `first`, later ones `then`.
