@@ -24,7 +24,7 @@ pub(crate) const ZERO_OBJECT_ID: &str = "000000000000000000000000";
 /// In-memory state of a room's stream.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct StreamState {
-    /// The stream is wanted and not closed since: an OpenStream was emitted, or, for a room
+    /// The stream is wanted and not closed since: a `StreamCall::Open` was emitted, or, for a room
     /// without a cursor, the baseline read that comes before it.
     pub(crate) open: bool,
     /// A catch-up is under way: stream messages wait in `buffer`.

@@ -583,7 +583,7 @@ struct InFlight {
     lane: Lane,
     action: &'static str,
     direction: Option<Direction>,
-    /// The room whose stream a `CloseStream` closes: an aborted reader sends no
+    /// The room whose stream a `StreamCall::Close` closes: an aborted reader sends no
     /// `Disconnected`, so the open-streams gauge learns it here.
     closes: Option<GitterRoomId>,
     queued_at: Instant,
