@@ -1,39 +1,31 @@
-//! The [`Bridge`] value: step bookkeeping (changes, effects, dedupe, timers) and the input
-//! dispatch. The flows live in the modules named for them (`invite`, `login`, `commands`,
-//! `portal`, `ghost`, `relay`, `stream`).
-
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+//! The [`Bridge`] value: a dispatcher over the sub-machines that own the bridge's state. It
+//! takes each input to the sub-machine it is for, each effect's answer to the one that asked
+//! (through the effect's continuation), and each timer to the ones whose deadline came; it
+//! asks each for its next deadline. The flows live in the modules named for them (`invite`,
+//! `login`, `commands`, `portal`, `ghost`, `relay`, `stream`, `prune`), each beside the state
+//! its sub-machine owns; the durable retry schedule is `retry`, the dedupe windows `dedupe`.
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use crate::dedupe::Window;
+use crate::dedupe::Dedupe;
 use crate::effect::{
     Action, Effect, GitterCall, Lane, LoginThen, MatrixCall, MatrixContent, RelayThen, StoreCall,
     Then,
 };
 use crate::error::CoreError;
-use crate::ids::{
-    AsTxnId, EffectId, GitterMessageId, GitterRoomId, GitterUserId, OwnedEventId, OwnedRoomId,
-    OwnedUserId, Timestamp,
-};
+use crate::ids::{AsTxnId, EffectId, GitterRoomId, OwnedRoomId, OwnedUserId, Timestamp};
 use crate::input::{EffectOutput, EffectResult, Input, MatrixEvent, MatrixEventKind};
+use crate::login::Logins;
 use crate::output::Outputs;
-use crate::state::{Change, Origin, PortalState, Snapshot};
-use crate::stream::StreamState;
-use crate::timers::{Deadlines, TimerKind};
+use crate::portal::{Portals, RoomRole};
+use crate::relay::Relay;
+use crate::retry::Retries;
+use crate::state::{Change, PortalState, Snapshot};
+use crate::step::Step;
+use crate::stream::Streams;
+use crate::timers::TimerKind;
 use crate::{Config, GitterMessage};
-
-/// How long an expired login link or OAuth state is kept before the timer forgets it.
-/// Forgetting it at expiry would turn the "expired" page into "unknown or already used" for
-/// anyone who opens an old link; the ticket can no longer be used either way. An hour
-/// covers a person coming back to the tab; rows do not pile up for a day.
-const EXPIRED_TICKET_KEPT_MS: u64 = 60 * 60 * 1000;
-
-/// When the timer forgets a ticket.
-fn forget_at(ticket: &crate::state::Ticket) -> Timestamp {
-    ticket.expires.plus_ms(EXPIRED_TICKET_KEPT_MS)
-}
 
 /// The seed of the core's random generator, from which login links, OAuth states, CSRF
 /// tokens and retry jitter are drawn. The driver gives 32 bytes from the operating system
@@ -59,76 +51,34 @@ impl From<u64> for Seed {
     }
 }
 
-/// The retry bookkeeping of a durable effect that failed for a reason that can pass (when
-/// to try again is in `Bridge::retry_timers`, absent while the retry runs).
-#[derive(Clone, Debug)]
-struct RetryState {
-    /// Failed tries since the last start.
-    attempts: u32,
-    /// When the first of them failed.
-    since: Timestamp,
-}
-
-/// The two tables of single-use tokens, whose rows the timer forgets after expiry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum TicketTable {
-    LoginLinks,
-    OAuthStates,
-}
-
 /// After this many failed tries of a user's message, the user is told it is delayed (once).
 const DELAY_NOTICE_AFTER: u32 = 3;
-
-/// What a Matrix room is to the bridge (an in-memory index rebuilt from the snapshot).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum RoomRole {
-    /// The control room of this user.
-    Control(OwnedUserId),
-    /// The portal of (owner, Gitter room).
-    Portal(OwnedUserId, GitterRoomId),
-}
 
 /// The bridge state machine. See the crate documentation for the contract.
 pub struct Bridge {
     pub(crate) config: Config,
     rng: ChaCha20Rng,
-    /// The persistent state; changed only through [`Bridge::change`].
+    /// The persistent state (what the store holds, the hot set of the mappings only);
+    /// changed only through [`Bridge::change`]. The sub-machines below own what is derived
+    /// from it or lives in memory only.
     pub(crate) state: Snapshot,
-    /// Matrix room -> role (derived from `state`).
-    pub(crate) rooms: BTreeMap<OwnedRoomId, RoomRole>,
-    /// Gitter room -> owners of its portals (derived from `state`).
-    pub(crate) room_portals: BTreeMap<GitterRoomId, BTreeSet<OwnedUserId>>,
-    /// (Gitter room, author) -> Gitter sends in flight (derived from the outbox).
-    pub(crate) inflight: BTreeMap<(GitterRoomId, GitterUserId), usize>,
-    /// Stream state per Gitter room (not persisted: streams are re-opened at startup).
-    pub(crate) streams: BTreeMap<GitterRoomId, StreamState>,
-    /// Durable effects waiting to be tried again (not persisted: every outbox row is tried
-    /// at startup, which starts its backoff over).
-    retries: BTreeMap<EffectId, RetryState>,
-    /// Users told in this run that they may no longer use the bridge.
-    told_not_permitted: BTreeSet<OwnedUserId>,
-    /// AS transaction ids processed (a hash index over `state.transactions`).
-    txns_seen: Window<AsTxnId>,
-    /// Matrix event ids processed (a hash index over `state.events`).
-    events_seen: Window<OwnedEventId>,
-    /// Per Gitter room, the message ids relayed last (in memory only: after a restart the
-    /// cursor keeps catch-ups from reading them again).
-    recent: HashMap<GitterRoomId, Window<GitterMessageId>>,
-    /// The order in which the hot mappings (`state.messages`) were added, oldest first: the
-    /// oldest leaves the hot set first (it stays in the store).
-    hot_order: VecDeque<(OwnedUserId, GitterMessageId)>,
+    /// The current step: its time and outputs.
+    pub(crate) step: Step,
+    /// Which Matrix room is whose, and the portals of each Gitter room.
+    pub(crate) portals: Portals,
+    /// Stream states, waiting messages, recent ids and catch-up retries per Gitter room.
+    pub(crate) streams: Streams,
+    /// Sends in flight and the order of the hot mappings.
+    pub(crate) relay: Relay,
+    /// When login links and OAuth states are forgotten; who was told they may not use the
+    /// bridge.
+    pub(crate) logins: Logins,
+    /// Transactions and events processed.
+    dedupe: Dedupe,
+    /// The durable retry schedule.
+    retries: Retries,
     /// Retention of the store's mappings.
     pub(crate) pruning: crate::prune::Pruning,
-    /// When each login link and OAuth state is forgotten.
-    ticket_timers: Deadlines<(TicketTable, String)>,
-    /// When each failed catch-up is tried again.
-    pub(crate) catch_up_timers: Deadlines<GitterRoomId>,
-    /// When each retrying effect is tried again.
-    retry_timers: Deadlines<EffectId>,
-    /// The current step's time.
-    pub(crate) now: Timestamp,
-    /// The current step's outputs.
-    out: Outputs,
 }
 
 impl Bridge {
@@ -144,30 +94,19 @@ impl Bridge {
             Seed::Bytes(bytes) => ChaCha20Rng::from_seed(bytes),
             Seed::Number(n) => ChaCha20Rng::seed_from_u64(n),
         };
-        let mut bridge = Bridge {
+        Bridge {
+            portals: Portals::restore(&snapshot),
+            relay: Relay::restore(&snapshot),
+            logins: Logins::restore(&snapshot),
+            dedupe: Dedupe::restore(&snapshot, config.dedupe_capacity),
+            streams: Streams::default(),
+            retries: Retries::default(),
+            pruning: Default::default(),
+            step: Step::default(),
             config,
             rng,
-            state: Snapshot::default(),
-            rooms: BTreeMap::new(),
-            room_portals: BTreeMap::new(),
-            inflight: BTreeMap::new(),
-            streams: BTreeMap::new(),
-            retries: BTreeMap::new(),
-            told_not_permitted: BTreeSet::new(),
-            txns_seen: Window::new(0),
-            events_seen: Window::new(0),
-            recent: HashMap::new(),
-            hot_order: VecDeque::new(),
-            pruning: Default::default(),
-            ticket_timers: Deadlines::default(),
-            catch_up_timers: Deadlines::default(),
-            retry_timers: Deadlines::default(),
-            now: Timestamp(0),
-            out: Outputs::default(),
-        };
-        bridge.state = snapshot;
-        bridge.reindex();
-        bridge
+            state: snapshot,
+        }
     }
 
     /// The persistent state as it stands (what a store holding every committed change set
@@ -184,7 +123,7 @@ impl Bridge {
     /// Handles one input at time `now` and returns the step's outputs.
     pub fn handle(&mut self, now: Timestamp, input: Input) -> Outputs {
         // Time never goes backwards inside the core, even if the driver's clock does.
-        self.now = self.now.max(now);
+        self.step.start(now);
         match input {
             Input::Startup => self.on_startup(),
             Input::Transaction { txn_id, events } => self.on_transaction(txn_id, events),
@@ -205,138 +144,30 @@ impl Bridge {
             Input::EffectDone { id, result } => self.on_effect_done(id, result),
             Input::Timer => self.on_timer(),
         }
-        self.out.next_timer = self.next_deadline().map(|(at, _)| at);
-        std::mem::take(&mut self.out)
+        let next = self.next_deadline().map(|(at, _)| at);
+        self.step.finish(next)
     }
 
     // ---------------------------------------------------------------- step bookkeeping
 
-    /// Applies a change to the state and records it in the step's change set.
+    /// Applies a change to the state and records it in the step's change set; the
+    /// sub-machines that index what it changes follow it.
     pub(crate) fn change(&mut self, change: Change) {
-        let mut new_mapping = None;
-        match &change {
+        let new_mapping = match &change {
             Change::PutMessage(m) => {
                 let key = (m.owner.clone(), m.gitter_id.clone());
-                if !self.state.messages.contains_key(&key) {
-                    new_mapping = Some(key);
-                }
+                (!self.state.messages.contains_key(&key)).then_some(key)
             }
-            Change::PutUser(u) => {
-                if let Some(old) = self
-                    .state
-                    .users
-                    .get(&u.user)
-                    .and_then(|o| o.control_room.clone())
-                {
-                    self.rooms.remove(&old);
-                }
-                index_user(&mut self.rooms, u);
-            }
-            Change::PutPortal(p) => {
-                index_portal(&mut self.rooms, &mut self.room_portals, p);
-            }
-            Change::PutLoginLink(k, t) => self
-                .ticket_timers
-                .set((TicketTable::LoginLinks, k.clone()), forget_at(t)),
-            Change::DeleteLoginLink(k) => self
-                .ticket_timers
-                .clear(&(TicketTable::LoginLinks, k.clone())),
-            Change::PutOAuthState(k, t) => self
-                .ticket_timers
-                .set((TicketTable::OAuthStates, k.clone()), forget_at(t)),
-            Change::DeleteOAuthState(k) => self
-                .ticket_timers
-                .clear(&(TicketTable::OAuthStates, k.clone())),
-            _ => {}
-        }
+            _ => None,
+        };
+        self.portals.observe(&change, &self.state);
+        self.logins.observe(&change);
         self.state.apply(&change);
-        self.out.changes.changes.push(change);
+        self.step.record(change);
         if let Some(key) = new_mapping {
-            self.hot_order.push_back(key);
-            self.trim_hot_mappings();
-        }
-    }
-
-    /// Keeps the hot set of mappings within `hot_mappings`, letting the oldest go (they stay
-    /// in the store). A mapping of the owner's own send that its room's cursor has not
-    /// passed yet stays: its echo may still come from Gitter, and without it the owner's
-    /// message would be relayed back into their portal.
-    fn trim_hot_mappings(&mut self) {
-        // A few candidates per new mapping, not a scan: while many sends wait for their
-        // echo the set may stay above its bound (they are needed), and trimming stays O(1).
-        for _ in 0..4 {
-            if self.state.messages.len() <= self.config.hot_mappings {
-                return;
-            }
-            let Some(key) = self.hot_order.pop_front() else {
-                return;
-            };
-            let Some(m) = self.state.messages.get(&key) else {
-                continue;
-            };
-            let echo_to_come = m.origin == Origin::Matrix
-                && self
-                    .state
-                    .cursors
-                    .get(&m.gitter_room)
-                    .is_none_or(|c| m.gitter_id.as_str() > c.as_str());
-            if echo_to_come {
-                self.hot_order.push_back(key);
-            } else {
-                self.state.messages.remove(&key);
-            }
-        }
-    }
-
-    /// The ids relayed last in a Gitter room.
-    pub(crate) fn recent_in(&mut self, room: &GitterRoomId) -> &mut Window<GitterMessageId> {
-        let capacity = self.config.recent_capacity;
-        self.recent
-            .entry(room.clone())
-            .or_insert_with(|| Window::new(capacity))
-    }
-
-    /// Rebuilds the derived indexes from the state.
-    fn reindex(&mut self) {
-        self.rooms.clear();
-        self.room_portals.clear();
-        self.inflight.clear();
-        for u in self.state.users.values() {
-            index_user(&mut self.rooms, u);
-        }
-        for p in self.state.portals.values() {
-            index_portal(&mut self.rooms, &mut self.room_portals, p);
-        }
-        self.ticket_timers.clear_all();
-        for (k, t) in &self.state.login_links {
-            self.ticket_timers
-                .set((TicketTable::LoginLinks, k.clone()), forget_at(t));
-        }
-        for (k, t) in &self.state.oauth_states {
-            self.ticket_timers
-                .set((TicketTable::OAuthStates, k.clone()), forget_at(t));
-        }
-        let capacity = self.config.dedupe_capacity;
-        self.txns_seen =
-            Window::from_oldest_first(self.state.transactions.iter().cloned(), capacity);
-        self.events_seen = Window::from_oldest_first(self.state.events.iter().cloned(), capacity);
-        // Oldest first in Gitter's order (ObjectIds sort as they were made).
-        let mut hot: Vec<_> = self.state.messages.keys().cloned().collect();
-        hot.sort_by(|a, b| a.1.as_str().cmp(b.1.as_str()));
-        self.hot_order = hot.into();
-        let sends: Vec<_> = self
-            .state
-            .outbox
-            .values()
-            .filter_map(|e| match e.action.gitter_send() {
-                Some(GitterCall::SendMessage {
-                    room, gitter_user, ..
-                }) => Some((room.clone(), gitter_user.clone())),
-                _ => None,
-            })
-            .collect();
-        for key in sends {
-            *self.inflight.entry(key).or_default() += 1;
+            self.relay.hot_added(key);
+            self.relay
+                .trim_hot(&mut self.state, self.config.hot_mappings);
         }
     }
 
@@ -350,15 +181,7 @@ impl Bridge {
     pub(crate) fn ask(&mut self, lane: Lane, action: Action, then: Then) -> EffectId {
         let id = EffectId(self.state.next_effect_id);
         self.change(Change::SetNextEffectId(EffectId(id.0 + 1)));
-        if let Some(GitterCall::SendMessage {
-            room, gitter_user, ..
-        }) = action.gitter_send()
-        {
-            *self
-                .inflight
-                .entry((room.clone(), gitter_user.clone()))
-                .or_default() += 1;
-        }
+        self.relay.observe_emitted(&action);
         let effect = Effect {
             id,
             lane,
@@ -366,18 +189,18 @@ impl Bridge {
             then,
         };
         self.change(Change::PutOutbox(effect.clone()));
-        self.out.effects.push(effect);
+        self.step.execute(effect);
         id
     }
 
     /// Reports a problem worth a log line.
     pub(crate) fn warn(&mut self, e: CoreError) {
-        self.out.warnings.push(e);
+        self.step.warn(e);
     }
 
     /// Answers a pending web request.
     pub(crate) fn reply(&mut self, request: crate::RequestId, reply: crate::WebReply) {
-        self.out.replies.push((request, reply));
+        self.step.reply(request, reply);
     }
 
     /// Sends a notice from the bot into a user's control room (dropped when the user has
@@ -418,9 +241,9 @@ impl Bridge {
     /// keeps its deadlines ordered, so this costs the same however large the bridge.
     fn next_deadline(&self) -> Option<(Timestamp, TimerKind)> {
         [
-            (self.ticket_timers.next(), TimerKind::ForgetTicket),
-            (self.catch_up_timers.next(), TimerKind::CatchUpRetry),
-            (self.retry_timers.next(), TimerKind::EffectRetry),
+            (self.logins.deadline(), TimerKind::ForgetTicket),
+            (self.streams.deadline(), TimerKind::CatchUpRetry),
+            (self.retries.deadline(), TimerKind::EffectRetry),
             (self.pruning.deadline(), TimerKind::Prune),
         ]
         .into_iter()
@@ -430,12 +253,8 @@ impl Bridge {
 
     /// A timer fired: every sub-machine whose deadline has come does its work.
     fn on_timer(&mut self) {
-        let now = self.now;
-        for (table, k) in self.ticket_timers.take_due(now) {
-            self.change(match table {
-                TicketTable::LoginLinks => Change::DeleteLoginLink(k),
-                TicketTable::OAuthStates => Change::DeleteOAuthState(k),
-            });
+        for change in self.logins.due(self.step.now) {
+            self.change(change);
         }
         self.retry_catch_ups();
         self.retry_due_effects();
@@ -447,23 +266,27 @@ impl Bridge {
         self.retries.len()
     }
 
+    /// Messages of a room waiting for a catch-up or for their authors' sends (for tests and
+    /// metrics).
+    pub fn held_messages(&self, room: &GitterRoomId) -> usize {
+        self.streams.waiting(room)
+    }
+
     /// When the oldest retrying effect first failed (for metrics).
     pub fn oldest_retry_since(&self) -> Option<Timestamp> {
-        self.retries.values().map(|r| r.since).min()
+        self.retries.oldest_since()
     }
 
     /// Re-emits the durable effects whose retry time has come. Each keeps its id, so the
     /// driver runs it at the head of the lane it held.
     fn retry_due_effects(&mut self) {
-        for id in self.retry_timers.take_due(self.now) {
+        for id in self.retries.due(self.step.now) {
             match self.state.outbox.get(&id).cloned() {
                 Some(effect) => {
                     let effect = self.refresh_token(effect);
-                    self.out.effects.push(effect);
+                    self.step.execute(effect);
                 }
-                None => {
-                    self.retries.remove(&id);
-                }
+                None => self.retries.done(id),
             }
         }
     }
@@ -496,22 +319,13 @@ impl Bridge {
         let id = effect.id;
         // Still in the outbox (the store never saw it leave).
         self.state.outbox.insert(id, effect.clone());
-        let now = self.now;
-        let state = self.retries.entry(id).or_insert(RetryState {
-            attempts: 0,
-            since: now,
-        });
-        state.attempts += 1;
-        let attempts = state.attempts;
-        let ceiling = self
-            .config
-            .retry_min_ms
-            .max(1)
-            .saturating_mul(1u64 << (attempts - 1).min(30))
-            .min(self.config.retry_max_ms.max(1));
-        // Half fixed, half random: never sooner than half the ceiling.
-        let delay = ceiling / 2 + self.rng.next_u64() % (ceiling - ceiling / 2 + 1);
-        self.retry_timers.set(id, now.plus_ms(delay));
+        let (attempts, delay) = self.retries.failed(
+            id,
+            self.step.now,
+            self.config.retry_min_ms,
+            self.config.retry_max_ms,
+            &mut self.rng,
+        );
         // A send that failed in a way that leaves its outcome unknown (a time-out, a lost
         // answer, a 5xx) may have been stored by Gitter: the next try reads before it posts.
         // A rate-limited send was refused, so it simply posts again.
@@ -553,7 +367,7 @@ impl Bridge {
             }
             _ => {}
         }
-        self.out.holds.push(id);
+        self.step.hold(id);
         self.warn(CoreError::EffectRetrying {
             id,
             action: effect.action.name(),
@@ -566,12 +380,9 @@ impl Bridge {
     /// Re-emits a held effect at once (a reconcile read that found nothing: now it posts).
     fn retry_now(&mut self, effect: Effect) {
         self.change(Change::PutOutbox(effect.clone()));
-        self.retries.entry(effect.id).or_insert(RetryState {
-            attempts: 0,
-            since: self.now,
-        });
-        self.out.holds.push(effect.id);
-        self.out.effects.push(effect);
+        self.retries.again_now(effect.id, self.step.now);
+        self.step.hold(effect.id);
+        self.step.execute(effect);
     }
 
     // ---------------------------------------------------------------- startup
@@ -579,7 +390,6 @@ impl Bridge {
     fn on_startup(&mut self) {
         // Stream state is not persisted: every stream is closed until re-opened here.
         self.streams.clear();
-        self.catch_up_timers.clear_all();
         let pending: Vec<Effect> = self.state.outbox.values().cloned().collect();
         for mut effect in pending {
             match (&mut effect.action, &effect.then) {
@@ -629,13 +439,12 @@ impl Bridge {
                         *reconcile = true;
                         self.change(Change::PutOutbox(effect.clone()));
                     }
-                    self.out.effects.push(effect);
+                    self.step.execute(effect);
                 }
-                _ => self.out.effects.push(effect),
+                _ => self.step.execute(effect),
             }
         }
-        let rooms: Vec<GitterRoomId> = self.room_portals.keys().cloned().collect();
-        for room in rooms {
+        for room in self.portals.gitter_rooms() {
             self.ensure_reader(&room);
         }
         self.prune_on_startup();
@@ -646,34 +455,22 @@ impl Bridge {
     fn on_transaction(&mut self, txn_id: AsTxnId, events: Vec<MatrixEvent>) {
         // The homeserver retries a transaction with the same id and events until it gets a
         // 200: a retry must do nothing (AS API, "Pushing events").
-        if self.txns_seen.contains(&txn_id) {
+        let Some(changes) = self.dedupe.new_txn(&txn_id) else {
             return;
+        };
+        for change in changes {
+            self.change(change);
         }
-        self.remember_txn(txn_id);
         for event in events {
             // Duplicated delivery under different transaction ids happens in the wild
             // (element-hq/synapse#11447), so events are deduplicated too.
-            if self.events_seen.contains(&event.event_id) {
+            let Some(changes) = self.dedupe.new_event(&event.event_id) else {
                 continue;
+            };
+            for change in changes {
+                self.change(change);
             }
-            self.remember_event(event.event_id.clone());
             self.on_matrix_event(event);
-        }
-    }
-
-    fn remember_txn(&mut self, txn_id: AsTxnId) {
-        let gone = self.txns_seen.push(txn_id.clone());
-        self.change(Change::RememberTransaction(txn_id));
-        for oldest in gone {
-            self.change(Change::ForgetTransaction(oldest));
-        }
-    }
-
-    fn remember_event(&mut self, event_id: OwnedEventId) {
-        let gone = self.events_seen.push(event_id.clone());
-        self.change(Change::RememberEvent(event_id));
-        for oldest in gone {
-            self.change(Change::ForgetEvent(oldest));
         }
     }
 
@@ -690,7 +487,7 @@ impl Bridge {
                 body,
                 formatted_body: _,
             } if !own => {
-                let role = self.rooms.get(&event.room_id).cloned();
+                let role = self.portals.role(&event.room_id).cloned();
                 match role {
                     Some(RoomRole::Control(user))
                         if user == event.sender
@@ -717,10 +514,10 @@ impl Bridge {
     /// longer allowed is told once per run, in their control room.
     pub(crate) fn still_permitted(&mut self, user: &OwnedUserId) -> bool {
         if self.config.permissions.allows(user) {
-            self.told_not_permitted.remove(user);
+            self.logins.told_not_permitted.remove(user);
             return true;
         }
-        if self.told_not_permitted.insert(user.clone()) {
+        if self.logins.told_not_permitted.insert(user.clone()) {
             self.notice(
                 user,
                 "You are no longer allowed to use this bridge, so nothing is bridged for you \
@@ -790,21 +587,9 @@ impl Bridge {
             self.schedule_retry(effect, failure.clone());
             return;
         }
-        self.retries.remove(&id);
-        self.retry_timers.clear(&id);
+        self.retries.done(id);
         self.change(Change::DeleteOutbox(id));
-        if let Some(GitterCall::SendMessage {
-            room, gitter_user, ..
-        }) = effect.action.gitter_send()
-        {
-            let key = (room.clone(), gitter_user.clone());
-            if let Some(n) = self.inflight.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    self.inflight.remove(&key);
-                }
-            }
-        }
+        self.relay.observe_done(&effect.action);
         if let Err(failure) = &result {
             if failure.kind == crate::FailureKind::TokenRevoked
                 && let Some(user) = self.token_owner(&effect.action)
@@ -823,8 +608,7 @@ impl Bridge {
     /// Whether a send has been failing longer than `send_give_up_ms` (in this run).
     fn send_too_old(&self, id: EffectId) -> bool {
         self.retries
-            .get(&id)
-            .is_some_and(|r| self.now.0.saturating_sub(r.since.0) > self.config.send_give_up_ms)
+            .failing_longer_than(id, self.step.now, self.config.send_give_up_ms)
     }
 
     /// Which of the author's messages read by a reconcile is this send, if any. Only
@@ -852,11 +636,7 @@ impl Bridge {
             matches!(a.gitter_send(), Some(GitterCall::SendMessage { room: r, gitter_user: g, text: t, reconcile: true, .. })
                 if r == room && g == gitter_user && t == text)
         };
-        let owners: Vec<&OwnedUserId> = self
-            .room_portals
-            .get(room)
-            .map(|o| o.iter().collect())
-            .unwrap_or_default();
+        let owners = self.portals.owners(room);
         let claimed = |id: &crate::GitterMessageId| {
             self.state
                 .messages
@@ -952,61 +732,4 @@ impl Bridge {
                 .get(&(owner.clone(), room.clone()))
                 .is_some_and(|p| matches!(p.state, PortalState::Active | PortalState::Creating))
     }
-
-    /// Stream state of a room, created on first use.
-    pub(crate) fn stream_mut(&mut self, room: &GitterRoomId) -> &mut StreamState {
-        self.streams.entry(room.clone()).or_default()
-    }
-
-    /// Messages held for a room (for tests and metrics).
-    pub fn held_messages(&self, room: &GitterRoomId) -> usize {
-        self.streams
-            .get(room)
-            .map_or(0, |s| s.held.len() + s.buffer.len())
-    }
-
-    pub(crate) fn held_front(&self, room: &GitterRoomId) -> Option<&GitterMessage> {
-        self.streams.get(room).and_then(|s| s.held.front())
-    }
-
-    pub(crate) fn take_held(&mut self, room: &GitterRoomId) -> Option<GitterMessage> {
-        self.streams.get_mut(room).and_then(|s| s.held.pop_front())
-    }
-
-    pub(crate) fn push_held(&mut self, room: &GitterRoomId, m: GitterMessage) {
-        self.stream_mut(room).held.push_back(m);
-    }
-
-    pub(crate) fn held_is_empty(&self, room: &GitterRoomId) -> bool {
-        self.streams.get(room).is_none_or(|s| s.held.is_empty())
-    }
-
-    pub(crate) fn buffer_take(&mut self, room: &GitterRoomId) -> VecDeque<GitterMessage> {
-        std::mem::take(&mut self.stream_mut(room).buffer)
-    }
-}
-
-/// Indexes a user's control room (the caller removes a previous one).
-fn index_user(rooms: &mut BTreeMap<OwnedRoomId, RoomRole>, u: &crate::UserRecord) {
-    if let Some(room) = &u.control_room {
-        rooms.insert(room.clone(), RoomRole::Control(u.user.clone()));
-    }
-}
-
-/// Indexes a portal's Matrix room and its Gitter room's owners.
-fn index_portal(
-    rooms: &mut BTreeMap<OwnedRoomId, RoomRole>,
-    room_portals: &mut BTreeMap<GitterRoomId, BTreeSet<OwnedUserId>>,
-    p: &crate::PortalRecord,
-) {
-    if let Some(room) = &p.room_id {
-        rooms.insert(
-            room.clone(),
-            RoomRole::Portal(p.owner.clone(), p.gitter_room.clone()),
-        );
-    }
-    room_portals
-        .entry(p.gitter_room.clone())
-        .or_default()
-        .insert(p.owner.clone());
 }

@@ -130,15 +130,6 @@ fn explain(failure: &Failure, uri: Option<&str>, doing: &str) -> String {
 }
 
 impl Bridge {
-    /// The valid token of a user, if logged in.
-    pub(crate) fn valid_login(&self, user: &OwnedUserId) -> Option<crate::Login> {
-        self.state
-            .users
-            .get(user)
-            .and_then(|u| u.login.clone())
-            .filter(|l| l.valid)
-    }
-
     pub(crate) fn on_command(&mut self, user: &OwnedUserId, body: &str) {
         let command = match Command::parse(body) {
             Ok(c) => c,

@@ -9,6 +9,51 @@
 use std::collections::{HashSet, VecDeque};
 use std::hash::Hash;
 
+use crate::ids::{AsTxnId, OwnedEventId};
+use crate::state::{Change, Snapshot};
+
+/// What the bridge has processed from the homeserver: transaction ids and event ids, each
+/// the last `dedupe_capacity` of them (persisted as `Snapshot::transactions` and
+/// `Snapshot::events`, of which these are the hash indexes).
+#[derive(Clone, Debug)]
+pub(crate) struct Dedupe {
+    txns: Window<AsTxnId>,
+    events: Window<OwnedEventId>,
+}
+
+impl Dedupe {
+    /// The windows of a restored state.
+    pub(crate) fn restore(state: &Snapshot, capacity: usize) -> Dedupe {
+        Dedupe {
+            txns: Window::from_oldest_first(state.transactions.iter().cloned(), capacity),
+            events: Window::from_oldest_first(state.events.iter().cloned(), capacity),
+        }
+    }
+
+    /// `None` if the transaction was processed already, else the changes that remember it
+    /// (and forget the oldest).
+    pub(crate) fn new_txn(&mut self, id: &AsTxnId) -> Option<Vec<Change>> {
+        if self.txns.contains(id) {
+            return None;
+        }
+        let gone = self.txns.push(id.clone());
+        let mut changes = vec![Change::RememberTransaction(id.clone())];
+        changes.extend(gone.into_iter().map(Change::ForgetTransaction));
+        Some(changes)
+    }
+
+    /// `None` if the event was processed already, else the changes that remember it.
+    pub(crate) fn new_event(&mut self, id: &OwnedEventId) -> Option<Vec<Change>> {
+        if self.events.contains(id) {
+            return None;
+        }
+        let gone = self.events.push(id.clone());
+        let mut changes = vec![Change::RememberEvent(id.clone())];
+        changes.extend(gone.into_iter().map(Change::ForgetEvent));
+        Some(changes)
+    }
+}
+
 /// The last `capacity` distinct ids pushed, with O(1) lookup.
 #[derive(Clone, Debug)]
 pub(crate) struct Window<T> {

@@ -5,11 +5,12 @@
 //! chats", leave, remember the room as refused. Else the room becomes the user's control room
 //! (leaving the previous one) and the bot greets. Leaving the control room clears it.
 
-use crate::bridge::{Bridge, RoomRole};
+use crate::bridge::Bridge;
 use crate::effect::{Action, Answer, InviteThen, Lane, MatrixCall, Then};
 use crate::ids::{GitterRoomId, OwnedRoomId, OwnedUserId};
 use crate::input::EffectOutput;
 use crate::input::{MatrixEvent, Membership};
+use crate::portal::RoomRole;
 use crate::state::{Change, PortalState, UserRecord};
 
 pub(crate) const NOT_PERMITTED: &str =
@@ -29,7 +30,7 @@ impl Bridge {
             return;
         }
         if matches!(m, Membership::Join | Membership::Invite | Membership::Knock)
-            && let Some(RoomRole::Control(user)) = self.rooms.get(&room).cloned()
+            && let Some(RoomRole::Control(user)) = self.portals.role(&room).cloned()
             && target != user
         {
             // The control room carries login links and the bot's answers: it must stay a
@@ -52,7 +53,7 @@ impl Bridge {
         if !matches!(m, Membership::Leave | Membership::Ban) {
             return;
         }
-        match self.rooms.get(&room).cloned() {
+        match self.portals.role(&room).cloned() {
             Some(RoomRole::Control(user)) if user == target => {
                 self.clear_control_room(&user, true);
             }
@@ -215,7 +216,6 @@ impl Bridge {
     fn clear_control_room(&mut self, user: &OwnedUserId, leave: bool) {
         let mut record = self.user_record(user);
         if let Some(room) = record.control_room.take() {
-            self.rooms.remove(&room);
             self.change(Change::PutUser(record));
             if leave {
                 self.emit(
@@ -230,7 +230,7 @@ impl Bridge {
     }
 
     fn on_bot_removed(&mut self, room: &OwnedRoomId) {
-        if let Some(RoomRole::Control(user)) = self.rooms.get(room).cloned() {
+        if let Some(RoomRole::Control(user)) = self.portals.role(room).cloned() {
             self.clear_control_room(&user, false);
         }
     }

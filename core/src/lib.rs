@@ -73,7 +73,9 @@ mod output;
 mod portal;
 mod prune;
 mod relay;
+mod retry;
 mod state;
+mod step;
 mod stream;
 mod timers;
 

@@ -12,12 +12,16 @@
 //! and the login is stored. A Gitter account is linked to one Matrix user at a time: linking
 //! it again moves it, and the previous Matrix user is logged out and told.
 
+use std::collections::BTreeSet;
+
 use crate::bridge::Bridge;
 use crate::effect::{Action, Answer, GitterCall, Lane, LoginThen, Then};
+use crate::ids::Timestamp;
 use crate::ids::{OwnedUserId, RequestId, Secret};
 use crate::input::{EffectOutput, Failure, FailureKind, GitterUser};
 use crate::output::WebReply;
-use crate::state::{Change, Login, Ticket};
+use crate::state::{Change, Login, Snapshot, Ticket};
+use crate::timers::Deadlines;
 
 /// Percent-encodes a query-string value (RFC 3986 unreserved characters pass through).
 fn encode(value: &str) -> String {
@@ -42,6 +46,84 @@ fn not_allowed() -> WebReply {
     )
 }
 
+/// How long an expired login link or OAuth state is kept before the timer forgets it.
+/// Forgetting it at expiry would turn the "expired" page into "unknown or already used" for
+/// anyone who opens an old link; the ticket can no longer be used either way. An hour
+/// covers a person coming back to the tab; rows do not pile up for a day.
+const EXPIRED_TICKET_KEPT_MS: u64 = 60 * 60 * 1000;
+
+/// The two tables of single-use tokens, whose rows the timer forgets after expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TicketTable {
+    LoginLinks,
+    OAuthStates,
+}
+
+/// The logins sub-machine's state beside the persisted links and OAuth states: when each of
+/// them is forgotten, and who was told in this run that they may no longer use the bridge.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Logins {
+    forget: Deadlines<(TicketTable, String)>,
+    pub(crate) told_not_permitted: BTreeSet<OwnedUserId>,
+}
+
+impl Logins {
+    /// The timers of a restored state.
+    pub(crate) fn restore(state: &Snapshot) -> Logins {
+        let mut logins = Logins::default();
+        for (k, t) in &state.login_links {
+            logins
+                .forget
+                .set((TicketTable::LoginLinks, k.clone()), forget_at(t));
+        }
+        for (k, t) in &state.oauth_states {
+            logins
+                .forget
+                .set((TicketTable::OAuthStates, k.clone()), forget_at(t));
+        }
+        logins
+    }
+
+    /// Follows a change of the links and OAuth states (whoever makes it).
+    pub(crate) fn observe(&mut self, change: &Change) {
+        match change {
+            Change::PutLoginLink(k, t) => self
+                .forget
+                .set((TicketTable::LoginLinks, k.clone()), forget_at(t)),
+            Change::DeleteLoginLink(k) => self.forget.clear(&(TicketTable::LoginLinks, k.clone())),
+            Change::PutOAuthState(k, t) => self
+                .forget
+                .set((TicketTable::OAuthStates, k.clone()), forget_at(t)),
+            Change::DeleteOAuthState(k) => {
+                self.forget.clear(&(TicketTable::OAuthStates, k.clone()))
+            }
+            _ => {}
+        }
+    }
+
+    /// The timer this sub-machine needs.
+    pub(crate) fn deadline(&self) -> Option<Timestamp> {
+        self.forget.next()
+    }
+
+    /// The changes that forget the tickets whose time has come.
+    pub(crate) fn due(&mut self, now: Timestamp) -> Vec<Change> {
+        self.forget
+            .take_due(now)
+            .into_iter()
+            .map(|(table, k)| match table {
+                TicketTable::LoginLinks => Change::DeleteLoginLink(k),
+                TicketTable::OAuthStates => Change::DeleteOAuthState(k),
+            })
+            .collect()
+    }
+}
+
+/// When the timer forgets a ticket.
+fn forget_at(ticket: &Ticket) -> Timestamp {
+    ticket.expires.plus_ms(EXPIRED_TICKET_KEPT_MS)
+}
+
 /// Login links of one user that work at the same time, at most.
 pub(crate) const MAX_LIVE_LINKS: usize = 3;
 
@@ -54,6 +136,15 @@ fn page(status: u16, title: &str, message: impl Into<String>) -> WebReply {
 }
 
 impl Bridge {
+    /// The valid token of a user, if logged in.
+    pub(crate) fn valid_login(&self, user: &OwnedUserId) -> Option<crate::Login> {
+        self.state
+            .users
+            .get(user)
+            .and_then(|u| u.login.clone())
+            .filter(|l| l.valid)
+    }
+
     fn public_url(&self) -> &str {
         self.config.public_url.trim_end_matches('/')
     }
@@ -67,7 +158,7 @@ impl Bridge {
     /// Creates a login link for `user` and returns its URL. A user has at most
     /// [`MAX_LIVE_LINKS`] links that still work: asking for more forgets the oldest.
     pub(crate) fn new_login_link(&mut self, user: &OwnedUserId) -> String {
-        let now = self.now;
+        let now = self.step.now;
         let mut live: Vec<(crate::Timestamp, String)> = self
             .state
             .login_links
@@ -81,7 +172,7 @@ impl Bridge {
             self.change(Change::DeleteLoginLink(oldest));
         }
         let token = self.random_token();
-        let expires = self.now.plus_ms(self.config.login_link_lifetime_ms);
+        let expires = self.step.now.plus_ms(self.config.login_link_lifetime_ms);
         self.change(Change::PutLoginLink(
             token.clone(),
             Ticket {
@@ -106,7 +197,7 @@ impl Bridge {
             );
             return None;
         };
-        if ticket.expires <= self.now {
+        if ticket.expires <= self.step.now {
             self.reply(
                 request,
                 page(
@@ -160,7 +251,7 @@ impl Bridge {
         // Single use: the link is spent whatever happens next.
         self.change(Change::DeleteLoginLink(token.to_owned()));
         let state = self.random_token();
-        let expires = self.now.plus_ms(self.config.login_link_lifetime_ms);
+        let expires = self.step.now.plus_ms(self.config.login_link_lifetime_ms);
         self.change(Change::PutOAuthState(
             state.clone(),
             Ticket {
@@ -220,7 +311,7 @@ impl Bridge {
             self.reply(request, not_allowed());
             return;
         }
-        if ticket.expires <= self.now {
+        if ticket.expires <= self.step.now {
             self.reply(
                 request,
                 page(

@@ -11,12 +11,100 @@ use crate::bridge::Bridge;
 use crate::effect::{Action, Answer, GitterCall, Lane, MatrixCall, PortalThen, Then};
 use crate::ids::{GitterRoomId, OwnedRoomId, OwnedUserId};
 use crate::input::{EffectOutput, Failure, GitterRoom, GitterUser};
-use crate::state::{Change, GitterRoomRecord, PortalRecord, PortalState};
+use crate::state::{Change, GitterRoomRecord, PortalRecord, PortalState, Snapshot, UserRecord};
 
 /// Localparts of the aliases portal rooms are created with (followed by 32 random hex
 /// digits). The registration claims this namespace for the bridge: Synapse lets an
 /// application service create aliases only inside its own alias namespaces.
 pub const PORTAL_ALIAS_PREFIX: &str = "_gitter_portal_";
+
+/// What a Matrix room is to the bridge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RoomRole {
+    /// The control room of this user.
+    Control(OwnedUserId),
+    /// The portal of (owner, Gitter room).
+    Portal(OwnedUserId, GitterRoomId),
+}
+
+/// The portals sub-machine's indexes over the persisted users and portals, kept by watching
+/// every change to them: which Matrix room is whose control room or portal, and which owners
+/// have a portal of each Gitter room.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Portals {
+    roles: BTreeMap<OwnedRoomId, RoomRole>,
+    owners: BTreeMap<GitterRoomId, BTreeSet<OwnedUserId>>,
+}
+
+impl Portals {
+    /// The indexes of a restored state.
+    pub(crate) fn restore(state: &Snapshot) -> Portals {
+        let mut portals = Portals::default();
+        for u in state.users.values() {
+            portals.index_user(u);
+        }
+        for p in state.portals.values() {
+            portals.index_portal(p);
+        }
+        portals
+    }
+
+    /// Follows a change of a user or portal; `state` is the state before it.
+    pub(crate) fn observe(&mut self, change: &Change, state: &Snapshot) {
+        match change {
+            Change::PutUser(u) => {
+                if let Some(old) = state
+                    .users
+                    .get(&u.user)
+                    .and_then(|o| o.control_room.as_ref())
+                {
+                    self.roles.remove(old);
+                }
+                self.index_user(u);
+            }
+            Change::PutPortal(p) => self.index_portal(p),
+            _ => {}
+        }
+    }
+
+    fn index_user(&mut self, u: &UserRecord) {
+        if let Some(room) = &u.control_room {
+            self.roles
+                .insert(room.clone(), RoomRole::Control(u.user.clone()));
+        }
+    }
+
+    fn index_portal(&mut self, p: &PortalRecord) {
+        if let Some(room) = &p.room_id {
+            self.roles.insert(
+                room.clone(),
+                RoomRole::Portal(p.owner.clone(), p.gitter_room.clone()),
+            );
+        }
+        self.owners
+            .entry(p.gitter_room.clone())
+            .or_default()
+            .insert(p.owner.clone());
+    }
+
+    /// What a Matrix room is to the bridge, if anything.
+    pub(crate) fn role(&self, room: &OwnedRoomId) -> Option<&RoomRole> {
+        self.roles.get(room)
+    }
+
+    /// The owners of the portals of a Gitter room (any state), in order.
+    pub(crate) fn owners(&self, room: &GitterRoomId) -> Vec<OwnedUserId> {
+        self.owners
+            .get(room)
+            .map(|o| o.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every Gitter room with a portal.
+    pub(crate) fn gitter_rooms(&self) -> Vec<GitterRoomId> {
+        self.owners.keys().cloned().collect()
+    }
+}
 
 impl Bridge {
     /// Records (or refreshes) what we know of a Gitter room, keeping its cursor and reader.

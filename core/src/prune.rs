@@ -37,18 +37,23 @@ impl Pruning {
 impl Bridge {
     /// Schedules the first pass of this run.
     pub(crate) fn prune_on_startup(&mut self) {
-        self.pruning.next_at =
-            (self.config.mapping_retention_ms > 0).then(|| self.now.plus_ms(FIRST_AFTER_START_MS));
+        self.pruning.next_at = (self.config.mapping_retention_ms > 0)
+            .then(|| self.step.now.plus_ms(FIRST_AFTER_START_MS));
     }
 
     /// Starts a pass when its time has come: the hot set lets go of what the store is about
     /// to delete, and the first batch goes out.
     pub(crate) fn prune_if_due(&mut self) {
-        if self.pruning.next_at.is_none_or(|t| t > self.now) {
+        if self.pruning.next_at.is_none_or(|t| t > self.step.now) {
             return;
         }
         self.pruning.next_at = None;
-        let older_than = Timestamp(self.now.0.saturating_sub(self.config.mapping_retention_ms));
+        let older_than = Timestamp(
+            self.step
+                .now
+                .0
+                .saturating_sub(self.config.mapping_retention_ms),
+        );
         self.state.messages.retain(|_, m| m.at >= older_than);
         self.prune_batch(older_than, None);
     }
@@ -81,12 +86,12 @@ impl Bridge {
     fn on_pruned(&mut self, older_than: Timestamp, resume: Option<Vec<u8>>) {
         match resume {
             Some(resume) => self.prune_batch(older_than, Some(resume)),
-            None => self.pruning.next_at = Some(self.now.plus_ms(EVERY_MS)),
+            None => self.pruning.next_at = Some(self.step.now.plus_ms(EVERY_MS)),
         }
     }
 
     /// A batch failed (the warning is reported): the next pass tries again.
     fn on_prune_failed(&mut self) {
-        self.pruning.next_at = Some(self.now.plus_ms(EVERY_MS));
+        self.pruning.next_at = Some(self.step.now.plus_ms(EVERY_MS));
     }
 }

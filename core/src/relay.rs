@@ -10,18 +10,121 @@
 //! send in flight to a room, stream messages from that user (and everything after them, to
 //! keep the order) are held until the send completes and the echo can be recognised by id.
 
+use std::collections::{BTreeMap, VecDeque};
+
 use crate::bridge::Bridge;
 use crate::effect::{
     Action, Answer, GitterCall, Lane, MatrixCall, MatrixContent, RelayRef, RelayThen, SendOrigin,
     Then,
 };
 use crate::format::gitter_to_matrix;
-use crate::ids::{GitterRoomId, OwnedEventId, OwnedUserId};
+use crate::ids::{GitterMessageId, GitterRoomId, GitterUserId, OwnedEventId, OwnedUserId};
 use crate::input::{EffectOutput, Failure, FailureKind, GitterMessage, MatrixEvent, MsgType};
-use crate::state::{Change, MessageRecord, Origin, PortalState};
+use crate::state::{Change, MessageRecord, Origin, PortalState, Snapshot};
 
 /// The failure message of a send given up after `send_give_up_ms` (told in its own words).
 pub(crate) const GAVE_UP: &str = "Gitter kept failing on this message; the bridge gave up";
+
+/// The relay's state beside the persisted mappings: the Gitter sends in flight per room and
+/// author (derived from the outbox), and the order in which the hot mappings were added.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Relay {
+    inflight: BTreeMap<(GitterRoomId, GitterUserId), usize>,
+    /// Oldest first: the oldest leaves the hot set first (it stays in the store).
+    hot_order: VecDeque<(OwnedUserId, GitterMessageId)>,
+}
+
+impl Relay {
+    /// The state of a restored snapshot.
+    pub(crate) fn restore(state: &Snapshot) -> Relay {
+        let mut relay = Relay::default();
+        // Oldest first in Gitter's order (ObjectIds sort as they were made).
+        let mut hot: Vec<_> = state.messages.keys().cloned().collect();
+        hot.sort_by(|a, b| a.1.as_str().cmp(b.1.as_str()));
+        relay.hot_order = hot.into();
+        for e in state.outbox.values() {
+            relay.observe_emitted(&e.action);
+        }
+        relay
+    }
+
+    /// Follows an effect put in the outbox for the first time.
+    pub(crate) fn observe_emitted(&mut self, action: &crate::Action) {
+        if let Some(GitterCall::SendMessage {
+            room, gitter_user, ..
+        }) = action.gitter_send()
+        {
+            *self
+                .inflight
+                .entry((room.clone(), gitter_user.clone()))
+                .or_default() += 1;
+        }
+    }
+
+    /// Follows an effect done (or failed for good).
+    pub(crate) fn observe_done(&mut self, action: &crate::Action) {
+        if let Some(GitterCall::SendMessage {
+            room, gitter_user, ..
+        }) = action.gitter_send()
+        {
+            let key = (room.clone(), gitter_user.clone());
+            if let Some(n) = self.inflight.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.inflight.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Whether `author` has a send to `room` in flight.
+    pub(crate) fn sending(&self, room: &GitterRoomId, author: &GitterUserId) -> bool {
+        self.inflight.contains_key(&(room.clone(), author.clone()))
+    }
+
+    /// Whether anybody has a send to `room` in flight.
+    pub(crate) fn room_sending(&self, room: &GitterRoomId) -> bool {
+        self.inflight
+            .range((room.clone(), GitterUserId::new(""))..)
+            .next()
+            .is_some_and(|((r, _), _)| r == room)
+    }
+
+    /// A mapping joined the hot set.
+    pub(crate) fn hot_added(&mut self, key: (OwnedUserId, GitterMessageId)) {
+        self.hot_order.push_back(key);
+    }
+
+    /// Keeps the hot set of mappings (`messages`) within `bound`, letting the oldest go
+    /// (they stay in the store). A mapping of the owner's own send that its room's cursor
+    /// has not passed yet stays: its echo may still come from Gitter, and without it the
+    /// owner's message would be relayed back into their portal.
+    pub(crate) fn trim_hot(&mut self, state: &mut Snapshot, bound: usize) {
+        // A few candidates per new mapping, not a scan: while many sends wait for their
+        // echo the set may stay above its bound (they are needed), and trimming stays O(1).
+        for _ in 0..4 {
+            if state.messages.len() <= bound {
+                return;
+            }
+            let Some(key) = self.hot_order.pop_front() else {
+                return;
+            };
+            let Some(m) = state.messages.get(&key) else {
+                continue;
+            };
+            let echo_to_come = m.origin == Origin::Matrix
+                && state
+                    .cursors
+                    .get(&m.gitter_room)
+                    .is_none_or(|c| m.gitter_id.as_str() > c.as_str());
+            if echo_to_come {
+                self.hot_order.push_back(key);
+            } else {
+                state.messages.remove(&key);
+            }
+        }
+    }
+}
 
 impl Bridge {
     /// A Gitter message from a stream (`from_catch_up` false) or a catch-up page.
@@ -40,22 +143,20 @@ impl Bridge {
             return;
         }
         if !from_catch_up && self.streams.get(&room).is_some_and(|s| s.catching_up) {
-            if self.held_messages(&room) >= self.config.max_held_per_room {
+            if self.streams.waiting(&room) >= self.config.max_held_per_room {
                 self.let_go_held(&room);
                 return;
             }
-            self.stream_mut(&room).buffer.push_back(message);
+            self.streams.entry(&room).buffer.push_back(message);
             return;
         }
-        let author_sending = self
-            .inflight
-            .contains_key(&(room.clone(), message.from.id.clone()));
-        if author_sending || !self.held_is_empty(&room) {
-            if self.held_messages(&room) >= self.config.max_held_per_room {
+        let author_sending = self.relay.sending(&room, &message.from.id);
+        if author_sending || !self.streams.get(&room).is_none_or(|s| s.held.is_empty()) {
+            if self.streams.waiting(&room) >= self.config.max_held_per_room {
                 self.let_go_held(&room);
                 return;
             }
-            self.push_held(&room, message);
+            self.streams.entry(&room).held.push_back(message);
             return;
         }
         self.relay_to_portals(&room, &message);
@@ -78,7 +179,7 @@ impl Bridge {
     /// room reads everything after its cursor again once nothing holds it any more. Nothing
     /// is lost because the cursor only passes messages that were relayed.
     fn let_go_held(&mut self, room: &GitterRoomId) {
-        let state = self.stream_mut(room);
+        let state = self.streams.entry(room);
         state.held.clear();
         state.buffer.clear();
         state.resync = true;
@@ -92,14 +193,16 @@ impl Bridge {
     /// Releases held messages whose authors have no send in flight any more.
     fn drain_held(&mut self, room: &GitterRoomId) {
         self.resync_if_free(room);
-        while let Some(front) = self.held_front(room) {
-            if self
-                .inflight
-                .contains_key(&(room.clone(), front.from.id.clone()))
-            {
+        while let Some(front) = self.streams.get(room).and_then(|s| s.held.front()) {
+            if self.relay.sending(room, &front.from.id) {
                 break;
             }
-            let message = self.take_held(room).expect("front exists");
+            let message = self
+                .streams
+                .entry(room)
+                .held
+                .pop_front()
+                .expect("front exists");
             self.relay_to_portals(room, &message);
         }
     }
@@ -108,14 +211,14 @@ impl Bridge {
         if !self.state.gitter_rooms.contains_key(room) {
             return;
         }
-        if self.recent_in(room).contains(&message.id) {
+        if self
+            .streams
+            .recent(room, self.config.recent_capacity)
+            .contains(&message.id)
+        {
             return;
         }
-        let owners: Vec<OwnedUserId> = self
-            .room_portals
-            .get(room)
-            .map(|o| o.iter().cloned().collect())
-            .unwrap_or_default();
+        let owners = self.portals.owners(room);
         // Converted once for every portal of the room, and only if one of them gets it now.
         let mut content = None;
         for owner in owners {
@@ -149,7 +252,7 @@ impl Bridge {
                         gitter_id: message.id.clone(),
                         event_id: None,
                         origin: Origin::Gitter,
-                        at: self.now,
+                        at: self.step.now,
                     }));
                 }
                 PortalState::Active => {
@@ -158,7 +261,9 @@ impl Bridge {
                 }
             }
         }
-        self.recent_in(room).push(message.id.clone());
+        self.streams
+            .recent(room, self.config.recent_capacity)
+            .push(message.id.clone());
         // The cursor and the mappings are the step's only writes (small rows, not the room).
         self.change(Change::SetCursor(room.clone(), message.id.clone()));
     }
@@ -189,7 +294,7 @@ impl Bridge {
             gitter_id: message.id.clone(),
             event_id: None,
             origin: Origin::Gitter,
-            at: self.now,
+            at: self.step.now,
         }));
         self.ask(
             Lane::Portal {
@@ -253,7 +358,7 @@ impl Bridge {
                 gitter_id: relay.gitter_id,
                 event_id: Some(event_id),
                 origin: Origin::Gitter,
-                at: self.now,
+                at: self.step.now,
             },
         };
         self.change(Change::PutMessage(record));
@@ -346,7 +451,7 @@ impl Bridge {
             gitter_id: message.id,
             event_id: Some(origin.event_id),
             origin: Origin::Matrix,
-            at: self.now,
+            at: self.step.now,
         }));
         self.drain_held(&room);
     }

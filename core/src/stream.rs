@@ -10,13 +10,15 @@
 //! streamed message without a cursor to catch up from. If the reader logs out or its token
 //! dies, another member takes over.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::bridge::Bridge;
+use crate::dedupe::Window;
 use crate::effect::{Action, Answer, GitterCall, Lane, StreamCall, StreamThen, Then};
 use crate::ids::{GitterMessageId, GitterRoomId};
 use crate::input::{EffectOutput, Failure, FailureKind, GitterMessage};
 use crate::state::Change;
+use crate::timers::Deadlines;
 
 /// The smallest ObjectId: `afterId` of it reads a room from its first message.
 pub(crate) const ZERO_OBJECT_ID: &str = "000000000000000000000000";
@@ -42,6 +44,83 @@ pub(crate) struct StreamState {
     pub(crate) resync: bool,
 }
 
+/// The streams sub-machine's state: every room's stream, its waiting messages, the ids it
+/// relayed last, and when failed catch-ups are tried again. Not persisted: streams are
+/// re-opened at startup, and the cursor keeps catch-ups from reading relayed ids again.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Streams {
+    rooms: BTreeMap<GitterRoomId, StreamState>,
+    catch_ups: Deadlines<GitterRoomId>,
+    recent: HashMap<GitterRoomId, Window<GitterMessageId>>,
+}
+
+impl Streams {
+    /// The timer this sub-machine needs.
+    pub(crate) fn deadline(&self) -> Option<crate::Timestamp> {
+        self.catch_ups.next()
+    }
+
+    /// Every stream closed (a start).
+    pub(crate) fn clear(&mut self) {
+        self.rooms.clear();
+        self.catch_ups.clear_all();
+    }
+
+    /// The stream state of a room, if any.
+    pub(crate) fn get(&self, room: &GitterRoomId) -> Option<&StreamState> {
+        self.rooms.get(room)
+    }
+
+    /// The stream state of a room, created on first use.
+    pub(crate) fn entry(&mut self, room: &GitterRoomId) -> &mut StreamState {
+        self.rooms.entry(room.clone()).or_default()
+    }
+
+    /// Forgets a room's stream (no reader any more).
+    pub(crate) fn remove(&mut self, room: &GitterRoomId) {
+        self.rooms.remove(room);
+        self.catch_ups.clear(room);
+    }
+
+    /// Whether the room's stream is wanted.
+    pub(crate) fn is_open(&self, room: &GitterRoomId) -> bool {
+        self.rooms.get(room).is_some_and(|s| s.open)
+    }
+
+    /// Messages held or buffered for a room.
+    pub(crate) fn waiting(&self, room: &GitterRoomId) -> usize {
+        self.rooms
+            .get(room)
+            .map_or(0, |s| s.held.len() + s.buffer.len())
+    }
+
+    /// The ids relayed last in a room.
+    pub(crate) fn recent(
+        &mut self,
+        room: &GitterRoomId,
+        capacity: usize,
+    ) -> &mut Window<GitterMessageId> {
+        self.recent
+            .entry(room.clone())
+            .or_insert_with(|| Window::new(capacity))
+    }
+
+    /// A failed catch-up of `room` is tried again at `at`.
+    pub(crate) fn catch_up_at(&mut self, room: &GitterRoomId, at: crate::Timestamp) {
+        self.catch_ups.set(room.clone(), at);
+    }
+
+    /// No catch-up retry of `room` is due any more.
+    pub(crate) fn cancel_catch_up(&mut self, room: &GitterRoomId) {
+        self.catch_ups.clear(room);
+    }
+
+    /// The rooms whose catch-up retry has come.
+    pub(crate) fn catch_ups_due(&mut self, now: crate::Timestamp) -> Vec<GitterRoomId> {
+        self.catch_ups.take_due(now)
+    }
+}
+
 impl Bridge {
     /// Makes sure a room with receiving portals has a reader with a valid token and an open
     /// stream, and that a room without any has none.
@@ -49,11 +128,7 @@ impl Bridge {
         let Some(mut record) = self.state.gitter_rooms.get(room).cloned() else {
             return;
         };
-        let owners: Vec<_> = self
-            .room_portals
-            .get(room)
-            .map(|o| o.iter().cloned().collect())
-            .unwrap_or_default();
+        let owners = self.portals.owners(room);
         let candidates: Vec<_> = owners
             .into_iter()
             .filter(|o| self.portal_receives(o, room) && self.valid_login(o).is_some())
@@ -63,7 +138,7 @@ impl Bridge {
             .as_ref()
             .is_some_and(|r| candidates.contains(r));
         if current_ok {
-            if !self.streams.get(room).is_some_and(|s| s.open) {
+            if !self.streams.is_open(room) {
                 let reader = record.reader.clone().expect("checked above");
                 self.open_stream(room, &reader);
             }
@@ -79,14 +154,13 @@ impl Bridge {
                 if record.reader.take().is_some() {
                     self.change(Change::PutGitterRoom(record));
                 }
-                if self.streams.get(room).is_some_and(|s| s.open) {
+                if self.streams.is_open(room) {
                     self.emit(
                         Lane::Stream(room.clone()),
                         Action::Stream(StreamCall::Close { room: room.clone() }),
                     );
                 }
                 self.streams.remove(room);
-                self.catch_up_timers.clear(room);
             }
         }
     }
@@ -95,7 +169,7 @@ impl Bridge {
         let Some(login) = self.valid_login(reader) else {
             return;
         };
-        let state = self.stream_mut(room);
+        let state = self.streams.entry(room);
         state.open = true;
         let has_cursor = self.state.cursors.contains_key(room);
         if !has_cursor {
@@ -127,14 +201,14 @@ impl Bridge {
 
     /// Starts a catch-up from the cursor, or queues one behind the catch-up that runs.
     fn start_catch_up(&mut self, room: &GitterRoomId) {
-        let state = self.stream_mut(room);
+        let state = self.streams.entry(room);
         if state.catching_up {
             state.again = true;
             return;
         }
         state.catching_up = true;
         state.again = false;
-        self.catch_up_timers.clear(room);
+        self.streams.cancel_catch_up(room);
         let cursor = self.state.cursors.get(room).cloned();
         self.fetch_after(room, cursor);
     }
@@ -148,15 +222,10 @@ impl Bridge {
         if !state.resync || state.catching_up {
             return;
         }
-        let sending = self
-            .inflight
-            .range((room.clone(), crate::GitterUserId::new(""))..)
-            .next()
-            .is_some_and(|((r, _), _)| r == room);
-        if sending {
+        if self.relay.room_sending(room) {
             return;
         }
-        self.stream_mut(room).resync = false;
+        self.streams.entry(room).resync = false;
         self.start_catch_up(room);
     }
 
@@ -169,7 +238,7 @@ impl Bridge {
                 .and_then(|r| r.reader.clone());
             if let Some(reader) = reader {
                 // The adapter does not reconnect after a 401: the stream is gone.
-                self.stream_mut(&room).open = false;
+                self.streams.entry(&room).open = false;
                 self.invalidate_login(&reader);
                 self.ensure_reader(&room);
             }
@@ -242,9 +311,9 @@ impl Bridge {
                 None => GitterMessageId::new(ZERO_OBJECT_ID),
             };
             self.change(Change::SetCursor(room.clone(), baseline));
-            self.catch_up_timers.clear(&room);
+            self.streams.cancel_catch_up(&room);
             // The stream opens only now that the baseline is committed with this step.
-            if self.streams.get(&room).is_some_and(|s| s.open)
+            if self.streams.is_open(&room)
                 && let Some(login) = reader.and_then(|r| self.valid_login(&r))
             {
                 self.emit(
@@ -276,12 +345,12 @@ impl Bridge {
     }
 
     fn finish_catch_up(&mut self, room: &GitterRoomId) {
-        self.stream_mut(room).catching_up = false;
-        let buffered = self.buffer_take(room);
+        self.streams.entry(room).catching_up = false;
+        let buffered = std::mem::take(&mut self.streams.entry(room).buffer);
         for message in buffered {
             self.on_gitter_message(room.clone(), message, true);
         }
-        if std::mem::take(&mut self.stream_mut(room).again) {
+        if std::mem::take(&mut self.streams.entry(room).again) {
             self.start_catch_up(room);
         } else {
             self.resync_if_free(room);
@@ -301,12 +370,12 @@ impl Bridge {
             // (a new login while it was out): it is retried like any failure, with the new one.
             return;
         }
-        let at = self.now.plus_ms(self.config.catch_up_retry_ms);
-        self.catch_up_timers.set(room, at);
+        let at = self.step.now.plus_ms(self.config.catch_up_retry_ms);
+        self.streams.catch_up_at(&room, at);
     }
 
     pub(crate) fn retry_catch_ups(&mut self) {
-        for room in self.catch_up_timers.take_due(self.now) {
+        for room in self.streams.catch_ups_due(self.step.now) {
             let cursor = self.state.cursors.get(&room).cloned();
             self.fetch_after(&room, cursor);
         }

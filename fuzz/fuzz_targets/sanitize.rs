@@ -6,7 +6,7 @@
 //! (the formatter is `pub(crate)`; `Bridge::handle` is its public way in).
 #![no_main]
 
-use gitter_bridge_core::{Action, GitterMessage, GitterMessageId, Input, sanitize_html};
+use gitter_bridge_core::{Action, GitterMessage, GitterMessageId, Input, MatrixCall, sanitize_html};
 use gitter_bridge_fuzz::harness::gitter_user;
 use gitter_bridge_fuzz::{Restored, strict, tokenized, world};
 use libfuzzer_sys::fuzz_target;
@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
     });
     let mut sent = false;
     for e in &out.effects {
-        if let Action::SendMessage { room, content, .. } = &e.action
+        if let Action::Matrix(MatrixCall::SendMessage { room, content, .. }) = &e.action
             && room == &w.portal
         {
             sent = true;
