@@ -102,9 +102,10 @@ pub trait Store {
     ) -> Result<Option<MessageRecord>, StoreError>;
 
     /// The mapping of a Matrix event in the portal of (owner, room), if the store holds it
-    /// (`StoreCall::MappingByEvent`). The redb store reads the portal's rows in turn: an
-    /// index by event would cost every mapping about 45 more bytes on disk, for lookups
-    /// that only edits and redactions of messages older than the hot set need.
+    /// (`StoreCall::MappingByEvent`). The redb store reads the portal's rows in turn, newest
+    /// first, at most 100,000 of them: an index by event would cost every mapping about 45
+    /// more bytes on disk, for lookups that only edits and redactions of messages older than
+    /// the hot set need.
     fn mapping_by_event(
         &self,
         owner: &OwnedUserId,

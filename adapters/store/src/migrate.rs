@@ -659,4 +659,63 @@ mod tests {
             "version 3 keeps the cursor in its own row"
         );
     }
+
+    #[test]
+    fn a_sealed_version_3_outbox_is_opened_typed_and_sealed_again() {
+        use crate::codec::encode;
+        use crate::legacy::{ActionV3, EffectV3};
+        use crate::seal::{Sealer, TokenKey};
+        use gitter_bridge_core::{Action, GitterCall, Lane, LoginThen, Secret, Then};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.redb");
+        let key = TokenKey::from_bytes([7; 32]);
+        drop(RedbStore::open_with_and_key(&path, &MIGRATIONS[..3], &key).expect("a sealed v3"));
+        let user: gitter_bridge_core::OwnedUserId = "@alice:example.org".try_into().unwrap();
+        let old = EffectV3 {
+            id: EffectId(5),
+            lane: Lane::Login(user.clone()),
+            action: ActionV3::GetGitterUser {
+                token: Secret::new("sealed-token"),
+                user: user.clone(),
+                request: gitter_bridge_core::RequestId(3),
+            },
+        };
+        {
+            let db = redb::Database::open(&path).expect("raw open");
+            let txn = db.begin_write().expect("write");
+            {
+                let mut outbox = txn.open_table(schema::OUTBOX).unwrap();
+                let plain = encode(&path, "outbox", &old).unwrap();
+                let sealed = Sealer::new(&key)
+                    .seal("outbox", &5u64.to_le_bytes(), &plain)
+                    .unwrap();
+                outbox.insert(5, sealed.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        assert_eq!(version_of(&path), 3);
+
+        let store = RedbStore::open_with_key(&path, Some(&key)).expect("migrates with the key");
+        let snap = store.load().expect("load");
+        drop(store);
+        assert_eq!(version_of(&path), SCHEMA_VERSION);
+        let e = &snap.outbox[&EffectId(5)];
+        assert_eq!(
+            (&e.action, &e.then),
+            (
+                &Action::Gitter {
+                    token: Secret::new("sealed-token"),
+                    call: GitterCall::CurrentUser,
+                },
+                &Then::Login(LoginThen::UserFetched {
+                    user,
+                    request: gitter_bridge_core::RequestId(3),
+                })
+            )
+        );
+        // Still sealed on disk: the token is not in the file.
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(12).any(|w| w == b"sealed-token"));
+    }
 }

@@ -134,6 +134,16 @@ impl RedbStore {
         Self::open_sealed_with(path, migrations, None)
     }
 
+    /// [`RedbStore::open_with`] with a token key.
+    #[cfg(test)]
+    pub(crate) fn open_with_and_key(
+        path: &Path,
+        migrations: &[Migration],
+        key: &TokenKey,
+    ) -> Result<RedbStore, StoreError> {
+        Self::open_sealed_with(path, migrations, Some(key))
+    }
+
     /// [`RedbStore::open_with_key`] with an explicit migration list.
     fn open_sealed_with(
         path: &Path,
@@ -512,9 +522,13 @@ impl Store for RedbStore {
         guard_panic(&self.path, || {
             self.find_mapping(owner, room, |mappings, no, path| {
                 let none: &[u8] = &[];
+                // Newest first, and only so far: the store's lock is held meanwhile, and an
+                // edit or redaction is of a recent message far more often than of an old one.
                 for row in mappings
                     .range((no, none)..(no + 1, none))
                     .ctx(path, LOOKING_UP)?
+                    .rev()
+                    .take(EVENT_SCAN_ROWS)
                 {
                     let (k, v) = row.ctx(path, LOOKING_UP)?;
                     let m: StoredMapping = decode(path, "mappings", v.value())?;
@@ -529,6 +543,11 @@ impl Store for RedbStore {
 }
 
 const LOOKING_UP: &str = "looking up a mapping";
+
+/// How many of a portal's newest mappings a lookup by event reads at most (about 10 ms of
+/// reading): a mapping older than that is answered as not found, and the asker falls back as
+/// for a message the bridge never saw.
+pub(crate) const EVENT_SCAN_ROWS: usize = 100_000;
 
 /// The `mappings` table as a read transaction opens it.
 type MappingsTable = redb::ReadOnlyTable<(u64, &'static [u8]), &'static [u8]>;
