@@ -31,7 +31,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -47,29 +47,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/user", get(user_index))
         .route("/v1/user/{uid}", get(user_show))
         .route("/v1/user/{uid}/rooms", get(user_rooms).post(user_join))
-        .route(
-            "/v1/user/{uid}/rooms/{rid}",
-            delete(user_hide_room)
-                .put(user_room_update)
-                .patch(user_room_update),
-        )
-        .route("/v1/users/{username}", get(user_profile))
-        .route("/v1/user/{uid}/groups", get(user_groups))
-        .route("/v1/groups", get(groups_index))
-        .route("/v1/groups/{gid}/rooms", get(group_rooms))
-        .route("/v1/user/{uid}/unreadItems", get(unread_summary))
-        .route(
-            "/v1/user/{uid}/rooms/{rid}/unreadItems",
-            get(unread_get).post(unread_post),
-        )
-        .route(
-            "/v1/user/{uid}/rooms/{rid}/unreadItems/all",
-            delete(unread_all),
-        )
-        .route("/v1/rooms", get(rooms_index).post(rooms_resolve))
-        .route("/v1/rooms/{rid}", get(room_show).put(room_update))
-        .route("/v1/rooms/{rid}/events", get(room_events))
-        .route("/v1/rooms/{rid}/users", get(room_users).post(room_add_user))
+        .route("/v1/rooms", post(rooms_resolve))
+        .route("/v1/rooms/{rid}/users", get(room_users))
         .route("/v1/rooms/{rid}/users/{uid}", delete(room_remove_user))
         .route(
             "/v1/rooms/{rid}/chatMessages",
@@ -77,15 +56,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/v1/rooms/{rid}/chatMessages/{mid}",
-            get(message_show).put(message_update).delete(message_delete),
+            put(message_update).delete(message_delete),
         )
         .route(
             "/v1/rooms/{rid}/chatMessages/{mid}/thread",
             get(message_thread),
-        )
-        .route(
-            "/v1/rooms/{rid}/chatMessages/{mid}/readBy",
-            get(message_read_by),
         )
         .route(
             "/login/oauth/authorize",
@@ -262,7 +237,6 @@ async fn cors(request: axum::extract::Request, next: axum::middleware::Next) -> 
 pub fn stream_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/rooms/{rid}/chatMessages", get(stream_messages))
-        .route("/v1/rooms/{rid}/events", get(stream_events))
         .fallback(stream_not_found)
         .method_not_allowed_fallback(stream_not_found)
         .with_state(shared)
@@ -524,17 +498,6 @@ fn bool_field(body: &Value, key: &str) -> bool {
     }
 }
 
-fn id_list(body: &Value, key: &str) -> Vec<String> {
-    match body.get(key) {
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        Some(Value::String(s)) => vec![s.clone()],
-        _ => Vec::new(),
-    }
-}
-
 /// Query parameters read one at a time, as Express hands `req.query` to the
 /// handlers: a value that does not parse as the number or flag a handler
 /// wants is ignored (the handler's default applies, like `parseInt` giving
@@ -584,13 +547,9 @@ impl Params {
 // REST handlers
 
 async fn user_index(State(app): State<App>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    let sq = Params::parse(q.as_deref());
     run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
-        match sq.str("q") {
-            Some(text) => json_ok(s.user_search(text, sq.number("limit"), sq.number("skip"))),
-            // `GET /v1/user` is an array holding one user (§3.1).
-            None => json_ok(json!([s.user_show(c, "me")?])),
-        }
+        // `GET /v1/user` is an array holding one user (§3.1).
+        json_ok(json!([s.user_show(c, "me")?]))
     })
     .await
 }
@@ -636,78 +595,6 @@ async fn user_join(
     .await
 }
 
-async fn unread_summary(
-    State(app): State<App>,
-    Path(uid): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
-        json_ok(s.unread_summary(c, &uid)?)
-    })
-    .await
-}
-
-async fn unread_get(
-    State(app): State<App>,
-    Path((uid, rid)): Path<(String, String)>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
-        json_ok(s.unread_items(c, &uid, &rid)?)
-    })
-    .await
-}
-
-async fn unread_post(
-    State(app): State<App>,
-    Path((uid, rid)): Path<(String, String)>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    run_api(
-        &app,
-        &headers,
-        q.as_deref(),
-        Some(&body),
-        |s, c, now, body| {
-            let mut ids = id_list(body, "chat");
-            ids.extend(id_list(body, "mention"));
-            json_ok(s.mark_read(c, &uid, &rid, &ids, now)?)
-        },
-    )
-    .await
-}
-
-async fn unread_all(
-    State(app): State<App>,
-    Path((uid, rid)): Path<(String, String)>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, now, _| {
-        json_ok(s.mark_all_read(c, &uid, &rid, now)?)
-    })
-    .await
-}
-
-async fn rooms_index(
-    State(app): State<App>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let sq = Params::parse(q.as_deref());
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
-        match sq.str("q") {
-            Some(text) => json_ok(s.room_search(c, text, sq.number("limit"), sq.number("skip"))),
-            None => json_ok(Value::Array(s.rooms_for(c, "me")?)),
-        }
-    })
-    .await
-}
-
 async fn rooms_resolve(
     State(app): State<App>,
     headers: HeaderMap,
@@ -726,140 +613,6 @@ async fn rooms_resolve(
             json_ok(s.resolve_room(c, uri, now)?)
         },
     )
-    .await
-}
-
-async fn room_show(
-    State(app): State<App>,
-    Path(rid): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
-        json_ok(s.room_show(c, &rid)?)
-    })
-    .await
-}
-
-async fn room_update(
-    State(app): State<App>,
-    Path(rid): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    run_api(
-        &app,
-        &headers,
-        q.as_deref(),
-        Some(&body),
-        |s, c, _, body| json_ok(s.update_room(c, &rid, str_field(body, "topic"))?),
-    )
-    .await
-}
-
-async fn room_events(
-    State(app): State<App>,
-    Path(rid): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
-        json_ok(s.room_events(c, &rid)?)
-    })
-    .await
-}
-
-async fn user_room_update(
-    State(app): State<App>,
-    Path((uid, rid)): Path<(String, String)>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    run_api(
-        &app,
-        &headers,
-        q.as_deref(),
-        Some(&body),
-        |s, c, now, body| json_ok(s.update_user_room(c, &uid, &rid, body, now)?),
-    )
-    .await
-}
-
-async fn room_add_user(
-    State(app): State<App>,
-    Path(rid): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    run_api(
-        &app,
-        &headers,
-        q.as_deref(),
-        Some(&body),
-        |s, c, now, body| json_ok(s.add_user_to_room(c, &rid, str_field(body, "username"), now)?),
-    )
-    .await
-}
-
-async fn user_hide_room(
-    State(app): State<App>,
-    Path((uid, rid)): Path<(String, String)>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
-        json_ok(s.hide_room(c, &uid, &rid)?)
-    })
-    .await
-}
-
-async fn user_groups(
-    State(app): State<App>,
-    Path(uid): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
-        json_ok(s.groups_for(c, &uid)?)
-    })
-    .await
-}
-
-async fn groups_index(
-    State(app): State<App>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
-        json_ok(s.groups_for(c, "me")?)
-    })
-    .await
-}
-
-async fn group_rooms(
-    State(app): State<App>,
-    Path(gid): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
-        json_ok(s.group_rooms(c, &gid)?)
-    })
-    .await
-}
-
-async fn user_profile(
-    State(app): State<App>,
-    Path(username): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, _, _, _| {
-        json_ok(s.user_profile(&username)?)
-    })
     .await
 }
 
@@ -907,12 +660,7 @@ async fn messages_list(
     let lean = params.flag("lean") == Some(true);
     let lookups = params.str("lookups") == Some("user");
     run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
-        let list = match params.str("q").filter(|t| !t.trim().is_empty()) {
-            Some(text) => {
-                s.search_messages(c, &rid, text, params.number("skip"), params.number("limit"))?
-            }
-            None => s.list_messages(c, &rid, &mq)?,
-        };
+        let list = s.list_messages(c, &rid, &mq)?;
         json_ok(shape_messages(list, lean, lookups))
     })
     .await
@@ -983,18 +731,6 @@ async fn messages_create(
     resp
 }
 
-async fn message_show(
-    State(app): State<App>,
-    Path((rid, mid)): Path<(String, String)>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
-        json_ok(s.get_message(c, &rid, &mid)?)
-    })
-    .await
-}
-
 async fn message_update(
     State(app): State<App>,
     Path((rid, mid)): Path<(String, String)>,
@@ -1025,18 +761,6 @@ async fn message_delete(
     .await
 }
 
-async fn message_read_by(
-    State(app): State<App>,
-    Path((rid, mid)): Path<(String, String)>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    run_api(&app, &headers, q.as_deref(), None, |s, c, _, _| {
-        json_ok(s.read_by(c, &rid, &mid)?)
-    })
-    .await
-}
-
 async fn message_thread(
     State(app): State<App>,
     Path((rid, mid)): Path<(String, String)>,
@@ -1060,21 +784,6 @@ async fn stream_messages(
     RawQuery(q): RawQuery,
 ) -> Response {
     open_stream(&app, &headers, q.as_deref(), &rid, GitterState::open_stream)
-}
-
-async fn stream_events(
-    State(app): State<App>,
-    Path(rid): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    open_stream(
-        &app,
-        &headers,
-        q.as_deref(),
-        &rid,
-        GitterState::open_events_stream,
-    )
 }
 
 type OpenFn = fn(

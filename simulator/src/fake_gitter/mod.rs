@@ -4,8 +4,9 @@
 //! in `docs/gitter-api.md`, following its §9 checklist:
 //! bearer auth everywhere (§1.2), 406 on chunked request bodies, the OAuth
 //! authorization-code flow with single-use 40-hex codes and one token per
-//! (user, client) (§2), the REST endpoints a bridge uses with their paging and
-//! error rules (§3), absent-not-null serialization (§4), the newline-delimited
+//! (user, client) (§2), the REST endpoints the bridge calls with their paging and
+//! error rules (§3) and no others (the message edit, delete and thread routes are the
+//! next to be called: edits and threads), absent-not-null serialization (§4), the newline-delimited
 //! stream with `" \n"` heartbeats (§5) and dolph's fixed-window rate limiter
 //! with absolute-millisecond `X-RateLimit-Reset` (§8). Faye (item 12) is not
 //! implemented.

@@ -1,5 +1,5 @@
 //! The fake Gitter's whole world as one plain struct: users, rooms, messages,
-//! tokens, OAuth codes, unread items, rate-limit windows, open streams and
+//! tokens, OAuth codes, unread mentions, rate-limit windows, open streams and
 //! injected faults. No I/O and no clock: every method that depends on time
 //! takes `now_ms`, so the paging, edit-window and rate-limit rules are unit
 //! tested directly. The HTTP layer (`http.rs`) only parses requests, calls one
@@ -213,21 +213,10 @@ struct RoomSettings {
     mode: Option<String>,
 }
 
-/// Which streaming endpoint a connection reads (docs/gitter-api.md §5.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StreamKind {
-    /// `/v1/rooms/:roomId/chatMessages`: new chat messages.
-    ChatMessages,
-    /// `/v1/rooms/:roomId/events`: room activity from integrations, which the
-    /// fake has none of, so only heartbeats flow.
-    Events,
-}
-
 /// One open streaming connection.
 #[derive(Debug)]
 struct StreamSub {
     id: u64,
-    kind: StreamKind,
     room_id: String,
     token: String,
     tx: mpsc::UnboundedSender<String>,
@@ -236,7 +225,7 @@ struct StreamSub {
 impl StreamSub {
     /// An open `chatMessages` stream.
     fn is_chat(&self) -> bool {
-        self.kind == StreamKind::ChatMessages && !self.tx.is_closed()
+        !self.tx.is_closed()
     }
 }
 
@@ -1112,22 +1101,6 @@ impl GitterState {
         Ok(self.user_json(user, true))
     }
 
-    /// `GET /v1/user?q=`: `{"results":[User...]}`.
-    pub fn user_search(&self, q: &str, limit: Option<u64>, skip: Option<u64>) -> Value {
-        let q = q.to_lowercase();
-        let results: Vec<Value> = self
-            .users
-            .values()
-            .filter(|u| {
-                u.username.to_lowercase().contains(&q) || u.display_name.to_lowercase().contains(&q)
-            })
-            .skip(skip.unwrap_or(0) as usize)
-            .take(limit.unwrap_or(10).min(100) as usize)
-            .map(|u| self.user_json(u, false))
-            .collect();
-        json!({ "results": results })
-    }
-
     fn check_self(&self, caller: &Caller, path_user: &str) -> Result<(), ApiError> {
         if path_user == "me" || path_user == caller.user_id {
             Ok(())
@@ -1159,32 +1132,6 @@ impl GitterState {
             .collect())
     }
 
-    /// `GET /v1/rooms?q=`: public room search, `{"results":[...]}` (§3.2).
-    pub fn room_search(
-        &self,
-        caller: &Caller,
-        q: &str,
-        limit: Option<u64>,
-        skip: Option<u64>,
-    ) -> Value {
-        let q = q.to_lowercase();
-        let results: Vec<Value> = self
-            .rooms
-            .values()
-            .filter(|r| r.public && !r.one_to_one)
-            .filter(|r| {
-                r.name.to_lowercase().contains(&q)
-                    || r.uri
-                        .as_deref()
-                        .is_some_and(|u| u.to_lowercase().contains(&q))
-            })
-            .skip(skip.unwrap_or(0) as usize)
-            .take(limit.unwrap_or(10).min(100) as usize)
-            .map(|r| self.room_json(r, &caller.user_id))
-            .collect();
-        json!({ "results": results })
-    }
-
     /// Room-scoped `load()`: 400 for a malformed id, 404 unknown, 403 when the
     /// caller may not read it (§7.2, `rooms/index.js`).
     fn load_room(&self, caller: &Caller, room_id: &str) -> Result<&Room, ApiError> {
@@ -1214,138 +1161,6 @@ impl GitterState {
         Ok(room)
     }
 
-    /// `DELETE /v1/user/:userId/rooms/:roomId` (§3.0 #9): hides the room from the
-    /// user's left menu and keeps the membership. The fake has no left menu, so what is left
-    /// is the access rules and the answer.
-    pub fn hide_room(
-        &self,
-        caller: &Caller,
-        path_user: &str,
-        room_id: &str,
-    ) -> Result<Value, ApiError> {
-        self.check_self(caller, path_user)?;
-        self.load_room(caller, room_id)?;
-        Ok(json!({ "success": true }))
-    }
-
-    /// `PUT`/`PATCH /v1/user/:userId/rooms/:roomId` (§3.0 #22): `favourite` (a position;
-    /// `false` or `null` removes it), `updateLastAccess: true`, `mode` (`all`, `announcement`
-    /// or `mute`). Answers the Room.
-    pub fn update_user_room(
-        &mut self,
-        caller: &Caller,
-        path_user: &str,
-        room_id: &str,
-        body: &Value,
-        now_ms: u64,
-    ) -> Result<Value, ApiError> {
-        self.check_self(caller, path_user)?;
-        let id = self.load_room(caller, room_id)?.id.clone();
-        let key = (caller.user_id.clone(), id.clone());
-        let mode = match body.get("mode") {
-            None => None,
-            Some(Value::String(m)) if matches!(m.as_str(), "all" | "announcement" | "mute") => {
-                Some(m.clone())
-            }
-            Some(_) => return Err(ApiError::bad_request("Invalid mode")),
-        };
-        let favourite = match body.get("favourite") {
-            None => None,
-            Some(Value::Null | Value::Bool(false)) => Some(None),
-            Some(v) => match v
-                .as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            {
-                Some(n) => Some(Some(n)),
-                None => return Err(ApiError::bad_request("Invalid favourite")),
-            },
-        };
-        let settings = self.settings.entry(key.clone()).or_default();
-        if let Some(m) = mode {
-            settings.mode = Some(m);
-        }
-        if let Some(f) = favourite {
-            settings.favourite = f;
-        }
-        if body.get("updateLastAccess").and_then(Value::as_bool) == Some(true) {
-            self.last_access.insert(key, now_ms);
-        }
-        let room = &self.rooms[&id];
-        Ok(self.room_json(room, &caller.user_id))
-    }
-
-    /// `POST /v1/rooms/:roomId/users {username}` (§3.12): a member adds a user to the room;
-    /// answers the User.
-    pub fn add_user_to_room(
-        &mut self,
-        caller: &Caller,
-        room_id: &str,
-        username: Option<&str>,
-        now_ms: u64,
-    ) -> Result<Value, ApiError> {
-        let id = self.load_room_for_write(caller, room_id)?.id.clone();
-        if self.rooms[&id].one_to_one {
-            return Err(ApiError::forbidden());
-        }
-        let Some(username) = username.map(str::trim).filter(|u| !u.is_empty()) else {
-            return Err(ApiError::bad_request("Bad Request"));
-        };
-        let user = self
-            .user_by_username(username)
-            .cloned()
-            .ok_or_else(ApiError::not_found)?;
-        self.add_member(&id, &user.id, now_ms);
-        Ok(self.user_json(&user, false))
-    }
-
-    /// `GET /v1/rooms/:roomId/events` (§3.0 #24): room activity from integrations (GitHub
-    /// pushes and the like). The fake has no integrations: an empty list for a readable room.
-    pub fn room_events(&self, caller: &Caller, room_id: &str) -> Result<Value, ApiError> {
-        self.load_room(caller, room_id)?;
-        Ok(json!([]))
-    }
-
-    /// `PUT /v1/rooms/:roomId` (§3.12): `topic` (and `noindex`, `tags`, not modelled) by a
-    /// room admin; answers the updated Room.
-    pub fn update_room(
-        &mut self,
-        caller: &Caller,
-        room_id: &str,
-        topic: Option<&str>,
-    ) -> Result<Value, ApiError> {
-        let id = self.load_room(caller, room_id)?.id.clone();
-        let room = self.rooms.get_mut(&id).ok_or_else(ApiError::not_found)?;
-        if !room.admins.contains(&caller.user_id) {
-            return Err(ApiError::forbidden());
-        }
-        if let Some(t) = topic {
-            room.topic = t.to_owned();
-            room.v += 1;
-        }
-        let room = &self.rooms[&id];
-        Ok(self.room_json(room, &caller.user_id))
-    }
-
-    /// `GET /v1/users/:username` (§3.12): a public profile.
-    pub fn user_profile(&self, username: &str) -> Result<Value, ApiError> {
-        let user = self
-            .user_by_username(username)
-            .ok_or_else(ApiError::not_found)?;
-        Ok(json!({
-            "id": user.id,
-            "username": user.username,
-            "displayName": user.display_name,
-            "has_gitter_login": true,
-            "gv": "4",
-        }))
-    }
-
-    /// `GET /v1/rooms/:roomId`.
-    pub fn room_show(&self, caller: &Caller, room_id: &str) -> Result<Value, ApiError> {
-        let room = self.load_room(caller, room_id)?;
-        Ok(self.room_json_with(room, &caller.user_id, true))
-    }
-
     /// A Room with its `group` (show, join and resolve) and `backend` (show and join), §4.2.
     fn room_json_with(&self, room: &Room, viewer: &str, backend: bool) -> Value {
         let mut v = self.room_json(room, viewer);
@@ -1362,49 +1177,6 @@ impl GitterState {
             }
         }
         v
-    }
-
-    /// `GET /v1/groups` and `GET /v1/user/:userId/groups` (§3.0 #23): the groups of the
-    /// rooms the user is in.
-    pub fn groups_for(&self, caller: &Caller, path_user: &str) -> Result<Value, ApiError> {
-        self.check_self(caller, path_user)?;
-        let mut seen = BTreeMap::new();
-        for room in self.rooms.values() {
-            if let Some(uri) = &room.uri
-                && !room.one_to_one
-                && room.members.contains(&caller.user_id)
-            {
-                let org = uri.split('/').next().unwrap_or(uri);
-                seen.entry(room.group_id.clone())
-                    .or_insert_with(|| group_json(&room.group_id, org));
-            }
-        }
-        Ok(Value::Array(seen.into_values().collect()))
-    }
-
-    /// `GET /v1/groups/:groupId/rooms`: the group's rooms the user may see.
-    pub fn group_rooms(&self, caller: &Caller, group_id: &str) -> Result<Value, ApiError> {
-        if !is_object_id(group_id) {
-            return Err(ApiError::bad_request(format!(
-                "Invalid MongoId: {group_id}"
-            )));
-        }
-        let group_id = group_id.to_ascii_lowercase();
-        let rooms: Vec<&Room> = self
-            .rooms
-            .values()
-            .filter(|r| !r.one_to_one && r.group_id == group_id)
-            .collect();
-        if rooms.is_empty() {
-            return Err(ApiError::not_found());
-        }
-        Ok(Value::Array(
-            rooms
-                .into_iter()
-                .filter(|r| r.public || r.members.contains(&caller.user_id))
-                .map(|r| self.room_json(r, &caller.user_id))
-                .collect(),
-        ))
     }
 
     /// `POST /v1/rooms {uri}`: resolve only, never join (2016+ behaviour,
@@ -1626,52 +1398,6 @@ impl GitterState {
             .collect())
     }
 
-    /// `GET /v1/rooms/:roomId/chatMessages?q=` (§3.6): full-text search. Every word of `q`
-    /// must appear in the text (case-insensitive); thread replies are searched too. Gitter
-    /// ranks by relevance, which the fake approximates by recency (newest first); each hit
-    /// carries `highlights`, the words it matched. `skip`/`limit` as for listing.
-    pub fn search_messages(
-        &self,
-        caller: &Caller,
-        room_id: &str,
-        q: &str,
-        skip: Option<u64>,
-        limit: Option<u64>,
-    ) -> Result<Vec<Value>, ApiError> {
-        let room = self.load_room(caller, room_id)?;
-        let words: Vec<String> = q.split_whitespace().map(str::to_lowercase).collect();
-        let empty = BTreeMap::new();
-        let all = self.messages.get(&room.id).unwrap_or(&empty);
-        Ok(all
-            .values()
-            .rev()
-            .filter(|m| {
-                let text = m.text.to_lowercase();
-                !words.is_empty() && words.iter().all(|w| text.contains(w.as_str()))
-            })
-            .skip(skip.unwrap_or(0) as usize)
-            .take(clamp_limit(limit))
-            .map(|m| {
-                let mut v = self.message_json(m, Some(&caller.user_id));
-                v["highlights"] = json!(words);
-                v
-            })
-            .collect())
-    }
-
-    /// `GET /v1/rooms/:roomId/chatMessages/:messageId/readBy` (§3.0 #21): the users who
-    /// have read the message.
-    pub fn read_by(&self, caller: &Caller, room_id: &str, msg_id: &str) -> Result<Value, ApiError> {
-        let room = self.load_room(caller, room_id)?;
-        let msg = self.find_message(&room.id, msg_id)?;
-        Ok(Value::Array(
-            msg.read_by
-                .iter()
-                .map(|id| self.user_json_by_id(id))
-                .collect(),
-        ))
-    }
-
     /// `GET /v1/rooms/:roomId/chatMessages/:messageId`: 404 when the message
     /// is in another room.
     pub fn get_message(
@@ -1841,11 +1567,8 @@ impl GitterState {
         let mut line = self.message_json(msg, None).to_string();
         line.push('\n');
         // A failed send means the client went away: forget that stream.
-        self.streams.retain(|s| {
-            s.room_id != room_id
-                || s.kind != StreamKind::ChatMessages
-                || s.tx.send(line.clone()).is_ok()
-        });
+        self.streams
+            .retain(|s| s.room_id != room_id || s.tx.send(line.clone()).is_ok());
     }
 
     /// `PUT /v1/rooms/:roomId/chatMessages/:messageId` (§3.8): author only,
@@ -1931,102 +1654,6 @@ impl GitterState {
     // ------------------------------------------------------------------
     // unread items (docs/gitter-api.md §3.11)
 
-    /// `GET /v1/user/:userId/rooms/:roomId/unreadItems`: both arrays always.
-    pub fn unread_items(
-        &self,
-        caller: &Caller,
-        path_user: &str,
-        room_id: &str,
-    ) -> Result<Value, ApiError> {
-        self.check_self(caller, path_user)?;
-        let room = self.load_room(caller, room_id)?;
-        let u = self.unread.get(&(caller.user_id.clone(), room.id.clone()));
-        Ok(json!({
-            "chat": u.map(|u| u.chat.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
-            "mention": u.map(|u| u.mention.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
-        }))
-    }
-
-    /// `POST .../unreadItems {"chat":[ids], "mention":[ids]}`: mark read;
-    /// an empty list is 400.
-    pub fn mark_read(
-        &mut self,
-        caller: &Caller,
-        path_user: &str,
-        room_id: &str,
-        ids: &[String],
-        now_ms: u64,
-    ) -> Result<Value, ApiError> {
-        self.check_self(caller, path_user)?;
-        let room_id = self.load_room(caller, room_id)?.id.clone();
-        if ids.is_empty() {
-            return Err(ApiError::bad_request("Bad Request"));
-        }
-        let key = (caller.user_id.clone(), room_id.clone());
-        if let Some(u) = self.unread.get_mut(&key) {
-            for id in ids {
-                u.chat.remove(id);
-                u.mention.remove(id);
-            }
-        }
-        if let Some(msgs) = self.messages.get_mut(&room_id) {
-            for id in ids {
-                if let Some(m) = msgs.get_mut(id) {
-                    m.read_by.insert(caller.user_id.clone());
-                }
-            }
-        }
-        self.last_access.insert(key, now_ms);
-        Ok(json!({ "success": true }))
-    }
-
-    /// `DELETE .../unreadItems/all`.
-    pub fn mark_all_read(
-        &mut self,
-        caller: &Caller,
-        path_user: &str,
-        room_id: &str,
-        now_ms: u64,
-    ) -> Result<Value, ApiError> {
-        self.check_self(caller, path_user)?;
-        let room_id = self.load_room(caller, room_id)?.id.clone();
-        let key = (caller.user_id.clone(), room_id);
-        let ids: Vec<String> = self
-            .unread
-            .get(&key)
-            .map(|u| u.chat.union(&u.mention).cloned().collect())
-            .unwrap_or_default();
-        if ids.is_empty() {
-            self.last_access.insert(key, now_ms);
-            return Ok(json!({ "success": true }));
-        }
-        self.mark_read(caller, path_user, &key.1, &ids, now_ms)
-    }
-
-    /// `GET /v1/user/:userId/unreadItems`: per-room counts where non-zero.
-    pub fn unread_summary(&self, caller: &Caller, path_user: &str) -> Result<Value, ApiError> {
-        self.check_self(caller, path_user)?;
-        let out: Vec<Value> = self
-            .rooms
-            .values()
-            .filter_map(|r| {
-                let u = self.unread.get(&(caller.user_id.clone(), r.id.clone()))?;
-                if u.chat.is_empty() && u.mention.is_empty() {
-                    return None;
-                }
-                let mut o = Map::new();
-                o.insert("id".into(), json!(r.id));
-                if let Some(uri) = &r.uri {
-                    o.insert("uri".into(), json!(uri));
-                }
-                o.insert("unreadItems".into(), json!(u.chat.len()));
-                o.insert("mentions".into(), json!(u.mention.len()));
-                Some(Value::Object(o))
-            })
-            .collect();
-        Ok(Value::Array(out))
-    }
-
     // ------------------------------------------------------------------
     // streaming (docs/gitter-api.md §5)
 
@@ -2038,25 +1665,13 @@ impl GitterState {
         token: Option<&str>,
         room_id: &str,
     ) -> Result<(u64, mpsc::UnboundedReceiver<String>), ApiError> {
-        self.open_sub(token, room_id, StreamKind::ChatMessages)
-    }
-
-    /// `GET stream/v1/rooms/:roomId/events`: same auth and room rules as the
-    /// message stream; it carries no lines here (no integrations), only the
-    /// HTTP layer's heartbeats, and closes like the message stream.
-    pub fn open_events_stream(
-        &mut self,
-        token: Option<&str>,
-        room_id: &str,
-    ) -> Result<(u64, mpsc::UnboundedReceiver<String>), ApiError> {
-        self.open_sub(token, room_id, StreamKind::Events)
+        self.open_sub(token, room_id)
     }
 
     fn open_sub(
         &mut self,
         token: Option<&str>,
         room_id: &str,
-        kind: StreamKind,
     ) -> Result<(u64, mpsc::UnboundedReceiver<String>), ApiError> {
         let caller = self.authenticate(token)?;
         let room_id = self.load_room(&caller, room_id)?.id.clone();
@@ -2065,7 +1680,6 @@ impl GitterState {
         self.next_stream_id += 1;
         self.streams.push(StreamSub {
             id,
-            kind,
             room_id,
             token: caller.token,
             tx,
@@ -2096,7 +1710,7 @@ impl GitterState {
         line.push('\n');
         let mut sent = 0;
         self.streams.retain(|s| {
-            if s.room_id != room_id || s.kind != StreamKind::ChatMessages {
+            if s.room_id != room_id {
                 return true;
             }
             let ok = s.tx.send(line.clone()).is_ok();
