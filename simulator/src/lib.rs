@@ -13,6 +13,7 @@ pub mod chaos;
 pub mod demo;
 pub mod fake_gitter;
 pub mod fake_hs;
+pub mod faults;
 pub mod load;
 pub mod restore_bench;
 pub mod saturate;

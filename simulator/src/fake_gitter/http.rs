@@ -37,7 +37,8 @@ use serde_json::{Value, json};
 
 use super::state::{ApiError, Caller, GitterState, Hostile, MessageQuery, RateInfo};
 use super::{GitterHost, Shared};
-use crate::fake_hs::net::{FaultLimit, ThisConn};
+use crate::fake_hs::net::ThisConn;
+use crate::faults::FaultLimit;
 
 type App = Arc<Shared>;
 

@@ -38,7 +38,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-pub use crate::fake_hs::net::FaultLimit;
+pub use crate::faults::FaultLimit;
 pub use state::{
     ApiError, Caller, GitterConfig, GitterSeed, GitterState, Hostile, MessageQuery, RateInfo,
 };

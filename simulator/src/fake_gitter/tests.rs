@@ -612,7 +612,7 @@ fn the_default_seed_loads() {
 
 #[test]
 fn chaos_faults_count_down_expire_and_clear() {
-    use crate::fake_hs::net::Budget;
+    use crate::faults::Budget;
     let mut s = world();
     s.lose_send_answers(2);
     assert!(s.take_lost_send() && s.take_lost_send());

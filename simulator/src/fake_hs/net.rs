@@ -38,70 +38,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// How long a fault lasts: the next `n` occurrences, or a stretch of time.
-/// The handles' methods take this; the pure states store [`Budget`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultLimit {
-    /// The next `n` requests (or connections) it applies to.
-    Next(u32),
-    /// Everything it applies to for this long, from now.
-    For(Duration),
-}
-
-impl FaultLimit {
-    /// The budget, with a period turned into a deadline on the fake's clock.
-    pub fn budget(self, now_ms: u64) -> Budget {
-        match self {
-            FaultLimit::Next(n) => Budget::Next(n),
-            FaultLimit::For(d) => Budget::UntilMs(now_ms + d.as_millis() as u64),
-        }
-    }
-
-    /// From a control request's JSON fields: `duration_ms` wins over `count`;
-    /// neither means once.
-    pub fn from_fields(count: Option<u32>, duration_ms: Option<u64>) -> Self {
-        match (count, duration_ms) {
-            (_, Some(ms)) => FaultLimit::For(Duration::from_millis(ms)),
-            (n, None) => FaultLimit::Next(n.unwrap_or(1)),
-        }
-    }
-}
-
-/// What is left of a fault, in the pure states (time as the fake's Unix ms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Budget {
-    Next(u32),
-    UntilMs(u64),
-}
-
-impl Budget {
-    /// Whether the fault applies now; consumes one of a "next N". Returns the
-    /// budget left (`None` once spent) so callers can store it back.
-    pub fn take(self, now_ms: u64) -> (bool, Option<Budget>) {
-        match self {
-            Budget::Next(0) => (false, None),
-            Budget::Next(n) => (true, (n > 1).then_some(Budget::Next(n - 1))),
-            Budget::UntilMs(until) if now_ms < until => (true, Some(self)),
-            Budget::UntilMs(_) => (false, None),
-        }
-    }
-
-    /// Occurrences left of a "next N" (0 for a period).
-    pub fn remaining(self) -> u32 {
-        match self {
-            Budget::Next(n) => n,
-            Budget::UntilMs(_) => 0,
-        }
-    }
-}
-
-/// Take one use of an optional budget in place.
-pub fn take_budget(slot: &mut Option<Budget>, now_ms: u64) -> bool {
-    let Some(b) = *slot else { return false };
-    let (hit, left) = b.take(now_ms);
-    *slot = left;
-    hit
-}
+pub use crate::faults::{Budget, FaultLimit, take_budget};
 
 // ----------------------------------------------------------------------
 // the kill switch
@@ -507,26 +444,3 @@ pub fn serve(
     Ok(task)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn budgets_count_down_or_expire() {
-        let mut slot = Some(FaultLimit::Next(2).budget(0));
-        assert!(take_budget(&mut slot, 0));
-        assert!(take_budget(&mut slot, 0));
-        assert!(!take_budget(&mut slot, 0));
-        assert_eq!(slot, None);
-        let mut slot = Some(FaultLimit::For(Duration::from_millis(100)).budget(1_000));
-        assert!(take_budget(&mut slot, 1_050));
-        assert!(take_budget(&mut slot, 1_099));
-        assert!(!take_budget(&mut slot, 1_100));
-        assert_eq!(slot, None, "an expired period is forgotten");
-        assert_eq!(
-            FaultLimit::from_fields(Some(3), Some(10)),
-            FaultLimit::For(Duration::from_millis(10))
-        );
-        assert_eq!(FaultLimit::from_fields(None, None), FaultLimit::Next(1));
-    }
-}

@@ -19,6 +19,7 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::faults::InjectedErrors;
 use crate::util::{random_b64url, random_letters};
 
 /// Synapse's cap on events per AS transaction (`scheduler.py`).
@@ -413,9 +414,8 @@ struct UserRec {
 
 #[derive(Debug, Default, Clone)]
 struct Faults {
-    cs_fail_next: Option<(u32, u16)>,
-    cs_fail_until: Option<(u64, u16)>,
-    cs_delay: Duration,
+    /// Errors of the Client-Server API, and the latency added to its answers.
+    cs: InjectedErrors,
     push_fail_next: u32,
     /// Requests to process and then leave unanswered: how many, and on
     /// which routes.
@@ -681,20 +681,20 @@ impl HsState {
 
     /// Make the next `n` Client-Server requests fail with `status`.
     pub fn fail_cs_next(&mut self, n: u32, status: u16) {
-        self.faults.cs_fail_next = (n > 0).then_some((n, status));
+        self.faults.cs.fail_next(n, status);
     }
 
     /// Make Client-Server requests fail with `status` until `until_ms`.
     pub fn fail_cs_until(&mut self, until_ms: u64, status: u16) {
-        self.faults.cs_fail_until = Some((until_ms, status));
+        self.faults.cs.fail_until(until_ms, status);
     }
 
     pub fn set_cs_delay(&mut self, d: Duration) {
-        self.faults.cs_delay = d;
+        self.faults.cs.delay = d;
     }
 
     pub fn cs_delay(&self) -> Duration {
-        self.faults.cs_delay
+        self.faults.cs.delay
     }
 
     /// Make the next `n` push attempts fail without reaching the AS (as if
@@ -709,15 +709,7 @@ impl HsState {
 
     /// The injected error for this request, if any (consumes one "next N").
     pub fn take_cs_fault(&mut self, now_ms: u64) -> Option<MatrixError> {
-        let status = if let Some((n, status)) = self.faults.cs_fail_next {
-            self.faults.cs_fail_next = (n > 1).then_some((n - 1, status));
-            Some(status)
-        } else {
-            match self.faults.cs_fail_until {
-                Some((until, status)) if now_ms < until => Some(status),
-                _ => None,
-            }
-        }?;
+        let status = self.faults.cs.take(now_ms)?;
         Some(if status == 429 {
             MatrixError::new(429, "M_LIMIT_EXCEEDED", "Too Many Requests")
                 .with("retry_after_ms", json!(500))

@@ -6,21 +6,21 @@ use super::*;
 impl GitterState {
     /// Make the next `n` `/v1` requests fail with `status` (429 or 5xx).
     pub fn fail_next(&mut self, n: u32, status: u16) {
-        self.faults.fail_next = (n > 0).then_some((n, status));
+        self.faults.api.fail_next(n, status);
     }
 
     /// Make every `/v1` request fail with `status` until `until_ms`.
     pub fn fail_until(&mut self, until_ms: u64, status: u16) {
-        self.faults.fail_until = Some((until_ms, status));
+        self.faults.api.fail_until(until_ms, status);
     }
 
     /// Delay every `/v1` response by `delay`.
     pub fn set_delay(&mut self, delay: Duration) {
-        self.faults.delay = delay;
+        self.faults.api.delay = delay;
     }
 
     pub fn delay(&self) -> Duration {
-        self.faults.delay
+        self.faults.api.delay
     }
 
     /// Remove all injected faults.
@@ -126,24 +126,13 @@ impl GitterState {
 
     /// How many of the "next N" injected failures have not been served yet.
     pub fn pending_failures(&self) -> u32 {
-        self.faults.fail_next.map_or(0, |(n, _)| n)
+        self.faults.api.pending()
     }
 
     /// Whether this request should fail with an injected status; consumes one
     /// of the "next N" failures.
     pub fn take_fault(&mut self, now_ms: u64) -> Option<u16> {
-        if let Some((n, status)) = self.faults.fail_next {
-            self.faults.fail_next = (n > 1).then_some((n - 1, status));
-            return Some(status);
-        }
-        match self.faults.fail_until {
-            Some((until, status)) if now_ms < until => Some(status),
-            Some(_) => {
-                self.faults.fail_until = None;
-                None
-            }
-            None => None,
-        }
+        self.faults.api.take(now_ms)
     }
 
     /// Revoke a token: it gives 401 from now on and its streams close

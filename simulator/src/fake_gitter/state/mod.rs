@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use crate::fake_hs::net::{Budget, take_budget};
+use crate::faults::{Budget, InjectedErrors, take_budget};
 
 use super::render::{self, Rendered};
 use crate::util::{is_object_id, iso_ms, random_hex, text_len};
@@ -264,10 +264,9 @@ struct Unread {
 /// Injected failures (see [`GitterState::fail_next`] and friends).
 #[derive(Debug, Default, Clone)]
 pub struct Faults {
-    fail_next: Option<(u32, u16)>,
-    fail_until: Option<(u64, u16)>,
-    /// Added latency for every API-host response but the sign-in page.
-    pub delay: Duration,
+    /// Errors of the API host, and the latency added to every API-host response but the
+    /// sign-in page.
+    pub api: InjectedErrors,
     /// `POST chatMessages` to store and leave unanswered.
     lost_sends: u32,
     /// Stream connections that answer 200 and end at once.
