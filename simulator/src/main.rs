@@ -123,7 +123,7 @@ enum Command {
         dir: Option<PathBuf>,
     },
     /// Run the fake Gitter: the API host (REST under /v1, OAuth under /login/oauth) and the
-    /// stream host (/v1/rooms/{id}/chatMessages and /events) on two listeners.
+    /// stream host (/v1/rooms/{id}/chatMessages) on two listeners.
     FakeGitter {
         /// Address of the API host (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:0")]

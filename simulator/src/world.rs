@@ -559,6 +559,15 @@ level = "warn"
         Ok(page)
     }
 
+    /// Opens a login link and reads its page without pressing anything (what a link preview
+    /// does; it spends nothing): the HTTP status and text.
+    pub async fn peek_login_link(&self, link: &str) -> Result<(u16, String), WorldError> {
+        let step = |e: reqwest::Error| WorldError::Step(e.to_string());
+        let r = self.http.get(link).send().await.map_err(step)?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().await.map_err(step)?))
+    }
+
     /// Does with a login link what a person in a browser does: opens it, reads the page
     /// (which names the Matrix account) and presses its button, then signs in to the fake
     /// Gitter as `gitter_user` and comes back, keeping the bridge's cookies on the way.

@@ -8,7 +8,7 @@
 //!   * `/login/oauth/{authorize,token}` — OAuth (§2);
 //!   * `/_sim/gitter/...` — fault and scripting controls for tests;
 //! * the stream listener ([`stream_router`], `stream.gitter.im`):
-//!   `/v1/rooms/{roomId}/chatMessages` and `/v1/rooms/{roomId}/events` (§5).
+//!   `/v1/rooms/{roomId}/chatMessages` (§5).
 //!
 //! Unknown routes and methods answer 404 `{"error":"Not Found"}` (§7.1); under
 //! `/v1` they are authenticated first, as the real routers are (§8 "Scope").

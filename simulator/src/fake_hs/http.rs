@@ -202,6 +202,17 @@ async fn gated(
     cleared.as_mut().enable();
     let delay = app.lock().cs_delay();
     if !delay.is_zero() {
+        // Counted while it waits, also when the client goes away meanwhile (hyper drops
+        // this future then).
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        app.delayed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _waiting = Waiting(&app.delayed);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = cleared => {}

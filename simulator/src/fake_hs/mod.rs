@@ -62,6 +62,8 @@ pub struct Shared {
     pub net: Arc<NetControl>,
     /// Wakes requests waiting out an injected delay when faults are cleared.
     pub cleared: Notify,
+    /// Client-Server requests waiting out an injected delay now.
+    pub delayed: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -114,6 +116,7 @@ impl FakeHomeserver {
             http,
             net: net.clone(),
             cleared: Notify::new(),
+            delayed: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
@@ -358,6 +361,14 @@ impl FakeHomeserver {
     /// Transactions the AS acknowledged.
     pub fn delivered_transactions(&self) -> Vec<AsTransaction> {
         self.with_state(|s| s.delivered().to_vec())
+    }
+
+    /// Client-Server requests held by an injected delay right now (a scenario waits for the
+    /// bridge's request to be under way instead of sleeping).
+    pub fn delayed_requests(&self) -> usize {
+        self.shared
+            .delayed
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every push attempt: (txn id, succeeded).

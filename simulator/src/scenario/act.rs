@@ -95,7 +95,12 @@ impl Runner {
                 let gitter_user = gitter_user.as_deref().unwrap_or(user);
                 self.login(user, gitter_user, *open_portals).await
             }
-            Action::OpenLoginLink { user, gitter_user } => {
+            Action::OpenLoginLink {
+                user,
+                gitter_user,
+                until_status,
+                within_ms,
+            } => {
                 let gitter_user = gitter_user.as_deref().unwrap_or(user).to_owned();
                 let dm = self.dm_of(user)?;
                 let human = self.person(user)?.human.clone();
@@ -106,6 +111,28 @@ impl Runner {
                     .rev()
                     .find_map(|n| login_link(n))
                     .ok_or_else(|| format!("the bot never sent {user} a login link"))?;
+                if let Some(want) = until_status {
+                    // Previews only (they spend nothing) until the page says what is awaited.
+                    let deadline =
+                        Instant::now() + within_ms.map_or(DEFAULT_WITHIN, Duration::from_millis);
+                    loop {
+                        let (status, text) = self
+                            .world
+                            .peek_login_link(&link)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        if status == *want {
+                            break;
+                        }
+                        if Instant::now() >= deadline {
+                            return Err(format!(
+                                "the link still gives HTTP {status}, not {want}: {}",
+                                short(&page_text(&text))
+                            ));
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
                 let (status, text) = self
                     .world
                     .browse_login_link(&link, &gitter_user)
@@ -313,10 +340,6 @@ impl Runner {
                     }
                     _ => Ok(Some(note)),
                 }
-            }
-            Action::Sleep { ms } => {
-                tokio::time::sleep(Duration::from_millis(*ms)).await;
-                Ok(None)
             }
         }
     }

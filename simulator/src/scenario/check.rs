@@ -355,6 +355,14 @@ impl Runner {
                     )),
                 }
             }
+            Expectation::HsDelayed { at_least } => {
+                let n = self.world.hs.delayed_requests();
+                if n >= *at_least {
+                    Check::Holds
+                } else {
+                    Check::NotYet(format!("{n} requests wait"))
+                }
+            }
             Expectation::HsRetried { at_least } => {
                 let attempts = self.world.hs.push_attempts();
                 let retried = attempts

@@ -42,10 +42,20 @@ impl Action {
                     format!("{user} logs in to Gitter as {g}")
                 }
             }
-            Action::OpenLoginLink { user, gitter_user } => format!(
-                "{user} opens their newest login link (signing in as {})",
-                gitter_user.as_deref().unwrap_or(user)
-            ),
+            Action::OpenLoginLink {
+                user,
+                gitter_user,
+                until_status,
+                ..
+            } => match until_status {
+                Some(status) => {
+                    format!("{user} opens their newest login link until it is HTTP {status}")
+                }
+                None => format!(
+                    "{user} opens their newest login link (signing in as {})",
+                    gitter_user.as_deref().unwrap_or(user)
+                ),
+            },
             Action::AcceptInvites { user } => format!("{user} accepts their invites"),
             Action::GitterPost {
                 from,
@@ -129,7 +139,6 @@ impl Action {
                     short(body)
                 )
             }
-            Action::Sleep { ms } => format!("wait {ms} ms"),
         }
     }
 }
@@ -275,6 +284,9 @@ impl Expectation {
                 "the homeserver retried {at_least}+ failed pushes until the bridge took them"
             ),
             Expectation::GitterFaultsSpent => "Gitter served every injected failure".to_owned(),
+            Expectation::HsDelayed { at_least } => {
+                format!("{at_least}+ requests wait out the homeserver's delay")
+            }
             Expectation::HsDelivered { body } => {
                 format!(
                     "the bridge acknowledged the transaction with {}",

@@ -206,6 +206,11 @@ pub enum Action {
         user: String,
         /// The Gitter username to sign in as (default: the same as `user`).
         gitter_user: Option<String>,
+        /// Open it again (a GET spends nothing) until the page has this HTTP status, for
+        /// at most `within_ms` (20 s by default): waits for an expiry without a sleep.
+        until_status: Option<u16>,
+        /// The bound of `until_status`.
+        within_ms: Option<u64>,
     },
     /// The user accepts every pending invite.
     AcceptInvites {
@@ -321,11 +326,6 @@ pub enum Action {
         auth: Auth,
         /// The HTTP status the bridge must answer.
         expect_status: Option<u16>,
-    },
-    /// Wait a fixed time (prefer an expectation: it waits only as long as needed).
-    Sleep {
-        /// Milliseconds.
-        ms: u64,
     },
 }
 
@@ -494,6 +494,12 @@ pub enum Expectation {
     HsDelivered {
         /// The body.
         body: String,
+    },
+    /// At least `at_least` Client-Server requests are held by the injected delay right now
+    /// (the bridge's request is under way: a kill now cuts it off).
+    HsDelayed {
+        /// How many.
+        at_least: usize,
     },
 }
 

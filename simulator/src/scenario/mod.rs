@@ -52,13 +52,14 @@
 //! `leave`, `login`, `open_login_link`, `accept_invites`, `gitter_post`, `gitter_join`,
 //! `gitter_leave`, `gitter_stream_line`, `drop_streams`, `gitter_fail`, `gitter_delay`,
 //! `revoke_token`, `hs_replay_transaction`, `hs_fail_pushes`, `hs_fail_cs`, `hs_delay`,
-//! `clear_faults`, `kill_bridge`, `stop_bridge`, `start_bridge`, `restart_bridge`, `as_put`,
-//! `sleep`. See [`Action`].
+//! `clear_faults`, `kill_bridge`, `stop_bridge`, `start_bridge`, `restart_bridge`, `as_put`.
+//! See [`Action`]. There is no fixed sleep: a step waits for a condition, bounded
+//! (`open_login_link` with `until_status` waits for a link to expire).
 //!
 //! Expectations (`expect = ...`): `notice`, `message`, `message_count`, `sequence`, `no_echo`,
 //! `ghost_name`, `invited`, `membership`, `gitter_message`, `gitter_count`, `gitter_member`,
 //! `bridge_listening`, `login_page`, `bridge_up`, `hs_retried`, `hs_delivered`,
-//! `gitter_faults_spent`. See [`Expectation`]. Each takes `within_ms` (how long to wait for
+//! `hs_delayed`, `gitter_faults_spent`. See [`Expectation`]. Each takes `within_ms` (how long to wait for
 //! it, 20 s by default) and `settle_ms` (how long it must keep holding once it holds: 500 ms
 //! by default for counts, sequences and `no_echo`, so a late duplicate or echo is caught;
 //! 0 for the others).
