@@ -124,6 +124,7 @@ impl Bridge {
     pub fn handle(&mut self, now: Timestamp, input: Input) -> Outputs {
         // Time never goes backwards inside the core, even if the driver's clock does.
         self.step.start(now);
+        let first_effect_id = self.state.next_effect_id;
         match input {
             Input::Startup => self.on_startup(),
             Input::Transaction { txn_id, events } => self.on_transaction(txn_id, events),
@@ -143,6 +144,10 @@ impl Bridge {
             } => self.on_oauth_callback(request, code, state, error, browser),
             Input::EffectDone { id, result } => self.on_effect_done(id, result),
             Input::Timer => self.on_timer(),
+        }
+        if self.state.next_effect_id != first_effect_id {
+            self.step
+                .record(Change::SetNextEffectId(EffectId(self.state.next_effect_id)));
         }
         let next = self.next_deadline().map(|(at, _)| at);
         self.step.finish(next)
@@ -180,7 +185,9 @@ impl Bridge {
     /// and adds it to the outputs.
     pub(crate) fn ask(&mut self, lane: Lane, action: Action, then: Then) -> EffectId {
         let id = EffectId(self.state.next_effect_id);
-        self.change(Change::SetNextEffectId(EffectId(id.0 + 1)));
+        // Recorded once at the end of the step (`handle`), not once per effect: only the last
+        // value matters to the store.
+        self.state.next_effect_id += 1;
         self.relay.observe_emitted(&action);
         let effect = Effect {
             id,
@@ -237,28 +244,44 @@ impl Bridge {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The earliest deadline the core needs a timer for, and whose it is: each sub-machine
-    /// keeps its deadlines ordered, so this costs the same however large the bridge.
-    fn next_deadline(&self) -> Option<(Timestamp, TimerKind)> {
+    /// Each sub-machine's earliest deadline, with why it fires: each keeps its deadlines
+    /// ordered, so this costs the same however large the bridge.
+    fn deadlines(&self) -> [(Option<Timestamp>, TimerKind); 4] {
         [
             (self.logins.deadline(), TimerKind::ForgetTicket),
             (self.streams.deadline(), TimerKind::CatchUpRetry),
             (self.retries.deadline(), TimerKind::EffectRetry),
             (self.pruning.deadline(), TimerKind::Prune),
         ]
-        .into_iter()
-        .filter_map(|(at, kind)| at.map(|at| (at, kind)))
-        .min()
     }
 
-    /// A timer fired: every sub-machine whose deadline has come does its work.
+    /// The earliest deadline the core needs a timer for, and whose it is.
+    fn next_deadline(&self) -> Option<(Timestamp, TimerKind)> {
+        self.deadlines()
+            .into_iter()
+            .filter_map(|(at, kind)| at.map(|at| (at, kind)))
+            .min()
+    }
+
+    /// A timer fired: the sub-machines whose deadline has come do their work, and only
+    /// they (the driver's timer may fire late, so several can be due at once).
     fn on_timer(&mut self) {
-        for change in self.logins.due(self.step.now) {
-            self.change(change);
+        let now = self.step.now;
+        for (at, kind) in self.deadlines() {
+            if at.is_none_or(|at| at > now) {
+                continue;
+            }
+            match kind {
+                TimerKind::ForgetTicket => {
+                    for change in self.logins.due(now) {
+                        self.change(change);
+                    }
+                }
+                TimerKind::CatchUpRetry => self.retry_catch_ups(),
+                TimerKind::EffectRetry => self.retry_due_effects(),
+                TimerKind::Prune => self.prune_if_due(),
+            }
         }
-        self.retry_catch_ups();
-        self.retry_due_effects();
-        self.prune_if_due();
     }
 
     /// Effects retrying now (for metrics).

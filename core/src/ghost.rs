@@ -53,6 +53,33 @@ impl Bridge {
             .replace("{username}", &user.username)
     }
 
+    /// Whether `name` is [`Bridge::ghost_display_name`] of `user`, without building it (it is
+    /// asked for every message in every portal). `None` when only building it can tell (a
+    /// display name holding `{username}`, which the second replacement would change too).
+    fn is_ghost_display_name(&self, user: &GitterUser, name: &str) -> Option<bool> {
+        if user.display_name.contains("{username}") {
+            return None;
+        }
+        let mut rest = name;
+        let mut template = self.config.ghost_displayname_template.as_str();
+        while !template.is_empty() {
+            let (piece, used) = if let Some(t) = template.strip_prefix("{displayName}") {
+                (user.display_name.as_str(), template.len() - t.len())
+            } else if let Some(t) = template.strip_prefix("{username}") {
+                (user.username.as_str(), template.len() - t.len())
+            } else {
+                let c = template.chars().next().expect("not empty");
+                (&template[..c.len_utf8()], c.len_utf8())
+            };
+            let Some(r) = rest.strip_prefix(piece) else {
+                return Some(false);
+            };
+            rest = r;
+            template = &template[used..];
+        }
+        Some(rest.is_empty())
+    }
+
     /// The ghost of a Gitter user, recorded at first sight.
     pub(crate) fn ghost_of(&mut self, user: &GitterUser) -> Option<GhostRecord> {
         if let Some(g) = self.state.ghosts.get(&user.id) {
@@ -101,8 +128,20 @@ impl Bridge {
         room: &GitterRoomId,
         user: &GitterUser,
     ) -> Option<OwnedUserId> {
-        let mut ghost = self.ghost_of(user)?;
         let key = (owner.clone(), room.clone());
+        // The common case, every message in every portal: a ghost registered, named as now
+        // and in the portal already needs nothing, and nothing is cloned to find that out.
+        if let Some(g) = self.state.ghosts.get(&user.id)
+            && g.registered
+            && let Some(portal) = self.state.portals.get(&key)
+            && portal.room_id.is_some()
+            && portal.joined_ghosts.contains(&user.id)
+            && let Some(name) = &g.display_name
+            && self.is_ghost_display_name(user, name) == Some(true)
+        {
+            return Some(g.mxid.clone());
+        }
+        let mut ghost = self.ghost_of(user)?;
         let portal = self.state.portals.get(&key)?.clone();
         let room_id = portal.room_id.clone()?;
         let lane = Lane::Portal {
@@ -183,6 +222,47 @@ impl Bridge {
 #[cfg(test)]
 mod tests {
     use super::ghost_localpart;
+    use crate::{Bridge, Config, GitterUser, GitterUserId};
+
+    #[test]
+    fn a_display_name_is_recognised_without_building_it_for_any_template() {
+        let user = |display: &str, username: &str| GitterUser {
+            id: GitterUserId::new("u1"),
+            username: username.into(),
+            display_name: display.into(),
+            avatar_url: None,
+        };
+        for template in [
+            "{displayName} (Gitter)",
+            "{username}",
+            "G: {displayName} [{username}] ✓",
+            "plain",
+            "",
+        ] {
+            let mut config = Config::with_defaults("example.org");
+            config.ghost_displayname_template = template.into();
+            let bridge = Bridge::new(config, 1);
+            for u in [user("Bob", "bob"), user("Zoë (x)", "zoe"), user("", "e")] {
+                let built = bridge.ghost_display_name(&u);
+                assert_eq!(
+                    bridge.is_ghost_display_name(&u, &built),
+                    Some(true),
+                    "{template}"
+                );
+                for other in [format!("{built}x"), format!("x{built}"), "Bob".into()] {
+                    if other != built {
+                        assert_eq!(
+                            bridge.is_ghost_display_name(&u, &other),
+                            Some(false),
+                            "{template}: {other}"
+                        );
+                    }
+                }
+            }
+            let tricky = user("{username}", "bob");
+            assert_eq!(bridge.is_ghost_display_name(&tricky, "x"), None);
+        }
+    }
 
     #[test]
     fn ghost_localpart_lowercases_and_escapes() {
