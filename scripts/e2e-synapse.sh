@@ -246,6 +246,7 @@ log "starting Synapse on $HS_URL"
 (cd "$WORK/synapse" && exec "$PY" -m synapse.app.homeserver \
     --config-path "$WORK/synapse/homeserver.yaml") >>"$WORK/synapse.out" 2>&1 &
 PIDS+=("synapse:$!")
+SYNAPSE_PID=$!
 wait_http Synapse "$HS_URL/_matrix/client/versions" "$!" 60
 
 log "starting the fake Gitter on $GITTER_URL"
@@ -276,6 +277,8 @@ export E2E_BRIDGE_CONFIG="$CONFIG"
 export E2E_BRIDGE_LOG="$WORK/bridge.log"
 export E2E_BRIDGE_PID_FILE="$BRIDGE_PID_FILE"
 export E2E_SYNAPSE_DB="$WORK/synapse/homeserver.db"
+export E2E_SYNAPSE_PID="$SYNAPSE_PID"
+export E2E_WORK_DIR="$WORK"
 export E2E_APPSERVICE_ID="$APPSERVICE_ID"
 
 log "running the suite (tests/e2e)"

@@ -63,6 +63,8 @@ class Env:
     bridge_log: str
     bridge_pid_file: str
     synapse_db: str
+    synapse_pid: int
+    work_dir: str
     appservice_id: str
 
     @staticmethod
@@ -86,6 +88,8 @@ class Env:
             bridge_log=need("E2E_BRIDGE_LOG"),
             bridge_pid_file=need("E2E_BRIDGE_PID_FILE"),
             synapse_db=need("E2E_SYNAPSE_DB"),
+            synapse_pid=int(need("E2E_SYNAPSE_PID")),
+            work_dir=need("E2E_WORK_DIR"),
             appservice_id=need("E2E_APPSERVICE_ID"),
         )
 
@@ -315,6 +319,16 @@ class BridgeProcess:
             if time.monotonic() >= deadline:
                 raise AssertionError("timed out waiting for gitter-bridge's /health")
             await asyncio.sleep(0.2)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc/<pid>/stat (fields 14
+    and 15, in clock ticks; the command name in field 2 may hold spaces, so fields are counted
+    after its closing parenthesis)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+        after_name = f.read().rsplit(")", 1)[1].split()
+    utime, stime = int(after_name[11]), int(after_name[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
 def _alive(pid: int) -> bool:
