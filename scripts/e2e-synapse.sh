@@ -18,6 +18,9 @@
 #   E2E_KEEP_WORK=1     keep the work dir after a passing run (a failing run always keeps it)
 #   E2E_SUITE_TIMEOUT   seconds the suite may take before it is stopped (default: 900)
 #   E2E_BRIDGE_LOG_LEVEL  the bridge's logging.level (default: info)
+#   E2E_PROFILE         debug (default) or release: the build of the bridge and the fakes;
+#                       test_07_cpu's figure (bridge CPU per Synapse CPU) means something
+#                       only for release
 #   CARGO_TARGET_DIR    honoured, as by cargo itself
 set -euo pipefail
 
@@ -150,12 +153,18 @@ PY="$VENV/bin/python"
 # ---------------------------------------------------------------------------------------------
 # 2. The binaries (debug: the build `cargo test` already made).
 
-log "cargo build --bin gitter-bridge --bin bridge-sim"
-cargo build --bin gitter-bridge --bin bridge-sim
+PROFILE="${E2E_PROFILE:-debug}"
+case "$PROFILE" in
+    debug) PROFILE_FLAG=() ;;
+    release) PROFILE_FLAG=(--release) ;;
+    *) log "E2E_PROFILE must be debug or release, not '$PROFILE'"; exit 2 ;;
+esac
+log "cargo build ${PROFILE_FLAG[*]} --bin gitter-bridge --bin bridge-sim"
+cargo build "${PROFILE_FLAG[@]}" --bin gitter-bridge --bin bridge-sim
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps |
     "$PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-BRIDGE_BIN="$TARGET_DIR/debug/gitter-bridge"
-SIM_BIN="$TARGET_DIR/debug/bridge-sim"
+BRIDGE_BIN="$TARGET_DIR/$PROFILE/gitter-bridge"
+SIM_BIN="$TARGET_DIR/$PROFILE/bridge-sim"
 
 # ---------------------------------------------------------------------------------------------
 # 3. The work dir: ports, Synapse's config, the bridge's config and registration.

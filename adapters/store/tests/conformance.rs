@@ -113,7 +113,8 @@ fn check_commits<B: Backend>(backend: &mut B, commits: &[Vec<ChangeSet>]) {
 
 /// Applies `commits`, prunes in batches of `batch` rows until the store says it reached the
 /// end, and checks that exactly the mappings recorded before `cut` are gone.
-fn check_prune<B: Backend>(backend: &mut B, commits: &[Vec<ChangeSet>], cut: u64, batch: u32) {
+/// A fresh store with `commits` applied, and the reference they give.
+fn committed<B: Backend>(backend: &mut B, commits: &[Vec<ChangeSet>]) -> (B::S, Snapshot) {
     let mut store = backend.fresh();
     let mut expected = Snapshot::default();
     for group in commits {
@@ -122,6 +123,11 @@ fn check_prune<B: Backend>(backend: &mut B, commits: &[Vec<ChangeSet>], cut: u64
             expected.apply_set(set);
         }
     }
+    (store, expected)
+}
+
+fn check_prune<B: Backend>(backend: &mut B, commits: &[Vec<ChangeSet>], cut: u64, batch: u32) {
+    let (mut store, mut expected) = committed(backend, commits);
     let cut = Timestamp(1_700_000_000_000 + cut);
     let before = expected.messages.len();
     expected.messages.retain(|_, m| m.at >= cut);
@@ -144,14 +150,7 @@ fn check_prune<B: Backend>(backend: &mut B, commits: &[Vec<ChangeSet>], cut: u64
 /// Every mapping committed is found by its Gitter id and by its event in its own portal,
 /// and nothing is found in another portal or for an id never mapped.
 fn check_lookups<B: Backend>(backend: &mut B, commits: &[Vec<ChangeSet>]) {
-    let mut store = backend.fresh();
-    let mut expected = Snapshot::default();
-    for group in commits {
-        store.apply(group).expect("apply");
-        for set in group {
-            expected.apply_set(set);
-        }
-    }
+    let (store, expected) = committed(backend, commits);
     let store = backend.reopen(store);
     for m in expected.messages.values() {
         let by_id = store
