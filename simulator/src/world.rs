@@ -103,6 +103,9 @@ pub struct World {
     pub web_addr: SocketAddr,
     /// An HTTP client that does not follow redirects (a browser, step by step).
     pub http: reqwest::Client,
+    /// The bridge's two ports, held from the world's creation to the bridge's first start:
+    /// released earlier, another server of the world (binding port 0) could be given one.
+    reserved: Option<(std::net::TcpListener, std::net::TcpListener)>,
 }
 
 impl std::fmt::Debug for World {
@@ -140,8 +143,8 @@ impl World {
             }
         };
         // Reserve the bridge's two ports now: the registration and the OAuth app need them.
-        let as_addr = free_port()?;
-        let web_addr = free_port()?;
+        let (as_listener, as_addr) = reserve_port()?;
+        let (web_listener, web_addr) = reserve_port()?;
         let public_url = format!("http://{web_addr}");
 
         let seed = GitterSeed::from_toml(&options.gitter_seed).map_err(setup)?;
@@ -240,6 +243,7 @@ level = "warn"
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(setup)?,
+            reserved: Some((as_listener, web_listener)),
         })
     }
 
@@ -256,9 +260,17 @@ level = "warn"
         }
         let config = self.config()?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut reserved = self.reserved.take();
         loop {
+            let reserved = reserved.take();
             let attempt = async {
-                let listeners = Listeners::bind(&config).await?;
+                let listeners = match reserved {
+                    Some((appservice, web)) => Listeners {
+                        appservice: into_tokio(appservice)?,
+                        web: into_tokio(web)?,
+                    },
+                    None => Listeners::bind(&config).await?,
+                };
                 gitter_bridge::start_on(config.clone(), listeners).await
             };
             match attempt.await {
@@ -310,6 +322,8 @@ level = "warn"
         if self.process.is_some() || self.bridge.is_some() {
             return Err(WorldError::Step("the bridge is already running".into()));
         }
+        // The process binds the ports itself.
+        self.reserved = None;
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let log = std::fs::OpenOptions::new()
@@ -712,6 +726,23 @@ pub fn login_link(text: &str) -> Option<String> {
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A loopback port, held by the listener until it is handed over.
+fn reserve_port() -> Result<(std::net::TcpListener, SocketAddr), WorldError> {
+    let listener = std::net::TcpListener::bind(loopback()).map_err(setup)?;
+    let addr = listener.local_addr().map_err(setup)?;
+    Ok((listener, addr))
+}
+
+/// A reserved listener for the bridge's runtime.
+fn into_tokio(
+    listener: std::net::TcpListener,
+) -> Result<tokio::net::TcpListener, gitter_bridge::StartError> {
+    let bind =
+        |e: std::io::Error| gitter_bridge::StartError::Internal(format!("a reserved port: {e}"));
+    listener.set_nonblocking(true).map_err(bind)?;
+    tokio::net::TcpListener::from_std(listener).map_err(bind)
 }
 
 /// A port that was free a moment ago.
