@@ -527,7 +527,51 @@ impl Bridge {
                     _ => {}
                 }
             }
+            MatrixEventKind::Edit {
+                target,
+                msgtype,
+                body,
+                ..
+            } if !own => {
+                let status = match msgtype {
+                    crate::MsgType::Emote => true,
+                    crate::MsgType::Text | crate::MsgType::Notice => false,
+                    // What was never bridged cannot be edited there either.
+                    crate::MsgType::Other(_) => return,
+                };
+                let what = crate::CorrectionKind::Edit {
+                    body: body.clone(),
+                    status,
+                };
+                self.on_owner_correction(&event, target.clone(), what);
+            }
+            MatrixEventKind::Redaction { target } if !own => {
+                self.on_owner_correction(&event, target.clone(), crate::CorrectionKind::Redact);
+            }
             _ => {}
+        }
+    }
+
+    /// An edit or redaction: bridged when the portal's owner made it, and may still use the
+    /// bridge.
+    fn on_owner_correction(
+        &mut self,
+        event: &MatrixEvent,
+        target: crate::OwnedEventId,
+        what: crate::CorrectionKind,
+    ) {
+        if let Some(RoomRole::Portal(owner, room)) = self.portals.role(&event.room_id).cloned()
+            && owner == event.sender
+            && self.still_permitted(&owner)
+        {
+            self.on_portal_correction(crate::Correction {
+                owner,
+                room,
+                portal: event.room_id.clone(),
+                target,
+                event_id: event.event_id.clone(),
+                what,
+            });
         }
     }
 
@@ -647,6 +691,7 @@ impl Bridge {
                 gitter_user,
                 text,
                 status,
+                parent,
                 ..
             }),
             Then::Relay(RelayThen::ToGitter(origin)),
@@ -683,7 +728,7 @@ impl Bridge {
                 &m.from.id == gitter_user
                     && &m.text == text
                     && m.status == *status
-                    && m.parent_id.is_none()
+                    && &m.parent_id == parent
                     && !claimed(&m.id)
             })
             .nth(earlier)
@@ -715,6 +760,7 @@ impl Bridge {
             Then::Command(then) => self.on_command_answer(then, answer),
             Then::Stream(then) => self.on_stream_answer(then, answer),
             Then::Prune(then) => self.on_prune_answer(then, answer),
+            Then::Edit(then) => self.on_edit_answer(then, answer),
         }
     }
 

@@ -253,6 +253,27 @@ pub enum GitterCall {
         /// among the messages after it. Gitter ids are compared by Gitter's order, never our
         /// clock with Gitter's.
         after: Option<GitterMessageId>,
+        /// Posted in the thread of this message (`parentId`, §3.7), when set.
+        parent: Option<GitterMessageId>,
+    },
+    /// `PUT /v1/rooms/:rid/chatMessages/:id {text}` (§3.8: the author only, within 10
+    /// minutes of `sent`; later a 400). Idempotent. Returns
+    /// [`crate::EffectOutput::GitterMessage`].
+    EditMessage {
+        /// The room.
+        room: GitterRoomId,
+        /// The message.
+        id: GitterMessageId,
+        /// The new markdown text.
+        text: String,
+    },
+    /// `DELETE /v1/rooms/:rid/chatMessages/:id`, 204 (§3.9; a message with thread replies is
+    /// emptied instead). Idempotent.
+    DeleteMessage {
+        /// The room.
+        room: GitterRoomId,
+        /// The message.
+        id: GitterMessageId,
     },
 }
 
@@ -376,6 +397,8 @@ impl Action {
                 GitterCall::RoomMembers { .. } => "gitter_room_members",
                 GitterCall::FetchMessages { .. } => "fetch_messages",
                 GitterCall::SendMessage { .. } => "send_gitter",
+                GitterCall::EditMessage { .. } => "edit_gitter",
+                GitterCall::DeleteMessage { .. } => "delete_gitter",
             },
             Action::Stream(StreamCall::Open { .. }) => "open_stream",
             Action::Stream(StreamCall::Close { .. }) => "close_stream",
@@ -441,6 +464,56 @@ pub enum Then {
     Stream(StreamThen),
     /// The store's upkeep (`prune.rs`).
     Prune(PruneThen),
+    /// Edits and redactions of the owner's bridged messages (`edit.rs`).
+    Edit(EditThen),
+}
+
+/// An edit or a redaction of a portal owner's message, on its way to Gitter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Correction {
+    /// The portal owner.
+    pub owner: OwnedUserId,
+    /// The Gitter room.
+    pub room: GitterRoomId,
+    /// The portal room (where the owner is told what happened).
+    pub portal: OwnedRoomId,
+    /// The edited or redacted Matrix event.
+    pub target: ruma::OwnedEventId,
+    /// The edit's or the redaction's own event.
+    pub event_id: ruma::OwnedEventId,
+    /// What to do to the Gitter message.
+    pub what: CorrectionKind,
+}
+
+/// What a [`Correction`] does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CorrectionKind {
+    /// Replace the text.
+    Edit {
+        /// The new `body`.
+        body: String,
+        /// An emote (a Gitter status message).
+        status: bool,
+    },
+    /// Delete the message.
+    Redact,
+}
+
+/// What the edits and redactions go on with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum EditThen {
+    /// The target's mapping was looked up in the store (it was not in the hot set).
+    Found(Correction),
+    /// The Gitter message was edited, or refused the edit (past Gitter's window: a
+    /// correction in its thread follows).
+    Edited {
+        /// The edit.
+        correction: Correction,
+        /// The Gitter message.
+        gitter_id: GitterMessageId,
+    },
+    /// The Gitter message was deleted, or could not be.
+    Deleted(Correction),
 }
 
 /// What the ghosts go on with.

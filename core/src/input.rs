@@ -113,7 +113,24 @@ pub enum MatrixEventKind {
         /// `formatted_body` when `format` is `org.matrix.custom.html`.
         formatted_body: Option<String>,
     },
-    /// Anything else (other event types, edits, malformed contents): ignored by the core.
+    /// An edit of an earlier message (`m.relates_to.rel_type` `m.replace`), with its
+    /// `m.new_content`.
+    Edit {
+        /// The edited event.
+        target: OwnedEventId,
+        /// The new message type.
+        msgtype: MsgType,
+        /// The new `body`.
+        body: String,
+        /// The new `formatted_body` (HTML), when any.
+        formatted_body: Option<String>,
+    },
+    /// An `m.room.redaction` of an earlier event.
+    Redaction {
+        /// The redacted event (`redacts`).
+        target: OwnedEventId,
+    },
+    /// Anything else (other event types, malformed contents): ignored by the core.
     Other {
         /// The event type, for logs.
         event_type: String,

@@ -61,6 +61,7 @@ mod bridge;
 mod commands;
 mod config;
 mod dedupe;
+mod edit;
 mod effect;
 mod error;
 mod format;
@@ -83,9 +84,10 @@ pub use bridge::{Bridge, Seed};
 pub use commands::Command;
 pub use config::{Config, Permissions};
 pub use effect::{
-    Action, CommandThen, Direction, Effect, GhostThen, GitterCall, InviteThen, Lane, LoginThen,
-    MatrixCall, MatrixContent, OutMsgType, PortalThen, PruneThen, RelayRef, RelayThen,
-    ResolvePurpose, SendOrigin, StoreCall, StreamCall, StreamThen, Then,
+    Action, CommandThen, Correction, CorrectionKind, Direction, EditThen, Effect, GhostThen,
+    GitterCall, InviteThen, Lane, LoginThen, MatrixCall, MatrixContent, OutMsgType, PortalThen,
+    PruneThen, RelayRef, RelayThen, ResolvePurpose, SendOrigin, StoreCall, StreamCall, StreamThen,
+    Then,
 };
 pub use error::CoreError;
 pub use format::sanitize_html;

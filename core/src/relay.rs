@@ -32,6 +32,8 @@ pub(crate) struct Relay {
     inflight: BTreeMap<(GitterRoomId, GitterUserId), usize>,
     /// Oldest first: the oldest leaves the hot set first (it stays in the store).
     hot_order: VecDeque<(OwnedUserId, GitterMessageId)>,
+    /// Portals told in this run that an edit became a correction (told once).
+    told_past_window: std::collections::BTreeSet<(OwnedUserId, GitterRoomId)>,
 }
 
 impl Relay {
@@ -88,6 +90,12 @@ impl Relay {
             .range((room.clone(), GitterUserId::new(""))..)
             .next()
             .is_some_and(|((r, _), _)| r == room)
+    }
+
+    /// Whether this is the first edit of the portal in this run to come past Gitter's
+    /// edit window (the owner is told then, and only then).
+    pub(crate) fn first_past_window(&mut self, owner: &OwnedUserId, room: &GitterRoomId) -> bool {
+        self.told_past_window.insert((owner.clone(), room.clone()))
     }
 
     /// A mapping joined the hot set.
@@ -165,7 +173,7 @@ impl Bridge {
     /// The newest message of the room the bridge has seen: the last one waiting (held or
     /// buffered, in the room's order after the cursor), else the cursor. A send made now
     /// comes after it on Gitter, so a reconcile never needs to look further back.
-    fn newest_seen(&self, room: &GitterRoomId) -> Option<crate::GitterMessageId> {
+    pub(crate) fn newest_seen(&self, room: &GitterRoomId) -> Option<crate::GitterMessageId> {
         let waiting = self.streams.get(room).and_then(|s| {
             s.buffer
                 .back()
@@ -434,6 +442,7 @@ impl Bridge {
                     status,
                     reconcile: false,
                     after,
+                    parent: None,
                 },
             },
             Then::Relay(RelayThen::ToGitter(SendOrigin {

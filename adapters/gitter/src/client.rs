@@ -548,7 +548,8 @@ impl GitterClient {
         Ok(page)
     }
 
-    /// Sends a message: `POST /v1/rooms/:roomId/chatMessages {text, status?}` (§3.7).
+    /// Sends a message: `POST /v1/rooms/:roomId/chatMessages {text, status?, parentId?}`
+    /// (§3.7; with `parent`, a reply in that message's thread).
     ///
     /// Not idempotent, so retried only after a rate-limit refusal or a failure to connect.
     /// After a time-out, a connection lost once the request may have gone out, a 5xx or an
@@ -561,12 +562,15 @@ impl GitterClient {
         room_id: &str,
         text: &str,
         status: bool,
+        parent: Option<&str>,
     ) -> Result<Message, GitterError> {
-        let body = if status {
-            serde_json::json!({ "text": text, "status": true })
-        } else {
-            serde_json::json!({ "text": text })
-        };
+        let mut body = serde_json::json!({ "text": text });
+        if status {
+            body["status"] = true.into();
+        }
+        if let Some(parent) = parent {
+            body["parentId"] = parent.into();
+        }
         let url = self.api(&["v1", "rooms", room_id, "chatMessages"]);
         self.send_json(
             token,

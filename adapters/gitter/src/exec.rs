@@ -120,6 +120,7 @@ impl GitterClient {
                 status,
                 reconcile,
                 after,
+                parent,
             } => {
                 if *reconcile {
                     // A Gitter POST has no idempotency key: a send whose outcome is unknown
@@ -139,9 +140,26 @@ impl GitterClient {
                     return Ok(EffectOutput::Reconciled { mine, newest });
                 }
                 let sent = self
-                    .send_message(token, room.as_str(), text, *status)
+                    .send_message(
+                        token,
+                        room.as_str(),
+                        text,
+                        *status,
+                        parent.as_ref().map(|p| p.as_str()),
+                    )
                     .await?;
                 into_core(sent).map(EffectOutput::GitterMessage)
+            }
+            GitterCall::EditMessage { room, id, text } => {
+                let edited = self
+                    .edit_message(token, room.as_str(), id.as_str(), text)
+                    .await?;
+                into_core(edited).map(EffectOutput::GitterMessage)
+            }
+            GitterCall::DeleteMessage { room, id } => {
+                self.delete_message(token, room.as_str(), id.as_str())
+                    .await?;
+                Ok(EffectOutput::Done)
             }
         }
     }

@@ -29,6 +29,7 @@ fn send(text: &str, reconcile: bool, after: Option<&str>) -> Action {
             status: false,
             reconcile,
             after: after.map(GitterMessageId::new),
+            parent: None,
         },
     }
 }

@@ -310,7 +310,7 @@ async fn message_shapes_of_every_era_are_read() {
 }
 
 #[tokio::test]
-async fn sending_posts_text_and_status() {
+async fn sending_posts_text_status_and_the_thread() {
     let (server, client) = gitter().await;
     Mock::given(method("POST"))
         .and(path("/v1/rooms/r1/chatMessages"))
@@ -319,11 +319,21 @@ async fn sending_posts_text_and_status() {
         .await;
 
     client
-        .send_message(&token(), "r1", "hello", false)
+        .send_message(&token(), "r1", "hello", false, None)
         .await
         .unwrap();
     let m = client
-        .send_message(&token(), "r1", "@RatakondalaArun waves", true)
+        .send_message(&token(), "r1", "@RatakondalaArun waves", true, None)
+        .await
+        .unwrap();
+    client
+        .send_message(
+            &token(),
+            "r1",
+            "in the thread",
+            false,
+            Some("5fedc6a6ac9d8e7463d4c86b"),
+        )
         .await
         .unwrap();
 
@@ -340,6 +350,12 @@ async fn sending_posts_text_and_status() {
         "POST",
         "/v1/rooms/r1/chatMessages",
         Some(json!({"text": "@RatakondalaArun waves", "status": true})),
+    );
+    assert_request(
+        &reqs[2],
+        "POST",
+        "/v1/rooms/r1/chatMessages",
+        Some(json!({"text": "in the thread", "parentId": "5fedc6a6ac9d8e7463d4c86b"})),
     );
 }
 
@@ -494,7 +510,9 @@ async fn network_errors_are_retried_then_reported_transient() {
 const CHAT: &str = "/v1/rooms/r1/chatMessages";
 
 async fn send_hello(client: &GitterClient) -> Result<gitter_bridge_gitter::Message, GitterError> {
-    client.send_message(&token(), "r1", "hello", false).await
+    client
+        .send_message(&token(), "r1", "hello", false, None)
+        .await
 }
 
 #[tokio::test]

@@ -144,37 +144,55 @@ fn kind_of(
             Some(MatrixEventKind::Member { target, membership })
         }
         "m.room.message" => {
-            // An edit (spec: event replacements, `rel_type: m.replace`) repeats an earlier
-            // message; Gitter edits are not bridged, and relaying the `* ` fallback body as a
-            // new message would duplicate it.
-            let rel_type = content
-                .get("m.relates_to")
-                .and_then(Value::as_object)
-                .and_then(|r| str_field(r, "rel_type"));
-            if rel_type == Some("m.replace") {
-                return None;
+            // An edit (spec: "Event replacements", `rel_type: m.replace`) carries the new
+            // content in `m.new_content`; its own `body` is a `* ` fallback for clients
+            // without edits, never bridged as a message of its own.
+            let relation = content.get("m.relates_to").and_then(Value::as_object);
+            if let Some(relation) = relation
+                && str_field(relation, "rel_type") == Some("m.replace")
+            {
+                let target = OwnedEventId::try_from(str_field(relation, "event_id")?).ok()?;
+                let new = content.get("m.new_content").and_then(Value::as_object)?;
+                let (msgtype, body, formatted_body) = message_content(new)?;
+                return Some(MatrixEventKind::Edit {
+                    target,
+                    msgtype,
+                    body,
+                    formatted_body,
+                });
             }
-            let msgtype = match str_field(content, "msgtype")? {
-                "m.text" => MsgType::Text,
-                "m.notice" => MsgType::Notice,
-                "m.emote" => MsgType::Emote,
-                other => MsgType::Other(other.to_owned()),
-            };
-            let body = str_field(content, "body")?.to_owned();
-            let formatted_body = match str_field(content, "format") {
-                Some("org.matrix.custom.html") => {
-                    str_field(content, "formatted_body").map(str::to_owned)
-                }
-                _ => None,
-            };
+            let (msgtype, body, formatted_body) = message_content(content)?;
             Some(MatrixEventKind::Message {
                 msgtype,
                 body,
                 formatted_body,
             })
         }
+        // `redacts` is a top-level key up to room version 10 and a content key from 11 on
+        // (spec: room version 11, "Moving the redacts key").
+        "m.room.redaction" => {
+            let target = str_field(content, "redacts").or_else(|| str_field(event, "redacts"))?;
+            let target = OwnedEventId::try_from(target).ok()?;
+            Some(MatrixEventKind::Redaction { target })
+        }
         _ => None,
     }
+}
+
+/// The message type, `body` and HTML `formatted_body` of a message content.
+fn message_content(content: &Map<String, Value>) -> Option<(MsgType, String, Option<String>)> {
+    let msgtype = match str_field(content, "msgtype")? {
+        "m.text" => MsgType::Text,
+        "m.notice" => MsgType::Notice,
+        "m.emote" => MsgType::Emote,
+        other => MsgType::Other(other.to_owned()),
+    };
+    let body = str_field(content, "body")?.to_owned();
+    let formatted_body = match str_field(content, "format") {
+        Some("org.matrix.custom.html") => str_field(content, "formatted_body").map(str::to_owned),
+        _ => None,
+    };
+    Some((msgtype, body, formatted_body))
 }
 
 fn str_field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a str> {

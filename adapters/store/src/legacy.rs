@@ -726,6 +726,8 @@ impl EffectV3 {
                         status,
                         reconcile,
                         after,
+                        // Version 3 posted no thread replies.
+                        parent: None,
                     },
                 ),
                 Then::Relay(RelayThen::ToGitter(origin)),

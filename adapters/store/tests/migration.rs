@@ -438,6 +438,7 @@ fn every_kind_typed() -> Vec<(Lane, Action, Then)> {
                 status: true,
                 reconcile: true,
                 after: Some(gmsg(6)),
+                parent: None,
             }),
             Then::Relay(RelayThen::ToGitter(SendOrigin {
                 owner: user(1),
@@ -454,6 +455,7 @@ fn every_kind_typed() -> Vec<(Lane, Action, Then)> {
                 status: false,
                 reconcile: false,
                 after: None,
+                parent: None,
             }),
             Then::Relay(RelayThen::ToGitter(SendOrigin {
                 owner: user(1),

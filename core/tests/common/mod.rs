@@ -76,6 +76,8 @@ pub struct Harness {
     /// Gitter sends whose answer is lost: Gitter stores the message, the core hears a
     /// transient failure (a lost response, a time-out).
     pub lose_send_answers: usize,
+    /// When each Gitter message was posted (Gitter refuses edits 600 s later, §3.8).
+    pub sent_at: BTreeMap<GitterMessageId, Timestamp>,
 }
 
 /// The contract of `Snapshot::apply`: a store that applies every change set holds the
@@ -122,6 +124,7 @@ impl Harness {
             failures: BTreeMap::new(),
             held: BTreeMap::new(),
             lose_send_answers: 0,
+            sent_at: BTreeMap::new(),
         };
         h.step(Input::Startup);
         h
@@ -211,6 +214,7 @@ impl Harness {
             from: gitter_user(author),
             parent_id: None,
         };
+        self.sent_at.insert(message.id.clone(), self.now);
         self.gitter
             .get_mut(room)
             .expect("room exists")
@@ -412,6 +416,7 @@ impl Harness {
                 reconcile,
                 after,
                 gitter_user: _,
+                parent,
             } => {
                 let name = self.tokens.get(token.expose()).cloned().unwrap_or_default();
                 if *reconcile {
@@ -432,18 +437,54 @@ impl Harness {
                 }
                 let mut m = self.gitter_post(room, &name, text);
                 m.status = *status;
-                self.gitter
+                m.parent_id = parent.clone();
+                let stored = self
+                    .gitter
                     .get_mut(room)
                     .unwrap()
                     .messages
                     .last_mut()
-                    .unwrap()
-                    .status = *status;
+                    .unwrap();
+                stored.status = *status;
+                stored.parent_id = parent.clone();
                 if self.lose_send_answers > 0 {
                     self.lose_send_answers -= 1;
                     return Err(Failure::new(FailureKind::Transient, "answer lost"));
                 }
                 Ok(EffectOutput::GitterMessage(m))
+            }
+            GitterCall::EditMessage { room, id, text } => {
+                let name = self.tokens.get(token.expose()).cloned().unwrap_or_default();
+                let sent = self.sent_at.get(id).copied();
+                let Some(m) = self
+                    .gitter
+                    .get_mut(room)
+                    .and_then(|r| r.messages.iter_mut().find(|m| &m.id == id))
+                else {
+                    return Err(Failure::new(FailureKind::NotFound, "404"));
+                };
+                if m.from.username != name {
+                    return Err(Failure::new(FailureKind::Rejected, "403"));
+                }
+                if sent.is_some_and(|t| self.now.0 > t.0 + 600_000) {
+                    return Err(Failure::new(
+                        FailureKind::Rejected,
+                        "400 You can no longer edit this message",
+                    ));
+                }
+                m.text = text.clone();
+                m.html = text.clone();
+                Ok(EffectOutput::GitterMessage(m.clone()))
+            }
+            GitterCall::DeleteMessage { room, id } => {
+                let r = self.gitter.get_mut(room).expect("room");
+                let before = r.messages.len();
+                r.messages.retain(|m| &m.id != id);
+                if r.messages.len() == before {
+                    Err(Failure::new(FailureKind::NotFound, "404"))
+                } else {
+                    Ok(EffectOutput::Done)
+                }
             }
         }
     }
@@ -658,6 +699,51 @@ impl Harness {
         );
         self.txn(vec![ev.clone()]);
         ev
+    }
+
+    /// `user` edits their message `target` to `body` (an `m.replace`).
+    pub fn edit(
+        &mut self,
+        room: &OwnedRoomId,
+        user: &OwnedUserId,
+        target: &MatrixEvent,
+        body: &str,
+    ) {
+        let ev = self.event(
+            room,
+            user,
+            MatrixEventKind::Edit {
+                target: target.event_id.clone(),
+                msgtype: MsgType::Text,
+                body: body.to_owned(),
+                formatted_body: None,
+            },
+        );
+        self.txn(vec![ev]);
+    }
+
+    /// `user` redacts `target`.
+    pub fn redact(&mut self, room: &OwnedRoomId, user: &OwnedUserId, target: &MatrixEvent) {
+        let ev = self.event(
+            room,
+            user,
+            MatrixEventKind::Redaction {
+                target: target.event_id.clone(),
+            },
+        );
+        self.txn(vec![ev]);
+    }
+
+    /// The messages of a Gitter room, as (text, parent).
+    pub fn gitter_thread_view(
+        &self,
+        room: &GitterRoomId,
+    ) -> Vec<(String, Option<GitterMessageId>)> {
+        self.gitter[room]
+            .messages
+            .iter()
+            .map(|m| (m.text.clone(), m.parent_id.clone()))
+            .collect()
     }
 
     /// Notices the bot sent to a room.

@@ -49,7 +49,6 @@ fn an_invite_of_the_bot_names_the_bot_as_target_in_a_v12_room() {
 
 #[test]
 fn a_portals_life_parses_event_by_event() {
-    let m = "m.room.message";
     assert_eq!(
         kinds("transaction_portal.json"),
         vec![
@@ -74,11 +73,22 @@ fn a_portals_life_parses_event_by_event() {
             ),
             text(MsgType::Emote, "waves", None),
             text(MsgType::Notice, "You are now logged in as alice", None),
-            // An edit is not a new message.
-            other(m),
+            // An edit is not a new message: its new content, not its `* ` fallback.
+            MatrixEventKind::Edit {
+                target: "$KDSqkl81Qvt16L_G7Wq03VkC4n0u46cxLkvUClypoKI"
+                    .try_into()
+                    .unwrap(),
+                msgtype: MsgType::Text,
+                body: "hello there".into(),
+                formatted_body: None,
+            },
             text(MsgType::Other("m.image".to_owned()), "cat.png", None),
             other("m.reaction"),
-            other("m.room.redaction"),
+            MatrixEventKind::Redaction {
+                target: "$KDSqkl81Qvt16L_G7Wq03VkC4n0u46cxLkvUClypoKI"
+                    .try_into()
+                    .unwrap(),
+            },
             text(
                 MsgType::Text,
                 "hi from gitter",

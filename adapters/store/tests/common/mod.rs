@@ -172,6 +172,7 @@ pub fn effect(id: u64, owner: u64, r: u64) -> Effect {
                     status: false,
                     reconcile: id.is_multiple_of(3),
                     after: id.is_multiple_of(2).then(|| gmsg(id)),
+                    parent: None,
                 },
             },
             Then::Relay(RelayThen::ToGitter(gitter_bridge_core::SendOrigin {
