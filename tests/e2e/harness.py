@@ -31,6 +31,7 @@ from nio import (
     RoomCreateResponse,
     RoomLeaveResponse,
     RoomPreset,
+    RoomRedactResponse,
     RoomSendResponse,
     SyncResponse,
 )
@@ -489,6 +490,22 @@ class MatrixUser:
         )
         assert isinstance(resp, RoomSendResponse), f"sending to {room_id}: {resp}"
         return resp.event_id
+
+    async def edit(self, room_id: str, event_id: str, body: str) -> str:
+        """An edit of our message `event_id`, as Element sends it (spec: event replacements)."""
+        content = {
+            "msgtype": "m.text",
+            "body": f"* {body}",
+            "m.new_content": {"msgtype": "m.text", "body": body},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": event_id},
+        }
+        resp = await self.client.room_send(room_id, "m.room.message", content)
+        assert isinstance(resp, RoomSendResponse), f"editing in {room_id}: {resp}"
+        return resp.event_id
+
+    async def redact(self, room_id: str, event_id: str) -> None:
+        resp = await self.client.room_redact(room_id, event_id)
+        assert isinstance(resp, RoomRedactResponse), f"redacting in {room_id}: {resp}"
 
     def messages(self, room_id: str, sender: str | None = None) -> list[dict]:
         """The m.room.message events seen in `room_id` (optionally from one sender)."""

@@ -254,6 +254,15 @@ impl FakeHomeserver {
         self.with_state(|s| s.send(&req, &path, room, kind, content, None, now))
     }
 
+    /// `user` redacts `event_id` in `room` (`PUT /rooms/{id}/redact/{eventId}/{txnId}`).
+    pub fn redact(&self, user: &str, room: &str, event_id: &str) -> Result<String, MatrixError> {
+        let now = self.now_ms();
+        let n = self.txn_counter.fetch_add(1, Ordering::Relaxed);
+        let path = format!("/_sim/human/redact/{n}");
+        let req = self.as_user(user);
+        self.with_state(|s| s.redact(&req, &path, room, event_id, None, now))
+    }
+
     fn send_msg(
         &self,
         user: &str,

@@ -72,6 +72,37 @@ impl Runner {
                     .map_err(hs_err)?;
                 Ok(None)
             }
+            Action::Edit {
+                user,
+                of,
+                text,
+                room,
+            } => {
+                let human = self.ensure_person(user)?;
+                let room = self.matrix_room(user, room.as_deref())?;
+                let target = self.own_event(&human.user_id, &room, of)?;
+                let content = serde_json::json!({
+                    "msgtype": "m.text",
+                    "body": format!("* {text}"),
+                    "m.new_content": { "msgtype": "m.text", "body": text },
+                    "m.relates_to": { "rel_type": "m.replace", "event_id": target },
+                });
+                self.world
+                    .hs
+                    .send_event(&human.user_id, &room, "m.room.message", content)
+                    .map_err(hs_err)?;
+                Ok(None)
+            }
+            Action::Redact { user, of, room } => {
+                let human = self.ensure_person(user)?;
+                let room = self.matrix_room(user, room.as_deref())?;
+                let target = self.own_event(&human.user_id, &room, of)?;
+                self.world
+                    .hs
+                    .redact(&human.user_id, &room, &target)
+                    .map_err(hs_err)?;
+                Ok(None)
+            }
             Action::Emote { user, text, room } => {
                 let human = self.ensure_person(user)?;
                 let room = self.matrix_room(user, room.as_deref())?;

@@ -292,6 +292,13 @@ impl Runner {
                     std::cmp::Ordering::Greater => Check::Broken(seen()),
                 }
             }
+            Expectation::GitterAbsent { room, from, text } => {
+                let rid = self.gitter_room(Some(from), room)?;
+                match self.gitter_matching(&rid, from, text).len() {
+                    0 => Check::Holds,
+                    n => Check::NotYet(format!("{n} of them; {}", self.gitter_seen(&rid))),
+                }
+            }
             Expectation::GitterMember { room, user, member } => {
                 let rid = self.gitter_room(Some(user), room)?;
                 let members = self.world.gitter.members(&rid);

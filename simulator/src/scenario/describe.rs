@@ -26,6 +26,20 @@ impl Action {
                 room,
                 repeat,
             } => format!("{user} says {} {}", repeated(text, *repeat), place(room)),
+            Action::Edit {
+                user,
+                of,
+                text,
+                room,
+            } => format!(
+                "{user} edits {} to {} {}",
+                short(of),
+                short(text),
+                place(room)
+            ),
+            Action::Redact { user, of, room } => {
+                format!("{user} redacts {} {}", short(of), place(room))
+            }
             Action::Emote { user, text, room } => {
                 format!("{user} emotes {} {}", short(text), place(room))
             }
@@ -283,6 +297,12 @@ impl Expectation {
             Expectation::HsRetried { at_least } => format!(
                 "the homeserver retried {at_least}+ failed pushes until the bridge took them"
             ),
+            Expectation::GitterAbsent { room, from, text } => {
+                format!(
+                    "Gitter room {room} has no message from {from}: {}",
+                    short(text)
+                )
+            }
             Expectation::GitterFaultsSpent => "Gitter served every injected failure".to_owned(),
             Expectation::HsDelayed { at_least } => {
                 format!("{at_least}+ requests wait out the homeserver's delay")

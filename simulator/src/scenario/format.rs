@@ -179,6 +179,27 @@ pub enum Action {
         /// Where (default: their DM with the bot).
         room: Option<String>,
     },
+    /// The user edits their earlier message `of` (its original text) to `text` (an
+    /// `m.replace` with `m.new_content`, as clients send it).
+    Edit {
+        /// Localpart.
+        user: String,
+        /// The original text of the message edited.
+        of: String,
+        /// The new text.
+        text: String,
+        /// Where (default: their DM with the bot).
+        room: Option<String>,
+    },
+    /// The user redacts their earlier message `of` (its original text).
+    Redact {
+        /// Localpart.
+        user: String,
+        /// The original text of the message redacted.
+        of: String,
+        /// Where (default: their DM with the bot).
+        room: Option<String>,
+    },
     /// The user leaves a Matrix room.
     Leave {
         /// Localpart.
@@ -453,6 +474,15 @@ pub enum Expectation {
         repeat: Option<usize>,
         /// How many.
         count: usize,
+    },
+    /// No message of `from` in a Gitter room has this text (any more: a deletion).
+    GitterAbsent {
+        /// Room uri or `@other`.
+        room: String,
+        /// Username.
+        from: String,
+        /// The exact text.
+        text: String,
     },
     /// Whether a Gitter user is a member of a Gitter room.
     GitterMember {

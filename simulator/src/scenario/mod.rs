@@ -49,6 +49,7 @@
 //!   `${now}` (Unix ms) are replaced before sending.
 //!
 //! Actions (`do = ...`): `register`, `open_dm`, `create_group`, `invite_bot`, `say`, `emote`,
+//! `edit`, `redact`,
 //! `leave`, `login`, `open_login_link`, `accept_invites`, `gitter_post`, `gitter_join`,
 //! `gitter_leave`, `gitter_stream_line`, `drop_streams`, `gitter_fail`, `gitter_delay`,
 //! `revoke_token`, `hs_replay_transaction`, `hs_fail_pushes`, `hs_fail_cs`, `hs_delay`,
@@ -57,7 +58,8 @@
 //! (`open_login_link` with `until_status` waits for a link to expire).
 //!
 //! Expectations (`expect = ...`): `notice`, `message`, `message_count`, `sequence`, `no_echo`,
-//! `ghost_name`, `invited`, `membership`, `gitter_message`, `gitter_count`, `gitter_member`,
+//! `ghost_name`, `invited`, `membership`, `gitter_message`, `gitter_count`, `gitter_absent`,
+//! `gitter_member`,
 //! `bridge_listening`, `login_page`, `bridge_up`, `hs_retried`, `hs_delivered`,
 //! `hs_delayed`, `gitter_faults_spent`. See [`Expectation`]. Each takes `within_ms` (how long to wait for
 //! it, 20 s by default) and `settle_ms` (how long it must keep holding once it holds: 500 ms

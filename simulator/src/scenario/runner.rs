@@ -268,6 +268,23 @@ impl Runner {
         s
     }
 
+    /// The id of `user_id`'s newest message in `room` whose body is `body`.
+    pub(super) fn own_event(
+        &self,
+        user_id: &str,
+        room: &str,
+        body: &str,
+    ) -> Result<String, String> {
+        self.world
+            .hs
+            .messages_seen(user_id, room)
+            .into_iter()
+            .rev()
+            .find(|e| e.sender == user_id && e.body.as_deref() == Some(body))
+            .map(|e| e.event_id)
+            .ok_or_else(|| format!("{user_id} never said {} in {room}", short(body)))
+    }
+
     pub(super) fn gitter_matching(&self, room_id: &str, from: &str, text: &str) -> Vec<Value> {
         self.world
             .gitter
