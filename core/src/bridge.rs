@@ -508,7 +508,7 @@ impl Bridge {
             MatrixEventKind::Message {
                 msgtype,
                 body,
-                formatted_body: _,
+                formatted_body,
             } if !own => {
                 let role = self.portals.role(&event.room_id).cloned();
                 match role {
@@ -522,7 +522,14 @@ impl Bridge {
                     Some(RoomRole::Portal(owner, room))
                         if owner == event.sender && self.still_permitted(&owner) =>
                     {
-                        self.on_portal_message(&owner, &room, &event, msgtype, body)
+                        self.on_portal_message(
+                            &owner,
+                            &room,
+                            &event,
+                            msgtype,
+                            body,
+                            formatted_body.as_deref(),
+                        )
                     }
                     _ => {}
                 }
@@ -531,7 +538,7 @@ impl Bridge {
                 target,
                 msgtype,
                 body,
-                ..
+                formatted_body,
             } if !own => {
                 let status = match msgtype {
                     crate::MsgType::Emote => true,
@@ -540,7 +547,7 @@ impl Bridge {
                     crate::MsgType::Other(_) => return,
                 };
                 let what = crate::CorrectionKind::Edit {
-                    body: body.clone(),
+                    body: self.matrix_text(body, formatted_body.as_deref()),
                     status,
                 };
                 self.on_owner_correction(&event, target.clone(), what);

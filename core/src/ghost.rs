@@ -31,7 +31,42 @@ pub fn ghost_localpart(template: &str, username: &str) -> String {
     out
 }
 
+/// The Gitter username whose ghost has `localpart`, if the template gives exactly it back
+/// (the inverse of [`ghost_localpart`]; the escaped `=xx` bytes decoded). Gitter usernames
+/// are matched without regard to case in mentions, and a ghost's localpart is lowercase.
+fn username_of_localpart(template: &str, localpart: &str) -> Option<String> {
+    let (prefix, suffix) = template.split_once("{username}")?;
+    let prefix = ghost_localpart(prefix, "");
+    let suffix = ghost_localpart(suffix, "");
+    let middle = localpart.strip_prefix(&prefix)?.strip_suffix(&suffix)?;
+    let bytes = middle.as_bytes();
+    let mut raw = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            raw.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            raw.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let username = String::from_utf8(raw).ok()?;
+    (ghost_localpart(template, &username) == localpart).then_some(username)
+}
+
 impl Bridge {
+    /// The Gitter mention (`@username`) of a Matrix user who is one of our ghosts.
+    pub(crate) fn ghost_mention(&self, user: &str) -> Option<String> {
+        let user = OwnedUserId::try_from(user).ok()?;
+        if !self.is_ghost(&user) || !self.state.ghosts.values().any(|g| g.mxid == user) {
+            return None;
+        }
+        let username = username_of_localpart(&self.config.ghost_template, user.localpart())?;
+        Some(format!("@{username}"))
+    }
+
     /// Whether `user` is in the ghost namespace (the template's fixed prefix on our server).
     pub(crate) fn is_ghost(&self, user: &OwnedUserId) -> bool {
         let prefix = self
@@ -221,7 +256,27 @@ impl Bridge {
 
 #[cfg(test)]
 mod tests {
-    use super::ghost_localpart;
+    use super::{ghost_localpart, username_of_localpart};
+
+    #[test]
+    fn a_ghost_localpart_gives_its_username_back() {
+        for (template, username) in [
+            ("gitter_{username}", "bob"),
+            ("gitter_{username}", "bob.builder-1"),
+            ("g/{username}/x", "zoë"),
+        ] {
+            let localpart = ghost_localpart(template, username);
+            assert_eq!(
+                username_of_localpart(template, &localpart).as_deref(),
+                Some(username)
+            );
+        }
+        assert_eq!(username_of_localpart("gitter_{username}", "alice"), None);
+        assert_eq!(
+            username_of_localpart("gitter_{username}", "gitter_=zz"),
+            None
+        );
+    }
     use crate::{Bridge, Config, GitterUser, GitterUserId};
 
     #[test]

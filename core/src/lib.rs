@@ -70,6 +70,7 @@ mod ids;
 mod input;
 mod invite;
 mod login;
+mod markdown;
 mod output;
 mod portal;
 mod prune;

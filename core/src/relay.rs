@@ -373,6 +373,15 @@ impl Bridge {
     }
 
     /// A message in a portal room from its owner.
+    /// The Gitter markdown of a Matrix message: its `formatted_body` converted (pills of
+    /// ghosts as mentions), else its `body`.
+    pub(crate) fn matrix_text(&self, body: &str, formatted: Option<&str>) -> String {
+        match formatted.and_then(crate::markdown::html_to_markdown) {
+            Some(markdown) => crate::markdown::resolve_pills(&markdown, |u| self.ghost_mention(u)),
+            None => body.to_owned(),
+        }
+    }
+
     pub(crate) fn on_portal_message(
         &mut self,
         owner: &OwnedUserId,
@@ -380,6 +389,7 @@ impl Bridge {
         event: &MatrixEvent,
         msgtype: &MsgType,
         body: &str,
+        formatted: Option<&str>,
     ) {
         let lane = Lane::Portal {
             owner: owner.clone(),
@@ -406,10 +416,11 @@ impl Bridge {
             );
             return;
         };
+        let body = self.matrix_text(body, formatted);
         let text = if status {
             format!("@{} {body}", login.username)
         } else {
-            body.to_owned()
+            body
         };
         // Gitter measures `text.length` in JavaScript, i.e. UTF-16 code units (an emoji
         // outside the BMP counts 2), and refuses longer texts with 400 "Message exceeds
