@@ -181,6 +181,7 @@ fn owner_message(bridge: &mut Bridge, n: u64, portal: &OwnedRoomId, owner: &Owne
             msgtype: MsgType::Text,
             body: "hi there".into(),
             formatted_body: None,
+            relation: None,
         },
     };
     let out = bridge.handle(
@@ -269,6 +270,7 @@ fn matrix_transaction(c: &mut Criterion) {
                             msgtype: MsgType::Text,
                             body: "not bridged".into(),
                             formatted_body: None,
+                            relation: None,
                         },
                     }],
                 },

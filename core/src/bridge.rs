@@ -509,6 +509,7 @@ impl Bridge {
                 msgtype,
                 body,
                 formatted_body,
+                relation,
             } if !own => {
                 let role = self.portals.role(&event.room_id).cloned();
                 match role {
@@ -529,6 +530,7 @@ impl Bridge {
                             msgtype,
                             body,
                             formatted_body.as_deref(),
+                            relation.as_ref(),
                         )
                     }
                     _ => {}

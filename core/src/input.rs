@@ -112,6 +112,8 @@ pub enum MatrixEventKind {
         body: String,
         /// `formatted_body` when `format` is `org.matrix.custom.html`.
         formatted_body: Option<String>,
+        /// A thread or reply relation (`m.relates_to`), when any.
+        relation: Option<Relation>,
     },
     /// An edit of an earlier message (`m.relates_to.rel_type` `m.replace`), with its
     /// `m.new_content`.
@@ -134,6 +136,21 @@ pub enum MatrixEventKind {
     Other {
         /// The event type, for logs.
         event_type: String,
+    },
+}
+
+/// What a message answers (spec: "Threading", "Rich replies").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Relation {
+    /// In the thread of `root` (`rel_type: m.thread`).
+    Thread {
+        /// The thread's root event.
+        root: OwnedEventId,
+    },
+    /// A reply to `to` (`m.in_reply_to`, outside a thread).
+    Reply {
+        /// The event answered.
+        to: OwnedEventId,
     },
 }
 

@@ -99,7 +99,7 @@ pub use ids::{
 };
 pub use input::{
     EffectOutput, EffectResult, Failure, FailureKind, GitterMessage, GitterRoom, GitterUser, Input,
-    MatrixEvent, MatrixEventKind, Membership, MsgType,
+    MatrixEvent, MatrixEventKind, Membership, MsgType, Relation,
 };
 pub use output::{Outputs, WebReply};
 pub use portal::PORTAL_ALIAS_PREFIX;

@@ -22,6 +22,26 @@ use crate::ids::{GitterMessageId, GitterRoomId, GitterUserId, OwnedEventId, Owne
 use crate::input::{EffectOutput, Failure, FailureKind, GitterMessage, MatrixEvent, MsgType};
 use crate::state::{Change, MessageRecord, Origin, PortalState, Snapshot};
 
+/// A reply's `body` without its fallback quote: the leading `> ` lines and the empty line
+/// after them (spec: "Rich replies", "Fallbacks for rich replies").
+pub(crate) fn strip_reply_fallback(body: &str) -> &str {
+    if !body.starts_with("> ") {
+        return body;
+    }
+    let mut rest = body;
+    while let Some(line_end) = rest.find('\n') {
+        if !rest.starts_with('>') {
+            break;
+        }
+        rest = &rest[line_end + 1..];
+    }
+    if rest.starts_with('>') {
+        // Nothing but the quote.
+        return "";
+    }
+    rest.strip_prefix('\n').unwrap_or(rest)
+}
+
 /// The failure message of a send given up after `send_give_up_ms` (told in its own words).
 pub(crate) const GAVE_UP: &str = "Gitter kept failing on this message; the bridge gave up";
 
@@ -373,6 +393,37 @@ impl Bridge {
     }
 
     /// A message in a portal room from its owner.
+    /// The Gitter thread a Matrix thread message or reply goes into: the Gitter message of
+    /// the thread's root, or of the message answered, when the hot set maps it. Else the
+    /// message goes to the room, and the log says why (a store lookup here would let later
+    /// messages of the portal overtake it).
+    fn gitter_parent(
+        &mut self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+        relation: &crate::Relation,
+    ) -> Option<GitterMessageId> {
+        let target = match relation {
+            crate::Relation::Thread { root } => root,
+            crate::Relation::Reply { to } => to,
+        };
+        let found = self
+            .state
+            .messages
+            .range((owner.clone(), GitterMessageId::new(""))..)
+            .take_while(|((o, _), _)| o == owner)
+            .map(|(_, m)| m)
+            .find(|m| &m.gitter_room == room && m.event_id.as_ref() == Some(target))
+            .map(|m| m.gitter_id.clone());
+        if found.is_none() {
+            self.warn(crate::CoreError::Ignored(format!(
+                "{target}: a thread root or replied-to message without a recent Gitter \
+                 message; the message goes to the room"
+            )));
+        }
+        found
+    }
+
     /// The Gitter markdown of a Matrix message: its `formatted_body` converted (pills of
     /// ghosts as mentions), else its `body`.
     pub(crate) fn matrix_text(&self, body: &str, formatted: Option<&str>) -> String {
@@ -390,6 +441,7 @@ impl Bridge {
         msgtype: &MsgType,
         body: &str,
         formatted: Option<&str>,
+        relation: Option<&crate::Relation>,
     ) {
         let lane = Lane::Portal {
             owner: owner.clone(),
@@ -416,7 +468,13 @@ impl Bridge {
             );
             return;
         };
-        let body = self.matrix_text(body, formatted);
+        let body = match (relation, formatted) {
+            // A reply's plain body starts with its fallback quote (spec: "Rich replies");
+            // the reply goes into the Gitter thread instead.
+            (Some(crate::Relation::Reply { .. }), None) => strip_reply_fallback(body).to_owned(),
+            _ => self.matrix_text(body, formatted),
+        };
+        let parent = relation.and_then(|r| self.gitter_parent(owner, room, r));
         let text = if status {
             format!("@{} {body}", login.username)
         } else {
@@ -453,7 +511,7 @@ impl Bridge {
                     status,
                     reconcile: false,
                     after,
-                    parent: None,
+                    parent,
                 },
             },
             Then::Relay(RelayThen::ToGitter(SendOrigin {

@@ -97,6 +97,7 @@ fn a_change_to_a_message_never_bridged_changes_nothing_on_gitter_and_says_why() 
             msgtype: MsgType::Text,
             body: "never sent".into(),
             formatted_body: None,
+            relation: None,
         },
     );
     h.edit(&portal, &alice, &stranger, "edited");

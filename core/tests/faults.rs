@@ -476,6 +476,7 @@ fn a_plain_message_is_not_taken_for_a_lost_me_message() {
             msgtype: MsgType::Emote,
             body: "waves".into(),
             formatted_body: None,
+            relation: None,
         },
     );
     h.fail_next("send_gitter", FailureKind::Transient, 1);

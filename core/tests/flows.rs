@@ -1223,6 +1223,7 @@ fn transactions_are_deduplicated_by_id_and_events_by_event_id() {
             msgtype: MsgType::Text,
             body: "help".into(),
             formatted_body: None,
+            relation: None,
         },
     );
     let first = h.step(Input::Transaction {
@@ -1270,6 +1271,7 @@ fn one_odd_event_never_fails_the_transaction() {
             msgtype: MsgType::Text,
             body: "help".into(),
             formatted_body: None,
+            relation: None,
         },
     );
     let out = h.txn(vec![odd, stray, help]);

@@ -27,6 +27,7 @@ fn formatting_and_pills_reach_gitter_as_markdown_and_mentions() {
                  see the <em>docs</em> and run <code>cargo test</code>"
                     .into(),
             ),
+            relation: None,
         },
     );
     h.txn(vec![ev]);
@@ -48,5 +49,91 @@ fn a_plain_message_is_posted_as_its_body() {
     assert_eq!(
         h.gitter_texts(&room),
         vec!["1 * 2 * 3 is 6, not <b>".to_owned()]
+    );
+}
+
+/// Alice's `body` in her portal, in a thread or as a reply.
+fn alice_relates(
+    h: &mut Harness,
+    portal: &OwnedRoomId,
+    alice: &OwnedUserId,
+    body: &str,
+    relation: Relation,
+) {
+    let ev = h.event(
+        portal,
+        alice,
+        MatrixEventKind::Message {
+            msgtype: MsgType::Text,
+            body: body.into(),
+            formatted_body: None,
+            relation: Some(relation),
+        },
+    );
+    h.txn(vec![ev]);
+    h.settle();
+}
+
+#[test]
+fn a_thread_message_and_a_reply_go_into_the_gitter_thread_without_their_fallback() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice", "bob"]);
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    let portal = h.portal(&alice, &room).unwrap();
+    let root = h.say(&portal, &alice, "a question");
+    h.settle();
+    let root_id = h.gitter[&room].messages[0].id.clone();
+    alice_relates(
+        &mut h,
+        &portal,
+        &alice,
+        "in the thread",
+        Relation::Thread {
+            root: root.event_id.clone(),
+        },
+    );
+    alice_relates(
+        &mut h,
+        &portal,
+        &alice,
+        "> <@alice:example.org> a question\n> more quote\n\nmy answer",
+        Relation::Reply {
+            to: root.event_id.clone(),
+        },
+    );
+    assert_eq!(
+        h.gitter_thread_view(&room),
+        vec![
+            ("a question".to_owned(), None),
+            ("in the thread".to_owned(), Some(root_id.clone())),
+            ("my answer".to_owned(), Some(root_id)),
+        ]
+    );
+}
+
+#[test]
+fn a_reply_to_a_message_the_bridge_never_saw_goes_to_the_room() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice"]);
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    let portal = h.portal(&alice, &room).unwrap();
+    alice_relates(
+        &mut h,
+        &portal,
+        &alice,
+        "> <@carol:example.org> before the portal\n\nanswer",
+        Relation::Reply {
+            to: "$unknown".try_into().unwrap(),
+        },
+    );
+    assert_eq!(
+        h.gitter_thread_view(&room),
+        vec![("answer".to_owned(), None)]
+    );
+    assert!(
+        h.warnings
+            .iter()
+            .any(|w| w.to_string().contains("goes to the room")),
+        "a reason in the log"
     );
 }

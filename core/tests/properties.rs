@@ -111,6 +111,7 @@ impl Run {
                         msgtype: MsgType::Text,
                         body: text.clone(),
                         formatted_body: None,
+                        relation: None,
                     },
                 );
                 self.h.txn += 1;

@@ -42,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
                 msgtype,
                 body: body.to_owned(),
                 formatted_body: None,
+                relation: None,
             },
         }],
     });

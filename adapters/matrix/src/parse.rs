@@ -12,6 +12,7 @@
 
 use gitter_bridge_core::{
     MatrixEvent, MatrixEventKind, Membership, MsgType, OwnedEventId, OwnedRoomId, OwnedUserId,
+    Relation,
 };
 use serde_json::{Map, Value};
 
@@ -166,6 +167,7 @@ fn kind_of(
                 msgtype,
                 body,
                 formatted_body,
+                relation: relation.and_then(relation_of),
             })
         }
         // `redacts` is a top-level key up to room version 10 and a content key from 11 on
@@ -177,6 +179,19 @@ fn kind_of(
         }
         _ => None,
     }
+}
+
+/// A thread (`rel_type: m.thread`, whose `m.in_reply_to` only says where in the thread) or a
+/// plain reply (`m.in_reply_to`) (spec: "Threading", "Rich replies").
+fn relation_of(relation: &Map<String, Value>) -> Option<Relation> {
+    let event = |key: &str, map: &Map<String, Value>| {
+        str_field(map, key).and_then(|id| OwnedEventId::try_from(id).ok())
+    };
+    if str_field(relation, "rel_type") == Some("m.thread") {
+        return event("event_id", relation).map(|root| Relation::Thread { root });
+    }
+    let reply = relation.get("m.in_reply_to").and_then(Value::as_object)?;
+    event("event_id", reply).map(|to| Relation::Reply { to })
 }
 
 /// The message type, `body` and HTML `formatted_body` of a message content.

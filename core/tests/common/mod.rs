@@ -695,6 +695,7 @@ impl Harness {
                 msgtype,
                 body: body.to_owned(),
                 formatted_body: None,
+                relation: None,
             },
         );
         self.txn(vec![ev.clone()]);

@@ -21,6 +21,7 @@ fn text(msgtype: MsgType, body: &str, html: Option<&str>) -> MatrixEventKind {
         msgtype,
         body: body.to_owned(),
         formatted_body: html.map(str::to_owned),
+        relation: None,
     }
 }
 
@@ -143,4 +144,46 @@ fn whole_body_errors_are_told_apart() {
         parse_transaction(br#"{"events": null}"#),
         Err(TransactionParseError::BadJson(_))
     ));
+}
+
+#[test]
+fn thread_messages_and_replies_carry_their_relation() {
+    use gitter_bridge_core::Relation;
+    let event = |relates_to: serde_json::Value| {
+        serde_json::json!({
+            "type": "m.room.message",
+            "event_id": "$ev",
+            "room_id": "!r:example.org",
+            "sender": "@alice:example.org",
+            "content": {"msgtype": "m.text", "body": "answer", "m.relates_to": relates_to},
+        })
+    };
+    let relation =
+        |raw: serde_json::Value| match gitter_bridge_matrix::parse_event(&raw).unwrap().kind {
+            MatrixEventKind::Message { relation, .. } => relation,
+            other => panic!("{other:?}"),
+        };
+    assert_eq!(
+        relation(event(serde_json::json!({
+            "rel_type": "m.thread",
+            "event_id": "$root",
+            "is_falling_back": true,
+            "m.in_reply_to": {"event_id": "$last"},
+        }))),
+        Some(Relation::Thread {
+            root: "$root".try_into().unwrap()
+        })
+    );
+    assert_eq!(
+        relation(event(
+            serde_json::json!({"m.in_reply_to": {"event_id": "$asked"}})
+        )),
+        Some(Relation::Reply {
+            to: "$asked".try_into().unwrap()
+        })
+    );
+    assert_eq!(
+        relation(event(serde_json::json!({"rel_type": "m.reference"}))),
+        None
+    );
 }
