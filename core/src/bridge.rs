@@ -505,12 +505,7 @@ impl Bridge {
             MatrixEventKind::Member { target, membership } => {
                 self.on_member(&event, target.clone(), *membership)
             }
-            MatrixEventKind::Message {
-                msgtype,
-                body,
-                formatted_body,
-                relation,
-            } if !own => {
+            MatrixEventKind::Message { msgtype, body, .. } if !own => {
                 let role = self.portals.role(&event.room_id).cloned();
                 match role {
                     Some(RoomRole::Control(user))
@@ -523,15 +518,7 @@ impl Bridge {
                     Some(RoomRole::Portal(owner, room))
                         if owner == event.sender && self.still_permitted(&owner) =>
                     {
-                        self.on_portal_message(
-                            &owner,
-                            &room,
-                            &event,
-                            msgtype,
-                            body,
-                            formatted_body.as_deref(),
-                            relation.as_ref(),
-                        )
+                        self.on_portal_message(&owner, &room, &event)
                     }
                     _ => {}
                 }

@@ -433,16 +433,23 @@ impl Bridge {
         }
     }
 
+    /// A message of the owner in their portal (an [`crate::MatrixEventKind::Message`]).
     pub(crate) fn on_portal_message(
         &mut self,
         owner: &OwnedUserId,
         room: &GitterRoomId,
         event: &MatrixEvent,
-        msgtype: &MsgType,
-        body: &str,
-        formatted: Option<&str>,
-        relation: Option<&crate::Relation>,
     ) {
+        let crate::MatrixEventKind::Message {
+            msgtype,
+            body,
+            formatted_body,
+            relation,
+        } = &event.kind
+        else {
+            return;
+        };
+        let (formatted, relation) = (formatted_body.as_deref(), relation.as_ref());
         let lane = Lane::Portal {
             owner: owner.clone(),
             room: room.clone(),
