@@ -675,6 +675,19 @@ pub struct MatrixContent {
     pub body: String,
     /// Sanitised HTML (`format: org.matrix.custom.html`), when any.
     pub formatted_body: Option<String>,
+    /// The thread the message is in (`m.relates_to`), when any.
+    pub thread: Option<ThreadRef>,
+}
+
+/// A message's place in a thread (spec: "Threading"): `rel_type: m.thread` to the root, with
+/// the reply fallback (`is_falling_back`, `m.in_reply_to`) that clients without threads
+/// show as a reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadRef {
+    /// The thread's root event.
+    pub root: ruma::OwnedEventId,
+    /// The event a client without threads shows this as a reply to.
+    pub in_reply_to: ruma::OwnedEventId,
 }
 
 impl MatrixContent {
@@ -684,6 +697,7 @@ impl MatrixContent {
             msgtype: OutMsgType::Notice,
             body: body.into(),
             formatted_body: None,
+            thread: None,
         }
     }
 }

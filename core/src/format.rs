@@ -406,6 +406,7 @@ pub(crate) fn gitter_to_matrix(message: &GitterMessage) -> MatrixContent {
         msgtype,
         body,
         formatted_body,
+        thread: None,
     }
 }
 

@@ -88,7 +88,7 @@ pub use effect::{
     Action, CommandThen, Correction, CorrectionKind, Direction, EditThen, Effect, GhostThen,
     GitterCall, InviteThen, Lane, LoginThen, MatrixCall, MatrixContent, OutMsgType, PortalThen,
     PruneThen, RelayRef, RelayThen, ResolvePurpose, SendOrigin, StoreCall, StreamCall, StreamThen,
-    Then,
+    Then, ThreadRef,
 };
 pub use error::CoreError;
 pub use format::sanitize_html;

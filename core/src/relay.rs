@@ -316,6 +316,7 @@ impl Bridge {
         let Some(ghost) = self.ghost_in_portal(owner, room, &message.from) else {
             return;
         };
+        let content = self.in_thread(owner, message, content);
         self.change(Change::PutMessage(MessageRecord {
             owner: owner.clone(),
             gitter_room: room.clone(),
@@ -332,7 +333,7 @@ impl Bridge {
             Action::Matrix(MatrixCall::SendMessage {
                 room: room_id,
                 sender: ghost,
-                content: content.clone(),
+                content,
                 ts: None,
             }),
             Then::Relay(RelayThen::ToMatrix(RelayRef {
@@ -340,6 +341,41 @@ impl Bridge {
                 gitter_id: message.id.clone(),
             })),
         );
+    }
+
+    /// A Gitter thread reply's content in one portal: in the Matrix thread of its root's
+    /// event there, or, for a root the portal never got (older than the portal), marked
+    /// with a quote line that says it answers a thread.
+    fn in_thread(
+        &self,
+        owner: &OwnedUserId,
+        message: &GitterMessage,
+        content: &MatrixContent,
+    ) -> MatrixContent {
+        let mut content = content.clone();
+        let Some(parent) = &message.parent_id else {
+            return content;
+        };
+        let root = self
+            .state
+            .messages
+            .get(&(owner.clone(), parent.clone()))
+            .and_then(|m| m.event_id.clone());
+        match root {
+            Some(root) => {
+                content.thread = Some(crate::ThreadRef {
+                    in_reply_to: root.clone(),
+                    root,
+                })
+            }
+            None => {
+                content.body = format!("> In a Gitter thread\n\n{}", content.body);
+                if let Some(html) = &mut content.formatted_body {
+                    *html = format!("<blockquote>In a Gitter thread</blockquote>{html}");
+                }
+            }
+        }
+        content
     }
 
     /// A relayed message reached its portal (`room` is the Gitter room, from the effect's

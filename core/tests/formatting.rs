@@ -137,3 +137,51 @@ fn a_reply_to_a_message_the_bridge_never_saw_goes_to_the_room() {
         "a reason in the log"
     );
 }
+
+#[test]
+fn a_gitter_thread_reply_is_in_the_matrix_thread_of_its_root_or_says_it_answers_one() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice", "bob"]);
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    let portal = h.portal(&alice, &room).unwrap();
+    let root = h.gitter_says(&room, "bob", "the root");
+    h.settle();
+    let root_event = h
+        .bridge
+        .snapshot()
+        .messages
+        .get(&(alice.clone(), root.id.clone()))
+        .and_then(|m| m.event_id.clone())
+        .expect("the root reached the portal");
+    let mut reply = h.gitter_post(&room, "bob", "in the thread");
+    reply.parent_id = Some(root.id.clone());
+    let mut orphan = h.gitter_post(&room, "bob", "answering something older");
+    orphan.parent_id = Some(GitterMessageId::new("0000000000000000000000aa"));
+    for message in [reply, orphan] {
+        h.step(Input::GitterMessage {
+            room: room.clone(),
+            message,
+        });
+        h.settle();
+    }
+    let sent: Vec<MatrixContent> = h.matrix[&portal]
+        .timeline
+        .iter()
+        .filter(|(sender, _)| sender == &uid("gitter_bob"))
+        .map(|(_, c)| c.clone())
+        .collect();
+    assert_eq!(sent.len(), 3);
+    assert_eq!(
+        sent[1].thread,
+        Some(ThreadRef {
+            root: root_event.clone(),
+            in_reply_to: root_event,
+        })
+    );
+    assert_eq!(sent[1].body, "in the thread");
+    assert_eq!(sent[2].thread, None);
+    assert_eq!(
+        sent[2].body,
+        "> In a Gitter thread\n\nanswering something older"
+    );
+}

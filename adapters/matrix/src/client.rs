@@ -822,6 +822,15 @@ pub fn message_content(content: &MatrixContent) -> Value {
         v["format"] = json!("org.matrix.custom.html");
         v["formatted_body"] = json!(html);
     }
+    // Spec: "Threading"; the fallback reply is for clients without threads.
+    if let Some(thread) = &content.thread {
+        v["m.relates_to"] = json!({
+            "rel_type": "m.thread",
+            "event_id": thread.root,
+            "is_falling_back": true,
+            "m.in_reply_to": { "event_id": thread.in_reply_to },
+        });
+    }
     v
 }
 

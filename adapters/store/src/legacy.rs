@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gitter_bridge_core::{
     Action, CommandThen, Effect, EffectId, GhostThen, GitterCall, GitterMessage, GitterMessageId,
-    GitterRoomId, GitterUserId, InviteThen, Lane, LoginThen, MatrixCall, MatrixContent,
+    GitterRoomId, GitterUserId, InviteThen, Lane, LoginThen, MatrixCall, MatrixContent, OutMsgType,
     OwnedRoomId, OwnedUserId, PortalState, PortalThen, PruneThen, RelayRef, RelayThen, RequestId,
     ResolvePurpose, Secret, SendOrigin, StoreCall, StreamCall, StreamThen, Then, Timestamp,
 };
@@ -68,7 +68,7 @@ pub(crate) enum ActionV1 {
     SendMessage {
         room: OwnedRoomId,
         sender: OwnedUserId,
-        content: MatrixContent,
+        content: MatrixContentV3,
         relay: Option<RelayRef>,
         ts: Option<Timestamp>,
     },
@@ -409,7 +409,7 @@ pub(crate) enum ActionV3 {
     SendMessage {
         room: OwnedRoomId,
         sender: OwnedUserId,
-        content: MatrixContent,
+        content: MatrixContentV3,
         relay: Option<RelayRef>,
         ts: Option<Timestamp>,
     },
@@ -487,6 +487,26 @@ pub(crate) enum ActionV3 {
         resume: Option<Vec<u8>>,
         batch: u32,
     },
+}
+
+/// The content of a Matrix message, up to schema version 3 (no thread).
+#[derive(Serialize, Deserialize)]
+#[cfg_attr(test, derive(Clone))]
+pub(crate) struct MatrixContentV3 {
+    pub(crate) msgtype: OutMsgType,
+    pub(crate) body: String,
+    pub(crate) formatted_body: Option<String>,
+}
+
+impl MatrixContentV3 {
+    fn upgrade(self) -> MatrixContent {
+        MatrixContent {
+            msgtype: self.msgtype,
+            body: self.body,
+            formatted_body: self.formatted_body,
+            thread: None,
+        }
+    }
 }
 
 /// Why a room was created, up to schema version 3.
@@ -613,7 +633,7 @@ impl EffectV3 {
                 m(MatrixCall::SendMessage {
                     room,
                     sender,
-                    content,
+                    content: content.upgrade(),
                     ts,
                 }),
                 relay.map_or(Then::Nothing, |r| Then::Relay(RelayThen::ToMatrix(r))),

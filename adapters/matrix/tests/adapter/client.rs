@@ -272,6 +272,7 @@ async fn a_ghost_sends_with_the_effects_transaction_id_and_a_massaged_timestamp(
                     msgtype: OutMsgType::Text,
                     body: "hi **there**".to_owned(),
                     formatted_body: Some("hi <strong>there</strong>".to_owned()),
+                    thread: None,
                 },
                 ts: Some(Timestamp(1_600_000_000_000)),
             }),
@@ -697,4 +698,31 @@ async fn an_oversized_answer_is_refused_not_read_whole() {
     .await;
     let err = client.resolve_alias("#a:example.org").await.unwrap_err();
     assert!(err.to_string().contains("larger than 8 MiB"), "{err}");
+}
+
+#[test]
+fn a_thread_reply_carries_the_thread_relation_and_its_reply_fallback() {
+    let root: gitter_bridge_core::OwnedEventId = "$root".try_into().unwrap();
+    let content = MatrixContent {
+        msgtype: OutMsgType::Text,
+        body: "in the thread".into(),
+        formatted_body: None,
+        thread: Some(gitter_bridge_core::ThreadRef {
+            root: root.clone(),
+            in_reply_to: root,
+        }),
+    };
+    assert_eq!(
+        gitter_bridge_matrix::message_content(&content),
+        json!({
+            "msgtype": "m.text",
+            "body": "in the thread",
+            "m.relates_to": {
+                "rel_type": "m.thread",
+                "event_id": "$root",
+                "is_falling_back": true,
+                "m.in_reply_to": {"event_id": "$root"},
+            },
+        })
+    );
 }

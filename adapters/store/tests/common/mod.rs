@@ -154,6 +154,7 @@ pub fn effect(id: u64, owner: u64, r: u64) -> Effect {
                     msgtype: OutMsgType::Text,
                     body: format!("message {id}"),
                     formatted_body: Some(format!("<p>message {id}</p>")),
+                    thread: None,
                 },
                 ts: Some(Timestamp(1_700_000_000_000 + id)),
             }),
