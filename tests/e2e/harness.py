@@ -207,9 +207,14 @@ class FakeGitter:
     def __init__(self, env: Env):
         self.url = env.gitter_url
 
-    async def post(self, room: str, username: str, text: str, status: bool = False) -> dict:
-        """Post as a Gitter user (as if from another Gitter client); returns the Message."""
+    async def post(
+        self, room: str, username: str, text: str, status: bool = False, parent: str | None = None
+    ) -> dict:
+        """Post as a Gitter user (as if from another Gitter client), in the thread of `parent`
+        when given; returns the Message."""
         body = {"room": room, "username": username, "text": text, "status": status}
+        if parent is not None:
+            body["parentId"] = parent
         async with http().post(f"{self.url}/_sim/gitter/post", json=body) as resp:
             assert resp.status == 200, f"post to {room} answered {resp.status}"
             return await resp.json()
@@ -488,6 +493,22 @@ class MatrixUser:
         resp = await self.client.room_send(
             room_id, "m.room.message", {"msgtype": "m.text", "body": body}
         )
+        assert isinstance(resp, RoomSendResponse), f"sending to {room_id}: {resp}"
+        return resp.event_id
+
+    async def send_in_thread(self, room_id: str, root: str, body: str) -> str:
+        """A message in the thread of `root`, with the reply fallback, as Element sends it."""
+        content = {
+            "msgtype": "m.text",
+            "body": body,
+            "m.relates_to": {
+                "rel_type": "m.thread",
+                "event_id": root,
+                "is_falling_back": True,
+                "m.in_reply_to": {"event_id": root},
+            },
+        }
+        resp = await self.client.room_send(room_id, "m.room.message", content)
         assert isinstance(resp, RoomSendResponse), f"sending to {room_id}: {resp}"
         return resp.event_id
 

@@ -45,3 +45,29 @@ async def test_an_edit_and_a_redaction_from_a_real_client_reach_gitter(env, peop
 
     await carol.redact(lobby, event_id)
     await until(gitter, lambda t: fixed not in t, "the Gitter message to be deleted")
+
+
+@scenario
+async def test_threads_cross_both_ways(env, people, gitter):
+    carol = await people.logged_in("carol", [LOBBY])
+    lobby = await people.portal("carol", LOBBY)
+    bob = env.ghost("bob")
+
+    # Bob starts a thread on Gitter and answers in it: carol's client sees the answer in the
+    # Matrix thread of the root.
+    root_text = unique("a thread root")
+    root = await gitter.post(LOBBY, "bob", root_text)
+    root_event = await carol.wait_body(lobby, bob, root_text)
+    answer_text = unique("an answer in the thread")
+    await gitter.post(LOBBY, "bob", answer_text, parent=root["id"])
+    answer = await carol.wait_body(lobby, bob, answer_text)
+    relation = answer["content"]["m.relates_to"]
+    assert relation["rel_type"] == "m.thread"
+    assert relation["event_id"] == root_event["event_id"]
+    assert relation["m.in_reply_to"]["event_id"] == root_event["event_id"]
+
+    # Carol answers in the Matrix thread: on Gitter her message is in bob's thread.
+    mine = unique("carol in the thread")
+    await carol.send_in_thread(lobby, root_event["event_id"], mine)
+    posted = await gitter.wait_message(LOBBY, "carol", mine)
+    assert posted.get("parentId") == root["id"], posted
