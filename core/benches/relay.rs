@@ -112,6 +112,7 @@ fn fan_out(c: &mut Criterion, group: &str, text: &str, html: &str) {
                         sent: "2024-01-01T00:00:00.000Z".into(),
                         from: author.clone(),
                         parent_id: None,
+                        mentions: Vec::new(),
                     };
                     let out = bridge.handle(
                         Timestamp(n),
@@ -214,6 +215,7 @@ fn owner_message(bridge: &mut Bridge, n: u64, portal: &OwnedRoomId, owner: &Owne
             sent: String::new(),
             from: user("g0"),
             parent_id: None,
+            mentions: Vec::new(),
         };
         bridge.handle(
             Timestamp(n),

@@ -677,6 +677,18 @@ pub struct MatrixContent {
     pub formatted_body: Option<String>,
     /// The thread the message is in (`m.relates_to`), when any.
     pub thread: Option<ThreadRef>,
+    /// Who the message mentions (`m.mentions`, spec: "User and room mentions"), when the
+    /// bridge says: their clients highlight and notify.
+    pub mentions: Option<Mentions>,
+}
+
+/// The `m.mentions` of a message.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Mentions {
+    /// The users mentioned.
+    pub user_ids: Vec<OwnedUserId>,
+    /// The whole room (`@room`).
+    pub room: bool,
 }
 
 /// A message's place in a thread (spec: "Threading"): `rel_type: m.thread` to the root, with
@@ -698,6 +710,7 @@ impl MatrixContent {
             body: body.into(),
             formatted_body: None,
             thread: None,
+            mentions: None,
         }
     }
 }

@@ -355,12 +355,47 @@ fn image(out: &mut String, tag: &Tag<'_>, in_link: bool) {
 }
 
 /// Escapes text for HTML.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
+}
+
+/// `html` with each `@name` (not followed by more of a name) made a pill of `mxid` (spec:
+/// "User and room mentions": a link to `https://matrix.to/#/<user id>`). Only text is
+/// touched: a `@name` inside a tag (an attribute) is left alone.
+pub(crate) fn pill(html: &str, name: &str, mxid: &str) -> String {
+    let needle = format!("@{name}");
+    let link = format!(
+        "<a href=\"https://matrix.to/#/{}\">{}</a>",
+        escape(mxid),
+        escape(&needle)
+    );
+    let mut out = String::with_capacity(html.len() + link.len());
+    let mut in_tag = false;
+    let mut i = 0;
+    while i < html.len() {
+        let rest = &html[i..];
+        let c = rest.chars().next().expect("in bounds");
+        if !in_tag && rest.starts_with(&needle) {
+            let next = rest[needle.len()..].chars().next();
+            if !next.is_some_and(|n| n.is_alphanumeric() || n == '_' || n == '-') {
+                out.push_str(&link);
+                i += needle.len();
+                continue;
+            }
+        }
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            _ => {}
+        }
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
 }
 
 /// Whether Gitter's HTML for a message is just its text: the text itself (no markup or
@@ -407,12 +442,25 @@ pub(crate) fn gitter_to_matrix(message: &GitterMessage) -> MatrixContent {
         body,
         formatted_body,
         thread: None,
+        mentions: None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pill_replaces_the_name_in_text_only_and_whole_names_only() {
+        let p = |html: &str| pill(html, "bob", "@gitter_bob:example.org");
+        let link = "<a href=\"https://matrix.to/#/@gitter_bob:example.org\">@bob</a>";
+        assert_eq!(p("hi @bob!"), format!("hi {link}!"));
+        assert_eq!(p("@bobby and @bob_x stay"), "@bobby and @bob_x stay");
+        assert_eq!(
+            p("<a href=\"mailto:x@bob\">@bob</a>"),
+            format!("<a href=\"mailto:x@bob\">{link}</a>")
+        );
+    }
 
     #[test]
     fn sanitizer_removes_scripts_and_handlers_but_keeps_links() {

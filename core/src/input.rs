@@ -231,6 +231,19 @@ pub struct GitterMessage {
     pub from: GitterUser,
     /// `parentId` for thread replies.
     pub parent_id: Option<GitterMessageId>,
+    /// `mentions`: who the message names (§4.3).
+    pub mentions: Vec<GitterMention>,
+}
+
+/// One entry of a Gitter message's `mentions` (§4.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitterMention {
+    /// The name written after `@` (`/all` for everyone).
+    pub screen_name: String,
+    /// The user named, when the name matched one.
+    pub user_id: Option<GitterUserId>,
+    /// A group mention (`@/all`), which names everyone in the room.
+    pub group: bool,
 }
 
 /// What came of an effect.

@@ -86,9 +86,9 @@ pub use commands::Command;
 pub use config::{Config, Permissions};
 pub use effect::{
     Action, CommandThen, Correction, CorrectionKind, Direction, EditThen, Effect, GhostThen,
-    GitterCall, InviteThen, Lane, LoginThen, MatrixCall, MatrixContent, OutMsgType, PortalThen,
-    PruneThen, RelayRef, RelayThen, ResolvePurpose, SendOrigin, StoreCall, StreamCall, StreamThen,
-    Then, ThreadRef,
+    GitterCall, InviteThen, Lane, LoginThen, MatrixCall, MatrixContent, Mentions, OutMsgType,
+    PortalThen, PruneThen, RelayRef, RelayThen, ResolvePurpose, SendOrigin, StoreCall, StreamCall,
+    StreamThen, Then, ThreadRef,
 };
 pub use error::CoreError;
 pub use format::sanitize_html;
@@ -98,8 +98,8 @@ pub use ids::{
     OwnedUserId, RequestId, Secret, Timestamp,
 };
 pub use input::{
-    EffectOutput, EffectResult, Failure, FailureKind, GitterMessage, GitterRoom, GitterUser, Input,
-    MatrixEvent, MatrixEventKind, Membership, MsgType, Relation,
+    EffectOutput, EffectResult, Failure, FailureKind, GitterMention, GitterMessage, GitterRoom,
+    GitterUser, Input, MatrixEvent, MatrixEventKind, Membership, MsgType, Relation,
 };
 pub use output::{Outputs, WebReply};
 pub use portal::PORTAL_ALIAS_PREFIX;

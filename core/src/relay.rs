@@ -316,7 +316,7 @@ impl Bridge {
         let Some(ghost) = self.ghost_in_portal(owner, room, &message.from) else {
             return;
         };
-        let content = self.in_thread(owner, message, content);
+        let content = self.for_portal(owner, message, content);
         self.change(Change::PutMessage(MessageRecord {
             owner: owner.clone(),
             gitter_room: room.clone(),
@@ -343,18 +343,74 @@ impl Bridge {
         );
     }
 
-    /// A Gitter thread reply's content in one portal: in the Matrix thread of its root's
-    /// event there, or, for a root the portal never got (older than the portal), marked
-    /// with a quote line that says it answers a thread.
-    fn in_thread(
+    /// A message's content in one portal: its mentions and its thread are the portal's own.
+    fn for_portal(
         &self,
         owner: &OwnedUserId,
         message: &GitterMessage,
         content: &MatrixContent,
     ) -> MatrixContent {
         let mut content = content.clone();
+        self.mentions_in(owner, message, &mut content);
+        self.in_thread(owner, message, &mut content);
+        content
+    }
+
+    /// The message's `mentions` in one portal: the owner (by their own Matrix id) and the
+    /// ghosts of other Gitter users become pills and `m.mentions.user_ids`, so their client
+    /// highlights and notifies; `@/all` becomes `m.mentions.room`.
+    fn mentions_in(
+        &self,
+        owner: &OwnedUserId,
+        message: &GitterMessage,
+        content: &mut MatrixContent,
+    ) {
+        if message.mentions.is_empty() {
+            return;
+        }
+        let owner_gitter = self
+            .state
+            .users
+            .get(owner)
+            .and_then(|u| u.login.as_ref())
+            .map(|l| &l.gitter_id);
+        let mut mentions = crate::Mentions::default();
+        let mut html = content
+            .formatted_body
+            .clone()
+            .unwrap_or_else(|| crate::format::escape(&content.body));
+        for mention in &message.mentions {
+            if mention.group {
+                mentions.room |= mention.screen_name == "/all";
+                continue;
+            }
+            let Some(gitter_id) = &mention.user_id else {
+                continue;
+            };
+            let mxid = if Some(gitter_id) == owner_gitter {
+                Some(owner.clone())
+            } else {
+                self.state.ghosts.get(gitter_id).map(|g| g.mxid.clone())
+            };
+            if let Some(mxid) = mxid {
+                html = crate::format::pill(&html, &mention.screen_name, mxid.as_str());
+                if !mentions.user_ids.contains(&mxid) {
+                    mentions.user_ids.push(mxid);
+                }
+            }
+        }
+        if !mentions.user_ids.is_empty() {
+            content.formatted_body = Some(html);
+        }
+        content.mentions = Some(mentions);
+    }
+
+    /// A Gitter thread reply's content in one portal: in the Matrix thread of its root's
+    /// event there, or, for a root the portal never got (older than the portal), marked
+    /// with a quote line that says it answers a thread.
+    fn in_thread(&self, owner: &OwnedUserId, message: &GitterMessage, content: &mut MatrixContent) {
         let Some(parent) = &message.parent_id else {
-            return content;
+            return;
         };
         let root = self
             .state
@@ -375,7 +431,6 @@ impl Bridge {
                 }
             }
         }
-        content
     }
 
     /// A relayed message reached its portal (`room` is the Gitter room, from the effect's

@@ -185,3 +185,69 @@ fn a_gitter_thread_reply_is_in_the_matrix_thread_of_its_root_or_says_it_answers_
         "> In a Gitter thread\n\nanswering something older"
     );
 }
+
+#[test]
+fn a_gitter_mention_of_the_owner_or_a_ghost_is_a_pill_and_an_intentional_mention() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice", "bob", "carol"]);
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    let portal = h.portal(&alice, &room).unwrap();
+    h.gitter_says(&room, "carol", "hi");
+    h.settle();
+    let alice_gitter = h.bridge.snapshot().users[&alice]
+        .login
+        .as_ref()
+        .unwrap()
+        .gitter_id
+        .clone();
+    let mut m = h.gitter_post(&room, "bob", "@alice and @carol, look; @/all too");
+    m.html = "<span data-link-type=\"mention\" data-screen-name=\"alice\" class=\"mention\">@alice</span> \
+              and <span class=\"mention\">@carol</span>, look; @/all too"
+        .into();
+    m.mentions = vec![
+        GitterMention {
+            screen_name: "alice".into(),
+            user_id: Some(alice_gitter),
+            group: false,
+        },
+        GitterMention {
+            screen_name: "carol".into(),
+            user_id: Some(gitter_user("carol").id),
+            group: false,
+        },
+        GitterMention {
+            screen_name: "/all".into(),
+            user_id: None,
+            group: true,
+        },
+    ];
+    h.step(Input::GitterMessage {
+        room: room.clone(),
+        message: m,
+    });
+    h.settle();
+    let (_, content) = h.matrix[&portal]
+        .timeline
+        .iter()
+        .rev()
+        .find(|(s, _)| s == &uid("gitter_bob"))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        content.mentions,
+        Some(Mentions {
+            user_ids: vec![alice.clone(), uid("gitter_carol")],
+            room: true,
+        })
+    );
+    let html = content.formatted_body.unwrap();
+    assert!(
+        html.contains("<a href=\"https://matrix.to/#/@alice:example.org\">@alice</a>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<a href=\"https://matrix.to/#/@gitter_carol:example.org\">@carol</a>"),
+        "{html}"
+    );
+    assert_eq!(content.body, "@alice and @carol, look; @/all too");
+}

@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
             sent: "2024-01-01T00:00:00.000Z".to_owned(),
             from: gitter_user("mallory"),
             parent_id: None,
+            mentions: Vec::new(),
         },
     });
     let mut sent = false;

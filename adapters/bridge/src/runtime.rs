@@ -478,6 +478,9 @@ fn now() -> Timestamp {
 }
 
 /// How an effect ended.
+// Nearly every outcome is `Done`: boxing it would add an allocation per effect to save
+// space in the rare `Fatal`.
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
     /// A result for the core.
     Done(EffectResult),

@@ -246,6 +246,17 @@ impl Message {
             sent: self.sent,
             from,
             parent_id: self.parent_id.map(GitterMessageId::new),
+            mentions: self
+                .mentions
+                .into_iter()
+                .filter_map(|m| {
+                    Some(gitter_bridge_core::GitterMention {
+                        screen_name: m.screen_name?,
+                        user_id: m.user_id.map(gitter_bridge_core::GitterUserId::new),
+                        group: m.group.unwrap_or(false),
+                    })
+                })
+                .collect(),
         })
     }
 }

@@ -281,8 +281,8 @@ pub enum StreamEvent {
     Message {
         /// The room.
         room: GitterRoomId,
-        /// The message.
-        message: GitterMessage,
+        /// The message (boxed: it is far larger than the other events).
+        message: Box<GitterMessage>,
     },
     /// The stream ended or could not be opened. Reported once per outage (not for every
     /// failed attempt of the same kind).
@@ -314,7 +314,10 @@ impl From<StreamEvent> for Input {
     fn from(e: StreamEvent) -> Self {
         match e {
             StreamEvent::Connected { room } => Input::StreamConnected { room },
-            StreamEvent::Message { room, message } => Input::GitterMessage { room, message },
+            StreamEvent::Message { room, message } => Input::GitterMessage {
+                room,
+                message: *message,
+            },
             StreamEvent::Disconnected { room, reason, .. } => {
                 Input::StreamDisconnected { room, reason }
             }
@@ -594,7 +597,7 @@ impl Reader {
                     };
                     let event = StreamEvent::Message {
                         room: self.room.clone(),
-                        message,
+                        message: Box::new(message),
                     };
                     if self.events.send(event).await.is_err() {
                         return false;

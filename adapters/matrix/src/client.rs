@@ -822,6 +822,14 @@ pub fn message_content(content: &MatrixContent) -> Value {
         v["format"] = json!("org.matrix.custom.html");
         v["formatted_body"] = json!(html);
     }
+    // Spec: "User and room mentions" (intentional mentions).
+    if let Some(mentions) = &content.mentions {
+        let mut m = json!({ "user_ids": mentions.user_ids });
+        if mentions.room {
+            m["room"] = json!(true);
+        }
+        v["m.mentions"] = m;
+    }
     // Spec: "Threading"; the fallback reply is for clients without threads.
     if let Some(thread) = &content.thread {
         v["m.relates_to"] = json!({

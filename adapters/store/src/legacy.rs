@@ -153,7 +153,7 @@ pub(crate) struct PortalRecordV1 {
     pub(crate) room_id: Option<OwnedRoomId>,
     pub(crate) state: PortalState,
     pub(crate) joined_ghosts: BTreeSet<GitterUserId>,
-    pub(crate) queued: Vec<GitterMessage>,
+    pub(crate) queued: Vec<GitterMessageV3>,
 }
 
 /// A `gitter_rooms` row of schema versions 1 and 2: the cursor and the ring of recent ids
@@ -489,6 +489,35 @@ pub(crate) enum ActionV3 {
     },
 }
 
+/// A Gitter message as a `queued` row held it up to schema version 3 (no `mentions`).
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct GitterMessageV3 {
+    pub(crate) id: GitterMessageId,
+    pub(crate) text: String,
+    pub(crate) html: String,
+    pub(crate) status: bool,
+    pub(crate) sent: String,
+    pub(crate) from: gitter_bridge_core::GitterUser,
+    pub(crate) parent_id: Option<GitterMessageId>,
+}
+
+impl GitterMessageV3 {
+    /// The message of version 4: the mentions of a message queued by an older binary are
+    /// not known (they were not kept), so it has none.
+    pub(crate) fn upgrade(self) -> GitterMessage {
+        GitterMessage {
+            id: self.id,
+            text: self.text,
+            html: self.html,
+            status: self.status,
+            sent: self.sent,
+            from: self.from,
+            parent_id: self.parent_id,
+            mentions: Vec::new(),
+        }
+    }
+}
+
 /// The content of a Matrix message, up to schema version 3 (no thread).
 #[derive(Serialize, Deserialize)]
 #[cfg_attr(test, derive(Clone))]
@@ -505,6 +534,7 @@ impl MatrixContentV3 {
             body: self.body,
             formatted_body: self.formatted_body,
             thread: None,
+            mentions: None,
         }
     }
 }

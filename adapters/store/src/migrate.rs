@@ -243,7 +243,8 @@ fn v2_small_rows(
     Ok(())
 }
 
-/// Version 3 -> 4: effects typed by destination (issue 14). Every outbox row is decoded
+/// Version 3 -> 4: effects typed by destination (issue 14), and the mentions of queued
+/// messages (issue 15). Every outbox row is decoded
 /// with the flat action of version 3 and written as the action of its destination (Matrix,
 /// OAuth, Gitter with one token field, stream, store) and the continuation the core hands the
 /// answer to (what the old action held in its `purpose`, `relay`, `origin`, `user` and
@@ -273,6 +274,21 @@ fn v3_typed_effects(
         let bytes = encode(path, "outbox", &effect)?;
         let bytes = seal(sealer, path, "outbox", &key.to_le_bytes(), bytes)?;
         outbox.insert(key, bytes.as_slice()).ctx(path, DURING)?;
+    }
+    // Queued messages gain their (unknown, so empty) mentions.
+    let mut queued = txn.open_table(schema::QUEUED).ctx(path, DURING)?;
+    let mut rows = Vec::new();
+    for row in queued.iter().ctx(path, DURING)? {
+        let (k, v) = row.ctx(path, DURING)?;
+        let (owner, room, seq) = k.value();
+        let old: crate::legacy::GitterMessageV3 = decode(path, "queued", v.value())?;
+        rows.push(((owner.to_owned(), room.to_owned(), seq), old));
+    }
+    for ((owner, room, seq), old) in rows {
+        let bytes = encode(path, "queued", &old.upgrade())?;
+        queued
+            .insert((owner.as_str(), room.as_str(), seq), bytes.as_slice())
+            .ctx(path, DURING)?;
     }
     Ok(())
 }
@@ -511,9 +527,9 @@ mod tests {
         use crate::codec::encode;
         use crate::legacy::{ActionV1, CreatePurposeV3, EffectV1, PortalRecordV1};
         use gitter_bridge_core::{
-            Action, GitterCall, GitterMessage, GitterMessageId, GitterRoomId, GitterUser,
-            GitterUserId, Lane, MatrixCall, OwnedUserId, PortalState, PortalThen, RelayThen,
-            Secret, SendOrigin, Then, Timestamp,
+            Action, GitterCall, GitterMessageId, GitterRoomId, GitterUser, GitterUserId, Lane,
+            MatrixCall, OwnedUserId, PortalState, PortalThen, RelayThen, Secret, SendOrigin, Then,
+            Timestamp,
         };
 
         let dir = tempfile::tempdir().expect("temp dir");
@@ -521,7 +537,7 @@ mod tests {
         drop(RedbStore::open_with(&path, V1).expect("a version 1 file"));
         let alice: OwnedUserId = "@alice:example.org".try_into().unwrap();
         let room = GitterRoomId::new("r1");
-        let message = |n: u32| GitterMessage {
+        let message = |n: u32| crate::legacy::GitterMessageV3 {
             id: GitterMessageId::new(format!("m{n}")),
             text: format!("queued {n}"),
             html: format!("queued {n}"),

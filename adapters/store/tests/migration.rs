@@ -137,7 +137,14 @@ fn assert_tables_as_before(snap: &gitter_bridge_core::Snapshot, before: &Value, 
         "next_effect_id": snap.next_effect_id,
     });
     for table in tables {
-        assert_eq!(now[table], before[table], "table {table}");
+        let mut was = before[table].clone();
+        if *table == "queued" {
+            // Schema 4 keeps a message's mentions; those queued by an older binary have none.
+            for row in was.as_array_mut().unwrap() {
+                row[1]["mentions"] = json!([]);
+            }
+        }
+        assert_eq!(now[table], was, "table {table}");
     }
 }
 
@@ -284,6 +291,7 @@ fn every_kind_typed() -> Vec<(Lane, Action, Then)> {
                     body: "hi".into(),
                     formatted_body: Some("<b>hi</b>".into()),
                     thread: None,
+                    mentions: None,
                 },
                 ts: Some(Timestamp(1_700_000_000_123)),
             }),
@@ -498,6 +506,7 @@ fn every_kind_typed() -> Vec<(Lane, Action, Then)> {
                     body: "waves".into(),
                     formatted_body: None,
                     thread: None,
+                    mentions: None,
                 },
                 ts: None,
             }),

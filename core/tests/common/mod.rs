@@ -213,6 +213,7 @@ impl Harness {
             sent: "2024-01-01T00:00:00.000Z".into(),
             from: gitter_user(author),
             parent_id: None,
+            mentions: Vec::new(),
         };
         self.sent_at.insert(message.id.clone(), self.now);
         self.gitter

@@ -273,6 +273,7 @@ async fn a_ghost_sends_with_the_effects_transaction_id_and_a_massaged_timestamp(
                     body: "hi **there**".to_owned(),
                     formatted_body: Some("hi <strong>there</strong>".to_owned()),
                     thread: None,
+                    mentions: None,
                 },
                 ts: Some(Timestamp(1_600_000_000_000)),
             }),
@@ -711,6 +712,7 @@ fn a_thread_reply_carries_the_thread_relation_and_its_reply_fallback() {
             root: root.clone(),
             in_reply_to: root,
         }),
+        mentions: None,
     };
     assert_eq!(
         gitter_bridge_matrix::message_content(&content),

@@ -65,6 +65,7 @@ pub fn gitter_message(n: u64, author: u64) -> GitterMessage {
                 .then(|| format!("https://avatars.example/{author}")),
         },
         parent_id: (n.is_multiple_of(5)).then(|| gmsg(n.saturating_sub(1))),
+        mentions: Vec::new(),
     }
 }
 
@@ -155,6 +156,7 @@ pub fn effect(id: u64, owner: u64, r: u64) -> Effect {
                     body: format!("message {id}"),
                     formatted_body: Some(format!("<p>message {id}</p>")),
                     thread: None,
+                    mentions: None,
                 },
                 ts: Some(Timestamp(1_700_000_000_000 + id)),
             }),
