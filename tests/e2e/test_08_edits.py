@@ -71,3 +71,18 @@ async def test_threads_cross_both_ways(env, people, gitter):
     await carol.send_in_thread(lobby, root_event["event_id"], mine)
     posted = await gitter.wait_message(LOBBY, "carol", mine)
     assert posted.get("parentId") == root["id"], posted
+
+
+@scenario
+async def test_a_gitter_mention_of_the_user_highlights_them(env, people, gitter):
+    carol = await people.logged_in("carol", [LOBBY])
+    lobby = await people.portal("carol", LOBBY)
+    bob = env.ghost("bob")
+
+    text = unique("@carol have a look")
+    await gitter.post(LOBBY, "bob", text)
+    event = await carol.wait_body(lobby, bob, text)
+    content = event["content"]
+    # Her client highlights and notifies: her own Matrix id in m.mentions, and a pill.
+    assert carol.user_id in content["m.mentions"]["user_ids"], content
+    assert f'href="https://matrix.to/#/{carol.user_id}"' in content["formatted_body"], content
