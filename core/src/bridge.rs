@@ -535,14 +535,15 @@ impl Bridge {
                     // What was never bridged cannot be edited there either.
                     crate::MsgType::Other(_) => return,
                 };
-                let what = crate::CorrectionKind::Edit {
-                    body: self.matrix_text(body, formatted_body.as_deref()),
-                    status,
-                };
-                self.on_owner_correction(&event, target.clone(), what);
+                self.on_owner_correction(&event, target.clone(), |bridge| {
+                    crate::CorrectionKind::Edit {
+                        body: bridge.matrix_text(body, formatted_body.as_deref()),
+                        status,
+                    }
+                });
             }
             MatrixEventKind::Redaction { target } if !own => {
-                self.on_owner_correction(&event, target.clone(), crate::CorrectionKind::Redact);
+                self.on_owner_correction(&event, target.clone(), |_| crate::CorrectionKind::Redact);
             }
             _ => {}
         }
@@ -554,7 +555,7 @@ impl Bridge {
         &mut self,
         event: &MatrixEvent,
         target: crate::OwnedEventId,
-        what: crate::CorrectionKind,
+        what: impl FnOnce(&Bridge) -> crate::CorrectionKind,
     ) {
         if let Some(RoomRole::Portal(owner, room)) = self.portals.role(&event.room_id).cloned()
             && owner == event.sender
@@ -566,7 +567,8 @@ impl Bridge {
                 portal: event.room_id.clone(),
                 target,
                 event_id: event.event_id.clone(),
-                what,
+                // Converted only for an edit that is bridged.
+                what: what(self),
             });
         }
     }
@@ -650,6 +652,7 @@ impl Bridge {
             self.schedule_retry(effect, failure.clone());
             return;
         }
+        let retried = self.retries.is_retrying(id);
         self.retries.done(id);
         self.change(Change::DeleteOutbox(id));
         self.relay.observe_done(&effect.action);
@@ -665,7 +668,7 @@ impl Bridge {
                 failure: failure.clone(),
             });
         }
-        self.answer(effect, result);
+        self.answer(effect, result, retried);
     }
 
     /// Whether a send has been failing longer than `send_give_up_ms` (in this run).
@@ -697,8 +700,8 @@ impl Bridge {
         };
         // Only sends already tried (their outcome unknown) can have a copy on Gitter.
         let same_send = |a: &Action| {
-            matches!(a.gitter_send(), Some(GitterCall::SendMessage { room: r, gitter_user: g, text: t, reconcile: true, .. })
-                if r == room && g == gitter_user && t == text)
+            matches!(a.gitter_send(), Some(GitterCall::SendMessage { room: r, gitter_user: g, text: t, status: s, parent: p, reconcile: true, .. })
+                if r == room && g == gitter_user && t == text && s == status && p == parent)
         };
         let owners = self.portals.owners(room);
         let claimed = |id: &crate::GitterMessageId| {
@@ -732,7 +735,7 @@ impl Bridge {
     }
 
     /// Hands an effect's result to the part of the core that asked for it.
-    fn answer(&mut self, effect: Effect, result: EffectResult) {
+    fn answer(&mut self, effect: Effect, result: EffectResult, retried: bool) {
         let Effect {
             id,
             lane,
@@ -745,6 +748,7 @@ impl Bridge {
             lane,
             action,
             result,
+            retried,
         };
         match then {
             Then::Nothing => {}

@@ -94,6 +94,14 @@ impl Bridge {
                 gitter_id,
             } => match answer.result {
                 Ok(_) => {}
+                // A retry refused: an earlier try whose answer was lost may have made the
+                // edit; a correction could say the same thing twice.
+                Err(f) if f.kind == FailureKind::Rejected && answer.retried => {
+                    self.tell_owner(
+                        &correction,
+                        "Gitter did not confirm your edit in time: check the message on Gitter.",
+                    );
+                }
                 // Gitter's own clock says the window has passed (§3.8: 400).
                 Err(f) if f.kind == FailureKind::Rejected => {
                     self.post_correction(correction, gitter_id)
@@ -271,17 +279,15 @@ impl Bridge {
             "{}: the edited or redacted event {} has no Gitter message",
             correction.event_id, correction.target
         )));
-        let what = match correction.what {
-            CorrectionKind::Edit { .. } => "edit",
-            CorrectionKind::Redact => "deletion",
-        };
-        self.tell_owner(
-            correction,
-            format!(
-                "Your {what} was not made on Gitter: that message is not one the bridge sent \
-                 there (or it is too old)."
-            ),
-        );
+        // A redaction of something never bridged is common and needs no word (a reaction
+        // taken back, a bot notice removed); an edit that does not reach Gitter does.
+        if let CorrectionKind::Edit { .. } = correction.what {
+            self.tell_owner(
+                correction,
+                "Your edit was not made on Gitter: that message is not one the bridge sent \
+                 there (or it is too old).",
+            );
+        }
     }
 
     /// A notice to the owner in the portal, in the lane of notices (the portal's lane may be

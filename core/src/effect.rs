@@ -257,8 +257,7 @@ pub enum GitterCall {
         parent: Option<GitterMessageId>,
     },
     /// `PUT /v1/rooms/:rid/chatMessages/:id {text}` (§3.8: the author only, within 10
-    /// minutes of `sent`; later a 400). Idempotent. Returns
-    /// [`crate::EffectOutput::GitterMessage`].
+    /// minutes of `sent`; later a 400). Idempotent.
     EditMessage {
         /// The room.
         room: GitterRoomId,
@@ -781,4 +780,6 @@ pub(crate) struct Answer {
     pub(crate) action: Action,
     /// How it went.
     pub(crate) result: crate::EffectResult,
+    /// Whether an earlier try failed in a way that may have left it done (it was retried).
+    pub(crate) retried: bool,
 }

@@ -363,9 +363,10 @@ pub(crate) fn escape(text: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-/// `html` with each `@name` (not followed by more of a name) made a pill of `mxid` (spec:
-/// "User and room mentions": a link to `https://matrix.to/#/<user id>`). Only text is
-/// touched: a `@name` inside a tag (an attribute) is left alone.
+/// `html` (the sanitiser's output: well-formed) with each `@name` (not followed by more of
+/// a name) made a pill of `mxid` (spec: "User and room mentions": a link to
+/// `https://matrix.to/#/<user id>`). Only text is touched, and not text inside a link or
+/// code (a pill there would nest a link, or change what the code says).
 pub(crate) fn pill(html: &str, name: &str, mxid: &str) -> String {
     let needle = format!("@{name}");
     let link = format!(
@@ -374,12 +375,32 @@ pub(crate) fn pill(html: &str, name: &str, mxid: &str) -> String {
         escape(&needle)
     );
     let mut out = String::with_capacity(html.len() + link.len());
-    let mut in_tag = false;
+    // Open `a`, `code` and `pre` elements around the current text.
+    let mut inside = 0usize;
     let mut i = 0;
     while i < html.len() {
         let rest = &html[i..];
-        let c = rest.chars().next().expect("in bounds");
-        if !in_tag && rest.starts_with(&needle) {
+        if rest.starts_with('<') {
+            let end = rest.find('>').map_or(rest.len(), |e| e + 1);
+            let tag = &rest[..end];
+            let name = tag
+                .trim_start_matches('<')
+                .trim_start_matches('/')
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .next()
+                .unwrap_or_default();
+            if matches!(name, "a" | "code" | "pre") {
+                if tag.starts_with("</") {
+                    inside = inside.saturating_sub(1);
+                } else if !tag.ends_with("/>") {
+                    inside += 1;
+                }
+            }
+            out.push_str(tag);
+            i += end;
+            continue;
+        }
+        if inside == 0 && rest.starts_with(&needle) {
             let next = rest[needle.len()..].chars().next();
             if !next.is_some_and(|n| n.is_alphanumeric() || n == '_' || n == '-') {
                 out.push_str(&link);
@@ -387,11 +408,7 @@ pub(crate) fn pill(html: &str, name: &str, mxid: &str) -> String {
                 continue;
             }
         }
-        match c {
-            '<' => in_tag = true,
-            '>' => in_tag = false,
-            _ => {}
-        }
+        let c = rest.chars().next().expect("in bounds");
         out.push(c);
         i += c.len_utf8();
     }
@@ -456,10 +473,12 @@ mod tests {
         let link = "<a href=\"https://matrix.to/#/@gitter_bob:example.org\">@bob</a>";
         assert_eq!(p("hi @bob!"), format!("hi {link}!"));
         assert_eq!(p("@bobby and @bob_x stay"), "@bobby and @bob_x stay");
+        // Not inside a link or code, and pilling twice changes nothing more.
         assert_eq!(
-            p("<a href=\"mailto:x@bob\">@bob</a>"),
-            format!("<a href=\"mailto:x@bob\">{link}</a>")
+            p("<a href=\"mailto:x@bob\">@bob</a> <code>@bob</code>"),
+            "<a href=\"mailto:x@bob\">@bob</a> <code>@bob</code>"
         );
+        assert_eq!(p(&p("hi @bob")), format!("hi {link}"));
     }
 
     #[test]

@@ -57,14 +57,29 @@ fn username_of_localpart(template: &str, localpart: &str) -> Option<String> {
 }
 
 impl Bridge {
-    /// The Gitter mention (`@username`) of a Matrix user who is one of our ghosts.
+    /// The Gitter mention (`@username`) of a Matrix user who is one of our ghosts, when its
+    /// current username is known: from its messages in this run, else from its Matrix id
+    /// when that is exactly the template's for the name (a renamed user's ghost keeps its
+    /// old id, and a newcomer to a used name gets a suffix, so the id alone could name
+    /// somebody else). `None`: the pill's own text is used.
     pub(crate) fn ghost_mention(&self, user: &str) -> Option<String> {
         let user = OwnedUserId::try_from(user).ok()?;
-        if !self.is_ghost(&user) || !self.state.ghosts.values().any(|g| g.mxid == user) {
+        if !self.is_ghost(&user) {
             return None;
         }
+        let ghost = self.state.ghosts.values().find(|g| g.mxid == user)?;
+        if let Some(name) = self.relay.username(&ghost.gitter_id) {
+            return Some(format!("@{name}"));
+        }
         let username = username_of_localpart(&self.config.ghost_template, user.localpart())?;
-        Some(format!("@{username}"))
+        // A ghost named with the suffix of a taken name, or one whose user was renamed in an
+        // earlier run, gives a name that may be someone else's: only an unsuffixed id whose
+        // display name still carries the same username is trusted.
+        let named_so = ghost
+            .display_name
+            .as_deref()
+            .is_some_and(|d| d.to_lowercase().contains(&username.to_lowercase()));
+        named_so.then(|| format!("@{username}"))
     }
 
     /// Whether `user` is in the ghost namespace (the template's fixed prefix on our server).

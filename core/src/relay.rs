@@ -25,21 +25,24 @@ use crate::state::{Change, MessageRecord, Origin, PortalState, Snapshot};
 /// A reply's `body` without its fallback quote: the leading `> ` lines and the empty line
 /// after them (spec: "Rich replies", "Fallbacks for rich replies").
 pub(crate) fn strip_reply_fallback(body: &str) -> &str {
-    if !body.starts_with("> ") {
+    // The fallback names the sender first (`> <@user:server> ...`); a body that only starts
+    // with a quote of the user's own (clients stopped sending fallbacks in spec v1.13) is kept.
+    if !body.starts_with("> <@") {
         return body;
     }
     let mut rest = body;
-    while let Some(line_end) = rest.find('\n') {
-        if !rest.starts_with('>') {
-            break;
+    while rest.starts_with('>') {
+        match rest.find('\n') {
+            Some(line_end) => rest = &rest[line_end + 1..],
+            // Nothing but the quote: keep it all rather than post nothing.
+            None => return body,
         }
-        rest = &rest[line_end + 1..];
     }
-    if rest.starts_with('>') {
-        // Nothing but the quote.
-        return "";
-    }
-    rest.strip_prefix('\n').unwrap_or(rest)
+    let rest = rest
+        .strip_prefix("\r\n")
+        .or_else(|| rest.strip_prefix('\n'))
+        .unwrap_or(rest);
+    if rest.trim().is_empty() { body } else { rest }
 }
 
 /// The failure message of a send given up after `send_give_up_ms` (told in its own words).
@@ -54,6 +57,9 @@ pub(crate) struct Relay {
     hot_order: VecDeque<(OwnedUserId, GitterMessageId)>,
     /// Portals told in this run that an edit became a correction (told once).
     told_past_window: std::collections::BTreeSet<(OwnedUserId, GitterRoomId)>,
+    /// The current username of each Gitter user seen in this run (a ghost keeps its Matrix id
+    /// when its user is renamed, so its id does not tell the username).
+    usernames: std::collections::HashMap<GitterUserId, String>,
 }
 
 impl Relay {
@@ -116,6 +122,11 @@ impl Relay {
     /// edit window (the owner is told then, and only then).
     pub(crate) fn first_past_window(&mut self, owner: &OwnedUserId, room: &GitterRoomId) -> bool {
         self.told_past_window.insert((owner.clone(), room.clone()))
+    }
+
+    /// The username of a Gitter user, as their last message in this run gave it.
+    pub(crate) fn username(&self, user: &GitterUserId) -> Option<&str> {
+        self.usernames.get(user).map(String::as_str)
     }
 
     /// A mapping joined the hot set.
@@ -245,6 +256,11 @@ impl Bridge {
             .contains(&message.id)
         {
             return;
+        }
+        if self.relay.username(&message.from.id) != Some(message.from.username.as_str()) {
+            self.relay
+                .usernames
+                .insert(message.from.id.clone(), message.from.username.clone());
         }
         let owners = self.portals.owners(room);
         // Converted once for every portal of the room, and only if one of them gets it now.
@@ -566,12 +582,13 @@ impl Bridge {
             );
             return;
         };
-        let body = match (relation, formatted) {
-            // A reply's plain body starts with its fallback quote (spec: "Rich replies");
-            // the reply goes into the Gitter thread instead.
-            (Some(crate::Relation::Reply { .. }), None) => strip_reply_fallback(body).to_owned(),
-            _ => self.matrix_text(body, formatted),
+        // A reply's plain body starts with its fallback quote (spec: "Rich replies"); the
+        // reply goes into the Gitter thread instead.
+        let plain = match relation {
+            Some(crate::Relation::Reply { .. }) => strip_reply_fallback(body),
+            _ => body.as_str(),
         };
+        let body = self.matrix_text(plain, formatted);
         let parent = relation.and_then(|r| self.gitter_parent(owner, room, r));
         let text = if status {
             format!("@{} {body}", login.username)
@@ -656,5 +673,23 @@ impl Bridge {
             format!("Your message was not sent to Gitter: {why}."),
         );
         self.drain_held(&room);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_reply_fallback;
+
+    #[test]
+    fn a_reply_fallback_is_stripped_and_nothing_else() {
+        let fallback = "> <@bob:example.org> the question\n> more of it\n\nthe answer";
+        assert_eq!(strip_reply_fallback(fallback), "the answer");
+        let crlf = "> <@bob:example.org> the question\r\n\r\nthe answer";
+        assert_eq!(strip_reply_fallback(crlf), "the answer");
+        // A quote the user typed (clients without fallbacks), and a reply that is all quote.
+        let own = "> to be or not\n\nthat is it";
+        assert_eq!(strip_reply_fallback(own), own);
+        let only = "> <@bob:example.org> the question";
+        assert_eq!(strip_reply_fallback(only), only);
     }
 }

@@ -74,6 +74,11 @@ impl Retries {
         });
     }
 
+    /// Whether `id` has failed before in this run (it is being tried again).
+    pub(crate) fn is_retrying(&self, id: EffectId) -> bool {
+        self.states.contains_key(&id)
+    }
+
     /// `id` is done (or failed for good): forget it.
     pub(crate) fn done(&mut self, id: EffectId) {
         self.states.remove(&id);

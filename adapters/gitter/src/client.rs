@@ -583,18 +583,19 @@ impl GitterClient {
     }
 
     /// Edits a message: `PUT /v1/rooms/:roomId/chatMessages/:id {text}` (§3.8; author only,
-    /// within 10 minutes).
+    /// within 10 minutes). The answer's body is not read: an edit that was made is done,
+    /// whatever shape Gitter gives the message.
     pub async fn edit_message(
         &self,
         token: &Secret,
         room_id: &str,
         message_id: &str,
         text: &str,
-    ) -> Result<Message, GitterError> {
+    ) -> Result<(), GitterError> {
         let body = serde_json::json!({ "text": text });
         let url = self.api(&["v1", "rooms", room_id, "chatMessages", message_id]);
         // The same text twice is one edit.
-        self.send_json(
+        self.request(
             token,
             Method::PUT,
             url,
@@ -602,6 +603,7 @@ impl GitterClient {
             Idempotency::Idempotent,
         )
         .await
+        .map(drop)
     }
 
     /// Deletes a message: `DELETE /v1/rooms/:roomId/chatMessages/:id`, 204 (§3.9).

@@ -151,10 +151,9 @@ impl GitterClient {
                 into_core(sent).map(EffectOutput::GitterMessage)
             }
             GitterCall::EditMessage { room, id, text } => {
-                let edited = self
-                    .edit_message(token, room.as_str(), id.as_str(), text)
+                self.edit_message(token, room.as_str(), id.as_str(), text)
                     .await?;
-                into_core(edited).map(EffectOutput::GitterMessage)
+                Ok(EffectOutput::Done)
             }
             GitterCall::DeleteMessage { room, id } => {
                 self.delete_message(token, room.as_str(), id.as_str())

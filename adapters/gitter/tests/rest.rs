@@ -373,16 +373,12 @@ async fn editing_puts_and_deleting_accepts_204() {
         .mount(&server)
         .await;
 
-    let edited = client
+    client
         .edit_message(&token(), "r1", "m1", "fixed")
         .await
         .unwrap();
     client.delete_message(&token(), "r1", "m1").await.unwrap();
 
-    assert_eq!(
-        edited.edited_at.as_deref(),
-        Some("2014-03-25T12:13:02.985Z")
-    );
     let reqs = requests(&server).await;
     assert_request(
         &reqs[0],
