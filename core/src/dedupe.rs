@@ -33,25 +33,40 @@ impl Dedupe {
     /// `None` if the transaction was processed already, else the changes that remember it
     /// (and forget the oldest).
     pub(crate) fn new_txn(&mut self, id: &AsTxnId) -> Option<Vec<Change>> {
-        if self.txns.contains(id) {
-            return None;
-        }
-        let gone = self.txns.push(id.clone());
-        let mut changes = vec![Change::RememberTransaction(id.clone())];
-        changes.extend(gone.into_iter().map(Change::ForgetTransaction));
-        Some(changes)
+        first_sight(
+            &mut self.txns,
+            id,
+            Change::RememberTransaction,
+            Change::ForgetTransaction,
+        )
     }
 
     /// `None` if the event was processed already, else the changes that remember it.
     pub(crate) fn new_event(&mut self, id: &OwnedEventId) -> Option<Vec<Change>> {
-        if self.events.contains(id) {
-            return None;
-        }
-        let gone = self.events.push(id.clone());
-        let mut changes = vec![Change::RememberEvent(id.clone())];
-        changes.extend(gone.into_iter().map(Change::ForgetEvent));
-        Some(changes)
+        first_sight(
+            &mut self.events,
+            id,
+            Change::RememberEvent,
+            Change::ForgetEvent,
+        )
     }
+}
+
+/// `None` if `window` holds `id`, else the changes that remember it and forget what it
+/// pushed out.
+fn first_sight<T: Clone + Eq + Hash>(
+    window: &mut Window<T>,
+    id: &T,
+    remember: fn(T) -> Change,
+    forget: fn(T) -> Change,
+) -> Option<Vec<Change>> {
+    if window.contains(id) {
+        return None;
+    }
+    let gone = window.push(id.clone());
+    let mut changes = vec![remember(id.clone())];
+    changes.extend(gone.into_iter().map(forget));
+    Some(changes)
 }
 
 /// The last `capacity` distinct ids pushed, with O(1) lookup.

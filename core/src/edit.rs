@@ -53,7 +53,7 @@ impl Bridge {
     /// The hot mapping of a Matrix event in a portal. A scan of the owner's hot mappings:
     /// edits come at the pace of a person, and an index by event would cost every relayed
     /// message.
-    fn hot_mapping_by_event(
+    pub(crate) fn hot_mapping_by_event(
         &self,
         owner: &OwnedUserId,
         room: &GitterRoomId,

@@ -38,7 +38,12 @@ static CONVERTER: LazyLock<HtmlToMarkdown> = LazyLock::new(|| {
             let user = href
                 .as_deref()
                 .and_then(|h| h.strip_prefix(MATRIX_TO))
-                .map(|rest| percent_decode(rest.split(['?', '/']).next().unwrap_or_default()))
+                .map(|rest| {
+                    let user = rest.split(['?', '/']).next().unwrap_or_default();
+                    percent_encoding::percent_decode_str(user)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
                 .filter(|user| user.starts_with('@'));
             match user {
                 Some(user) => {
@@ -87,26 +92,27 @@ pub(crate) fn resolve_pills(markdown: &str, mention: impl Fn(&str) -> Option<Str
     out
 }
 
-/// `%xx` decoding of a user id taken from a URL (invalid sequences are kept as they are).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+/// A reply's `body` without its fallback quote: the leading `> ` lines and the empty line
+/// after them (spec: "Rich replies", "Fallbacks for rich replies").
+pub(crate) fn strip_reply_fallback(body: &str) -> &str {
+    // The fallback names the sender first (`> <@user:server> ...`); a body that only starts
+    // with a quote of the user's own (clients stopped sending fallbacks in spec v1.13) is kept.
+    if !body.starts_with("> <@") {
+        return body;
+    }
+    let mut rest = body;
+    while rest.starts_with('>') {
+        match rest.find('\n') {
+            Some(line_end) => rest = &rest[line_end + 1..],
+            // Nothing but the quote: keep it all rather than post nothing.
+            None => return body,
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    let rest = rest
+        .strip_prefix("\r\n")
+        .or_else(|| rest.strip_prefix('\n'))
+        .unwrap_or(rest);
+    if rest.trim().is_empty() { body } else { rest }
 }
 
 #[cfg(test)]
@@ -164,5 +170,18 @@ mod tests {
             "my answer"
         );
         assert_eq!(html_to_markdown("<mx-reply>only a quote</mx-reply>"), None);
+    }
+
+    #[test]
+    fn a_reply_fallback_is_stripped_and_nothing_else() {
+        let fallback = "> <@bob:example.org> the question\n> more of it\n\nthe answer";
+        assert_eq!(strip_reply_fallback(fallback), "the answer");
+        let crlf = "> <@bob:example.org> the question\r\n\r\nthe answer";
+        assert_eq!(strip_reply_fallback(crlf), "the answer");
+        // A quote the user typed (clients without fallbacks), and a reply that is all quote.
+        let own = "> to be or not\n\nthat is it";
+        assert_eq!(strip_reply_fallback(own), own);
+        let only = "> <@bob:example.org> the question";
+        assert_eq!(strip_reply_fallback(only), only);
     }
 }

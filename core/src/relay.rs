@@ -22,29 +22,6 @@ use crate::ids::{GitterMessageId, GitterRoomId, GitterUserId, OwnedEventId, Owne
 use crate::input::{EffectOutput, Failure, FailureKind, GitterMessage, MatrixEvent, MsgType};
 use crate::state::{Change, MessageRecord, Origin, PortalState, Snapshot};
 
-/// A reply's `body` without its fallback quote: the leading `> ` lines and the empty line
-/// after them (spec: "Rich replies", "Fallbacks for rich replies").
-pub(crate) fn strip_reply_fallback(body: &str) -> &str {
-    // The fallback names the sender first (`> <@user:server> ...`); a body that only starts
-    // with a quote of the user's own (clients stopped sending fallbacks in spec v1.13) is kept.
-    if !body.starts_with("> <@") {
-        return body;
-    }
-    let mut rest = body;
-    while rest.starts_with('>') {
-        match rest.find('\n') {
-            Some(line_end) => rest = &rest[line_end + 1..],
-            // Nothing but the quote: keep it all rather than post nothing.
-            None => return body,
-        }
-    }
-    let rest = rest
-        .strip_prefix("\r\n")
-        .or_else(|| rest.strip_prefix('\n'))
-        .unwrap_or(rest);
-    if rest.trim().is_empty() { body } else { rest }
-}
-
 /// The failure message of a send given up after `send_give_up_ms` (told in its own words).
 pub(crate) const GAVE_UP: &str = "Gitter kept failing on this message; the bridge gave up";
 
@@ -515,13 +492,8 @@ impl Bridge {
             crate::Relation::Reply { to } => to,
         };
         let found = self
-            .state
-            .messages
-            .range((owner.clone(), GitterMessageId::new(""))..)
-            .take_while(|((o, _), _)| o == owner)
-            .map(|(_, m)| m)
-            .find(|m| &m.gitter_room == room && m.event_id.as_ref() == Some(target))
-            .map(|m| m.gitter_id.clone());
+            .hot_mapping_by_event(owner, room, target)
+            .map(|m| m.gitter_id);
         if found.is_none() {
             self.warn(crate::CoreError::Ignored(format!(
                 "{target}: a thread root or replied-to message without a recent Gitter \
@@ -585,7 +557,7 @@ impl Bridge {
         // A reply's plain body starts with its fallback quote (spec: "Rich replies"); the
         // reply goes into the Gitter thread instead.
         let plain = match relation {
-            Some(crate::Relation::Reply { .. }) => strip_reply_fallback(body),
+            Some(crate::Relation::Reply { .. }) => crate::markdown::strip_reply_fallback(body),
             _ => body.as_str(),
         };
         let body = self.matrix_text(plain, formatted);
@@ -673,23 +645,5 @@ impl Bridge {
             format!("Your message was not sent to Gitter: {why}."),
         );
         self.drain_held(&room);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::strip_reply_fallback;
-
-    #[test]
-    fn a_reply_fallback_is_stripped_and_nothing_else() {
-        let fallback = "> <@bob:example.org> the question\n> more of it\n\nthe answer";
-        assert_eq!(strip_reply_fallback(fallback), "the answer");
-        let crlf = "> <@bob:example.org> the question\r\n\r\nthe answer";
-        assert_eq!(strip_reply_fallback(crlf), "the answer");
-        // A quote the user typed (clients without fallbacks), and a reply that is all quote.
-        let own = "> to be or not\n\nthat is it";
-        assert_eq!(strip_reply_fallback(own), own);
-        let only = "> <@bob:example.org> the question";
-        assert_eq!(strip_reply_fallback(only), only);
     }
 }

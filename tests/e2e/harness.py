@@ -120,11 +120,16 @@ def scenario(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
     return wrapper
 
 
-async def eventually(check: Callable[[], T | None], what: str, timeout: float = TIMEOUT) -> T:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout` s."""
+async def eventually(
+    check: Callable[[], T | None | Awaitable[T | None]], what: str, timeout: float = TIMEOUT
+) -> T:
+    """Poll `check` (plain or async) until it returns something truthy; fail with `what`
+    after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
         if value:
             return value
         if time.monotonic() >= deadline:

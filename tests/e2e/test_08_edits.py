@@ -1,10 +1,7 @@
 """Edits and redactions of the owner's messages reach Gitter: a real client's `m.replace`
 edits the Gitter message, and its redaction deletes it."""
 
-import asyncio
-import time
-
-from harness import TIMEOUT, scenario, unique
+from harness import eventually, scenario, unique
 
 LOBBY = "gitter-bridge/lobby"
 
@@ -13,18 +10,6 @@ async def carols_texts(gitter) -> list[str]:
     return [
         m["text"] for m in await gitter.messages(LOBBY) if m["fromUser"]["username"] == "carol"
     ]
-
-
-async def until(gitter, holds, what: str) -> list[str]:
-    """Poll carol's Gitter texts until `holds(texts)`; fail with `what` after TIMEOUT s."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        texts = await carols_texts(gitter)
-        if holds(texts):
-            return texts
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out waiting for {what}; carol's texts: {texts}")
-        await asyncio.sleep(0.1)
 
 
 @scenario
@@ -38,13 +23,19 @@ async def test_an_edit_and_a_redaction_from_a_real_client_reach_gitter(env, peop
 
     fixed = typo.replace("helo", "hello")
     await carol.edit(lobby, event_id, fixed)
-    texts = await until(
-        gitter, lambda t: fixed in t and typo not in t, "the Gitter message to carry the edit"
-    )
+    async def edited() -> list[str] | None:
+        texts = await carols_texts(gitter)
+        return texts if fixed in texts and typo not in texts else None
+
+    texts = await eventually(edited, "the Gitter message to carry the edit")
     assert texts.count(fixed) == 1, "edited in place, not posted again"
 
     await carol.redact(lobby, event_id)
-    await until(gitter, lambda t: fixed not in t, "the Gitter message to be deleted")
+
+    async def deleted() -> bool:
+        return fixed not in await carols_texts(gitter)
+
+    await eventually(deleted, "the Gitter message to be deleted")
 
 
 @scenario
