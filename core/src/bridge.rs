@@ -79,6 +79,8 @@ pub struct Bridge {
     retries: Retries,
     /// Retention of the store's mappings.
     pub(crate) pruning: crate::prune::Pruning,
+    /// Edits applied, deletions made from Matrix, users watched (realtime events).
+    pub(crate) realtime: crate::realtime::Realtime,
 }
 
 impl Bridge {
@@ -102,6 +104,7 @@ impl Bridge {
             streams: Streams::default(),
             retries: Retries::default(),
             pruning: Default::default(),
+            realtime: Default::default(),
             step: Step::default(),
             config,
             rng,
@@ -131,6 +134,7 @@ impl Bridge {
             Input::GitterMessage { room, message } => self.on_gitter_message(room, message, false),
             Input::StreamConnected { room } => self.on_stream_connected(room),
             Input::StreamDisconnected { room, reason } => self.on_stream_disconnected(room, reason),
+            Input::Realtime(event) => self.on_realtime(event),
             Input::LoginLinkOpened { request, token } => self.on_login_link(request, &token),
             Input::LoginLinkConfirmed { request, token } => {
                 self.on_login_confirmed(request, &token)
@@ -470,6 +474,7 @@ impl Bridge {
         for room in self.portals.gitter_rooms() {
             self.ensure_reader(&room);
         }
+        self.watch_all_users();
         self.prune_on_startup();
     }
 
@@ -761,6 +766,7 @@ impl Bridge {
             Then::Stream(then) => self.on_stream_answer(then, answer),
             Then::Prune(then) => self.on_prune_answer(then, answer),
             Then::Edit(then) => self.on_edit_answer(then, answer),
+            Then::Realtime(then) => self.on_realtime_answer(then, answer),
         }
     }
 

@@ -223,6 +223,7 @@ impl Bridge {
             return false;
         }
         self.change(Change::PutUser(record));
+        self.unwatch_user(user);
         let rooms: Vec<GitterRoomId> = self
             .state
             .portals

@@ -183,6 +183,8 @@ impl Bridge {
                 );
             }
             CorrectionKind::Redact => {
+                self.realtime
+                    .deleted_from_matrix(&correction.owner, &mapping.gitter_id);
                 self.ask(
                     lane,
                     Action::Gitter {

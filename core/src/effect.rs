@@ -185,6 +185,49 @@ pub enum MatrixCall {
         /// Room.
         room: OwnedRoomId,
     },
+    /// Replace the content of an earlier message (`m.replace`, spec: "Event replacements"),
+    /// as `sender`, who must be the original's sender. Returns
+    /// [`crate::EffectOutput::EventSent`].
+    Replace {
+        /// Room.
+        room: OwnedRoomId,
+        /// Who sent the original (a ghost).
+        sender: OwnedUserId,
+        /// The event replaced.
+        target: ruma::OwnedEventId,
+        /// The new content (`m.new_content`; its thread, if any, is not repeated).
+        content: MatrixContent,
+    },
+    /// Redact an event as `sender` (the bot, whose power level allows it). Returns
+    /// [`crate::EffectOutput::EventSent`].
+    Redact {
+        /// Room.
+        room: OwnedRoomId,
+        /// Who redacts.
+        sender: OwnedUserId,
+        /// The event redacted.
+        target: ruma::OwnedEventId,
+        /// Shown to the room's members.
+        reason: Option<String>,
+    },
+    /// Set a portal's name or topic, as `sender` (the bot).
+    SetRoomState {
+        /// Room.
+        room: OwnedRoomId,
+        /// Who sets it.
+        sender: OwnedUserId,
+        /// The state event.
+        state: RoomState,
+    },
+}
+
+/// A state event of a portal the bridge keeps in step with its Gitter room.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoomState {
+    /// `m.room.name`.
+    Name(String),
+    /// `m.room.topic`.
+    Topic(String),
 }
 
 /// Calls to Gitter's REST API (`docs/gitter-api.md` §3), each made with the token of its
@@ -293,6 +336,23 @@ pub enum StreamCall {
         /// The room.
         room: GitterRoomId,
     },
+    /// Watch a logged-in user's own realtime channels with their token: their room list and
+    /// their token's revocation (`docs/gitter-api.md` §6.3). The adapter reports what they
+    /// carry as [`crate::Input::Realtime`]; with per-room HTTP streams only (no realtime
+    /// server configured) there is nothing to watch and it does nothing.
+    Watch {
+        /// The Matrix user.
+        user: OwnedUserId,
+        /// Their Gitter id (the channels are named by it).
+        gitter_user: GitterUserId,
+        /// Their token.
+        token: Secret,
+    },
+    /// Stop watching a user's channels.
+    Unwatch {
+        /// The Matrix user.
+        user: OwnedUserId,
+    },
 }
 
 /// Work on the bridge's own store, which holds more than the core keeps in memory.
@@ -355,7 +415,8 @@ impl Action {
     /// login it belongs to).
     pub fn gitter_token(&self) -> Option<&Secret> {
         match self {
-            Action::Gitter { token, .. } | Action::Stream(StreamCall::Open { token, .. }) => {
+            Action::Gitter { token, .. }
+            | Action::Stream(StreamCall::Open { token, .. } | StreamCall::Watch { token, .. }) => {
                 Some(token)
             }
             _ => None,
@@ -385,6 +446,9 @@ impl Action {
                 MatrixCall::SendMessage { .. } => "send_matrix",
                 MatrixCall::DeleteAlias { .. } => "delete_alias",
                 MatrixCall::RoomMembers { .. } => "room_members",
+                MatrixCall::Replace { .. } => "replace_matrix",
+                MatrixCall::Redact { .. } => "redact_matrix",
+                MatrixCall::SetRoomState { .. } => "set_room_state",
             },
             Action::OAuth { .. } => "exchange_code",
             Action::Gitter { call, .. } => match call {
@@ -401,6 +465,8 @@ impl Action {
             },
             Action::Stream(StreamCall::Open { .. }) => "open_stream",
             Action::Stream(StreamCall::Close { .. }) => "close_stream",
+            Action::Stream(StreamCall::Watch { .. }) => "watch_user",
+            Action::Stream(StreamCall::Unwatch { .. }) => "unwatch_user",
             Action::Store(StoreCall::PruneMappings { .. }) => "prune_mappings",
             Action::Store(StoreCall::MappingByGitterId { .. }) => "mapping_by_gitter_id",
             Action::Store(StoreCall::MappingByEvent { .. }) => "mapping_by_event",
@@ -465,6 +531,31 @@ pub enum Then {
     Prune(PruneThen),
     /// Edits and redactions of the owner's bridged messages (`edit.rs`).
     Edit(EditThen),
+    /// What Gitter's realtime API reports besides new messages (`realtime.rs`).
+    Realtime(RealtimeThen),
+}
+
+/// What the realtime events go on with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RealtimeThen {
+    /// A message edited on Gitter: its mapping in one portal was looked up in the store.
+    Edited {
+        /// The portal owner.
+        owner: OwnedUserId,
+        /// The Gitter room.
+        room: GitterRoomId,
+        /// The message as edited.
+        message: crate::GitterMessage,
+    },
+    /// A message deleted on Gitter: its mapping in one portal was looked up in the store.
+    Removed {
+        /// The portal owner.
+        owner: OwnedUserId,
+        /// The Gitter room.
+        room: GitterRoomId,
+        /// The message.
+        gitter_id: GitterMessageId,
+    },
 }
 
 /// An edit or a redaction of a portal owner's message, on its way to Gitter.

@@ -40,6 +40,8 @@ pub enum Input {
         /// Why it ended.
         reason: FailureKind,
     },
+    /// Something Gitter's realtime API reported besides a new message.
+    Realtime(RealtimeEvent),
     /// A person opened `<public_url>/login/<token>` (a GET: link previews do it too, so it
     /// spends nothing; the page asks the person to confirm, naming the Matrix account).
     LoginLinkOpened {
@@ -79,6 +81,83 @@ pub enum Input {
     },
     /// The deadline the core asked for has passed.
     Timer,
+}
+
+/// What Gitter's realtime API (Faye, `docs/gitter-api.md` §6.4) reports besides new messages
+/// (which come as [`Input::GitterMessage`], from either transport).
+#[derive(Clone, Debug, PartialEq)]
+pub enum RealtimeEvent {
+    /// A message was saved again (`chatMessages` `update`): an edit when `edited_at`
+    /// changed; a thread-count change when it did not; a parent with replies "deleted" when
+    /// its text and html are empty (§3.9, §3.10).
+    MessageUpdated {
+        /// The room.
+        room: GitterRoomId,
+        /// The message as it is now.
+        message: GitterMessage,
+        /// `editedAt`, absent until the first edit.
+        edited_at: Option<String>,
+    },
+    /// A message was deleted (`chatMessages` `remove`).
+    MessageRemoved {
+        /// The room.
+        room: GitterRoomId,
+        /// The message.
+        id: GitterMessageId,
+    },
+    /// Someone joined or was added to the room (`users` `create`; Gitter sends it only for
+    /// rooms of 100 members or fewer).
+    MemberJoined {
+        /// The room.
+        room: GitterRoomId,
+        /// Who.
+        user: GitterUser,
+    },
+    /// Someone left or was removed from the room (`users` `remove`).
+    MemberLeft {
+        /// The room.
+        room: GitterRoomId,
+        /// Who.
+        user: GitterUserId,
+    },
+    /// A member's profile changed (`users` `update`).
+    MemberUpdated {
+        /// The room.
+        room: GitterRoomId,
+        /// The member as they are now.
+        user: GitterUser,
+    },
+    /// The room's name or topic changed (room `patch`/`update`); `None` is unchanged.
+    RoomChanged {
+        /// The room.
+        room: GitterRoomId,
+        /// The new name.
+        name: Option<String>,
+        /// The new topic.
+        topic: Option<String>,
+    },
+    /// A room appeared in a user's room list (`user/:id/rooms` `create`): they joined it in
+    /// another client, someone opened a one-to-one with them, or (`room_member` false) they
+    /// were mentioned in a room they are not in.
+    RoomListed {
+        /// The Matrix user whose list it is.
+        user: OwnedUserId,
+        /// The room.
+        room: GitterRoom,
+    },
+    /// A room left a user's room list (`user/:id/rooms` `remove`): they left it, were
+    /// removed, or it was deleted.
+    RoomUnlisted {
+        /// The Matrix user.
+        user: OwnedUserId,
+        /// The room.
+        room: GitterRoomId,
+    },
+    /// The user's token was revoked (`token/:token` `token_revoked`).
+    TokenRevoked {
+        /// The Matrix user whose token it was.
+        user: OwnedUserId,
+    },
 }
 
 /// A Matrix event from an AS transaction, reduced to what the bridge acts on.

@@ -74,6 +74,7 @@ mod markdown;
 mod output;
 mod portal;
 mod prune;
+mod realtime;
 mod relay;
 mod retry;
 mod state;
@@ -87,8 +88,8 @@ pub use config::{Config, Permissions};
 pub use effect::{
     Action, CommandThen, Correction, CorrectionKind, Direction, EditThen, Effect, GhostThen,
     GitterCall, InviteThen, Lane, LoginThen, MatrixCall, MatrixContent, Mentions, OutMsgType,
-    PortalThen, PruneThen, RelayRef, RelayThen, ResolvePurpose, SendOrigin, StoreCall, StreamCall,
-    StreamThen, Then, ThreadRef,
+    PortalThen, PruneThen, RealtimeThen, RelayRef, RelayThen, ResolvePurpose, RoomState,
+    SendOrigin, StoreCall, StreamCall, StreamThen, Then, ThreadRef,
 };
 pub use error::CoreError;
 pub use format::sanitize_html;
@@ -99,7 +100,7 @@ pub use ids::{
 };
 pub use input::{
     EffectOutput, EffectResult, Failure, FailureKind, GitterMention, GitterMessage, GitterRoom,
-    GitterUser, Input, MatrixEvent, MatrixEventKind, Membership, MsgType, Relation,
+    GitterUser, Input, MatrixEvent, MatrixEventKind, Membership, MsgType, RealtimeEvent, Relation,
 };
 pub use output::{Outputs, WebReply};
 pub use portal::PORTAL_ALIAS_PREFIX;

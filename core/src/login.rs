@@ -453,6 +453,7 @@ impl Bridge {
             &user,
             format!("You are now logged in as {}.", gitter.username),
         );
+        self.watch_user(&user);
         // Rooms this user already has portals in may need a reader again (after a revoked
         // token, for instance).
         let rooms: Vec<_> = self
@@ -510,6 +511,7 @@ impl Bridge {
         }
         login.valid = false;
         self.change(Change::PutUser(record));
+        self.unwatch_user(user);
         self.notice(
             user,
             "Gitter rejected your login: the token was revoked or has expired. \

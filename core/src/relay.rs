@@ -106,6 +106,14 @@ impl Relay {
         self.usernames.get(user).map(String::as_str)
     }
 
+    /// Remembers a Gitter user's current username.
+    pub(crate) fn saw_username(&mut self, user: &crate::GitterUser) {
+        if self.username(&user.id) != Some(user.username.as_str()) {
+            self.usernames
+                .insert(user.id.clone(), user.username.clone());
+        }
+    }
+
     /// A mapping joined the hot set.
     pub(crate) fn hot_added(&mut self, key: (OwnedUserId, GitterMessageId)) {
         self.hot_order.push_back(key);
@@ -234,11 +242,7 @@ impl Bridge {
         {
             return;
         }
-        if self.relay.username(&message.from.id) != Some(message.from.username.as_str()) {
-            self.relay
-                .usernames
-                .insert(message.from.id.clone(), message.from.username.clone());
-        }
+        self.relay.saw_username(&message.from);
         let owners = self.portals.owners(room);
         // Converted once for every portal of the room, and only if one of them gets it now.
         let mut content = None;
@@ -352,7 +356,7 @@ impl Bridge {
     /// The message's `mentions` in one portal: the owner (by their own Matrix id) and the
     /// ghosts of other Gitter users become pills and `m.mentions.user_ids`, so their client
     /// highlights and notifies; `@/all` becomes `m.mentions.room`.
-    fn mentions_in(
+    pub(crate) fn mentions_in(
         &self,
         owner: &OwnedUserId,
         message: &GitterMessage,

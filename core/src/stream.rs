@@ -94,6 +94,34 @@ impl Streams {
             .map_or(0, |s| s.held.len() + s.buffer.len())
     }
 
+    /// Replaces a waiting (held or buffered) message by its edited version; returns whether
+    /// it was waiting.
+    pub(crate) fn replace_waiting(&mut self, room: &GitterRoomId, message: &GitterMessage) -> bool {
+        let Some(state) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        match state
+            .held
+            .iter_mut()
+            .chain(state.buffer.iter_mut())
+            .find(|m| m.id == message.id)
+        {
+            Some(waiting) => {
+                *waiting = message.clone();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops a waiting message that was deleted.
+    pub(crate) fn remove_waiting(&mut self, room: &GitterRoomId, id: &GitterMessageId) {
+        if let Some(state) = self.rooms.get_mut(room) {
+            state.held.retain(|m| &m.id != id);
+            state.buffer.retain(|m| &m.id != id);
+        }
+    }
+
     /// The ids relayed last in a room.
     pub(crate) fn recent(
         &mut self,

@@ -400,6 +400,8 @@ impl StreamManager {
             StreamCall::Close { room } => {
                 self.close(room).await;
             }
+            // A user's own channels exist only on Faye (§6.3); the HTTP streams have none.
+            StreamCall::Watch { .. } | StreamCall::Unwatch { .. } => {}
         }
         Ok(EffectOutput::Done)
     }

@@ -633,6 +633,27 @@ impl MatrixClient {
         parse_id(&v, "event_id", "send")
     }
 
+    /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}` as `sender`. Setting the same
+    /// state again is harmless, so a retry needs no transaction id.
+    pub async fn put_state(
+        &self,
+        room: &OwnedRoomId,
+        sender: &UserId,
+        event_type: &str,
+        state_key: &str,
+        content: &Value,
+    ) -> Result<OwnedEventId, MatrixError> {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/{}/{}",
+            encode_segment(room.as_str()),
+            encode_segment(event_type),
+            encode_segment(state_key)
+        );
+        let call = Call::new("state", Method::PUT, path).json(content.clone());
+        let v = self.call(self.as_user(call, sender)).await?;
+        parse_id(&v, "event_id", "state")
+    }
+
     /// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}` as `sender`.
     pub async fn redact(
         &self,
@@ -838,6 +859,30 @@ pub fn message_content(content: &MatrixContent) -> Value {
             "is_falling_back": true,
             "m.in_reply_to": { "event_id": thread.in_reply_to },
         });
+    }
+    v
+}
+
+/// The content of an edit (spec: "Event replacements"): the new content in `m.new_content`
+/// (without the original's thread: a replacement's relation is the replacement), and a
+/// `* `-prefixed fallback for clients without edits. Mentions are in the new content only,
+/// so an edit does not notify again.
+pub fn replacement_content(target: &ruma::OwnedEventId, content: &MatrixContent) -> Value {
+    let new = MatrixContent {
+        thread: None,
+        ..content.clone()
+    };
+    let new_content = message_content(&new);
+    let mut v = json!({
+        "msgtype": content.msgtype.as_str(),
+        "body": format!("* {}", content.body),
+        "m.new_content": new_content,
+        "m.relates_to": { "rel_type": "m.replace", "event_id": target },
+        "m.mentions": {},
+    });
+    if let Some(html) = &content.formatted_body {
+        v["format"] = json!("org.matrix.custom.html");
+        v["formatted_body"] = json!(format!("* {html}"));
     }
     v
 }

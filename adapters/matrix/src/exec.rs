@@ -1,8 +1,10 @@
 //! Execution of the core's Matrix calls ([`Action::Matrix`]).
 
-use gitter_bridge_core::{Action, Effect, EffectId, EffectOutput, EffectResult, MatrixCall};
+use gitter_bridge_core::{
+    Action, Effect, EffectId, EffectOutput, EffectResult, MatrixCall, RoomState,
+};
 
-use crate::client::MatrixClient;
+use crate::client::{MatrixClient, replacement_content};
 use crate::error::MatrixError;
 
 impl MatrixClient {
@@ -96,6 +98,50 @@ impl MatrixClient {
                     .send_message(room, sender, &id.matrix_txn_id(), content, ts.map(|t| t.0))
                     .await?;
                 Ok(EffectOutput::EventSent(event))
+            }
+            MatrixCall::Replace {
+                room,
+                sender,
+                target,
+                content,
+            } => {
+                let event = self
+                    .send_event(
+                        room,
+                        sender,
+                        "m.room.message",
+                        &id.matrix_txn_id(),
+                        &replacement_content(target, content),
+                        None,
+                    )
+                    .await?;
+                Ok(EffectOutput::EventSent(event))
+            }
+            MatrixCall::Redact {
+                room,
+                sender,
+                target,
+                reason,
+            } => {
+                let event = self
+                    .redact(room, sender, target, &id.matrix_txn_id(), reason.as_deref())
+                    .await?;
+                Ok(EffectOutput::EventSent(event))
+            }
+            MatrixCall::SetRoomState {
+                room,
+                sender,
+                state,
+            } => {
+                let (event_type, content) = match state {
+                    RoomState::Name(name) => ("m.room.name", serde_json::json!({ "name": name })),
+                    RoomState::Topic(topic) => {
+                        ("m.room.topic", serde_json::json!({ "topic": topic }))
+                    }
+                };
+                self.put_state(room, sender, event_type, "", &content)
+                    .await?;
+                Ok(EffectOutput::Done)
             }
             MatrixCall::RoomMembers { room } => {
                 // Listed as the bot: it is the one that was invited or created the room.

@@ -44,8 +44,16 @@ pub struct WorldRoom {
 #[derive(Clone, Debug, Default)]
 pub struct MatrixRoom {
     pub members: BTreeSet<OwnedUserId>,
-    /// (sender, content) in order.
+    /// (sender, content) in order, as shown now (edits applied, redactions gone).
     pub timeline: Vec<(OwnedUserId, MatrixContent)>,
+    /// The event id of each timeline entry.
+    pub events: Vec<OwnedEventId>,
+    /// Edits (`m.replace`) accepted: (sender, target).
+    pub edits: Vec<(OwnedUserId, OwnedEventId)>,
+    /// Events redacted, by whom.
+    pub redactions: Vec<(OwnedUserId, OwnedEventId)>,
+    /// Name and topic changes, in order.
+    pub state: Vec<RoomState>,
 }
 
 pub struct Harness {
@@ -78,6 +86,8 @@ pub struct Harness {
     pub lose_send_answers: usize,
     /// When each Gitter message was posted (Gitter refuses edits 600 s later, §3.8).
     pub sent_at: BTreeMap<GitterMessageId, Timestamp>,
+    /// Users whose realtime channels are watched.
+    pub watched: BTreeSet<OwnedUserId>,
 }
 
 /// The contract of `Snapshot::apply`: a store that applies every change set holds the
@@ -125,6 +135,7 @@ impl Harness {
             held: BTreeMap::new(),
             lose_send_answers: 0,
             sent_at: BTreeMap::new(),
+            watched: BTreeSet::new(),
         };
         h.step(Input::Startup);
         h
@@ -275,6 +286,14 @@ impl Harness {
                 self.streams.remove(room);
                 Ok(EffectOutput::Done)
             }
+            Action::Stream(StreamCall::Watch { user, .. }) => {
+                self.watched.insert(user.clone());
+                Ok(EffectOutput::Done)
+            }
+            Action::Stream(StreamCall::Unwatch { user }) => {
+                self.watched.remove(user);
+                Ok(EffectOutput::Done)
+            }
             Action::Store(call) => Ok(self.respond_store(call)),
         }
     }
@@ -304,10 +323,53 @@ impl Harness {
                 content,
                 ..
             } => {
+                let ev: OwnedEventId = format!("${}", self.fresh("ev")).try_into().unwrap();
                 let r = self.matrix.entry(room.clone()).or_default();
                 r.timeline.push((sender.clone(), content.clone()));
-                let ev: OwnedEventId = format!("${}", self.fresh("ev")).try_into().unwrap();
+                r.events.push(ev.clone());
                 Ok(EffectOutput::EventSent(ev))
+            }
+            MatrixCall::Replace {
+                room,
+                sender,
+                target,
+                content,
+            } => {
+                let ev: OwnedEventId = format!("${}", self.fresh("ev")).try_into().unwrap();
+                let r = self.matrix.entry(room.clone()).or_default();
+                let Some(at) = r.events.iter().position(|e| e == target) else {
+                    return Err(Failure::new(FailureKind::Rejected, "no such event"));
+                };
+                // Spec, "Event replacements": only the original's sender may replace it.
+                if &r.timeline[at].0 != sender {
+                    return Err(Failure::new(FailureKind::Forbidden, "not the sender"));
+                }
+                r.timeline[at].1 = content.clone();
+                r.edits.push((sender.clone(), target.clone()));
+                Ok(EffectOutput::EventSent(ev))
+            }
+            MatrixCall::Redact {
+                room,
+                sender,
+                target,
+                ..
+            } => {
+                let ev: OwnedEventId = format!("${}", self.fresh("ev")).try_into().unwrap();
+                let r = self.matrix.entry(room.clone()).or_default();
+                if let Some(at) = r.events.iter().position(|e| e == target) {
+                    r.timeline.remove(at);
+                    r.events.remove(at);
+                }
+                r.redactions.push((sender.clone(), target.clone()));
+                Ok(EffectOutput::EventSent(ev))
+            }
+            MatrixCall::SetRoomState { room, state, .. } => {
+                self.matrix
+                    .entry(room.clone())
+                    .or_default()
+                    .state
+                    .push(state.clone());
+                Ok(EffectOutput::Done)
             }
             MatrixCall::Join { room, user, .. }
             | MatrixCall::Invite {
