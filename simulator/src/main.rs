@@ -153,6 +153,13 @@ enum Command {
         /// The app's registered redirect URI (matched exactly).
         #[arg(long, default_value = "http://127.0.0.1:29322/oauth/callback")]
         redirect_uri: String,
+        /// Also publish every realtime event to this Faye server's Bayeux endpoint (the e2e
+        /// test runs the protocol's reference server there, tests/faye).
+        #[arg(long, requires = "faye_secret")]
+        faye_publish: Option<String>,
+        /// The secret that Faye server requires of server-side publishes.
+        #[arg(long)]
+        faye_secret: Option<String>,
     },
     /// Run the fake homeserver for one application service.
     FakeHomeserver {
@@ -349,6 +356,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             client_id,
             client_secret,
             redirect_uri,
+            faye_publish,
+            faye_secret,
         } => {
             let config = GitterConfig {
                 client_id,
@@ -363,10 +372,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Some(path) => FakeGitter::seeded_state(config, &GitterSeed::load(&path)?)?,
                 None => GitterState::new(config),
             };
-            let server = FakeGitter::spawn_with_stream(bind, stream_bind, state)
+            let mut server = FakeGitter::spawn_with_stream(bind, stream_bind, state)
                 .await
                 .map_err(|e| format!("cannot bind {bind} and {stream_bind}: {e}"))?;
+            if let (Some(url), Some(secret)) = (faye_publish, faye_secret) {
+                server.forward_faye(url, secret);
+            }
             println!("fake-gitter listening on {}", server.base_url);
+            println!("realtime (Bayeux) url: {}", server.faye_url());
             println!("stream base url: {}", server.stream_base_url());
             wait_for_ctrl_c().await;
             server.shutdown().await;

@@ -42,6 +42,8 @@ pub struct WorldOptions {
     /// `homeserver.startup_wait_secs` (whole seconds): the fake homeserver is up before the
     /// bridge starts, so the default gives up at once.
     pub homeserver_startup_wait: Duration,
+    /// The bridge reads Gitter over the fake's realtime endpoint (`gitter.faye_url`).
+    pub faye: bool,
 }
 
 impl Default for WorldOptions {
@@ -58,6 +60,7 @@ impl Default for WorldOptions {
             bridge_requests_per_minute: 100,
             dir: None,
             homeserver_startup_wait: Duration::ZERO,
+            faye: false,
         }
     }
 }
@@ -182,7 +185,7 @@ oauth_token_url = "{token}"
 client_id = "{client_id}"
 client_secret = "{client_secret}"
 requests_per_minute = {rpm}
-{gitter_extra}
+{faye}{gitter_extra}
 
 [web]
 bind = "{web_addr}"
@@ -208,6 +211,11 @@ level = "warn"
             rpm = options.bridge_requests_per_minute,
             extra = options.bridge_extra,
             gitter_extra = options.gitter_extra,
+            faye = if options.faye {
+                format!("faye_url = \"{}\"\n", gitter.faye_url())
+            } else {
+                String::new()
+            },
             store = options.store_path.as_ref().map_or_else(
                 || "gitter-bridge.redb".to_owned(),
                 |p| p.display().to_string()

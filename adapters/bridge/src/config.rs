@@ -108,6 +108,8 @@ struct RawAppservice {
 struct RawGitter {
     api_url: String,
     stream_url: String,
+    #[serde(default)]
+    faye_url: Option<String>,
     oauth_authorize_url: String,
     oauth_token_url: String,
     client_id: String,
@@ -346,6 +348,9 @@ pub struct Config {
     pub gitter_api_url: String,
     /// Gitter stream base URL.
     pub gitter_stream_url: String,
+    /// Gitter's realtime (Faye/Bayeux) endpoint (`gitter.faye_url`); unset: per-room HTTP
+    /// streams, which carry new messages only.
+    pub gitter_faye_url: Option<String>,
     /// Gitter OAuth token URL.
     pub oauth_token_url: String,
     /// OAuth client secret.
@@ -655,10 +660,12 @@ impl Config {
         if cfg!(feature = "rustls") {
             return Ok(());
         }
+        let faye = self.gitter_faye_url.clone().unwrap_or_default();
         let outgoing = [
             ("homeserver.url", &self.homeserver_url),
             ("gitter.api_url", &self.gitter_api_url),
             ("gitter.stream_url", &self.gitter_stream_url),
+            ("gitter.faye_url", &faye),
             ("gitter.oauth_token_url", &self.oauth_token_url),
         ];
         match outgoing.iter().find(|(_, u)| u.starts_with("https://")) {
@@ -883,6 +890,12 @@ impl Config {
             max_body_bytes: a.max_body_bytes,
             gitter_api_url: url("gitter.api_url", &g.api_url)?,
             gitter_stream_url: url("gitter.stream_url", &g.stream_url)?,
+            gitter_faye_url: g
+                .faye_url
+                .as_deref()
+                .filter(|u| !u.trim().is_empty())
+                .map(|u| url("gitter.faye_url", u))
+                .transpose()?,
             oauth_token_url: url("gitter.oauth_token_url", &g.oauth_token_url)?,
             client_secret,
             requests_per_minute: g.requests_per_minute,

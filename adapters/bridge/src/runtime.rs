@@ -25,7 +25,8 @@ use gitter_bridge_core::{
     GitterRoomId, Input, Lane, RequestId, StoreCall, StreamCall, Timestamp, WebReply,
 };
 use gitter_bridge_gitter::{
-    GitterClient, GitterConfig, OAuthConfig, RateLimitConfig, StreamEvent, StreamManager,
+    FayeConfig, FayeManager, GitterClient, GitterConfig, OAuthConfig, RateLimitConfig, StreamEvent,
+    StreamManager, Transport,
 };
 use gitter_bridge_matrix::{
     AsServer, AsServerConfig, AsTransaction, ClientConfig, MatrixClient, MatrixError, PingError,
@@ -376,7 +377,14 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
     }
 
     let (stream_tx, stream_rx) = mpsc::channel(1024);
-    let streams = StreamManager::new(gitter.clone(), stream_tx);
+    let streams = match &config.gitter_faye_url {
+        Some(url) => Transport::Faye(FayeManager::new(
+            &gitter,
+            FayeConfig::new(parse_url("gitter.faye_url", url)?),
+            stream_tx,
+        )),
+        None => Transport::Http(StreamManager::new(gitter.clone(), stream_tx)),
+    };
     // 256 bits from the OS for the core's generator: login links and OAuth states are only
     // as unguessable as its seed (a u64 seed once gave every link of a run 64 bits).
     let mut seed = [0u8; 32];
@@ -493,7 +501,7 @@ enum Outcome {
 struct Executor {
     matrix: MatrixClient,
     gitter: GitterClient,
-    streams: Arc<Mutex<StreamManager>>,
+    streams: Arc<Mutex<Transport>>,
     store: SharedStore,
 }
 
@@ -794,7 +802,7 @@ impl Driver {
                         tracing::info!(%room, ?reason, %detail, reconnecting, "Gitter stream ended");
                         self.connected.remove(room);
                     }
-                    StreamEvent::Message { .. } => {}
+                    StreamEvent::Message { .. } | StreamEvent::Realtime(_) => {}
                 }
                 if let Some(m) = &self.metrics {
                     m.open_streams(self.connected.len());

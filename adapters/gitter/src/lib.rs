@@ -40,6 +40,7 @@
 mod client;
 mod error;
 mod exec;
+mod faye;
 mod models;
 mod oauth;
 mod ratelimit;
@@ -50,6 +51,10 @@ pub use client::{
     DEFAULT_MAX_BODY_BYTES, ERROR_BODY_LIMIT, GitterClient, GitterConfig, RetryConfig,
 };
 pub use error::{Blame, GitterError};
+pub use faye::{
+    Advice, BayeuxMessage, Channel, FayeConfig, FayeManager, Sequence, Transport, decode,
+    error_code,
+};
 pub use models::{FromUser, Issue, Mention, Message, Room, UrlRef, User};
 pub use oauth::{GitterOAuth, OAUTH_BODY_LIMIT, OAuthConfig};
 pub use ratelimit::{RateLimitConfig, RateLimiter, TokenKey};

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use gitter_bridge_core::{
-    EffectOutput, EffectResult, FailureKind, GitterMessage, GitterRoomId, Input, Secret, StreamCall,
+    EffectOutput, EffectResult, FailureKind, GitterMessage, GitterRoomId, Input, RealtimeEvent,
+    Secret, StreamCall,
 };
 use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
@@ -297,17 +298,8 @@ pub enum StreamEvent {
         /// Whether the reader keeps trying (false only after a 401).
         reconnecting: bool,
     },
-}
-
-impl StreamEvent {
-    /// The room the event is about.
-    pub fn room(&self) -> &GitterRoomId {
-        match self {
-            StreamEvent::Connected { room }
-            | StreamEvent::Message { room, .. }
-            | StreamEvent::Disconnected { room, .. } => room,
-        }
-    }
+    /// Something else Gitter's realtime API reported (Faye only, `crate::faye`).
+    Realtime(Box<RealtimeEvent>),
 }
 
 impl From<StreamEvent> for Input {
@@ -321,6 +313,7 @@ impl From<StreamEvent> for Input {
             StreamEvent::Disconnected { room, reason, .. } => {
                 Input::StreamDisconnected { room, reason }
             }
+            StreamEvent::Realtime(event) => Input::Realtime(*event),
         }
     }
 }

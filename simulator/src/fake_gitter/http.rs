@@ -75,6 +75,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/gitter/revoke", post(sim_revoke))
         .route("/_sim/gitter/advance-clock", post(sim_advance_clock))
         .route("/_sim/gitter/post", post(sim_post))
+        .route("/_sim/gitter/act", post(sim_act))
+        .route("/_sim/gitter/faye", post(sim_faye))
         .route("/_sim/gitter/rooms/{room}/messages", get(sim_messages))
         .route("/_sim/gitter/lose-answers", post(sim_lose_answers))
         .route("/_sim/gitter/flap-streams", post(sim_flap_streams))
@@ -238,9 +240,53 @@ async fn cors(request: axum::extract::Request, next: axum::middleware::Next) -> 
 pub fn stream_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/rooms/{rid}/chatMessages", get(stream_messages))
+        .route("/bayeux", post(bayeux))
         .fallback(stream_not_found)
         .method_not_allowed_fallback(stream_not_found)
         .with_state(shared)
+}
+
+/// The realtime endpoint (`ws.gitter.im/bayeux`, docs/gitter-api.md §6): one long-polling
+/// POST of a batch of Bayeux messages. A connect with nothing to deliver is held until
+/// something is published for its client, a newer connect of the client comes, or the hold
+/// ends.
+async fn bayeux(State(app): State<App>, body: Bytes) -> Response {
+    let batch = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Array(batch)) => batch,
+        Ok(message @ Value::Object(_)) => vec![message],
+        _ => {
+            return json_response(
+                400,
+                &json!({ "error": "a Bayeux request is a JSON array of messages" }),
+            );
+        }
+    };
+    let held = {
+        let mut state = app.lock();
+        let (answers, held) = state.bayeux(&batch);
+        match held {
+            None => return json_response(200, &Value::Array(answers)),
+            Some(held) => (answers, held),
+        }
+    };
+    let (mut answers, held) = held;
+    let wake = held.wake.clone();
+    let notified = wake.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    // A publish between the answer above and `enable` queued its delivery already: look
+    // once more before waiting.
+    let queued = app.lock().faye_pending(&held.client_id, held.generation);
+    if !queued {
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(Duration::from_millis(super::state::FAYE_HOLD_MS)) => {}
+        }
+    }
+    let delivered = app.lock().faye_drain(&held.client_id, held.generation);
+    answers.push(held.reply);
+    answers.extend(delivered);
+    json_response(200, &Value::Array(answers))
 }
 
 /// The routers that authenticate and rate-limit every request before their
@@ -1247,4 +1293,95 @@ async fn sim_messages(State(app): State<App>, Path(room): Path<String>) -> Respo
         Ok(v) => json_response(200, &Value::Array(v)),
         Err(e) => error_response(&e, None),
     }
+}
+
+/// Something a Gitter user does in another Gitter client, for the end-to-end tests (the
+/// scenarios call the state directly).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case", deny_unknown_fields)]
+enum ActReq {
+    Edit {
+        room: String,
+        username: String,
+        id: String,
+        text: String,
+    },
+    Delete {
+        room: String,
+        username: String,
+        id: String,
+    },
+    Join {
+        room: String,
+        username: String,
+    },
+    Leave {
+        room: String,
+        username: String,
+    },
+    RoomDetails {
+        room: String,
+        name: Option<String>,
+        topic: Option<String>,
+    },
+    Rename {
+        username: String,
+        display_name: String,
+    },
+}
+
+async fn sim_act(State(app): State<App>, axum::Json(req): axum::Json<ActReq>) -> Response {
+    let now = app.clock.now_ms();
+    let mut s = app.lock();
+    let result = match req {
+        ActReq::Edit {
+            room,
+            username,
+            id,
+            text,
+        } => s.edit_as(&username, &room, &id, &text, now),
+        ActReq::Delete { room, username, id } => {
+            s.delete_as(&username, &room, &id).map(|()| json!({}))
+        }
+        ActReq::Join { room, username } => s.join_as(&username, &room, now),
+        ActReq::Leave { room, username } => s.leave_as(&username, &room),
+        ActReq::RoomDetails { room, name, topic } => s
+            .set_room_details(&room, name.as_deref(), topic.as_deref())
+            .map(|()| json!({})),
+        ActReq::Rename {
+            username,
+            display_name,
+        } => s.rename_user(&username, &display_name).map(|()| json!({})),
+    };
+    match result {
+        Ok(v) => json_response(200, &v),
+        Err(e) => error_response(&e, None),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FayeReq {
+    /// Forget every client, as a restart of the Faye server would.
+    forget_clients: bool,
+    /// The next delivery skips a sequence number.
+    skip_sequence: bool,
+}
+
+/// Faults of the realtime endpoint; answers how many clients there are.
+async fn sim_faye(State(app): State<App>, body: Bytes) -> Response {
+    let req: FayeReq = serde_json::from_slice(&body).unwrap_or_default();
+    let mut s = app.lock();
+    let forgotten = if req.forget_clients {
+        s.faye_forget_clients()
+    } else {
+        0
+    };
+    if req.skip_sequence {
+        s.faye_skip_sequence();
+    }
+    json_response(
+        200,
+        &json!({ "forgotten": forgotten, "clients": s.faye_clients() }),
+    )
 }

@@ -184,6 +184,42 @@ impl FakeGitter {
         format!("http://{}", self.stream_addr)
     }
 
+    /// Realtime endpoint (`https://ws.gitter.im/bayeux` equivalent), on the stream host.
+    pub fn faye_url(&self) -> String {
+        format!("http://{}/bayeux", self.stream_addr)
+    }
+
+    /// Publishes everything realtime clients hear to another Faye server as well (the
+    /// e2e test's, the protocol's reference implementation): one HTTP publish per event,
+    /// with `secret` in `ext`, which that server's extension requires of server-side
+    /// publishes. Publishes that fail are logged and dropped, as a lost delivery (the bridge
+    /// catches up by REST).
+    pub fn forward_faye(&mut self, url: String, secret: String) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+        self.with_state(|s| s.faye_forward(tx));
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client");
+        self.tasks.push(tokio::spawn(async move {
+            while let Some(mut message) = rx.recv().await {
+                message["ext"] = serde_json::json!({ "secret": secret });
+                let sent = http
+                    .post(&url)
+                    .json(&serde_json::Value::Array(vec![message]))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => {
+                        tracing::warn!(status = %r.status(), "external Faye refused a publish")
+                    }
+                    Err(e) => tracing::warn!(error = %e.without_url(), "external Faye unreachable"),
+                }
+            }
+        }));
+    }
+
     /// OAuth authorize URL (`https://gitter.im/login/oauth/authorize`).
     pub fn authorize_url(&self) -> String {
         format!("{}/login/oauth/authorize", self.base_url)

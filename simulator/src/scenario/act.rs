@@ -222,6 +222,54 @@ impl Runner {
                 self.world.gitter.leave(&rid, user).map_err(gitter_err)?;
                 Ok(None)
             }
+            Action::GitterEdit {
+                from,
+                room,
+                text,
+                new_text,
+            } => {
+                let rid = self.gitter_room(Some(from), room)?;
+                let id = self.gitter_message_id(&rid, from, text)?;
+                let now = self.world.gitter.now_ms();
+                self.world
+                    .gitter
+                    .with_state(|s| s.edit_as(from, &rid, &id, new_text, now))
+                    .map_err(gitter_err)?;
+                Ok(None)
+            }
+            Action::GitterDelete { from, room, text } => {
+                let rid = self.gitter_room(Some(from), room)?;
+                let id = self.gitter_message_id(&rid, from, text)?;
+                self.world
+                    .gitter
+                    .with_state(|s| s.delete_as(from, &rid, &id))
+                    .map_err(gitter_err)?;
+                Ok(None)
+            }
+            Action::GitterTopic { room, topic } => {
+                let rid = self.gitter_room(None, room)?;
+                self.world
+                    .gitter
+                    .with_state(|s| s.set_room_details(&rid, None, Some(topic)))
+                    .map_err(gitter_err)?;
+                Ok(None)
+            }
+            Action::FayeFault {
+                forget_clients,
+                skip_sequence,
+            } => {
+                let forgotten = self.world.gitter.with_state(|s| {
+                    if *skip_sequence {
+                        s.faye_skip_sequence();
+                    }
+                    if *forget_clients {
+                        s.faye_forget_clients()
+                    } else {
+                        0
+                    }
+                });
+                Ok(Some(format!("{forgotten} client(s) forgotten")))
+            }
             Action::GitterStreamLine { room, line } => {
                 let rid = self.gitter_room(None, room)?;
                 match self.world.gitter.send_stream_line(&rid, line) {

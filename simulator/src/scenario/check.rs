@@ -216,6 +216,39 @@ impl Runner {
                     None => Check::NotYet(format!("{ghost_id} never appeared in the room")),
                 }
             }
+            Expectation::Redacted {
+                user,
+                room,
+                from,
+                body,
+            } => {
+                let room = self.matrix_room(user, Some(room))?;
+                let sender = self.sender_id(from);
+                let visible = self
+                    .messages(user, &room)
+                    .iter()
+                    .any(|m| m.sender == sender && m.body.as_deref() == Some(body.as_str()));
+                if visible {
+                    Check::NotYet(format!("still there; {}", self.timeline_seen(user, &room)))
+                } else {
+                    Check::Holds
+                }
+            }
+            Expectation::Topic { user, room, topic } => {
+                let room_id = self.matrix_room(user, Some(room))?;
+                let now = self.world.hs.with_state(|s| {
+                    s.room_info(&room_id)?
+                        .state_content("m.room.topic", "")?
+                        .get("topic")?
+                        .as_str()
+                        .map(str::to_owned)
+                });
+                if now.as_deref() == Some(topic.as_str()) {
+                    Check::Holds
+                } else {
+                    Check::NotYet(format!("the topic is {now:?}"))
+                }
+            }
             Expectation::Invited { user, room } => {
                 let name = self.room_name(user, room)?;
                 let uid = self.user_id(user);

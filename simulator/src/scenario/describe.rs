@@ -81,6 +81,27 @@ impl Action {
                 format!("{from} posts{kind} on Gitter in {room}: {}", short(text))
             }
             Action::GitterJoin { user, room } => format!("{user} joins {room} on Gitter"),
+            Action::GitterEdit {
+                from,
+                room,
+                text,
+                new_text,
+            } => format!("{from} edits {text:?} in {room} on Gitter to {new_text:?}"),
+            Action::GitterDelete { from, room, text } => {
+                format!("{from} deletes {text:?} in {room} on Gitter")
+            }
+            Action::GitterTopic { room, topic } => {
+                format!("the topic of {room} on Gitter becomes {topic:?}")
+            }
+            Action::FayeFault {
+                forget_clients,
+                skip_sequence,
+            } => match (forget_clients, skip_sequence) {
+                (true, true) => "Gitter's realtime server restarts and loses a delivery".into(),
+                (true, false) => "Gitter's realtime server restarts (forgets every client)".into(),
+                (false, true) => "Gitter's realtime server loses a delivery".into(),
+                (false, false) => "nothing happens to Gitter's realtime server".into(),
+            },
             Action::GitterLeave { user, room } => format!("{user} leaves {room} on Gitter"),
             Action::GitterStreamLine { room, line } => {
                 format!(
@@ -244,6 +265,15 @@ impl Expectation {
                 name,
             } => format!("{user} sees {ghost}'s ghost in {room} named \"{name}\""),
             Expectation::Invited { user, room } => format!("{user} is invited to {room}"),
+            Expectation::Redacted {
+                user,
+                room,
+                from,
+                body,
+            } => format!("{user} no longer sees {from}'s {body:?} in {room} (redacted)"),
+            Expectation::Topic { user, room, topic } => {
+                format!("{user} sees the topic of {room} as {topic:?}")
+            }
             Expectation::Membership {
                 user,
                 room,

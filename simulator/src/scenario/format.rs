@@ -45,6 +45,9 @@ pub struct WorldSpec {
     pub bridge_requests_per_minute: Option<u32>,
     /// First retry delay of a failed AS push.
     pub push_backoff_ms: Option<u64>,
+    /// The bridge reads Gitter over the realtime API (Faye, `gitter.faye_url`) instead of
+    /// one HTTP stream per room.
+    pub faye: Option<bool>,
 }
 
 /// One step: an action or an expectation.
@@ -265,6 +268,43 @@ pub enum Action {
         /// Room uri.
         room: String,
     },
+    /// A Gitter user edits their message (found by its text) in another Gitter client.
+    GitterEdit {
+        /// Username.
+        from: String,
+        /// Room uri.
+        room: String,
+        /// The message's text now.
+        text: String,
+        /// Its new text.
+        new_text: String,
+    },
+    /// A Gitter user deletes their message (found by its text).
+    GitterDelete {
+        /// Username.
+        from: String,
+        /// Room uri.
+        room: String,
+        /// The message's text.
+        text: String,
+    },
+    /// A room's admin changes its topic on Gitter.
+    GitterTopic {
+        /// Room uri.
+        room: String,
+        /// The new topic.
+        topic: String,
+    },
+    /// The realtime server's faults: it forgets every client (a restart), or it loses the
+    /// next delivery (whose sequence number the one after it then skips).
+    FayeFault {
+        /// Forget every client.
+        #[serde(default)]
+        forget_clients: bool,
+        /// Lose the next delivery.
+        #[serde(default)]
+        skip_sequence: bool,
+    },
     /// Gitter writes a raw line to the room's open streams (fails if none is open).
     GitterStreamLine {
         /// Room uri.
@@ -429,6 +469,26 @@ pub enum Expectation {
         ghost: String,
         /// The display name.
         name: String,
+    },
+    /// A message the user saw is gone from their room (redacted): waits until it is.
+    Redacted {
+        /// Localpart.
+        user: String,
+        /// The room.
+        room: String,
+        /// Gitter username (their ghost) or `bot`.
+        from: String,
+        /// The body it had.
+        body: String,
+    },
+    /// The room's topic, as the user's client shows it.
+    Topic {
+        /// Localpart.
+        user: String,
+        /// The room.
+        room: String,
+        /// The topic.
+        topic: String,
     },
     /// The user has a pending invite to the room (a portal, for a Gitter room).
     Invited {

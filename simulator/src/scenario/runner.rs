@@ -27,6 +27,7 @@ impl Runner {
         if let Some(ms) = spec.push_backoff_ms {
             options.push_backoff = Duration::from_millis(ms.max(1));
         }
+        options.faye = spec.faye.unwrap_or(false);
         let server = options.server_name.clone();
         let mut world = World::without_bridge(options)
             .await
@@ -128,6 +129,26 @@ impl Runner {
     }
 
     /// The Gitter room id of a room reference, `@other` being relative to `actor`.
+    /// The id of `from`'s newest message with `text` in a Gitter room.
+    pub(super) fn gitter_message_id(
+        &self,
+        room: &str,
+        from: &str,
+        text: &str,
+    ) -> Result<String, String> {
+        let messages = self
+            .world
+            .gitter
+            .messages(room)
+            .map_err(|e| e.to_string())?;
+        messages
+            .iter()
+            .rev()
+            .find(|m| m["text"] == text && m["fromUser"]["username"].as_str() == Some(from))
+            .and_then(|m| m["id"].as_str().map(str::to_owned))
+            .ok_or_else(|| format!("{from} wrote no {text:?} in {room}"))
+    }
+
     pub(super) fn gitter_room(&self, actor: Option<&str>, room: &str) -> Result<String, String> {
         if let Some(other) = room.strip_prefix('@') {
             let me = actor.ok_or_else(|| {
@@ -427,13 +448,20 @@ impl Runner {
             .map_err(|e| e.to_string())?;
         self.world
             .wait_gitter("a stream for every room", DEFAULT_WITHIN, |g| {
-                rooms.iter().all(|(id, _, _)| g.stream_count(Some(id)) > 0)
+                // An HTTP stream or a realtime subscription.
+                rooms
+                    .iter()
+                    .all(|(id, _, _)| g.with_state(|s| !s.stream_readers(id).is_empty()))
             })
             .await
             .map_err(|e| {
                 let silent: Vec<&str> = rooms
                     .iter()
-                    .filter(|(id, _, _)| self.world.gitter.stream_count(Some(id)) == 0)
+                    .filter(|(id, _, _)| {
+                        self.world
+                            .gitter
+                            .with_state(|s| s.stream_readers(id).is_empty())
+                    })
                     .map(|(_, _, label)| label.as_str())
                     .collect();
                 format!("{e}: no stream for {}", silent.join(", "))

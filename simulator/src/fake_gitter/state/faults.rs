@@ -141,6 +141,7 @@ impl GitterState {
     pub fn revoke_token(&mut self, token: &str) -> bool {
         let existed = self.tokens.remove(token).is_some();
         self.streams.retain(|s| s.token != token);
+        self.faye_revoked(token);
         existed
     }
 }

@@ -193,6 +193,11 @@ impl GitterState {
         }
         room_msgs.insert(id.clone(), msg);
         self.broadcast(&room_id, &id);
+        if let Some(pid) = parent_id {
+            // The parent's new thread count reaches realtime clients as an `update` whose
+            // `editedAt` did not change (§3.10).
+            self.faye_message(&room_id, pid, "update");
+        }
         let msg = self.find_message(&room_id, &id)?;
         Ok(self.message_json(msg, Some(&caller.user_id)))
     }
@@ -260,6 +265,7 @@ impl GitterState {
         // A failed send means the client went away: forget that stream.
         self.streams
             .retain(|s| s.room_id != room_id || s.tx.send(line.clone()).is_ok());
+        self.faye_message(room_id, msg_id, "create");
     }
 
     /// `PUT /v1/rooms/:roomId/chatMessages/:messageId` (§3.8): author only,
@@ -297,6 +303,7 @@ impl GitterState {
         msg.rendered = rendered;
         msg.edited_ms = Some(now_ms);
         msg.v += 1;
+        self.faye_message(&room_id, msg_id, "update");
         let msg = self.find_message(&room_id, msg_id)?;
         Ok(self.message_json(msg, Some(&caller.user_id)))
     }
@@ -327,6 +334,7 @@ impl GitterState {
             msg.text.clear();
             msg.rendered = Rendered::default();
             msg.v += 1;
+            self.faye_message(&room_id, msg_id, "update");
             return Ok(());
         }
         let parent = msg.parent_id.clone();
@@ -339,6 +347,7 @@ impl GitterState {
             u.chat.remove(msg_id);
             u.mention.remove(msg_id);
         }
+        self.faye_message(&room_id, msg_id, "remove");
         Ok(())
     }
 }

@@ -25,6 +25,7 @@ use crate::util::{is_object_id, iso_ms, random_hex, text_len};
 mod acting;
 mod auth;
 mod faults;
+mod faye;
 mod json;
 mod messages;
 mod oauth;
@@ -33,6 +34,7 @@ mod seed;
 mod streams;
 mod users;
 
+pub use faye::{FAYE_HOLD_MS, Held};
 pub use seed::*;
 
 /// Maximum message length (docs/gitter-api.md §3.7).
@@ -340,6 +342,7 @@ pub struct GitterState {
     streams: Vec<StreamSub>,
     next_stream_id: u64,
     faults: Faults,
+    faye: faye::Faye,
 }
 
 impl GitterState {
@@ -364,6 +367,7 @@ impl GitterState {
             streams: Vec::new(),
             next_stream_id: 1,
             faults: Faults::default(),
+            faye: faye::Faye::default(),
         }
     }
 

@@ -126,6 +126,9 @@ impl GitterState {
             return Err(ApiError::forbidden());
         }
         self.add_member(&room_id, &caller.user_id, now_ms);
+        if !member {
+            self.faye_membership(&room_id, &caller.user_id, true);
+        }
         let room = self.rooms.get(&room_id).ok_or_else(ApiError::not_found)?;
         Ok(self.room_json_with(room, &caller.user_id, true))
     }
@@ -160,6 +163,7 @@ impl GitterState {
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.members.retain(|m| *m != target_id);
         }
+        self.faye_membership(&room_id, &target_id, false);
         Ok(json!({ "success": true }))
     }
 

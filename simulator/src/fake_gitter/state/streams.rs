@@ -41,12 +41,18 @@ impl GitterState {
     }
 
     /// Close every stream of `room_id` (or all streams): the client sees its
-    /// response end, as after a server restart (§5.2).
+    /// response end, as after a server restart (§5.2). Dropping all streams also
+    /// forgets every realtime client, as a restart of the Faye server would.
     pub fn drop_streams(&mut self, room_id: Option<&str>) -> usize {
         let before = self.streams.len();
         self.streams
             .retain(|s| room_id.is_some_and(|r| s.room_id != r));
-        before - self.streams.len()
+        let forgotten = if room_id.is_none() {
+            self.faye_forget_clients()
+        } else {
+            0
+        };
+        before - self.streams.len() + forgotten
     }
 
     /// Writes `line` (a `\n` is added) as is to every open stream of
@@ -68,14 +74,18 @@ impl GitterState {
     }
 
     /// Usernames whose tokens hold the open streams of `room_id`, in opening
-    /// order (which Gitter user a client reads the room as).
+    /// order (which Gitter user a client reads the room as), then those whose
+    /// realtime clients subscribe to its messages.
     pub fn stream_readers(&self, room_id: &str) -> Vec<String> {
-        self.streams
+        let mut readers: Vec<String> = self
+            .streams
             .iter()
             .filter(|s| s.is_chat() && s.room_id == room_id)
             .filter_map(|s| self.tokens.get(&s.token))
             .filter_map(|t| self.users.get(&t.user_id).map(|u| u.username.clone()))
-            .collect()
+            .collect();
+        readers.extend(self.faye_readers(room_id));
+        readers
     }
 
     /// Number of open message streams, optionally for one room.
