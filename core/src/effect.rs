@@ -544,8 +544,8 @@ pub enum RealtimeThen {
         owner: OwnedUserId,
         /// The Gitter room.
         room: GitterRoomId,
-        /// The message as edited.
-        message: crate::GitterMessage,
+        /// The message as edited (boxed: it is far larger than the other continuations).
+        message: Box<crate::GitterMessage>,
     },
     /// A message deleted on Gitter: its mapping in one portal was looked up in the store.
     Removed {

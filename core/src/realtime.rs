@@ -195,7 +195,7 @@ impl Bridge {
                         Then::Realtime(RealtimeThen::Edited {
                             owner,
                             room: room.clone(),
-                            message: message.clone(),
+                            message: Box::new(message.clone()),
                         }),
                     );
                 }

@@ -582,6 +582,10 @@ impl Session {
                 Trouble::Gone => return,
                 Trouble::Revoked(detail) => {
                     tracing::info!(%detail, "Gitter realtime client refused: the token is invalid");
+                    // Every room carried hears it, connected or not: the core hands them to
+                    // another reader.
+                    let carried = self.owners().rooms_of(self.id);
+                    self.connected = carried;
                     self.lost(FailureKind::TokenRevoked, &detail, false).await;
                     if let Some((user, _)) = self.user() {
                         let event = RealtimeEvent::TokenRevoked { user };
@@ -928,5 +932,137 @@ fn redact_channel(channel: &str) -> String {
     match Channel::parse(channel) {
         Channel::Token => "/api/v1/token/<token>".into(),
         _ => channel.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> OwnedUserId {
+        OwnedUserId::try_from("@alice:example.org").unwrap()
+    }
+
+    fn message(text: &str, edited: Option<&str>) -> Value {
+        json!({
+            "id": "5fedc44197312f4b6bfe4519", "text": text, "html": text,
+            "sent": "2020-12-31T12:29:53.036Z", "editedAt": edited, "v": 2,
+            "fromUser": {"id": "u1", "username": "bob", "displayName": "Bob"},
+        })
+    }
+
+    #[test]
+    fn channels_are_told_apart() {
+        assert_eq!(
+            Channel::parse("/api/v1/rooms/r1/chatMessages"),
+            Channel::Messages(GitterRoomId::new("r1"))
+        );
+        assert_eq!(
+            Channel::parse("/api/v1/rooms/r1/users"),
+            Channel::Members(GitterRoomId::new("r1"))
+        );
+        assert_eq!(
+            Channel::parse("/api/v1/rooms/r1"),
+            Channel::Room(GitterRoomId::new("r1"))
+        );
+        assert_eq!(
+            Channel::parse("/api/v1/user/u1/rooms"),
+            Channel::UserRooms(GitterUserId::new("u1"))
+        );
+        assert_eq!(Channel::parse("/api/v1/token/abc"), Channel::Token);
+        assert_eq!(Channel::parse("/api/v1/rooms/r1/events"), Channel::Other);
+        assert_eq!(
+            redact_channel("/api/v1/token/secret"),
+            "/api/v1/token/<token>"
+        );
+    }
+
+    #[test]
+    fn error_strings_carry_their_status() {
+        assert_eq!(error_code("401::Invalid access token"), Some(401));
+        assert_eq!(error_code("403::Authorisation denied."), Some(403));
+        assert_eq!(error_code("nonsense"), None);
+    }
+
+    #[test]
+    fn message_envelopes_become_messages_edits_and_removals() {
+        let room = Channel::Messages(GitterRoomId::new("r1"));
+        let create = json!({"operation": "create", "model": message("hi", None)});
+        assert!(matches!(
+            decode(&room, &create, None),
+            Some(StreamEvent::Message { message, .. }) if message.text == "hi"
+        ));
+        let update = json!({"operation": "update", "model": message("hi!", Some("2021-01-01T00:00:00.000Z"))});
+        match decode(&room, &update, None) {
+            Some(StreamEvent::Realtime(e)) => match *e {
+                RealtimeEvent::MessageUpdated { edited_at, .. } => {
+                    assert_eq!(edited_at.as_deref(), Some("2021-01-01T00:00:00.000Z"))
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        let remove = json!({"operation": "remove", "model": {"id": "m1"}});
+        assert_eq!(
+            decode(&room, &remove, None),
+            Some(StreamEvent::Realtime(Box::new(
+                RealtimeEvent::MessageRemoved {
+                    room: GitterRoomId::new("r1"),
+                    id: GitterMessageId::new("m1"),
+                }
+            )))
+        );
+        // Read counts, and anything malformed, mean nothing.
+        let patch = json!({"operation": "patch", "model": {"id": "m1", "readBy": 3}});
+        assert_eq!(decode(&room, &patch, None), None);
+        assert_eq!(decode(&room, &json!({"operation": "create"}), None), None);
+        assert_eq!(decode(&room, &json!("garbage"), None), None);
+    }
+
+    #[test]
+    fn user_channels_need_their_user_and_name_it() {
+        let list = Channel::UserRooms(GitterUserId::new("u1"));
+        let created = json!({"operation": "create", "model": {"id": "r9", "name": "org/new", "uri": "org/new", "roomMember": true}});
+        assert_eq!(decode(&list, &created, None), None, "whose list is unknown");
+        match decode(&list, &created, Some(&user())) {
+            Some(StreamEvent::Realtime(e)) => match *e {
+                RealtimeEvent::RoomListed { user: u, room } => {
+                    assert_eq!(u, user());
+                    assert_eq!(room.id, GitterRoomId::new("r9"));
+                    assert_eq!(room.room_member, Some(true));
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        let revoked = json!({"notification": "token_revoked"});
+        assert_eq!(
+            decode(&Channel::Token, &revoked, Some(&user())),
+            Some(StreamEvent::Realtime(Box::new(
+                RealtimeEvent::TokenRevoked { user: user() }
+            )))
+        );
+        assert_eq!(
+            decode(
+                &Channel::Token,
+                &json!({"notification": "other"}),
+                Some(&user())
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_sequence_gap_is_seen_and_a_new_client_counts_afresh() {
+        let mut s = Sequence::default();
+        assert!(
+            s.take(Some(7)),
+            "the first number is whatever the server starts at"
+        );
+        assert!(s.take(Some(8)));
+        assert!(s.take(None), "no number, nothing to check");
+        assert!(!s.take(Some(10)), "9 was lost");
+        s.reset();
+        assert!(s.take(Some(1)));
     }
 }
