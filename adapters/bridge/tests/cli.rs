@@ -28,6 +28,7 @@ fn loopback_example() -> String {
     EXAMPLE
         .replace("https://api.gitter.im", "http://127.0.0.1:9")
         .replace("https://stream.gitter.im", "http://127.0.0.1:9")
+        .replace("https://ws.gitter.im", "http://127.0.0.1:9")
         .replace("https://gitter.im/login", "http://127.0.0.1:9/login")
         .replacen("client_id = \"CHANGE_ME\"", "client_id = \"app\"", 1)
         .replacen(
