@@ -101,6 +101,7 @@ cleanup() {
             log "FAILED (exit $status). Logs are in $WORK:"
             log "  bridge:      $WORK/bridge.log"
             log "  fake Gitter: $WORK/fake-gitter.log"
+            log "  Faye:        $WORK/faye.log"
             log "  Synapse:     $WORK/synapse/homeserver.log (and $WORK/synapse.out)"
             log "  suite:       $WORK/suite.log"
             if [[ -s "$WORK/bridge.log" ]]; then
@@ -150,6 +151,25 @@ else
 fi
 PY="$VENV/bin/python"
 
+# The reference Faye server (tests/faye: the npm `faye` package with Gitter's rules as an
+# extension), which the bridge reads Gitter's realtime API from. Installed from the lock file
+# once; without Node.js the suite runs on the per-room HTTP streams and the realtime tests
+# skip, saying why.
+FAYE_DIR="$ROOT/tests/faye"
+if [[ "${E2E_FAYE:-1}" == 1 ]] && command -v node >/dev/null && command -v npm >/dev/null; then
+    if [[ ! -d "$FAYE_DIR/node_modules/faye" ]] || ! cmp -s "$FAYE_DIR/package-lock.json" "$FAYE_DIR/node_modules/.package-lock.json"; then
+        log "installing the Faye test server (npm ci in tests/faye)"
+        (cd "$FAYE_DIR" && npm ci --no-audit --no-fund --loglevel=error) >&2
+    fi
+    # Its own rules first (handshake, channel rules, publishes), against a stub Gitter.
+    log "checking the Faye test server (tests/faye/check.sh)"
+    bash "$FAYE_DIR/check.sh" >&2
+    FAYE=1
+else
+    log "no Node.js (or E2E_FAYE=0): the bridge reads Gitter over HTTP streams; realtime tests skip"
+    FAYE=0
+fi
+
 # ---------------------------------------------------------------------------------------------
 # 2. The binaries (debug: the build `cargo test` already made).
 
@@ -178,10 +198,10 @@ fi
 WORK="$(cd "$work" && pwd)"
 log "work dir $WORK"
 
-# Five free loopback ports (bound together so they differ, then released for the servers).
-read -r HS_PORT GITTER_PORT STREAM_PORT AS_PORT WEB_PORT < <("$PY" - <<'EOF'
+# Six free loopback ports (bound together so they differ, then released for the servers).
+read -r HS_PORT GITTER_PORT STREAM_PORT AS_PORT WEB_PORT FAYE_PORT < <("$PY" - <<'EOF'
 import socket
-socks = [socket.socket() for _ in range(5)]
+socks = [socket.socket() for _ in range(6)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -194,6 +214,13 @@ GITTER_URL="http://127.0.0.1:$GITTER_PORT"
 GITTER_STREAM_URL="http://127.0.0.1:$STREAM_PORT"
 AS_URL="http://127.0.0.1:$AS_PORT"
 WEB_URL="http://127.0.0.1:$WEB_PORT"
+FAYE_URL="http://127.0.0.1:$FAYE_PORT/bayeux"
+FAYE_SECRET="$("$PY" -c 'import secrets; print(secrets.token_hex(16))')"
+if ((FAYE)); then
+    FAYE_LINE="faye_url = \"$FAYE_URL\""
+else
+    FAYE_LINE=""
+fi
 
 CONFIG="$WORK/config.toml"
 REGISTRATION="$WORK/registration.yaml"
@@ -216,6 +243,7 @@ ghost_displayname_template = "{displayName} (Gitter)"
 [gitter]
 api_url = "$GITTER_URL"
 stream_url = "$GITTER_STREAM_URL"
+$FAYE_LINE
 oauth_authorize_url = "$GITTER_URL/login/oauth/authorize"
 oauth_token_url = "$GITTER_URL/login/oauth/token"
 client_id = "sim-client-id"
@@ -259,11 +287,23 @@ SYNAPSE_PID=$!
 wait_http Synapse "$HS_URL/_matrix/client/versions" "$!" 60
 
 log "starting the fake Gitter on $GITTER_URL"
+FAYE_ARGS=()
+if ((FAYE)); then
+    FAYE_ARGS=(--faye-publish "$FAYE_URL" --faye-secret "$FAYE_SECRET")
+fi
 "$SIM_BIN" fake-gitter --bind "127.0.0.1:$GITTER_PORT" --stream-bind "127.0.0.1:$STREAM_PORT" \
     --seed "$ROOT/fixtures/sim/gitter-seed.toml" --redirect-uri "$WEB_URL/oauth/callback" \
-    >"$WORK/fake-gitter.log" 2>&1 &
+    "${FAYE_ARGS[@]}" >"$WORK/fake-gitter.log" 2>&1 &
 PIDS+=("fake-gitter:$!")
 wait_http "the fake Gitter" "$GITTER_URL/_sim/gitter/rooms/gitter-bridge%2Flobby/messages" "$!" 30
+
+if ((FAYE)); then
+    log "starting the Faye server on $FAYE_URL"
+    FAYE_PORT="$FAYE_PORT" GITTER_API_URL="$GITTER_URL" FAYE_SECRET="$FAYE_SECRET" \
+        node "$FAYE_DIR/server.js" >"$WORK/faye.log" 2>&1 &
+    PIDS+=("faye:$!")
+    wait_http "the Faye server" "http://127.0.0.1:$FAYE_PORT/health" "$!" 30
+fi
 
 export NO_COLOR=1 # plain log files
 log "starting gitter-bridge"
@@ -289,6 +329,7 @@ export E2E_SYNAPSE_DB="$WORK/synapse/homeserver.db"
 export E2E_SYNAPSE_PID="$SYNAPSE_PID"
 export E2E_WORK_DIR="$WORK"
 export E2E_APPSERVICE_ID="$APPSERVICE_ID"
+export E2E_FAYE="$FAYE"
 
 log "running the suite (tests/e2e)"
 # In the background and waited for, so that a signal to this script stops it at once.

@@ -213,7 +213,7 @@ async fn wait_message(
 /// listens to the room before Gitter users talk.
 pub async fn wait_listening(w: &World, room: &str) -> Result<(), WorldError> {
     w.wait_gitter(&format!("the bridge listening to {room}"), WAIT, |g| {
-        g.stream_count(Some(room)) > 0
+        g.is_read(room)
     })
     .await
 }

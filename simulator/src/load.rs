@@ -43,6 +43,8 @@ pub struct LoadOptions {
     pub seed: u64,
     /// The `gitter-bridge` binary to run as its own process (`None`: in this process).
     pub bridge_bin: Option<std::path::PathBuf>,
+    /// Read Gitter over the realtime endpoint (Faye) instead of HTTP streams.
+    pub faye: bool,
 }
 
 /// What `/proc` says of the bridge's process.
@@ -128,6 +130,8 @@ pub struct LoadReport {
     /// The bridge's own process, when it ran as one: at the start of the sending and at the
     /// end of the run.
     pub bridge_process: Option<(ProcessFigures, ProcessFigures)>,
+    /// What read Gitter at the end of the sending: open HTTP streams and realtime clients.
+    pub readers: (usize, usize),
 }
 
 impl LoadReport {
@@ -145,6 +149,9 @@ impl LoadReport {
             "rate_per_s": self.options.rate,
             "duration_s": self.options.duration.as_secs_f64(),
             "exactly_once": self.exactly_once(),
+            "transport": if self.options.faye { "faye" } else { "http_streams" },
+            "gitter_http_streams": self.readers.0,
+            "gitter_faye_clients": self.readers.1,
             "gitter_to_matrix": self.g2m.json(),
             "matrix_to_gitter": self.m2g.json(),
             "baseline_direct_puts": self.baseline.json(),
@@ -251,8 +258,13 @@ pub(crate) struct Sent {
 
 /// Runs the load and returns the report. Progress goes to stderr.
 pub async fn run(options: LoadOptions) -> Result<LoadReport, WorldError> {
-    let (world, rss_before) =
-        start_world(options.users, options.rooms, options.bridge_bin.as_deref()).await?;
+    let (world, rss_before) = start_world(
+        options.users,
+        options.rooms,
+        options.bridge_bin.as_deref(),
+        options.faye,
+    )
+    .await?;
     let result = drive(&world, &options, rss_before).await;
     world.shutdown().await;
     result
@@ -266,8 +278,10 @@ pub(crate) async fn start_world(
     users: usize,
     rooms: usize,
     bridge_bin: Option<&std::path::Path>,
+    faye: bool,
 ) -> Result<(World, f64), WorldError> {
     let world_options = WorldOptions {
+        faye,
         gitter_seed: seed(users, rooms),
         gitter_rate_limit: 1_000_000,
         bridge_requests_per_minute: 1_000_000,
@@ -491,6 +505,10 @@ async fn drive(w: &World, o: &LoadOptions, rss_before: f64) -> Result<LoadReport
         })
         .collect();
     let process_at_end = w.bridge_pid().and_then(ProcessFigures::of);
+    let readers = (
+        w.gitter.stream_count(None),
+        w.gitter.with_state(|s| s.faye_clients()),
+    );
     let baseline = baseline(w, &pairs, puts, span).await?;
     let (_, peak) = rss_mib();
     Ok(LoadReport {
@@ -502,6 +520,7 @@ async fn drive(w: &World, o: &LoadOptions, rss_before: f64) -> Result<LoadReport
         rss_before_bridge_mib: rss_before,
         peak_rss_mib: peak,
         bridge_process: process_at_start.zip(process_at_end),
+        readers,
     })
 }
 
@@ -679,6 +698,10 @@ pub fn print(report: &LoadReport) {
     line("Gitter -> Matrix", &report.g2m);
     line("Matrix -> Gitter", &report.m2g);
     line("baseline: direct PUTs", &report.baseline);
+    println!(
+        "reading Gitter: {} HTTP stream(s), {} realtime client(s)",
+        report.readers.0, report.readers.1
+    );
     match report.bridge_process {
         Some((start, end)) => println!(
             "bridge process: {:.2} CPU s while sending and settling, {:.1} MiB resident \

@@ -72,6 +72,10 @@ enum Command {
         /// The p99 latency a sustained rate must keep, with `--saturate`.
         #[arg(long, default_value_t = 100.0)]
         p99_limit_ms: f64,
+        /// The bridge reads Gitter over the fake's realtime endpoint (Faye) instead of one
+        /// HTTP stream per room.
+        #[arg(long)]
+        faye: bool,
     },
     /// Builds a store with a long history (`--portals` portals, `--mappings` message
     /// mappings) and measures a start from it in a fresh process: open, hot-set load and
@@ -219,6 +223,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             in_process,
             saturate,
             p99_limit_ms,
+            faye,
         } => {
             if users < 2 || rooms < 1 || rate <= 0.0 {
                 return Err(
@@ -266,6 +271,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 settle: Duration::from_secs(settle),
                 seed,
                 bridge_bin,
+                faye,
             })
             .await
             .map_err(|e| e.to_string())?;

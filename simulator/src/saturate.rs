@@ -120,7 +120,7 @@ impl SaturateReport {
 
 /// Runs both ramps in one world.
 pub async fn run(o: SaturateOptions) -> Result<SaturateReport, WorldError> {
-    let (world, _) = start_world(o.users, o.rooms, o.bridge_bin.as_deref()).await?;
+    let (world, _) = start_world(o.users, o.rooms, o.bridge_bin.as_deref(), false).await?;
     let result = ramps(&world, &o).await;
     world.shutdown().await;
     result

@@ -419,24 +419,27 @@ async fn the_demo_journey_passes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_load_run_delivers_everything_exactly_once() {
-    let report = gitter_bridge_sim::load::run(gitter_bridge_sim::load::LoadOptions {
-        users: 2,
-        rooms: 2,
-        rate: 20.0,
-        duration: Duration::from_secs(2),
-        settle: Duration::from_secs(30),
-        seed: 7,
-        bridge_bin: None,
-    })
-    .await
-    .expect("the load runs");
-    assert!(report.exactly_once(), "{:?}", report.problems);
-    // Each Gitter message reaches both portals of its room.
-    assert_eq!(report.g2m.deliveries, report.g2m.sent * 2);
-    assert_eq!(report.m2g.deliveries, report.m2g.sent);
-    assert!(report.g2m.sent > 5 && report.m2g.sent > 5, "{report:?}");
-    assert!(report.json()["exactly_once"].as_bool().unwrap());
+async fn a_short_load_run_delivers_everything_exactly_once_over_either_transport() {
+    for faye in [false, true] {
+        let report = gitter_bridge_sim::load::run(gitter_bridge_sim::load::LoadOptions {
+            users: 2,
+            rooms: 2,
+            rate: 20.0,
+            duration: Duration::from_secs(2),
+            settle: Duration::from_secs(30),
+            seed: 7,
+            bridge_bin: None,
+            faye,
+        })
+        .await
+        .expect("the load runs");
+        assert!(report.exactly_once(), "faye {faye}: {:?}", report.problems);
+        // Each Gitter message reaches both portals of its room.
+        assert_eq!(report.g2m.deliveries, report.g2m.sent * 2, "faye {faye}");
+        assert_eq!(report.m2g.deliveries, report.m2g.sent, "faye {faye}");
+        assert!(report.g2m.sent > 5 && report.m2g.sent > 5, "{report:?}");
+        assert!(report.json()["exactly_once"].as_bool().unwrap());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -224,6 +224,14 @@ class FakeGitter:
             assert resp.status == 200, f"post to {room} answered {resp.status}"
             return await resp.json()
 
+    async def act(self, action: str, **fields: Any) -> dict:
+        """Something a Gitter user or admin does in another Gitter client (`edit`, `delete`,
+        `join`, `leave`, `room_details`, `rename`), as the fake's `/_sim/gitter/act` takes it."""
+        body = {"do": action, **fields}
+        async with http().post(f"{self.url}/_sim/gitter/act", json=body) as resp:
+            assert resp.status == 200, f"{action} answered {resp.status}: {await resp.text()}"
+            return await resp.json()
+
     async def messages(self, room: str) -> list[dict]:
         """The room's messages, oldest first."""
         url = f"{self.url}/_sim/gitter/rooms/{quote(room, safe='')}/messages"
@@ -540,6 +548,18 @@ class MatrixUser:
             for e in self.timelines.get(room_id, [])
             if e.get("type") == "m.room.message" and (sender is None or e["sender"] == sender)
         ]
+
+    def events(self, room_id: str, event_type: str) -> list[dict]:
+        """The events of a type seen in `room_id`'s timeline, oldest first."""
+        return [e for e in self.timelines.get(room_id, []) if e.get("type") == event_type]
+
+    async def wait_event(
+        self, room_id: str, event_type: str, predicate: Callable[[dict], bool], what: str
+    ) -> dict:
+        def find() -> dict | None:
+            return next((e for e in self.events(room_id, event_type) if predicate(e)), None)
+
+        return await self._wait(find, f"{what} in {room_id}")
 
     def bodies(self, room_id: str, sender: str | None = None) -> list[str]:
         return [e["content"].get("body", "") for e in self.messages(room_id, sender)]

@@ -349,6 +349,18 @@ impl FakeGitter {
         })
     }
 
+    /// Whether someone reads the room (id or uri): an open HTTP stream or a realtime
+    /// subscription to its messages.
+    pub fn is_read(&self, room: &str) -> bool {
+        self.with_state(|s| {
+            let rid = s
+                .room_ref(room)
+                .map(|x| x.id.clone())
+                .unwrap_or_else(|| room.to_string());
+            !s.stream_readers(&rid).is_empty()
+        })
+    }
+
     /// Open streams (of one room, or all).
     pub fn stream_count(&self, room: Option<&str>) -> usize {
         self.with_state(|s| {
@@ -460,8 +472,12 @@ impl FakeGitter {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(true);
         }
-        // Open streams would keep graceful shutdown waiting: close them.
-        self.with_state(|s| s.drop_streams(None));
+        // Open streams and held realtime connects would keep graceful shutdown waiting:
+        // close them, and end the forwarding to an external Faye server.
+        self.with_state(|s| {
+            s.drop_streams(None);
+            s.faye_forward_stop();
+        });
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }

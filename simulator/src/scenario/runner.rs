@@ -449,19 +449,13 @@ impl Runner {
         self.world
             .wait_gitter("a stream for every room", DEFAULT_WITHIN, |g| {
                 // An HTTP stream or a realtime subscription.
-                rooms
-                    .iter()
-                    .all(|(id, _, _)| g.with_state(|s| !s.stream_readers(id).is_empty()))
+                rooms.iter().all(|(id, _, _)| g.is_read(id))
             })
             .await
             .map_err(|e| {
                 let silent: Vec<&str> = rooms
                     .iter()
-                    .filter(|(id, _, _)| {
-                        self.world
-                            .gitter
-                            .with_state(|s| s.stream_readers(id).is_empty())
-                    })
+                    .filter(|(id, _, _)| !self.world.gitter.is_read(id))
                     .map(|(_, _, label)| label.as_str())
                     .collect();
                 format!("{e}: no stream for {}", silent.join(", "))

@@ -89,6 +89,11 @@ impl GitterState {
         self.faye.external = Some(to);
     }
 
+    /// Stops forwarding to the external server (its task ends with the channel).
+    pub fn faye_forward_stop(&mut self) {
+        self.faye.external = None;
+    }
+
     /// Handles one long-polling POST (a batch of Bayeux messages). Returns the answers due
     /// now and, for a connect with nothing to deliver, the held connect.
     pub fn bayeux(&mut self, batch: &[Value]) -> (Vec<Value>, Option<Held>) {
