@@ -167,40 +167,57 @@ impl Bridge {
             // Not relayed yet: it will be, as edited.
             return;
         }
-        for owner in self.receiving_portals(&room) {
+        let boxed = Box::new(message.clone());
+        let found = self.mappings_in_portals(&room, &message.id, |owner| RealtimeThen::Edited {
+            owner: owner.clone(),
+            room: room.clone(),
+            message: boxed.clone(),
+        });
+        for (owner, mapping) in found {
+            self.edit_in_portal(&owner, &room, &message, &mapping);
+        }
+    }
+
+    /// The mappings of a Gitter message in the portals of its room that receive: those in
+    /// the hot set now; for the others, a lookup in the store is asked (on the portal's lane,
+    /// after whatever relay of the message is in flight there), answered to `then`. A portal
+    /// whose room is still being created is skipped: its queued copy is relayed as it was.
+    fn mappings_in_portals(
+        &mut self,
+        room: &GitterRoomId,
+        id: &GitterMessageId,
+        then: impl Fn(&OwnedUserId) -> RealtimeThen,
+    ) -> Vec<(OwnedUserId, MessageRecord)> {
+        let mut found = Vec::new();
+        for owner in self.receiving_portals(room) {
             let hot = self
                 .state
                 .messages
-                .get(&(owner.clone(), message.id.clone()))
+                .get(&(owner.clone(), id.clone()))
+                .filter(|m| m.event_id.is_some())
                 .cloned();
-            match hot {
-                Some(mapping) if mapping.event_id.is_some() => {
-                    self.edit_in_portal(&owner, &room, &message, &mapping)
-                }
-                // The portal's room is still being created: its queued copy is relayed as
-                // it was (see the module documentation of `portal.rs`).
-                _ if self.portal_state(&owner, &room) == Some(PortalState::Creating) => {}
-                _ => {
-                    let id = message.id.clone();
-                    self.ask(
-                        Lane::Portal {
-                            owner: owner.clone(),
-                            room: room.clone(),
-                        },
-                        Action::Store(StoreCall::MappingByGitterId {
-                            owner: owner.clone(),
-                            room: room.clone(),
-                            gitter_id: id,
-                        }),
-                        Then::Realtime(RealtimeThen::Edited {
-                            owner,
-                            room: room.clone(),
-                            message: Box::new(message.clone()),
-                        }),
-                    );
-                }
+            if let Some(mapping) = hot {
+                found.push((owner, mapping));
+                continue;
             }
+            if self.portal_state(&owner, room) == Some(PortalState::Creating) {
+                continue;
+            }
+            let continuation = then(&owner);
+            self.ask(
+                Lane::Portal {
+                    owner: owner.clone(),
+                    room: room.clone(),
+                },
+                Action::Store(StoreCall::MappingByGitterId {
+                    owner,
+                    room: room.clone(),
+                    gitter_id: id.clone(),
+                }),
+                Then::Realtime(continuation),
+            );
         }
+        found
     }
 
     fn on_message_removed(&mut self, room: &GitterRoomId, id: &GitterMessageId) {
@@ -209,36 +226,13 @@ impl Bridge {
         }
         // Not relayed yet: it never will be (a catch-up does not read deleted messages).
         self.streams.remove_waiting(room, id);
-        for owner in self.receiving_portals(room) {
-            let hot = self
-                .state
-                .messages
-                .get(&(owner.clone(), id.clone()))
-                .cloned();
-            match hot {
-                Some(mapping) if mapping.event_id.is_some() => {
-                    self.redact_in_portal(&owner, room, &mapping)
-                }
-                _ if self.portal_state(&owner, room) == Some(PortalState::Creating) => {}
-                _ => {
-                    self.ask(
-                        Lane::Portal {
-                            owner: owner.clone(),
-                            room: room.clone(),
-                        },
-                        Action::Store(StoreCall::MappingByGitterId {
-                            owner: owner.clone(),
-                            room: room.clone(),
-                            gitter_id: id.clone(),
-                        }),
-                        Then::Realtime(RealtimeThen::Removed {
-                            owner,
-                            room: room.clone(),
-                            gitter_id: id.clone(),
-                        }),
-                    );
-                }
-            }
+        let found = self.mappings_in_portals(room, id, |owner| RealtimeThen::Removed {
+            owner: owner.clone(),
+            room: room.clone(),
+            gitter_id: id.clone(),
+        });
+        for (owner, mapping) in found {
+            self.redact_in_portal(&owner, room, &mapping);
         }
     }
 

@@ -39,8 +39,7 @@ fn adapter(g: &FakeGitter) -> (FayeManager, mpsc::Receiver<StreamEvent>) {
     (FayeManager::new(&client, faye, tx), rx)
 }
 
-/// The next event that is not a `Connected` or `Disconnected` of a room (unless `want`
-/// says so), within 10 s.
+/// The next event the client reports, within 10 s.
 async fn next(rx: &mut mpsc::Receiver<StreamEvent>) -> StreamEvent {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
@@ -52,11 +51,12 @@ fn room(g: &FakeGitter) -> GitterRoomId {
     GitterRoomId::new(g.room_id("org/room").unwrap())
 }
 
-#[tokio::test]
-async fn one_client_carries_a_room_and_a_user_and_reports_what_happens() {
-    let g = gitter().await;
-    let (mut faye, mut rx) = adapter(&g);
-    let room = room(&g);
+/// Alice's token reads org/room, and her own channels are watched with it.
+async fn alice_reads_and_is_watched(
+    g: &FakeGitter,
+    faye: &mut FayeManager,
+) -> (GitterRoomId, gitter_bridge_core::OwnedUserId) {
+    let room = room(g);
     let alice = gitter_bridge_core::OwnedUserId::try_from("@alice:localhost").unwrap();
     faye.execute(&StreamCall::Open {
         room: room.clone(),
@@ -71,6 +71,14 @@ async fn one_client_carries_a_room_and_a_user_and_reports_what_happens() {
     })
     .await
     .unwrap();
+    (room, alice)
+}
+
+#[tokio::test]
+async fn one_client_carries_a_room_and_a_user_and_reports_what_happens() {
+    let g = gitter().await;
+    let (mut faye, mut rx) = adapter(&g);
+    let (room, _) = alice_reads_and_is_watched(&g, &mut faye).await;
     assert_eq!(
         next(&mut rx).await,
         StreamEvent::Connected { room: room.clone() }
@@ -193,21 +201,7 @@ async fn a_forgotten_client_starts_over_and_its_rooms_reconnect() {
 async fn a_revoked_token_is_reported_and_the_client_stops() {
     let g = gitter().await;
     let (mut faye, mut rx) = adapter(&g);
-    let room = room(&g);
-    let alice = gitter_bridge_core::OwnedUserId::try_from("@alice:localhost").unwrap();
-    faye.execute(&StreamCall::Open {
-        room: room.clone(),
-        token: Secret::new(ALICE_TOKEN),
-    })
-    .await
-    .unwrap();
-    faye.execute(&StreamCall::Watch {
-        user: alice.clone(),
-        gitter_user: GitterUserId::new(g.user_id("alice").unwrap()),
-        token: Secret::new(ALICE_TOKEN),
-    })
-    .await
-    .unwrap();
+    let (room, alice) = alice_reads_and_is_watched(&g, &mut faye).await;
     assert_eq!(
         next(&mut rx).await,
         StreamEvent::Connected { room: room.clone() }

@@ -25,7 +25,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use gitter_bridge_core::{
     EffectOutput, EffectResult, FailureKind, GitterMessageId, GitterRoomId, GitterUserId,
     OwnedUserId, RealtimeEvent, Secret, StreamCall,
@@ -75,12 +74,7 @@ impl FayeConfig {
     }
 
     fn backoff(&self) -> backon::ExponentialBackoff {
-        ExponentialBuilder::new()
-            .with_min_delay(self.reconnect_min)
-            .with_max_delay(self.reconnect_max)
-            .without_max_times()
-            .with_jitter()
-            .build()
+        crate::stream::reconnect_backoff(self.reconnect_min, self.reconnect_max)
     }
 }
 

@@ -71,13 +71,19 @@ impl Default for StreamConfig {
 
 impl StreamConfig {
     fn backoff(&self) -> backon::ExponentialBackoff {
-        ExponentialBuilder::new()
-            .with_min_delay(self.reconnect_min)
-            .with_max_delay(self.reconnect_max)
-            .without_max_times()
-            .with_jitter()
-            .build()
+        reconnect_backoff(self.reconnect_min, self.reconnect_max)
     }
+}
+
+/// Reconnect delays from `min` to `max`, doubling, with jitter (spreads many readers), never
+/// giving up: a stream or realtime client is wanted until it is closed.
+pub(crate) fn reconnect_backoff(min: Duration, max: Duration) -> backon::ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .without_max_times()
+        .with_jitter()
+        .build()
 }
 
 // ---- the reconnect decision ----
