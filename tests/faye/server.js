@@ -200,3 +200,9 @@ server.listen(PORT, '127.0.0.1', () => {
   // check.sh reads the port from this line when FAYE_PORT=0.
   log('listening http://127.0.0.1:' + server.address().port + '/bayeux timeout=' + TIMEOUT + 's api=' + API);
 });
+
+// Held long-polls would keep a graceful close waiting for their timeout: a test server stops
+// at once when the script that started it says so.
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => process.exit(0));
+}
