@@ -336,6 +336,9 @@ impl Sequence {
 struct Owners {
     rooms: HashMap<GitterRoomId, u64>,
     users: HashMap<OwnedUserId, (u64, GitterUserId)>,
+    /// Rooms opened again on the client that carries them: they subscribe again, and their
+    /// new `Connected` makes the core catch up, as a new HTTP stream would.
+    reopened: BTreeSet<GitterRoomId>,
 }
 
 impl Owners {
@@ -402,11 +405,20 @@ impl FayeManager {
         let touched = match call {
             StreamCall::Open { room, token } => {
                 let session = self.session_for(token);
-                let before = self.lock().rooms.insert(room.clone(), session);
-                // Re-opening on the same token starts the room over (a fresh `Connected`).
+                let mut owners = self.lock();
+                let before = owners.rooms.insert(room.clone(), session);
+                if before == Some(session) {
+                    // Re-opening on the same token starts the room over (a fresh `Connected`).
+                    owners.reopened.insert(room.clone());
+                }
+                drop(owners);
                 vec![Some(session), before]
             }
-            StreamCall::Close { room } => vec![self.lock().rooms.remove(room)],
+            StreamCall::Close { room } => {
+                let mut owners = self.lock();
+                owners.reopened.remove(room);
+                vec![owners.rooms.remove(room)]
+            }
             StreamCall::Watch {
                 user,
                 gitter_user,
@@ -762,6 +774,23 @@ impl Session {
         let Some(client) = self.client_id.clone() else {
             return Ok(());
         };
+        let reopened: Vec<GitterRoomId> = {
+            let mut owners = self.owners();
+            let mine: Vec<GitterRoomId> = owners
+                .reopened
+                .iter()
+                .filter(|r| owners.rooms.get(*r) == Some(&self.id))
+                .cloned()
+                .collect();
+            for room in &mine {
+                owners.reopened.remove(room);
+            }
+            mine
+        };
+        for room in reopened {
+            self.connected.remove(&room);
+            self.subscribed.remove(&room_channels(&room)[0]);
+        }
         let wanted = self.wanted();
         let mut batch = Vec::new();
         let to_subscribe: Vec<String> = wanted.difference(&self.subscribed).cloned().collect();
