@@ -430,6 +430,7 @@ impl Bridge {
             );
         }
         let mut record = self.user_record(&user);
+        let old_token = record.login.as_ref().map(|l| l.token.clone());
         record.login = Some(Login {
             gitter_id: gitter.id.clone(),
             username: gitter.username.clone(),
@@ -454,6 +455,20 @@ impl Bridge {
             format!("You are now logged in as {}.", gitter.username),
         );
         self.watch_user(&user);
+        // Streams this user reads with an earlier token go on with the new one: the old one
+        // may be revoked next, and its refusal must not end this login.
+        if old_token.is_some_and(|t| t != token) {
+            let read: Vec<crate::GitterRoomId> = self
+                .state
+                .gitter_rooms
+                .values()
+                .filter(|r| r.reader.as_ref() == Some(&user) && self.streams.is_open(&r.id))
+                .map(|r| r.id.clone())
+                .collect();
+            for room in read {
+                self.open_stream(&room, &user);
+            }
+        }
         // Rooms this user already has portals in may need a reader again (after a revoked
         // token, for instance).
         let rooms: Vec<_> = self

@@ -37,6 +37,9 @@ pub(crate) struct Realtime {
     /// Messages their portal owner deleted from Matrix in this run: Gitter's report of the
     /// deletion is that redaction's echo in their portal.
     deleted_from_matrix: Window<(OwnedUserId, GitterMessageId)>,
+    /// Messages redacted in a portal in this run: a root emptied because it has replies is
+    /// saved again on every new reply (and removed at last), and is redacted once.
+    redacted: Window<(OwnedUserId, GitterMessageId)>,
     /// The users whose own channels are watched.
     watching: BTreeSet<OwnedUserId>,
 }
@@ -47,6 +50,7 @@ impl Default for Realtime {
             edited: HashMap::new(),
             edited_order: Window::new(REMEMBERED),
             deleted_from_matrix: Window::new(REMEMBERED),
+            redacted: Window::new(REMEMBERED),
             watching: BTreeSet::new(),
         }
     }
@@ -348,6 +352,11 @@ impl Bridge {
         else {
             return;
         };
+        let key = (owner.clone(), mapping.gitter_id.clone());
+        if self.realtime.redacted.contains(&key) {
+            return;
+        }
+        self.realtime.redacted.push(key);
         self.emit(
             Lane::Portal {
                 owner: owner.clone(),
@@ -452,6 +461,9 @@ impl Bridge {
             return;
         };
         let mut states = Vec::new();
+        // A one-to-one room (no uri) is named after the other person, which differs for
+        // each of its two members: its name is never taken from a change.
+        let name = name.filter(|_| record.uri.is_some());
         if let Some(name) = name.filter(|n| n != &record.name && !n.is_empty()) {
             record.name = name.clone();
             states.push(RoomState::Name(name));

@@ -193,7 +193,7 @@ impl Bridge {
         }
     }
 
-    fn open_stream(&mut self, room: &GitterRoomId, reader: &ruma::OwnedUserId) {
+    pub(crate) fn open_stream(&mut self, room: &GitterRoomId, reader: &ruma::OwnedUserId) {
         let Some(login) = self.valid_login(reader) else {
             return;
         };

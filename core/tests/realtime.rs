@@ -124,12 +124,22 @@ fn a_deletion_on_gitter_redacts_the_message_in_every_portal() {
     let mut emptied = root.clone();
     emptied.text.clear();
     emptied.html.clear();
+    // Saved again for every new reply, and removed at last: redacted once.
+    for _ in 0..2 {
+        realtime(
+            &mut h,
+            RealtimeEvent::MessageUpdated {
+                room: room.clone(),
+                message: emptied.clone(),
+                edited_at: None,
+            },
+        );
+    }
     realtime(
         &mut h,
-        RealtimeEvent::MessageUpdated {
+        RealtimeEvent::MessageRemoved {
             room: room.clone(),
-            message: emptied,
-            edited_at: None,
+            id: root.id.clone(),
         },
     );
     for (_, portal) in &portals {
@@ -270,6 +280,42 @@ fn a_new_name_and_topic_reach_every_portal_once() {
             ]
         );
     }
+}
+
+#[test]
+fn a_one_to_one_keeps_its_name_whatever_the_other_member_sees() {
+    let mut h = Harness::new();
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    let room = h.add_gitter_room("dm", &["alice", "bob"]);
+    let dm = GitterRoom {
+        name: "Bob Display".into(),
+        uri: None,
+        one_to_one: true,
+        room_member: Some(true),
+        ..h.gitter[&room].room.clone()
+    };
+    realtime(
+        &mut h,
+        RealtimeEvent::RoomListed {
+            user: alice.clone(),
+            room: dm,
+        },
+    );
+    let portal = h.portal(&alice, &room).unwrap();
+    // Bob's view of the room names it after Alice.
+    realtime(
+        &mut h,
+        RealtimeEvent::RoomChanged {
+            room: room.clone(),
+            name: Some("Alice Display".into()),
+            topic: None,
+        },
+    );
+    assert!(
+        h.matrix[&portal].state.is_empty(),
+        "{:?}",
+        h.matrix[&portal].state
+    );
 }
 
 #[test]

@@ -275,8 +275,16 @@ pub fn decode(channel: &Channel, data: &Value, user: Option<&OwnedUserId>) -> Op
                     user,
                     room: GitterRoomId::new(model_id()?),
                 }),
-                // A topic or name seen in the user's list (`patch` `{id, topic}`, §6.4).
-                "patch" | "update" => room_changed(GitterRoomId::new(model_id()?), model?),
+                // A topic seen in the user's list (`patch` `{id, topic}`, §6.4). Not its
+                // name: a one-to-one room is named for each member after the other one.
+                "patch" | "update" => {
+                    let topic = model?.get("topic").and_then(Value::as_str)?.to_owned();
+                    realtime(RealtimeEvent::RoomChanged {
+                        room: GitterRoomId::new(model_id()?),
+                        name: None,
+                        topic: Some(topic),
+                    })
+                }
                 _ => None,
             }
         }
@@ -407,10 +415,10 @@ impl FayeManager {
                 let session = self.session_for(token);
                 let mut owners = self.lock();
                 let before = owners.rooms.insert(room.clone(), session);
-                if before == Some(session) {
-                    // Re-opening on the same token starts the room over (a fresh `Connected`).
-                    owners.reopened.insert(room.clone());
-                }
+                // Every open starts the room over with a fresh `Connected` (and so a
+                // catch-up), as a new HTTP stream would, even if this client carried it
+                // already or carries it again before it noticed it had gone.
+                owners.reopened.insert(room.clone());
                 drop(owners);
                 vec![Some(session), before]
             }
@@ -468,6 +476,21 @@ impl FayeManager {
         }
         let id = self.next_session;
         self.next_session += 1;
+        if let Some(old) = self.sessions.get(&key).map(|h| h.id) {
+            // The token's client stopped (refused at handshake): the new one takes over what
+            // it carried, each room starting over.
+            let mut owners = self.lock();
+            let moved: Vec<GitterRoomId> = owners.rooms_of(old).into_iter().collect();
+            for room in moved {
+                owners.rooms.insert(room.clone(), id);
+                owners.reopened.insert(room);
+            }
+            for (session, _) in owners.users.values_mut() {
+                if *session == old {
+                    *session = id;
+                }
+            }
+        }
         let wake = Arc::new(Notify::new());
         let session = Session {
             id,
@@ -576,10 +599,15 @@ enum Trouble {
 impl Session {
     async fn run(mut self) {
         let mut backoff = self.config.backoff();
+        // Whether a connect was answered since the client last started over: a server that
+        // keeps forgetting its clients, or keeps losing deliveries, is not handshaken with
+        // in a tight loop (each start over costs every room a REST catch-up).
+        let mut healthy = true;
         loop {
             let trouble = match self.round().await {
                 Ok(()) => {
                     backoff = self.config.backoff();
+                    healthy = true;
                     continue;
                 }
                 Err(t) => t,
@@ -600,14 +628,19 @@ impl Session {
                             .send(StreamEvent::Realtime(Box::new(event)))
                             .await;
                     }
-                    // Advice `none` (§6.2): never again with this token. The manager drops
-                    // the session when its rooms and user move away.
-                    std::future::pending::<()>().await;
+                    // Advice `none` (§6.2): never again with this token. The manager starts a
+                    // new client if the token is given again, taking over what this one
+                    // carried.
+                    return;
                 }
                 Trouble::Rehandshake(detail) => {
                     tracing::info!(%detail, "Gitter realtime client starts over");
                     self.lost(FailureKind::Transient, &detail, true).await;
                     self.client_id = None;
+                    if !std::mem::replace(&mut healthy, false) {
+                        let delay = backoff.next().unwrap_or(self.config.reconnect_max);
+                        tokio::time::sleep(delay).await;
+                    }
                 }
                 Trouble::Failed(detail) => {
                     tracing::info!(%detail, "Gitter realtime connection failed");
@@ -669,24 +702,39 @@ impl Session {
     }
 
     /// One round: handshake if needed, bring the subscriptions up to date, one connect.
+    /// A room or user that comes or goes meanwhile is subscribed in a request of its own
+    /// while the connect stays open: a connect dropped by the client is still the one the
+    /// server delivers to (Faye answers the waiting connect), so dropping it would lose what
+    /// is published until the next one arrives.
     async fn round(&mut self) -> Result<(), Trouble> {
         if self.client_id.is_none() {
             self.handshake().await?;
         }
         self.sync_subscriptions().await?;
         let (request, limit) = self.connect_request()?;
-        let batch = [request];
+        let connect = post_batch(
+            self.http.clone(),
+            self.config.url.clone(),
+            vec![request],
+            limit,
+            self.config.max_body,
+        );
+        tokio::pin!(connect);
         let wake = self.wake.clone();
-        let answered = tokio::select! {
-            result = self.post(&batch, limit) => Some(result),
-            // A room or user came or went: subscribe now rather than after the long-poll.
-            // The connect is dropped; the server answers the next one.
-            _ = wake.notified() => None,
-        };
-        match answered {
-            Some(result) => self.deliver(result?).await,
-            None => Ok(()),
+        loop {
+            tokio::select! {
+                result = &mut connect => return self.deliver(result?).await,
+                _ = wake.notified() => self.sync_subscriptions().await?,
+            }
         }
+    }
+
+    /// A server's error string, without the token: errors may name the channel refused
+    /// (`404::Unknown subscription <channel>`), and `/api/v1/token/<token>` is one.
+    fn scrub(&self, error: Option<String>) -> String {
+        error
+            .unwrap_or_default()
+            .replace(self.token.expose(), "<token>")
     }
 
     fn message_id(&mut self) -> String {
@@ -699,34 +747,14 @@ impl Session {
         batch: &[BayeuxMessage],
         limit: Duration,
     ) -> Result<Vec<BayeuxMessage>, Trouble> {
-        let request = self
-            .http
-            .post(self.config.url.clone())
-            .json(batch)
-            .timeout(limit)
-            .send();
-        let response = match tokio::time::timeout(limit, request).await {
-            Err(_) => {
-                return Err(Trouble::Failed(format!(
-                    "no answer within {} s",
-                    limit.as_secs()
-                )));
-            }
-            Ok(Err(e)) => return Err(Trouble::Failed(format!("network: {}", e.without_url()))),
-            Ok(Ok(r)) => r,
-        };
-        let status = response.status();
-        if !status.is_success() {
-            return Err(Trouble::Failed(format!("status {status}")));
-        }
-        let body =
-            match tokio::time::timeout(limit, read_capped(response, self.config.max_body)).await {
-                Err(_) => return Err(Trouble::Failed("the answer broke off".into())),
-                Ok(Err(e)) => return Err(Trouble::Failed(format!("{:?}", e.into_gitter(1)))),
-                Ok(Ok(body)) => body,
-            };
-        serde_json::from_slice::<Vec<BayeuxMessage>>(&body)
-            .map_err(|e| Trouble::Failed(format!("not a Bayeux answer: {e}")))
+        post_batch(
+            self.http.clone(),
+            self.config.url.clone(),
+            batch.to_vec(),
+            limit,
+            self.config.max_body,
+        )
+        .await
     }
 
     async fn handshake(&mut self) -> Result<(), Trouble> {
@@ -755,7 +783,7 @@ impl Session {
             tracing::debug!("Gitter realtime handshake done");
             return Ok(());
         }
-        let error = answer.error.unwrap_or_default();
+        let error = self.scrub(answer.error);
         let none = answer.advice.as_ref().and_then(|a| a.reconnect.as_deref()) == Some("none");
         if error_code(&error) == Some(401) || none {
             return Err(Trouble::Revoked(error));
@@ -841,7 +869,7 @@ impl Session {
                     }
                 }
                 "/meta/subscribe" => {
-                    let error = answer.error.unwrap_or_default();
+                    let error = self.scrub(answer.error);
                     if error_code(&error) == Some(401) {
                         return Err(Trouble::Rehandshake(format!("subscribe: {error}")));
                     }
@@ -894,7 +922,7 @@ impl Session {
         for message in messages {
             if message.channel == "/meta/connect" {
                 if message.successful != Some(true) {
-                    let error = message.error.clone().unwrap_or_default();
+                    let error = self.scrub(message.error.clone());
                     return Err(Trouble::Rehandshake(format!("connect: {error}")));
                 }
                 advice = message.advice.clone();
@@ -935,7 +963,9 @@ impl Session {
         }
         match advice.as_ref().and_then(|a| a.reconnect.as_deref()) {
             Some("handshake") => return Err(Trouble::Rehandshake("advice: handshake".into())),
-            Some("none") => return Err(Trouble::Revoked("advice: none".into())),
+            // Not a verdict on the token (only a 401 at handshake or `token_revoked` is):
+            // back off and start over.
+            Some("none") => return Err(Trouble::Failed("advice: none".into())),
             _ => {}
         }
         self.take_advice(advice.as_ref());
@@ -948,6 +978,39 @@ impl Session {
     async fn send(&self, event: StreamEvent) -> Result<(), Trouble> {
         self.events.send(event).await.map_err(|_| Trouble::Gone)
     }
+}
+
+/// POSTs one batch of Bayeux messages and reads the answer, within `limit` and `max_body`.
+/// Owns what it needs, so a connect can stay in flight while other requests are made.
+async fn post_batch(
+    http: reqwest::Client,
+    url: Url,
+    batch: Vec<BayeuxMessage>,
+    limit: Duration,
+    max_body: usize,
+) -> Result<Vec<BayeuxMessage>, Trouble> {
+    let request = http.post(url).json(&batch).timeout(limit).send();
+    let response = match tokio::time::timeout(limit, request).await {
+        Err(_) => {
+            return Err(Trouble::Failed(format!(
+                "no answer within {} s",
+                limit.as_secs()
+            )));
+        }
+        Ok(Err(e)) => return Err(Trouble::Failed(format!("network: {}", e.without_url()))),
+        Ok(Ok(r)) => r,
+    };
+    let status = response.status();
+    if !status.is_success() {
+        return Err(Trouble::Failed(format!("status {status}")));
+    }
+    let body = match tokio::time::timeout(limit, read_capped(response, max_body)).await {
+        Err(_) => return Err(Trouble::Failed("the answer broke off".into())),
+        Ok(Err(e)) => return Err(Trouble::Failed(format!("{:?}", e.into_gitter(1)))),
+        Ok(Ok(body)) => body,
+    };
+    serde_json::from_slice::<Vec<BayeuxMessage>>(&body)
+        .map_err(|e| Trouble::Failed(format!("not a Bayeux answer: {e}")))
 }
 
 /// A channel name for logs: a token channel's token is never shown.
