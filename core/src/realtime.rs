@@ -24,6 +24,9 @@ use crate::state::{Change, MessageRecord, Origin, PortalState};
 /// How many edited messages (and deletions from Matrix) the realtime sub-machine remembers.
 const REMEMBERED: usize = 10_000;
 
+/// How many edited messages are kept whole (they are larger than ids).
+const EDITS_REMEMBERED: usize = 2_000;
+
 /// The reason shown on a redaction made because the message was deleted on Gitter.
 const DELETED_ON_GITTER: &str = "Deleted on Gitter";
 
@@ -32,8 +35,13 @@ const DELETED_ON_GITTER: &str = "Deleted on Gitter";
 pub(crate) struct Realtime {
     /// The `editedAt` of the last edit applied to each message in this run: an `update`
     /// that brings the same `editedAt` again is a thread-count change (§3.10), not an edit.
-    edited: HashMap<GitterMessageId, String>,
+    /// With it, the message as edited: a copy of the message that a catch-up page read
+    /// before the edit is relayed as edited.
+    edited: HashMap<GitterMessageId, (String, GitterMessage)>,
     edited_order: Window<GitterMessageId>,
+    /// Messages deleted in this run: a catch-up page read before the deletion does not
+    /// relay them.
+    removed: Window<GitterMessageId>,
     /// Messages their portal owner deleted from Matrix in this run: Gitter's report of the
     /// deletion is that redaction's echo in their portal.
     deleted_from_matrix: Window<(OwnedUserId, GitterMessageId)>,
@@ -48,7 +56,8 @@ impl Default for Realtime {
     fn default() -> Self {
         Realtime {
             edited: HashMap::new(),
-            edited_order: Window::new(REMEMBERED),
+            edited_order: Window::new(EDITS_REMEMBERED),
+            removed: Window::new(REMEMBERED),
             deleted_from_matrix: Window::new(REMEMBERED),
             redacted: Window::new(REMEMBERED),
             watching: BTreeSet::new(),
@@ -58,15 +67,30 @@ impl Default for Realtime {
 
 impl Realtime {
     /// Whether this `editedAt` of the message is new; remembers it.
-    fn new_edit(&mut self, id: &GitterMessageId, edited_at: &str) -> bool {
-        if self.edited.get(id).is_some_and(|e| e == edited_at) {
+    fn new_edit(&mut self, message: &GitterMessage, edited_at: &str) -> bool {
+        if self
+            .edited
+            .get(&message.id)
+            .is_some_and(|(e, _)| e == edited_at)
+        {
             return false;
         }
-        for gone in self.edited_order.push(id.clone()) {
+        for gone in self.edited_order.push(message.id.clone()) {
             self.edited.remove(&gone);
         }
-        self.edited.insert(id.clone(), edited_at.to_owned());
+        self.edited
+            .insert(message.id.clone(), (edited_at.to_owned(), message.clone()));
         true
+    }
+
+    /// The latest edit of a message seen in this run, if any.
+    pub(crate) fn edited_version(&self, id: &GitterMessageId) -> Option<&GitterMessage> {
+        self.edited.get(id).map(|(_, m)| m)
+    }
+
+    /// Whether the message was deleted in this run.
+    pub(crate) fn was_removed(&self, id: &GitterMessageId) -> bool {
+        self.removed.contains(id)
     }
 
     /// The owner deleted this message of theirs from Matrix.
@@ -164,7 +188,7 @@ impl Bridge {
         let Some(edited_at) = edited_at else {
             return;
         };
-        if !self.realtime.new_edit(&message.id, &edited_at) {
+        if !self.realtime.new_edit(&message, &edited_at) {
             return;
         }
         if self.streams.replace_waiting(&room, &message) {
@@ -228,8 +252,10 @@ impl Bridge {
         if !self.state.gitter_rooms.contains_key(room) {
             return;
         }
-        // Not relayed yet: it never will be (a catch-up does not read deleted messages).
+        // Not relayed yet: it never will be (a catch-up does not read deleted messages, and
+        // a page read before the deletion is checked against `removed`).
         self.streams.remove_waiting(room, id);
+        self.realtime.removed.push(id.clone());
         let found = self.mappings_in_portals(room, id, |owner| RealtimeThen::Removed {
             owner: owner.clone(),
             room: room.clone(),

@@ -235,6 +235,15 @@ impl Bridge {
         if !self.state.gitter_rooms.contains_key(room) {
             return;
         }
+        // A copy read before an edit or a deletion Gitter reported since (a catch-up page
+        // fetched just before it): relayed as edited, or not at all. The cursor passes it
+        // either way.
+        if self.realtime.was_removed(&message.id) {
+            self.change(Change::SetCursor(room.clone(), message.id.clone()));
+            return;
+        }
+        let edited = self.realtime.edited_version(&message.id).cloned();
+        let message = edited.as_ref().unwrap_or(message);
         if self
             .streams
             .recent(room, self.config.recent_capacity)

@@ -472,3 +472,36 @@ fn watches_come_back_after_a_restart() {
     h.settle();
     assert!(h.watched.contains(&alice) && h.watched.contains(&carol));
 }
+
+#[test]
+fn a_catch_up_page_read_before_an_edit_or_a_deletion_relays_neither_the_old_text_nor_the_deleted() {
+    let mut h = Harness::new();
+    let (room, portals) = two_portals(&mut h);
+    // Said while the bridge was not listening: a catch-up will read them.
+    let old = h.gitter_post(&room, "bob", "old text");
+    let gone = h.gitter_post(&room, "bob", "deleted meanwhile");
+    h.step(Input::StreamConnected { room: room.clone() });
+    // The page is read (the world still has the old text), and before its answer is handled
+    // Gitter reports the edit and the deletion.
+    h.step(Input::Realtime(edited(
+        &old,
+        "new text",
+        "2024-01-01T00:01:00.000Z",
+    )));
+    h.step(Input::Realtime(RealtimeEvent::MessageRemoved {
+        room: room.clone(),
+        id: gone.id.clone(),
+    }));
+    h.settle();
+    for (_, portal) in &portals {
+        assert_eq!(
+            bodies_of(&h, portal, &uid("gitter_bob")),
+            vec!["new text".to_owned()]
+        );
+    }
+    assert_eq!(
+        h.bridge.snapshot().cursors.get(&room),
+        Some(&gone.id),
+        "the cursor passes both"
+    );
+}
