@@ -25,6 +25,10 @@ pub struct Config {
     pub permissions: Permissions,
     /// Open a portal for every Gitter room the user is in, right after login.
     pub open_portals_on_login: bool,
+    /// Watch each logged-in user's own realtime channels (their room list and their token's
+    /// revocation). Only a realtime transport (Faye) has them: without one, the watches
+    /// would be effects at every start that do nothing.
+    pub watch_users: bool,
     /// Ghosts of every member join at portal creation when the room has fewer members than
     /// this (0 disables eager joins).
     pub eager_join_threshold: u64,
@@ -84,6 +88,7 @@ impl Config {
             oauth_client_id: "client".to_owned(),
             permissions: Permissions::default(),
             open_portals_on_login: true,
+            watch_users: true,
             eager_join_threshold: 50,
             login_link_lifetime_ms: 15 * 60 * 1000,
             max_message_len: 4096,

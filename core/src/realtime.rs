@@ -126,6 +126,9 @@ impl Bridge {
     /// Watches a user's own channels with their current token (replacing an earlier watch,
     /// which may have used another token).
     pub(crate) fn watch_user(&mut self, user: &OwnedUserId) {
+        if !self.config.watch_users {
+            return;
+        }
         let Some(login) = self.valid_login(user) else {
             return;
         };

@@ -34,6 +34,26 @@ fn edited(message: &GitterMessage, text: &str, edited_at: &str) -> RealtimeEvent
     }
 }
 
+/// Bob opens a one-to-one with `user` on Gitter: it appears in their room list.
+fn bob_opens_a_one_to_one_with(h: &mut Harness, user: &OwnedUserId) -> GitterRoomId {
+    let room = h.add_gitter_room("dm-bob", &["alice", "bob"]);
+    let dm = GitterRoom {
+        name: "Bob Display".into(),
+        uri: None,
+        one_to_one: true,
+        room_member: Some(true),
+        ..h.gitter[&room].room.clone()
+    };
+    realtime(
+        h,
+        RealtimeEvent::RoomListed {
+            user: user.clone(),
+            room: dm,
+        },
+    );
+    room
+}
+
 fn bodies_of(h: &Harness, portal: &OwnedRoomId, sender: &OwnedUserId) -> Vec<String> {
     h.timeline(portal)
         .into_iter()
@@ -286,21 +306,7 @@ fn a_new_name_and_topic_reach_every_portal_once() {
 fn a_one_to_one_keeps_its_name_whatever_the_other_member_sees() {
     let mut h = Harness::new();
     let (alice, _) = h.logged_in_user("alice", "alice");
-    let room = h.add_gitter_room("dm", &["alice", "bob"]);
-    let dm = GitterRoom {
-        name: "Bob Display".into(),
-        uri: None,
-        one_to_one: true,
-        room_member: Some(true),
-        ..h.gitter[&room].room.clone()
-    };
-    realtime(
-        &mut h,
-        RealtimeEvent::RoomListed {
-            user: alice.clone(),
-            room: dm,
-        },
-    );
+    let room = bob_opens_a_one_to_one_with(&mut h, &alice);
     let portal = h.portal(&alice, &room).unwrap();
     // Bob's view of the room names it after Alice.
     realtime(
@@ -372,21 +378,7 @@ fn a_room_joined_elsewhere_opens_a_portal_and_one_left_elsewhere_closes_it() {
 fn a_one_to_one_someone_opened_gets_a_portal_with_a_notice() {
     let mut h = Harness::new();
     let (alice, control) = h.logged_in_user("alice", "alice");
-    let room = h.add_gitter_room("dm-bob", &["alice", "bob"]);
-    let dm = GitterRoom {
-        name: "Bob Display".into(),
-        uri: None,
-        one_to_one: true,
-        room_member: Some(true),
-        ..h.gitter[&room].room.clone()
-    };
-    realtime(
-        &mut h,
-        RealtimeEvent::RoomListed {
-            user: alice.clone(),
-            room: dm,
-        },
-    );
+    let room = bob_opens_a_one_to_one_with(&mut h, &alice);
     assert!(h.portal(&alice, &room).is_some());
     assert!(
         h.last_notice(&control)
@@ -460,6 +452,23 @@ fn a_revoked_token_ends_the_login_at_once_and_says_how_to_log_in_again() {
     assert_eq!(
         h.bridge.snapshot().gitter_rooms[&room].reader,
         Some(uid("carol"))
+    );
+}
+
+#[test]
+fn without_a_realtime_transport_nobody_is_watched() {
+    let mut config = config();
+    config.watch_users = false;
+    let mut h = Harness::with_config(config);
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    h.restart();
+    h.settle();
+    assert!(!h.watched.contains(&alice));
+    assert!(
+        !h.log
+            .iter()
+            .any(|e| matches!(e.action, Action::Stream(StreamCall::Watch { .. }))),
+        "no watch effect at login or start"
     );
 }
 

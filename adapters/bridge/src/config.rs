@@ -849,6 +849,8 @@ impl Config {
             users,
         };
         core_config.open_portals_on_login = b.open_portals_on_login;
+        // Users' own channels exist only on the realtime transport.
+        core_config.watch_users = g.faye_url.as_deref().is_some_and(|u| !u.trim().is_empty());
         core_config.eager_join_threshold = b.eager_join_threshold;
         core_config.login_link_lifetime_ms = b.login_link_lifetime_secs * 1000;
         if b.retry_max_secs == 0 {
