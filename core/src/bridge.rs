@@ -405,6 +405,23 @@ impl Bridge {
     }
 
     /// Re-emits a held effect at once (a reconcile read that found nothing: now it posts).
+    /// Goes on with an effect whose answer just came as another action under the same id:
+    /// the driver holds its lane, as for a retry, and runs it at the head, so nothing emitted
+    /// to the lane meanwhile overtakes it. So a send that needs a store lookup first keeps
+    /// the place in its portal's order that its message has.
+    pub(crate) fn continue_as(&mut self, id: EffectId, lane: Lane, action: Action, then: Then) {
+        self.relay.observe_emitted(&action);
+        let effect = Effect {
+            id,
+            lane,
+            action,
+            then,
+        };
+        self.change(Change::PutOutbox(effect.clone()));
+        self.step.hold(id);
+        self.step.execute(effect);
+    }
+
     fn retry_now(&mut self, effect: Effect) {
         self.change(Change::PutOutbox(effect.clone()));
         self.retries.again_now(effect.id, self.step.now);

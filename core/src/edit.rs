@@ -16,7 +16,7 @@ use crate::effect::{
 };
 use crate::error::CoreError;
 use crate::ids::{GitterMessageId, GitterRoomId, OwnedEventId, OwnedUserId};
-use crate::input::{EffectOutput, FailureKind};
+use crate::input::FailureKind;
 use crate::state::{MessageRecord, Origin};
 
 /// Gitter's edit window (§3.8: 600 s after `sent`), less a margin for the two clocks and the
@@ -74,16 +74,14 @@ impl Bridge {
                 // The hot set first: a send still in flight when the edit came has completed
                 // by now (the lookup waited behind it in the portal's lane), and its mapping
                 // may not be committed to the store yet.
-                let found = self
-                    .hot_mapping_by_event(&correction.owner, &correction.room, &correction.target)
-                    .or(match answer.result {
-                        Ok(EffectOutput::Mapping(found)) => found,
-                        Ok(got) => {
-                            self.unexpected(answer.id, answer.name, &got);
-                            None
-                        }
-                        Err(_) => None,
-                    });
+                let found = match self.hot_mapping_by_event(
+                    &correction.owner,
+                    &correction.room,
+                    &correction.target,
+                ) {
+                    Some(m) => Some(m),
+                    None => self.looked_up(&answer),
+                };
                 match found {
                     Some(mapping) => self.apply_correction(correction, mapping),
                     None => self.correction_unmapped(&correction),

@@ -663,6 +663,36 @@ pub enum RelayThen {
     ToMatrix(RelayRef),
     /// A Matrix message is on Gitter: map it.
     ToGitter(SendOrigin),
+    /// The Matrix event a Matrix reply or thread message answers is not in the hot set:
+    /// the store was asked for its Gitter message; then the send goes on as this very
+    /// effect (it keeps its place in the portal's lane: see `Bridge::continue_as`).
+    FindParent(Box<PendingSend>),
+    /// The root of a Gitter thread reply has no event in the portal the hot set knows (its
+    /// send may still be in flight, or it left the hot set): the lookup waited behind that
+    /// send in the portal's lane; then the relay goes on as this very effect.
+    FindRoot(Box<PendingRelay>),
+}
+
+/// A Matrix message waiting for the Gitter id of the message it answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingSend {
+    /// The event answered (a thread's root, or the event replied to).
+    pub target: ruma::OwnedEventId,
+    /// The Gitter send, without its `parent` yet.
+    pub send: Action,
+    /// Where the message comes from.
+    pub origin: SendOrigin,
+}
+
+/// A Gitter thread reply waiting for its root's event in one portal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingRelay {
+    /// The thread's root on Gitter.
+    pub root: GitterMessageId,
+    /// The Matrix send, without its thread yet.
+    pub send: Action,
+    /// The relay it is.
+    pub relay: RelayRef,
 }
 
 /// What the logins go on with.

@@ -88,8 +88,8 @@ pub use config::{Config, Permissions};
 pub use effect::{
     Action, CommandThen, Correction, CorrectionKind, Direction, EditThen, Effect, GhostThen,
     GitterCall, InviteThen, Lane, LoginThen, MatrixCall, MatrixContent, Mentions, OutMsgType,
-    PortalThen, PruneThen, RealtimeThen, RelayRef, RelayThen, ResolvePurpose, RoomState,
-    SendOrigin, StoreCall, StreamCall, StreamThen, Then, ThreadRef,
+    PendingRelay, PendingSend, PortalThen, PruneThen, RealtimeThen, RelayRef, RelayThen,
+    ResolvePurpose, RoomState, SendOrigin, StoreCall, StreamCall, StreamThen, Then, ThreadRef,
 };
 pub use error::CoreError;
 pub use format::sanitize_html;

@@ -18,7 +18,7 @@ use crate::dedupe::Window;
 use crate::effect::{Action, Answer, Lane, MatrixCall, RealtimeThen, RoomState, StoreCall, Then};
 use crate::format::gitter_to_matrix;
 use crate::ids::{GitterMessageId, GitterRoomId, GitterUserId, OwnedUserId};
-use crate::input::{EffectOutput, GitterMessage, GitterRoom, GitterUser, RealtimeEvent};
+use crate::input::{GitterMessage, GitterRoom, GitterUser, RealtimeEvent};
 use crate::state::{Change, MessageRecord, Origin, PortalState};
 
 /// How many edited messages (and deletions from Matrix) the realtime sub-machine remembers.
@@ -298,14 +298,10 @@ impl Bridge {
             .get(&(owner.clone(), id))
             .filter(|m| m.event_id.is_some())
             .cloned();
-        let found = hot.or(match answer.result {
-            Ok(EffectOutput::Mapping(found)) => found,
-            Ok(got) => {
-                self.unexpected(answer.id, answer.name, &got);
-                None
-            }
-            Err(_) => None,
-        });
+        let found = match hot {
+            Some(m) => Some(m),
+            None => self.looked_up(&answer),
+        };
         // Never bridged into this portal (older than it, or pruned by retention): nothing
         // there to change.
         let Some(mapping) = found.filter(|m| m.event_id.is_some()) else {

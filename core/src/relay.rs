@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::bridge::Bridge;
 use crate::effect::{
-    Action, Answer, GitterCall, Lane, MatrixCall, MatrixContent, RelayRef, RelayThen, SendOrigin,
-    Then,
+    Action, Answer, GitterCall, Lane, MatrixCall, MatrixContent, PendingRelay, PendingSend,
+    RelayRef, RelayThen, SendOrigin, StoreCall, Then,
 };
 use crate::format::gitter_to_matrix;
 use crate::ids::{GitterMessageId, GitterRoomId, GitterUserId, OwnedEventId, OwnedUserId};
@@ -322,7 +322,9 @@ impl Bridge {
         let Some(ghost) = self.ghost_in_portal(owner, room, &message.from) else {
             return;
         };
-        let content = self.for_portal(owner, message, content);
+        // Its mentions are the portal's own (the owner is pinged by their own id).
+        let mut content = content.clone();
+        self.mentions_in(owner, message, &mut content);
         self.change(Change::PutMessage(MessageRecord {
             owner: owner.clone(),
             gitter_room: room.clone(),
@@ -331,35 +333,83 @@ impl Bridge {
             origin: Origin::Gitter,
             at: self.step.now,
         }));
-        self.ask(
-            Lane::Portal {
-                owner: owner.clone(),
-                room: room.clone(),
-            },
+        let lane = Lane::Portal {
+            owner: owner.clone(),
+            room: room.clone(),
+        };
+        let relay = RelayRef {
+            owner: owner.clone(),
+            gitter_id: message.id.clone(),
+        };
+        // A thread reply goes into the thread of its root's event in this portal.
+        let root = message.parent_id.as_ref().map(|parent| {
+            let hot = self.state.messages.get(&(owner.clone(), parent.clone()));
+            (parent, hot.and_then(|m| m.event_id.clone()))
+        });
+        let send = |content| {
             Action::Matrix(MatrixCall::SendMessage {
                 room: room_id,
                 sender: ghost,
                 content,
                 ts: None,
-            }),
-            Then::Relay(RelayThen::ToMatrix(RelayRef {
-                owner: owner.clone(),
-                gitter_id: message.id.clone(),
-            })),
-        );
+            })
+        };
+        match root {
+            // The root's send may be in flight ahead in the lane, or its mapping may have
+            // left the hot set: the store is asked behind it, and the relay goes on as the
+            // same effect, in its place in the portal's order.
+            Some((parent, None)) => {
+                let gitter_id = parent.clone();
+                self.ask(
+                    lane,
+                    Action::Store(StoreCall::MappingByGitterId {
+                        owner: owner.clone(),
+                        room: room.clone(),
+                        gitter_id: gitter_id.clone(),
+                    }),
+                    Then::Relay(RelayThen::FindRoot(Box::new(PendingRelay {
+                        root: gitter_id,
+                        send: send(content),
+                        relay,
+                    }))),
+                )
+            }
+            root => {
+                if let Some((_, event)) = root {
+                    in_thread(&mut content, event);
+                }
+                self.ask(lane, send(content), Then::Relay(RelayThen::ToMatrix(relay)))
+            }
+        };
     }
 
-    /// A message's content in one portal: its mentions and its thread are the portal's own.
-    fn for_portal(
-        &self,
-        owner: &OwnedUserId,
-        message: &GitterMessage,
-        content: &MatrixContent,
-    ) -> MatrixContent {
-        let mut content = content.clone();
-        self.mentions_in(owner, message, &mut content);
-        self.in_thread(owner, message, &mut content);
-        content
+    /// The store answered where a Gitter thread reply's root is in one portal.
+    fn on_root_found(&mut self, pending: PendingRelay, answer: Answer) {
+        let PendingRelay {
+            root,
+            mut send,
+            relay,
+        } = pending;
+        // The hot set first: the root's send completed while the lookup waited behind it,
+        // and its mapping may not be in the store yet.
+        let hot = self
+            .state
+            .messages
+            .get(&(relay.owner.clone(), root.clone()))
+            .and_then(|m| m.event_id.clone());
+        let event = match hot {
+            Some(event) => Some(event),
+            None => self.looked_up(&answer).and_then(|m| m.event_id),
+        };
+        if let Action::Matrix(MatrixCall::SendMessage { content, .. }) = &mut send {
+            in_thread(content, event);
+        }
+        self.continue_as(
+            answer.id,
+            answer.lane,
+            send,
+            Then::Relay(RelayThen::ToMatrix(relay)),
+        );
     }
 
     /// The message's `mentions` in one portal: the owner (by their own Matrix id) and the
@@ -411,34 +461,6 @@ impl Bridge {
         content.mentions = Some(mentions);
     }
 
-    /// A Gitter thread reply's content in one portal: in the Matrix thread of its root's
-    /// event there, or, for a root the portal never got (older than the portal), marked
-    /// with a quote line that says it answers a thread.
-    fn in_thread(&self, owner: &OwnedUserId, message: &GitterMessage, content: &mut MatrixContent) {
-        let Some(parent) = &message.parent_id else {
-            return;
-        };
-        let root = self
-            .state
-            .messages
-            .get(&(owner.clone(), parent.clone()))
-            .and_then(|m| m.event_id.clone());
-        match root {
-            Some(root) => {
-                content.thread = Some(crate::ThreadRef {
-                    in_reply_to: root.clone(),
-                    root,
-                })
-            }
-            None => {
-                content.body = format!("> In a Gitter thread\n\n{}", content.body);
-                if let Some(html) = &mut content.formatted_body {
-                    *html = format!("<blockquote>In a Gitter thread</blockquote>{html}");
-                }
-            }
-        }
-    }
-
     /// A relayed message reached its portal (`room` is the Gitter room, from the effect's
     /// lane): its mapping gets the event id. The mapping may have left the hot set while
     /// the send waited (an outage of the homeserver); it is written whole again then, as a
@@ -453,6 +475,14 @@ impl Bridge {
             // A relay the homeserver refused for good (the warning says why): the mapping
             // stays without its event, as for a portal that is gone.
             (RelayThen::ToMatrix(_), Err(_)) => {}
+            (RelayThen::FindParent(pending), result) => {
+                let answer = Answer { result, ..answer };
+                self.on_parent_found(*pending, answer)
+            }
+            (RelayThen::FindRoot(pending), result) => {
+                let answer = Answer { result, ..answer };
+                self.on_root_found(*pending, answer)
+            }
             (RelayThen::ToGitter(origin), result) => {
                 let Some(GitterCall::SendMessage { room, .. }) = answer.action.gitter_send() else {
                     return;
@@ -489,31 +519,13 @@ impl Bridge {
         self.change(Change::PutMessage(record));
     }
 
-    /// A message in a portal room from its owner.
-    /// The Gitter thread a Matrix thread message or reply goes into: the Gitter message of
-    /// the thread's root, or of the message answered, when the hot set maps it. Else the
-    /// message goes to the room, and the log says why (a store lookup here would let later
-    /// messages of the portal overtake it).
-    fn gitter_parent(
-        &mut self,
-        owner: &OwnedUserId,
-        room: &GitterRoomId,
-        relation: &crate::Relation,
-    ) -> Option<GitterMessageId> {
-        let target = match relation {
+    /// The Matrix event a Matrix thread message or reply answers: the thread's root, or the
+    /// message replied to.
+    fn answered(relation: &crate::Relation) -> &OwnedEventId {
+        match relation {
             crate::Relation::Thread { root } => root,
             crate::Relation::Reply { to } => to,
-        };
-        let found = self
-            .hot_mapping_by_event(owner, room, target)
-            .map(|m| m.gitter_id);
-        if found.is_none() {
-            self.warn(crate::CoreError::Ignored(format!(
-                "{target}: a thread root or replied-to message without a recent Gitter \
-                 message; the message goes to the room"
-            )));
         }
-        found
     }
 
     /// The Gitter markdown of a Matrix message: its `formatted_body` converted (pills of
@@ -574,7 +586,11 @@ impl Bridge {
             _ => body.as_str(),
         };
         let body = self.matrix_text(plain, formatted);
-        let parent = relation.and_then(|r| self.gitter_parent(owner, room, r));
+        // The Gitter thread it goes into: the Gitter message of the event it answers.
+        let target = relation.map(Self::answered);
+        let parent = target
+            .and_then(|t| self.hot_mapping_by_event(owner, room, t))
+            .map(|m| m.gitter_id);
         let text = if status {
             format!("@{} {body}", login.username)
         } else {
@@ -600,26 +616,93 @@ impl Bridge {
             return;
         }
         let after = self.newest_seen(room);
-        self.ask(
-            lane,
-            Action::Gitter {
-                token: login.token,
-                call: GitterCall::SendMessage {
-                    gitter_user: login.gitter_id,
-                    room: room.clone(),
-                    text,
-                    status,
-                    reconcile: false,
-                    after,
-                    parent,
-                },
+        let send = Action::Gitter {
+            token: login.token,
+            call: GitterCall::SendMessage {
+                gitter_user: login.gitter_id,
+                room: room.clone(),
+                text,
+                status,
+                reconcile: false,
+                after,
+                parent: parent.clone(),
             },
-            Then::Relay(RelayThen::ToGitter(SendOrigin {
-                owner: owner.clone(),
-                room: event.room_id.clone(),
-                event_id: event.event_id.clone(),
-            })),
+        };
+        let origin = SendOrigin {
+            owner: owner.clone(),
+            room: event.room_id.clone(),
+            event_id: event.event_id.clone(),
+        };
+        match target {
+            // An answer to a message older than the hot set: the store is asked, and the
+            // send goes on as the same effect, in its place in the portal's order.
+            Some(target) if parent.is_none() => self.ask(
+                lane,
+                Action::Store(StoreCall::MappingByEvent {
+                    owner: owner.clone(),
+                    room: room.clone(),
+                    event_id: target.clone(),
+                }),
+                Then::Relay(RelayThen::FindParent(Box::new(PendingSend {
+                    target: target.clone(),
+                    send,
+                    origin,
+                }))),
+            ),
+            _ => self.ask(lane, send, Then::Relay(RelayThen::ToGitter(origin))),
+        };
+    }
+
+    /// The store answered where a Matrix reply or thread message goes on Gitter.
+    fn on_parent_found(&mut self, pending: PendingSend, answer: Answer) {
+        let PendingSend {
+            target,
+            mut send,
+            origin,
+        } = pending;
+        let Lane::Portal { room, .. } = &answer.lane else {
+            return;
+        };
+        // The hot set first: a send of that very message may have completed while the
+        // lookup waited behind it, before its mapping reached the store.
+        let found = match self.hot_mapping_by_event(&origin.owner, room, &target) {
+            Some(m) => Some(m),
+            None => self.looked_up(&answer),
+        };
+        match found {
+            Some(m) => {
+                if let Action::Gitter {
+                    call: GitterCall::SendMessage { parent, .. },
+                    ..
+                } = &mut send
+                {
+                    *parent = Some(m.gitter_id);
+                }
+            }
+            None => self.warn(crate::CoreError::Ignored(format!(
+                "{target}: a thread root or replied-to message the bridge never mapped to a \
+                 Gitter message; the message goes to the room"
+            ))),
+        }
+        self.continue_as(
+            answer.id,
+            answer.lane,
+            send,
+            Then::Relay(RelayThen::ToGitter(origin)),
         );
+    }
+
+    /// The mapping a store lookup returned (`None` for none, or a lookup that failed: the
+    /// caller falls back, and a failure is already in the log).
+    pub(crate) fn looked_up(&mut self, answer: &Answer) -> Option<MessageRecord> {
+        match &answer.result {
+            Ok(EffectOutput::Mapping(found)) => found.clone(),
+            Ok(got) => {
+                self.unexpected(answer.id, answer.name, got);
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     fn on_gitter_sent(&mut self, room: GitterRoomId, origin: SendOrigin, message: GitterMessage) {
@@ -658,5 +741,25 @@ impl Bridge {
             format!("Your message was not sent to Gitter: {why}."),
         );
         self.drain_held(&room);
+    }
+}
+
+/// A Gitter thread reply's content in one portal: in the Matrix thread of its root's event
+/// there, or, for a root the portal never got (older than the portal, or its relay failed),
+/// marked with a quote line that says it answers a thread.
+fn in_thread(content: &mut MatrixContent, root: Option<OwnedEventId>) {
+    match root {
+        Some(root) => {
+            content.thread = Some(crate::ThreadRef {
+                in_reply_to: root.clone(),
+                root,
+            })
+        }
+        None => {
+            content.body = format!("> In a Gitter thread\n\n{}", content.body);
+            if let Some(html) = &mut content.formatted_body {
+                *html = format!("<blockquote>In a Gitter thread</blockquote>{html}");
+            }
+        }
     }
 }

@@ -186,6 +186,133 @@ fn a_gitter_thread_reply_is_in_the_matrix_thread_of_its_root_or_says_it_answers_
     );
 }
 
+/// A message of Alice's in her portal, related or not (built, not sent).
+fn alice_message(
+    h: &mut Harness,
+    portal: &OwnedRoomId,
+    alice: &OwnedUserId,
+    body: &str,
+    relation: Option<Relation>,
+) -> MatrixEvent {
+    h.event(
+        portal,
+        alice,
+        MatrixEventKind::Message {
+            msgtype: MsgType::Text,
+            body: body.into(),
+            formatted_body: None,
+            relation,
+        },
+    )
+}
+
+#[test]
+fn a_reply_to_a_message_older_than_the_hot_set_goes_into_its_thread_and_keeps_its_place() {
+    let mut config = config();
+    config.hot_mappings = 1;
+    let mut h = Harness::with_config(config);
+    let room = h.add_gitter_room("org/chat", &["alice", "bob"]);
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    let portal = h.portal(&alice, &room).unwrap();
+    let root = h.say(&portal, &alice, "a question");
+    h.settle();
+    let root_id = h.gitter[&room].messages[0].id.clone();
+    for text in ["two", "three"] {
+        h.gitter_says(&room, "bob", text);
+        h.settle();
+    }
+    assert!(
+        h.bridge
+            .snapshot()
+            .messages
+            .values()
+            .all(|m| m.gitter_id != root_id),
+        "the root left the hot set"
+    );
+    // The reply needs a store lookup; the message after it in the same transaction must
+    // not overtake it.
+    let reply = alice_message(
+        &mut h,
+        &portal,
+        &alice,
+        "my answer",
+        Some(Relation::Reply {
+            to: root.event_id.clone(),
+        }),
+    );
+    let after = alice_message(&mut h, &portal, &alice, "and then", None);
+    h.txn(vec![reply, after]);
+    h.settle();
+    assert_eq!(
+        h.gitter_thread_view(&room)[3..],
+        [
+            ("my answer".to_owned(), Some(root_id)),
+            ("and then".to_owned(), None),
+        ]
+    );
+}
+
+#[test]
+fn a_gitter_thread_reply_whose_root_is_on_its_way_or_old_goes_into_the_roots_thread() {
+    let mut config = config();
+    config.hot_mappings = 1;
+    let mut h = Harness::with_config(config);
+    let room = h.add_gitter_room("org/chat", &["alice", "bob"]);
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    let portal = h.portal(&alice, &room).unwrap();
+    // The root and its reply come in one go: the root's send is still on its way when the
+    // reply is relayed; a message after the reply stays after it.
+    let root = h.gitter_says(&room, "bob", "the root");
+    let mut reply = h.gitter_post(&room, "bob", "in the thread");
+    reply.parent_id = Some(root.id.clone());
+    h.step(Input::GitterMessage {
+        room: room.clone(),
+        message: reply,
+    });
+    h.gitter_says(&room, "bob", "after the reply");
+    h.settle();
+    // Later, with the root long out of the hot set, another reply: found in the store.
+    for text in ["two", "three"] {
+        h.gitter_says(&room, "bob", text);
+        h.settle();
+    }
+    let mut late = h.gitter_post(&room, "bob", "a late reply");
+    late.parent_id = Some(root.id.clone());
+    h.step(Input::GitterMessage {
+        room: room.clone(),
+        message: late,
+    });
+    h.settle();
+    let sent: Vec<MatrixContent> = h.matrix[&portal]
+        .timeline
+        .iter()
+        .filter(|(sender, _)| sender == &uid("gitter_bob"))
+        .map(|(_, c)| c.clone())
+        .collect();
+    let bodies: Vec<&str> = sent.iter().map(|c| c.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        [
+            "the root",
+            "in the thread",
+            "after the reply",
+            "two",
+            "three",
+            "a late reply"
+        ]
+    );
+    let root_event = h
+        .sent_event_of(&portal, "the root")
+        .expect("the root reached the portal");
+    let in_root_thread = Some(ThreadRef {
+        root: root_event.clone(),
+        in_reply_to: root_event,
+    });
+    assert_eq!(sent[1].thread, in_root_thread);
+    assert_eq!(sent[2].thread, None);
+    assert_eq!(sent[5].thread, in_root_thread);
+}
+
 #[test]
 fn a_gitter_mention_of_the_owner_or_a_ghost_is_a_pill_and_an_intentional_mention() {
     let mut h = Harness::new();

@@ -907,6 +907,13 @@ impl Harness {
             .and_then(|p| p.room_id.clone())
     }
 
+    /// The event of the first message in a Matrix room with this body.
+    pub fn sent_event_of(&self, room: &OwnedRoomId, body: &str) -> Option<OwnedEventId> {
+        let r = self.matrix.get(room)?;
+        let at = r.timeline.iter().position(|(_, c)| c.body == body)?;
+        r.events.get(at).cloned()
+    }
+
     /// Message bodies in a Matrix room, with the sender.
     pub fn timeline(&self, room: &OwnedRoomId) -> Vec<(OwnedUserId, String)> {
         self.matrix

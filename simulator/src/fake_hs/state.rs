@@ -252,6 +252,14 @@ pub struct Event {
 }
 
 impl Event {
+    /// The relation this event makes (`m.relates_to` with a `rel_type`): (type, target).
+    /// A reply alone (`m.in_reply_to`) is not a relation to the server (spec: "Rich
+    /// replies" are not aggregated).
+    pub fn relation(&self) -> Option<(&str, &str)> {
+        let r = self.content.get("m.relates_to")?;
+        Some((r.get("rel_type")?.as_str()?, r.get("event_id")?.as_str()?))
+    }
+
     /// The client-format event (as sent to the AS, with Synapse's legacy
     /// `user_id` and `age` next to `sender` and `unsigned.age`).
     pub fn to_client_json(&self, now_ms: u64) -> Value {
@@ -288,6 +296,42 @@ pub struct Room {
 }
 
 impl Room {
+    /// The aggregations Synapse bundles into an event's `unsigned["m.relations"]`
+    /// (spec: "Aggregations of child events"; Synapse `relations.py`): for a thread root,
+    /// `m.thread` with the latest reply, the count and whether `user` took part; for an
+    /// edited event, `m.replace` with the latest edit by the original's sender (edits by
+    /// anyone else are not edits). Redacted children do not count.
+    pub fn bundled(&self, event: &Event, user: &str, now_ms: u64) -> Option<Value> {
+        let children = || {
+            self.events
+                .iter()
+                .filter(|c| !c.redacted)
+                .filter(move |c| c.relation().is_some_and(|(_, t)| t == event.event_id))
+        };
+        let mut relations = Map::new();
+        let replies: Vec<&Event> = children()
+            .filter(|c| c.relation().is_some_and(|(r, _)| r == "m.thread"))
+            .collect();
+        if let Some(latest) = replies.last() {
+            let participated = event.sender == user || replies.iter().any(|c| c.sender == user);
+            relations.insert(
+                "m.thread".into(),
+                json!({
+                    "latest_event": latest.to_client_json(now_ms),
+                    "count": replies.len(),
+                    "current_user_participated": participated,
+                }),
+            );
+        }
+        if let Some(edit) = children()
+            .filter(|c| c.relation().is_some_and(|(r, _)| r == "m.replace"))
+            .rfind(|c| c.sender == event.sender && c.kind == event.kind)
+        {
+            relations.insert("m.replace".into(), edit.to_client_json(now_ms));
+        }
+        (!relations.is_empty()).then_some(Value::Object(relations))
+    }
+
     pub fn state_content(&self, kind: &str, key: &str) -> Option<&Value> {
         self.state
             .get(&(kind.to_string(), key.to_string()))
@@ -1805,6 +1849,7 @@ impl HsState {
         if !content.is_object() {
             return Err(MatrixError::bad_json("Content must be a JSON object."));
         }
+        self.validate_relation(room_id, &content)?;
         let ts = match req {
             Requester::AppService { .. } => ts.unwrap_or(now_ms),
             Requester::User { .. } => now_ms,
@@ -2083,11 +2128,57 @@ impl HsState {
         now_ms: u64,
     ) -> Result<Value, MatrixError> {
         let room = self.require_joined(room_id, user)?;
-        room.events
+        let event = room
+            .events
             .iter()
             .find(|e| e.event_id == event_id)
-            .map(|e| e.to_client_json(now_ms))
-            .ok_or_else(|| MatrixError::not_found("Event not found."))
+            .ok_or_else(|| MatrixError::not_found("Event not found."))?;
+        let mut json = event.to_client_json(now_ms);
+        if let Some(relations) = room.bundled(event, user, now_ms) {
+            json["unsigned"]["m.relations"] = relations;
+        }
+        Ok(json)
+    }
+
+    /// Synapse's checks of a relation an event makes before it is sent
+    /// (`_validate_event_relation`, handlers/message.py): the target must be known (an
+    /// event, or the target of other relations), in the same room, and a thread cannot
+    /// start from an event that itself relates to another.
+    fn validate_relation(&self, room_id: &str, content: &Value) -> Result<(), MatrixError> {
+        let Some(r) = content.get("m.relates_to") else {
+            return Ok(());
+        };
+        let (Some(rel_type), Some(target)) = (
+            r.get("rel_type").and_then(Value::as_str),
+            r.get("event_id").and_then(Value::as_str),
+        ) else {
+            return Ok(());
+        };
+        let refused = |msg: &str| MatrixError::new(400, "M_UNKNOWN", msg);
+        let parent = self
+            .rooms
+            .values()
+            .flat_map(|room| room.events.iter())
+            .find(|e| e.event_id == target);
+        match parent {
+            Some(p) if p.room_id != room_id => Err(refused("Relations must be in the same room")),
+            Some(p) if rel_type == "m.thread" && p.relation().is_some() => Err(refused(
+                "Cannot start threads from an event with a relation",
+            )),
+            Some(_) => Ok(()),
+            None => {
+                let known = self.rooms.get(room_id).is_some_and(|room| {
+                    room.events
+                        .iter()
+                        .any(|e| e.relation().is_some_and(|(_, t)| t == target))
+                });
+                if known {
+                    Ok(())
+                } else {
+                    Err(refused("Can't send relation to unknown event"))
+                }
+            }
+        }
     }
 
     /// `GET /rooms/{id}/state/{type}/{key}`: the content.

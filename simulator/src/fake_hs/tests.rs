@@ -520,6 +520,87 @@ fn redaction_rules() {
 }
 
 #[test]
+fn relations_are_checked_and_bundled_like_synapse() {
+    let mut s = hs();
+    let (human, _) = s.register_human("human", None).unwrap();
+    let rid = create(&mut s, BOT, json!({"preset": "public_chat"})).unwrap();
+    let other = create(&mut s, BOT, json!({"preset": "public_chat"})).unwrap();
+    s.join(&human, &rid, T0).unwrap();
+    let mut n = 0;
+    let mut send = |s: &mut HsState, room: &str, content: Value| {
+        n += 1;
+        s.send(
+            &as_req(BOT),
+            &format!("/t{n}"),
+            room,
+            "m.room.message",
+            content,
+            None,
+            T0,
+        )
+    };
+    let thread = |target: &str| json!({"rel_type": "m.thread", "event_id": target});
+    let root = send(&mut s, &rid, json!({"body": "root"})).unwrap();
+    let elsewhere = send(&mut s, &other, json!({"body": "elsewhere"})).unwrap();
+    let reply = send(
+        &mut s,
+        &rid,
+        json!({"body": "r1", "m.relates_to": thread(&root)}),
+    )
+    .unwrap();
+    send(
+        &mut s,
+        &rid,
+        json!({"body": "r2", "m.relates_to": thread(&root)}),
+    )
+    .unwrap();
+    let edit = send(
+        &mut s,
+        &rid,
+        json!({"body": "* root!", "m.new_content": {"body": "root!"},
+               "m.relates_to": {"rel_type": "m.replace", "event_id": root}}),
+    )
+    .unwrap();
+    for (target, why) in [
+        (
+            "$unknown".to_owned(),
+            "Can't send relation to unknown event",
+        ),
+        (elsewhere, "Relations must be in the same room"),
+        (reply, "Cannot start threads from an event with a relation"),
+    ] {
+        let e = send(
+            &mut s,
+            &rid,
+            json!({"body": "x", "m.relates_to": thread(&target)}),
+        )
+        .unwrap_err();
+        assert_eq!((e.status, e.error.as_str()), (400, why));
+    }
+    // A reply alone is no relation to the server.
+    send(
+        &mut s,
+        &rid,
+        json!({"body": "y", "m.relates_to": {"m.in_reply_to": {"event_id": "$unknown"}}}),
+    )
+    .unwrap();
+    let got = s.get_event(&human, &rid, &root, T0).unwrap();
+    let relations = &got["unsigned"]["m.relations"];
+    assert_eq!(relations["m.thread"]["count"], 2);
+    assert_eq!(
+        relations["m.thread"]["latest_event"]["content"]["body"],
+        "r2"
+    );
+    assert_eq!(relations["m.thread"]["current_user_participated"], false);
+    assert_eq!(relations["m.replace"]["event_id"], edit.as_str());
+    // A redacted reply no longer counts.
+    s.redact(&as_req(BOT), "/red", &rid, &edit, None, T0)
+        .unwrap();
+    let got = s.get_event(&human, &rid, &root, T0).unwrap();
+    assert!(got["unsigned"]["m.relations"].get("m.replace").is_none());
+}
+
+#[test]
 fn injected_cs_faults() {
     let mut s = hs();
     s.fail_cs_next(1, 429);
