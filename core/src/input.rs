@@ -411,3 +411,23 @@ pub enum FailureKind {
     /// The remote refused the request as invalid (400), or answered something unreadable.
     Rejected,
 }
+
+impl FailureKind {
+    /// Its name in logs and metric labels (snake_case, stable).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Transient => "transient",
+            FailureKind::RateLimited => "rate_limited",
+            FailureKind::NotFound => "not_found",
+            FailureKind::Forbidden => "forbidden",
+            FailureKind::TokenRevoked => "token_revoked",
+            FailureKind::Rejected => "rejected",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

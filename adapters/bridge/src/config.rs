@@ -621,13 +621,41 @@ impl Config {
     }
 }
 
+/// A listening address: an IP address or a host name (resolved once, now: `localhost`, or a
+/// container's own name) with a port.
 fn addr(key: &'static str, value: &str) -> Result<std::net::SocketAddr, ConfigError> {
-    value.parse().map_err(|_| {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = value.parse() {
+        return Ok(a);
+    }
+    let bad = |why: String| {
         invalid(
             key,
-            format!("`{value}` is not an address like 127.0.0.1:29321"),
+            format!("`{value}` is not an address like 127.0.0.1:29321 or localhost:29321{why}"),
         )
-    })
+    };
+    match value.to_socket_addrs() {
+        Ok(mut found) => found
+            .next()
+            .ok_or_else(|| bad(": the name has no address".to_owned())),
+        Err(e)
+            if value
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+        {
+            Err(bad(format!(" ({e})")))
+        }
+        Err(_) => Err(bad(String::new())),
+    }
+}
+
+/// Domains reserved for examples (RFC 2606): a homeserver never has one, so the example
+/// config's `example.org` left in place is a mistake, not a choice.
+fn is_example_domain(domain: &str) -> bool {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    ["example.org", "example.com", "example.net"]
+        .iter()
+        .any(|e| d == *e || d.ends_with(&format!(".{e}")))
 }
 
 impl Config {
@@ -671,8 +699,9 @@ impl Config {
         match outgoing.iter().find(|(_, u)| u.starts_with("https://")) {
             Some((key, _)) => Err(invalid(
                 key,
-                "is https://, but this binary was built without TLS: build it with \
-                 `cargo build --release --features gitter-bridge/rustls`",
+                "is https://, but this binary was built without TLS (`--no-default-features`): \
+                 build it with the default features (`cargo build --release`), which \
+                 include `rustls`",
             )),
             None => Ok(()),
         }
@@ -685,13 +714,32 @@ impl Config {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base).map_err(|e| match e {
+        let mut config = Config::parse(&text, base).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: path.to_owned(),
                 message,
             },
             other => other,
-        })
+        })?;
+        config.override_binds(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// The listeners' addresses from the environment, over the file's: a container image
+    /// sets `GITTER_BRIDGE_APPSERVICE_BIND` and `GITTER_BRIDGE_WEB_BIND` to `0.0.0.0:…`
+    /// (inside a container the loopback address is unreachable from outside), whatever the
+    /// mounted config says.
+    pub fn override_binds(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(v) = env("GITTER_BRIDGE_APPSERVICE_BIND") {
+            self.as_bind = addr("GITTER_BRIDGE_APPSERVICE_BIND (over appservice.bind)", &v)?;
+        }
+        if let Some(v) = env("GITTER_BRIDGE_WEB_BIND") {
+            self.web_bind = addr("GITTER_BRIDGE_WEB_BIND (over web.bind)", &v)?;
+        }
+        Ok(())
     }
 
     /// Parses and validates config text; relative paths are taken from `base`.
@@ -705,6 +753,15 @@ impl Config {
             return Err(invalid(
                 "homeserver.domain",
                 "must be the server name, like example.org",
+            ));
+        }
+        if is_example_domain(&domain) {
+            return Err(invalid(
+                "homeserver.domain",
+                format!(
+                    "is still the example's `{domain}`: set it to your homeserver's server \
+                     name (the part after the colon in your Matrix id)"
+                ),
             ));
         }
         let a = raw.appservice;
@@ -926,6 +983,11 @@ mod tests {
 
     fn filled() -> String {
         EXAMPLE
+            .replacen(
+                "domain = \"example.org\"",
+                "domain = \"chat.example.test\"",
+                1,
+            )
             .replacen("as_token = \"CHANGE_ME\"", "as_token = \"as-secret\"", 1)
             .replacen("hs_token = \"CHANGE_ME\"", "hs_token = \"hs-secret\"", 1)
             .replacen("client_id = \"CHANGE_ME\"", "client_id = \"cid\"", 1)
@@ -945,16 +1007,65 @@ mod tests {
     #[test]
     fn the_example_with_tokens_filled_in_is_valid() {
         let c = Config::parse(&filled(), Path::new("/etc/gb")).unwrap();
-        assert_eq!(c.core.bot.as_str(), "@gitterbot:example.org");
+        assert_eq!(c.core.bot.as_str(), "@gitterbot:chat.example.test");
         assert_eq!(c.store_path, PathBuf::from("/etc/gb/gitter-bridge.redb"));
         assert_eq!(c.core.login_link_lifetime_ms, 900_000);
         assert_eq!(c.as_token.expose(), "as-secret");
     }
 
     #[test]
+    fn the_example_domain_left_in_place_is_refused() {
+        let text = filled().replace("domain = \"chat.example.test\"", "domain = \"example.org\"");
+        let e = error_of(&text);
+        assert!(
+            e.starts_with("config key `homeserver.domain`: is still the example's"),
+            "{e}"
+        );
+        let text = filled().replace(
+            "domain = \"chat.example.test\"",
+            "domain = \"matrix.example.com\"",
+        );
+        assert!(error_of(&text).contains("homeserver.domain"));
+    }
+
+    #[test]
+    fn the_environment_may_set_the_listeners() {
+        let mut c = Config::parse(&filled(), Path::new("/etc/gb")).unwrap();
+        c.override_binds(|name| match name {
+            "GITTER_BRIDGE_WEB_BIND" => Some("0.0.0.0:8080".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.web_bind.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.as_bind.to_string(), "127.0.0.1:29321");
+        let e = c
+            .override_binds(|name| (name == "GITTER_BRIDGE_APPSERVICE_BIND").then(|| "x".into()))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("GITTER_BRIDGE_APPSERVICE_BIND"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_listener_may_be_given_by_host_name() {
+        let text = filled().replace("bind = \"127.0.0.1:29320\"", "bind = \"localhost:29320\"");
+        let c = Config::parse(&text, Path::new("/etc/gb")).unwrap();
+        assert!(c.web_bind.ip().is_loopback(), "{}", c.web_bind);
+        assert_eq!(c.web_bind.port(), 29320);
+        let text = filled().replace("bind = \"127.0.0.1:29320\"", "bind = \"localhost\"");
+        assert!(error_of(&text).starts_with("config key `web.bind`"));
+    }
+
+    #[test]
     fn the_example_as_shipped_points_to_generate_registration() {
+        let shipped = EXAMPLE.replacen(
+            "domain = \"example.org\"",
+            "domain = \"chat.example.test\"",
+            1,
+        );
         assert_eq!(
-            error_of(EXAMPLE),
+            error_of(&shipped),
             "config key `appservice.as_token`: not set: did you run `gitter-bridge generate-registration`?"
         );
     }

@@ -4,6 +4,8 @@
 //! `Display` hide the value, and no HTTP request line (which may carry a login token or an
 //! OAuth code) is logged.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
@@ -15,7 +17,10 @@ pub fn init(config: &Config) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: in a file or the journal they are
+        // noise around every field.
+        .with_ansi(std::io::stderr().is_terminal());
     let installed = match config.log_format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

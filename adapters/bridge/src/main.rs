@@ -1,6 +1,6 @@
 //! The `gitter-bridge` binary: what an operator runs next to their homeserver.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -34,52 +34,148 @@ enum Command {
         #[arg(long)]
         write_tokens: bool,
     },
-    /// Check the configuration file and say what is wrong with it.
-    CheckConfig,
+    /// Check the configuration file, and the registration file the homeserver has, and say
+    /// everything that is wrong with them.
+    CheckConfig {
+        /// The registration file to compare with the config (default: registration.yaml
+        /// next to the config, when there is one).
+        #[arg(short, long)]
+        registration: Option<PathBuf>,
+    },
+    /// Print the example configuration, with a comment on every key: the start of a
+    /// config.toml.
+    ExampleConfig,
+    /// Ask the running bridge whether it is up (its /health page on web.bind): exit 0 when
+    /// it is, 1 when not. For container health checks.
+    Health,
 }
+
+/// The example configuration, the same as config.example.toml in the repository.
+const EXAMPLE_CONFIG: &str = include_str!("../../../config.example.toml");
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig => match Config::load(&cli.config).and_then(|c| {
-            c.check_tls()?;
-            Ok(c)
-        }) {
-            Ok(c) => {
-                println!(
-                    "{}: OK (bot {}, AS listener {}, login pages {}, store {})",
-                    cli.config.display(),
-                    c.core.bot,
-                    c.as_bind,
-                    c.web_bind,
-                    c.store_path.display()
-                );
-                for w in c.warnings() {
-                    println!("warning: {w}");
-                }
-                for loose in c.loose_permissions(&cli.config) {
-                    println!("warning: {loose}");
-                }
-                // The same check as `run`, so a unit's ExecStartPre catches it.
-                if let Ok(limit) = listen::raise_descriptor_limit()
-                    && let Err(e) =
-                        listen::check_budget(limit, c.web_max_connections, c.as_max_connections)
-                {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::CheckConfig { registration } => check_config(&cli.config, registration),
+        Command::ExampleConfig => {
+            print!("{EXAMPLE_CONFIG}");
+            ExitCode::SUCCESS
+        }
+        Command::Health => health(&cli.config),
         Command::GenerateRegistration {
             output,
             write_tokens,
         } => generate_registration(&cli.config, &output, write_tokens),
         Command::Run => run(&cli.config),
+    }
+}
+
+fn check_config(config_path: &Path, registration: Option<PathBuf>) -> ExitCode {
+    let c = match Config::load(config_path).and_then(|c| {
+        c.check_tls()?;
+        Ok(c)
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut problems = Vec::new();
+    // The same check as `run`, so a unit's ExecStartPre catches it.
+    if let Ok(limit) = listen::raise_descriptor_limit()
+        && let Err(e) = listen::check_budget(limit, c.web_max_connections, c.as_max_connections)
+    {
+        problems.push(e.to_string());
+    }
+    // The registration the homeserver loaded must agree with the config, or nothing works
+    // and the symptoms (401s, 403s, no transactions) do not say why.
+    let beside = config_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("registration.yaml");
+    let registration = registration.or_else(|| beside.exists().then_some(beside));
+    let mut checked = None;
+    if let Some(path) = &registration {
+        match registration::check_file(&c, path) {
+            Ok(()) => checked = Some(path.display().to_string()),
+            Err(list) => problems.extend(list),
+        }
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        return ExitCode::from(2);
+    }
+    println!(
+        "{}: OK (bot {}, AS listener {}, login pages {}, store {}{})",
+        config_path.display(),
+        c.core.bot,
+        c.as_bind,
+        c.web_bind,
+        c.store_path.display(),
+        checked.map_or_else(
+            || ", no registration file checked".to_owned(),
+            |r| format!(", registration {r} agrees")
+        ),
+    );
+    for w in c.warnings() {
+        println!("warning: {w}");
+    }
+    for loose in c.loose_permissions(config_path) {
+        println!("warning: {loose}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// `health`: GET the running bridge's /health on web.bind (its loopback address when it
+/// listens on every address), with a deadline.
+fn health(config_path: &Path) -> ExitCode {
+    let c = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut addr = c.web_bind;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("http://{addr}/health");
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let answer = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()?;
+        client.get(&url).send().await
+    });
+    match answer {
+        Ok(r) if r.status().is_success() => {
+            println!("{url}: {}", r.status());
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!("{url}: {}", r.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("{url}: no answer ({e})");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -136,6 +232,11 @@ fn run(config_path: &std::path::Path) -> ExitCode {
         }
     };
     logging::init(&config);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config_path.display(),
+        "gitter-bridge starting"
+    );
     for w in config.warnings() {
         tracing::warn!("{w}");
     }

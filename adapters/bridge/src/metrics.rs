@@ -33,7 +33,12 @@ impl From<Direction> for DirectionLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     action: &'static str,
-    kind: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
 }
 
 fn latency_buckets() -> Histogram {
@@ -58,11 +63,30 @@ pub(crate) struct Metrics {
     oldest_retry_seconds: Gauge,
     latency: Family<DirectionLabel, Histogram, fn() -> Histogram>,
     commit_seconds: Histogram,
+    users: Gauge,
+    logged_in: Gauge,
+    portals: Gauge,
+    ghosts: Gauge,
+    gitter_rooms: Gauge,
+    cpu_seconds: Counter<f64, AtomicU64>,
+    resident_bytes: Gauge,
+    open_fds: Gauge,
+}
+
+/// How many of each thing the bridge holds now (the gauges of [`Metrics::population`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Population {
+    pub(crate) users: usize,
+    pub(crate) logged_in: usize,
+    pub(crate) portals: usize,
+    pub(crate) ghosts: usize,
+    pub(crate) gitter_rooms: usize,
 }
 
 impl Metrics {
     pub(crate) fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("gitter_bridge");
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("gitter_bridge");
         let m = Metrics {
             transactions: Counter::default(),
             transaction_events: Counter::default(),
@@ -77,8 +101,50 @@ impl Metrics {
             oldest_retry_seconds: Gauge::default(),
             latency: Family::new_with_constructor(latency_buckets),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            users: Gauge::default(),
+            logged_in: Gauge::default(),
+            portals: Gauge::default(),
+            ghosts: Gauge::default(),
+            gitter_rooms: Gauge::default(),
+            cpu_seconds: Counter::default(),
+            resident_bytes: Gauge::default(),
+            open_fds: Gauge::default(),
             registry: Registry::default(),
         };
+        // Label sets known in advance exist from the start, at zero, so a rate() or an
+        // alert on them works before the first message crosses.
+        for d in [Direction::GitterToMatrix, Direction::MatrixToGitter] {
+            let _ = m.bridged.get_or_create(&d.into());
+            let _ = m.latency.get_or_create(&d.into());
+        }
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running build: 1, with its version as a label",
+            build_info,
+        );
+        registry.register("users", "Matrix users the bridge knows", m.users.clone());
+        registry.register(
+            "users_logged_in",
+            "Matrix users with a valid Gitter login",
+            m.logged_in.clone(),
+        );
+        registry.register(
+            "portals",
+            "Portals (one Matrix room of one user for one Gitter room), in any state",
+            m.portals.clone(),
+        );
+        registry.register("ghosts", "Ghosts of Gitter users", m.ghosts.clone());
+        registry.register(
+            "gitter_rooms",
+            "Gitter rooms the bridge reads",
+            m.gitter_rooms.clone(),
+        );
         registry.register(
             "as_transactions",
             "Application-service transactions received from the homeserver",
@@ -141,7 +207,75 @@ impl Metrics {
             "Duration of one durable store commit (a group of steps)",
             m.commit_seconds.clone(),
         );
-        Metrics { registry, ..m }
+        // Process metrics under their standard names (no prefix), as the Prometheus client
+        // libraries export them.
+        root.register(
+            "process_cpu_seconds",
+            "User and system CPU time the process has used",
+            m.cpu_seconds.clone(),
+        );
+        root.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the process",
+            m.resident_bytes.clone(),
+        );
+        root.register(
+            "process_open_fds",
+            "Open file descriptors of the process",
+            m.open_fds.clone(),
+        );
+        Metrics {
+            registry: root,
+            ..m
+        }
+    }
+
+    /// How many users, portals, ghosts and rooms there are now.
+    pub(crate) fn population(&self, p: Population) {
+        self.users.set(p.users as i64);
+        self.logged_in.set(p.logged_in as i64);
+        self.portals.set(p.portals as i64);
+        self.ghosts.set(p.ghosts as i64);
+        self.gitter_rooms.set(p.gitter_rooms as i64);
+    }
+
+    /// Reads the process's CPU time, memory and descriptors (Linux `/proc/self`; elsewhere
+    /// they stay at zero).
+    fn sample_process(&self) {
+        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+            return;
+        };
+        // The fields after the command name (which may hold spaces, in parentheses) start
+        // at field 3, the state; utime is field 14, stime 15, rss 24 (proc(5)).
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+        // SAFETY: sysconf only reads a configuration value.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if let (Some(utime), Some(stime)) = (field(14), field(15))
+            && ticks > 0
+        {
+            let total = (utime + stime) as f64 / ticks as f64;
+            let seen = self.cpu_seconds.get();
+            if total > seen {
+                self.cpu_seconds.inc_by(total - seen);
+            }
+        }
+        if let Some(rss) = field(24)
+            && page > 0
+        {
+            self.resident_bytes.set((rss * page as u64) as i64);
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(fds.count() as i64);
+        }
     }
 
     pub(crate) fn transaction(&self, events: usize) {
@@ -156,7 +290,7 @@ impl Metrics {
             .observe(latency_secs);
     }
 
-    pub(crate) fn effect_failed(&self, action: &'static str, kind: String) {
+    pub(crate) fn effect_failed(&self, action: &'static str, kind: &'static str) {
         self.effect_failures
             .get_or_create(&FailureLabels { action, kind })
             .inc();
@@ -187,6 +321,7 @@ impl Metrics {
             .fetch_max(rate_limit_waits, Ordering::Relaxed);
         self.rate_limit_waits
             .inc_by(rate_limit_waits.saturating_sub(before));
+        self.sample_process();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -203,14 +338,32 @@ mod tests {
         let m = Metrics::new();
         m.transaction(3);
         m.bridged(Direction::GitterToMatrix, 0.02);
-        m.effect_failed("send_gitter", "RateLimited".into());
+        m.effect_failed("send_gitter", "rate_limited");
         m.open_streams(2);
+        m.population(Population {
+            users: 4,
+            logged_in: 3,
+            portals: 7,
+            ghosts: 9,
+            gitter_rooms: 2,
+        });
         let text = m.render(5);
         for needle in [
             "gitter_bridge_as_transactions_total 1",
             "gitter_bridge_as_events_total 3",
             "gitter_bridge_messages_bridged_total{direction=\"gitter_to_matrix\"} 1",
-            "gitter_bridge_effect_failures_total{action=\"send_gitter\",kind=\"RateLimited\"} 1",
+            "gitter_bridge_effect_failures_total{action=\"send_gitter\",kind=\"rate_limited\"} 1",
+            // A direction nothing crossed yet is there, at zero.
+            "gitter_bridge_messages_bridged_total{direction=\"matrix_to_gitter\"} 0",
+            "gitter_bridge_build_info{version=\"",
+            "gitter_bridge_users 4",
+            "gitter_bridge_users_logged_in 3",
+            "gitter_bridge_portals 7",
+            "gitter_bridge_ghosts 9",
+            "gitter_bridge_gitter_rooms 2",
+            "\nprocess_cpu_seconds_total ",
+            "\nprocess_resident_memory_bytes ",
+            "\nprocess_open_fds ",
             "gitter_bridge_gitter_rate_limit_waits_total 5",
             "gitter_bridge_gitter_open_streams 2",
             "gitter_bridge_bridging_latency_seconds_count{direction=\"gitter_to_matrix\"} 1",

@@ -110,16 +110,8 @@ pub fn generate(
         },
         e => e,
     })?;
-    let registration = Registration::generate(&RegistrationParams {
-        id: config.appservice_id.clone(),
-        url: config.as_url.clone(),
-        server_name: config.domain.clone(),
-        bot_localpart: config.bot_localpart.clone(),
-        ghost_template: config.core.ghost_template.clone(),
-        as_token: config.as_token.clone(),
-        hs_token: config.hs_token.clone(),
-    })
-    .map_err(|e| GenerateError::Registration(e.to_string()))?;
+    let registration = Registration::generate(&params(&config))
+        .map_err(|e| GenerateError::Registration(e.to_string()))?;
     // The new config text first: if the tokens cannot go into it, nothing is written, so no
     // registration ever holds tokens that exist nowhere else.
     let updated = if !fresh.is_empty() && write_tokens {
@@ -257,18 +249,54 @@ fn write_private(path: &Path, contents: &str, holder: Holder) -> Result<(), Gene
     })
 }
 
+/// What the registration must say for this configuration.
+fn params(config: &Config) -> RegistrationParams {
+    RegistrationParams {
+        id: config.appservice_id.clone(),
+        url: config.as_url.clone(),
+        server_name: config.domain.clone(),
+        bot_localpart: config.bot_localpart.clone(),
+        ghost_template: config.core.ghost_template.clone(),
+        as_token: config.as_token.clone(),
+        hs_token: config.hs_token.clone(),
+    }
+}
+
+/// `check-config`: whether the registration file at `path` agrees with the config. Every
+/// disagreement is one line naming the registration key (never a token).
+pub fn check_file(config: &Config, path: &Path) -> Result<(), Vec<String>> {
+    let at = |p: String| format!("{}: {p}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| vec![at(format!("cannot read: {e}"))])?;
+    let registration = Registration::from_yaml(&text).map_err(|e| vec![at(e.to_string())])?;
+    match registration.check(&params(config)) {
+        Ok(()) => Ok(()),
+        Err(gitter_bridge_matrix::RegistrationError::Disagrees(list)) => Err(list
+            .iter()
+            .map(|m| at(format!("disagrees with the config at {m}")))
+            .collect()),
+        Err(e) => Err(vec![at(e.to_string())]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../../config.example.toml");
+    /// The example config with a domain of its own (its `example.org` is refused).
+    fn example() -> String {
+        include_str!("../../../config.example.toml").replacen(
+            "domain = \"example.org\"",
+            "domain = \"chat.example.test\"",
+            1,
+        )
+    }
 
     #[test]
     fn fresh_tokens_go_into_the_registration_and_the_config_keeping_its_comments() {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.toml");
         let output = dir.path().join("registration.yaml");
-        std::fs::write(&config, EXAMPLE).unwrap();
+        std::fs::write(&config, example()).unwrap();
 
         let generated = generate(&config, &output, true).unwrap();
         assert!(!generated.new_tokens.is_empty() && generated.config_updated);
@@ -291,10 +319,10 @@ mod tests {
     fn without_write_tokens_the_config_is_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.toml");
-        std::fs::write(&config, EXAMPLE).unwrap();
+        std::fs::write(&config, example()).unwrap();
         let generated = generate(&config, &dir.path().join("r.yaml"), false).unwrap();
         assert!(!generated.new_tokens.is_empty() && !generated.config_updated);
-        assert_eq!(std::fs::read_to_string(&config).unwrap(), EXAMPLE);
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), example());
     }
 
     #[test]
@@ -303,7 +331,7 @@ mod tests {
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
-            EXAMPLE.replace("domain = \"example.org\"", "domain = \"\""),
+            example().replace("domain = \"chat.example.test\"", "domain = \"\""),
         )
         .unwrap();
         let err = generate(&config, &dir.path().join("r.yaml"), true).unwrap_err();
@@ -316,7 +344,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.toml");
         let output = dir.path().join("registration.yaml");
-        let text = EXAMPLE.replacen(
+        let text = example().replacen(
             "as_token = \"CHANGE_ME\"",
             "as_token = \"the-one-the-homeserver-knows\"",
             1,
@@ -340,7 +368,7 @@ mod tests {
         let config = dir.path().join("config.toml");
         let output = dir.path().join("registration.yaml");
         // No `hs_token = ...` line to replace.
-        let text = EXAMPLE.replacen("hs_token = \"CHANGE_ME\"\n", "", 1);
+        let text = example().replacen("hs_token = \"CHANGE_ME\"\n", "", 1);
         std::fs::write(&config, &text).unwrap();
         let err = generate(&config, &output, true).unwrap_err();
         assert!(err.to_string().contains("appservice.hs_token"), "{err}");
@@ -378,7 +406,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.toml");
         let output = dir.path().join("registration.yaml");
-        std::fs::write(&config, EXAMPLE).unwrap();
+        std::fs::write(&config, example()).unwrap();
         std::fs::write(&output, "old").unwrap();
         std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o644)).unwrap();
         generate(&config, &output, true).unwrap();
@@ -394,7 +422,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let real = dir.path().join("real.toml");
         let link = dir.path().join("config.toml");
-        std::fs::write(&real, EXAMPLE).unwrap();
+        std::fs::write(&real, example()).unwrap();
         // Observed in issue 13: the config stayed 0644 with the new tokens in it.
         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::os::unix::fs::symlink(&real, &link).unwrap();

@@ -415,6 +415,7 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
         metrics,
         deferred: Vec::new(),
         deferred_since: None,
+        population_counted: None,
     };
     let driver = tokio::spawn(
         driver
@@ -648,6 +649,9 @@ struct Driver {
     /// them came ([`DEFER_QUIET`]).
     deferred: Vec<ChangeSet>,
     deferred_since: Option<tokio::time::Instant>,
+    /// When the population gauges were last counted (at most once a second: counting the
+    /// logged-in users walks every user).
+    population_counted: Option<Instant>,
 }
 
 /// What a committed batch must still do.
@@ -864,11 +868,11 @@ impl Driver {
                                 m.bridged(d, flight.queued_at.elapsed().as_secs_f64());
                             }
                         }
-                        Err(f) => m.effect_failed(flight.action, format!("{:?}", f.kind)),
+                        Err(f) => m.effect_failed(flight.action, f.kind.as_str()),
                     }
                 }
                 if let Err(f) = &result {
-                    tracing::info!(effect = %flight.id, action = flight.action, kind = ?f.kind, message = %f.message, "effect failed");
+                    tracing::info!(effect = %flight.id, action = flight.action, kind = %f.kind, message = %f.message, "effect failed");
                 }
                 Some(Input::EffectDone {
                     id: flight.id,
@@ -994,6 +998,24 @@ impl Driver {
                 .oldest_retry_since()
                 .map_or(0, |since| now().0.saturating_sub(since.0) / 1000);
             m.retrying(self.bridge.retrying(), oldest);
+            if self
+                .population_counted
+                .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1))
+            {
+                self.population_counted = Some(Instant::now());
+                let s = self.bridge.snapshot();
+                m.population(crate::metrics::Population {
+                    users: s.users.len(),
+                    logged_in: s
+                        .users
+                        .values()
+                        .filter(|u| u.login.as_ref().is_some_and(|l| l.valid))
+                        .count(),
+                    portals: s.portals.len(),
+                    ghosts: s.ghosts.len(),
+                    gitter_rooms: s.gitter_rooms.len(),
+                });
+            }
         }
         Ok(())
     }

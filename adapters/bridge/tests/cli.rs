@@ -26,6 +26,11 @@ fn text(out: &Output) -> String {
 /// The example with plain-HTTP Gitter URLs (a test build has no TLS) and an OAuth app.
 fn loopback_example() -> String {
     EXAMPLE
+        .replacen(
+            "domain = \"example.org\"",
+            "domain = \"chat.example.test\"",
+            1,
+        )
         .replace("https://api.gitter.im", "http://127.0.0.1:9")
         .replace("https://stream.gitter.im", "http://127.0.0.1:9")
         .replace("https://ws.gitter.im", "http://127.0.0.1:9")
@@ -69,7 +74,14 @@ fn help_and_version_say_what_the_binary_is() {
     let help = bridge(&["--help"]);
     assert!(help.status.success());
     let help = text(&help);
-    for word in ["run", "generate-registration", "check-config", "--config"] {
+    for word in [
+        "run",
+        "generate-registration",
+        "check-config",
+        "example-config",
+        "health",
+        "--config",
+    ] {
         assert!(help.contains(word), "{word} missing from --help:\n{help}");
     }
     let version = text(&bridge(&["--version"]));
@@ -102,11 +114,43 @@ fn first_setup_from_the_example_to_a_valid_config() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let yaml = std::fs::read_to_string(&registration).unwrap();
-    assert!(yaml.contains("as_token: ") && yaml.contains("sender_localpart: \"gitterbot\""));
+    assert!(
+        yaml.contains("as_token: ") && yaml.contains("sender_localpart: gitterbot"),
+        "{yaml}"
+    );
 
     let out = bridge(&["check-config", "-c", path_arg(&config)]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("OK (bot @gitterbot:example.org"));
+    assert!(text(&out).contains("OK (bot @gitterbot:chat.example.test"));
+    assert!(
+        text(&out).contains("registration.yaml agrees"),
+        "the registration beside the config is checked: {}",
+        text(&out)
+    );
+
+    // A registration that no longer agrees (the config's tokens and namespace changed
+    // after it was given to the homeserver): every disagreement, each naming its key.
+    let written = std::fs::read_to_string(&config).unwrap();
+    let changed = written
+        .lines()
+        .map(|l| {
+            if l.starts_with("hs_token = ") {
+                "hs_token = \"another-token\"".to_owned()
+            } else if l.starts_with("bot_localpart = ") {
+                "bot_localpart = \"otherbot\"".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&config, changed).unwrap();
+    let out = bridge(&["check-config", "-c", path_arg(&config)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("`hs_token`"), "{said}");
+    assert!(said.contains("`sender_localpart`"), "{said}");
+    assert!(!said.contains("another-token"), "never a token: {said}");
 
     // The tokens it wrote never show in what a failed start prints.
     let written = std::fs::read_to_string(&config).unwrap();
@@ -127,6 +171,27 @@ fn first_setup_from_the_example_to_a_valid_config() {
     for secret in [as_token.as_str(), hs_token.as_str(), "app-secret-value"] {
         assert!(!all.contains(secret), "a secret reached the output:\n{all}");
     }
+}
+
+#[test]
+fn example_config_prints_the_example_and_health_says_when_nobody_answers() {
+    let out = bridge(&["example-config"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), EXAMPLE);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    // Port 9 (discard): nobody serves /health there.
+    let text_ = with_tokens(&loopback_example())
+        .replace("bind = \"127.0.0.1:29320\"", "bind = \"127.0.0.1:9\"");
+    std::fs::write(&config, text_).unwrap();
+    let out = bridge(&["health", "-c", path_arg(&config)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("http://127.0.0.1:9/health"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -7,18 +7,17 @@
 //! disagrees instead.
 //!
 //! Schema: spec `data/api/application-service/definitions/registration.yaml`. The YAML is
-//! written with `format!` (every string JSON-quoted, which is valid YAML) and read with
-//! `serde-saphyr`.
+//! written and read with `serde-saphyr`.
 
 use std::fmt;
 
 use gitter_bridge_core::Secret;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::server::ct_eq;
 
 /// A registration file.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 pub struct Registration {
     /// The appservice id (used in `/appservice/{id}/ping`).
     pub id: String,
@@ -33,18 +32,19 @@ pub struct Registration {
     /// The namespaces the bridge claims.
     pub namespaces: Namespaces,
     /// Whether masqueraded users are rate-limited (Synapse's default when absent: true).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limited: Option<bool>,
-    /// Whether the homeserver pushes ephemeral events (spec v1.13).
+    /// Whether the homeserver pushes ephemeral events (spec v1.13). The bridge uses none
+    /// (typing, receipts and presence are not bridged), so it asks for none.
     #[serde(default, alias = "de.sorunome.msc2409.push_ephemeral")]
     pub receive_ephemeral: bool,
     /// Third-party protocol ids.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protocols: Vec<String>,
 }
 
 /// The `namespaces` of a registration.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 pub struct Namespaces {
     /// User ids the bridge manages.
     #[serde(default)]
@@ -58,7 +58,7 @@ pub struct Namespaces {
 }
 
 /// One namespace entry (Synapse requires both keys).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 pub struct Namespace {
     /// Whether only the bridge may use ids matching `regex`.
     pub exclusive: bool,
@@ -202,8 +202,8 @@ pub fn token_from_bytes(bytes: &[u8]) -> Secret {
 
 impl Registration {
     /// The registration for this configuration: exclusive user namespace for the bot and the
-    /// ghosts, `rate_limited: false` (ghosts relay whole Gitter rooms), `receive_ephemeral:
-    /// true`, protocol `gitter`.
+    /// ghosts, `rate_limited: false` (ghosts relay whole Gitter rooms), no ephemeral events (the
+    /// bridge uses none), protocol `gitter`.
     pub fn generate(params: &RegistrationParams) -> Result<Registration, RegistrationError> {
         let regexes = user_namespace_regexes(
             &params.server_name,
@@ -231,7 +231,7 @@ impl Registration {
                 rooms: Vec::new(),
             },
             rate_limited: Some(false),
-            receive_ephemeral: true,
+            receive_ephemeral: false,
             protocols: vec!["gitter".to_owned()],
         })
     }
@@ -239,45 +239,10 @@ impl Registration {
     /// The registration as YAML, ready for the homeserver. It contains both tokens: write it
     /// with restrictive permissions.
     pub fn to_yaml(&self) -> String {
-        let q = |s: &str| serde_json::Value::from(s).to_string();
-        let namespace_list = |list: &[Namespace]| {
-            if list.is_empty() {
-                " []\n".to_owned()
-            } else {
-                list.iter()
-                    .map(|n| {
-                        format!(
-                            "\n    - exclusive: {}\n      regex: {}",
-                            n.exclusive,
-                            q(&n.regex)
-                        )
-                    })
-                    .collect::<String>()
-                    + "\n"
-            }
-        };
         let mut out = String::from("# Application-service registration for gitter-bridge.\n");
         out += "# Give this file to the homeserver (Synapse: app_service_config_files). It holds secrets.\n";
-        out += &format!("id: {}\n", q(&self.id));
-        out += &format!(
-            "url: {}\n",
-            self.url.as_deref().map_or_else(|| "null".to_owned(), q)
-        );
-        out += &format!("as_token: {}\n", q(self.as_token.expose()));
-        out += &format!("hs_token: {}\n", q(self.hs_token.expose()));
-        out += &format!("sender_localpart: {}\n", q(&self.sender_localpart));
-        if let Some(rate_limited) = self.rate_limited {
-            out += &format!("rate_limited: {rate_limited}\n");
-        }
-        out += &format!("receive_ephemeral: {}\n", self.receive_ephemeral);
-        out += "namespaces:\n";
-        out += &format!("  users:{}", namespace_list(&self.namespaces.users));
-        out += &format!("  aliases:{}", namespace_list(&self.namespaces.aliases));
-        out += &format!("  rooms:{}", namespace_list(&self.namespaces.rooms));
-        if !self.protocols.is_empty() {
-            let protocols: Vec<String> = self.protocols.iter().map(|p| q(p)).collect();
-            out += &format!("protocols: [{}]\n", protocols.join(", "));
-        }
+        // Strings, numbers, bools and lists of them: nothing that can fail to serialise.
+        out += &serde_saphyr::to_string(self).expect("a registration serialises");
         out
     }
 

@@ -32,7 +32,7 @@ fn a_generated_registration_round_trips_through_yaml() {
     let registration = Registration::generate(&params()).unwrap();
     let yaml = registration.to_yaml();
     assert!(yaml.contains("rate_limited: false"), "{yaml}");
-    assert!(yaml.contains("receive_ephemeral: true"), "{yaml}");
+    assert!(yaml.contains("receive_ephemeral: false"), "{yaml}");
     let read = Registration::from_yaml(&yaml).unwrap();
     assert_eq!(read, registration);
     assert!(read.check(&params()).is_ok());
