@@ -527,6 +527,12 @@ impl Bridge {
             MatrixEventKind::Member { target, membership } => {
                 self.on_member(&event, target.clone(), *membership)
             }
+            MatrixEventKind::EncryptedInvite { target } if *target == self.config.bot => {
+                self.on_bot_invited(event.room_id.clone(), event.sender.clone(), true)
+            }
+            MatrixEventKind::EncryptedInvite { target } => {
+                self.on_member(&event, target.clone(), crate::Membership::Invite)
+            }
             MatrixEventKind::Message { msgtype, body, .. } if !own => {
                 let role = self.portals.role(&event.room_id).cloned();
                 match role {
@@ -566,6 +572,9 @@ impl Bridge {
             }
             MatrixEventKind::Redaction { target } if !own => {
                 self.on_owner_correction(&event, target.clone(), |_| crate::CorrectionKind::Redact);
+            }
+            MatrixEventKind::Encrypted | MatrixEventKind::EncryptionEnabled if !own => {
+                self.on_encrypted(&event)
             }
             _ => {}
         }

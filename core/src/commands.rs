@@ -153,13 +153,20 @@ impl Bridge {
                 self.notice(user, format!("{prefix}Log in to Gitter here: {link}"));
             }
             Command::Whoami => {
+                // Every answer that needs a login carries a fresh link.
                 let text = match self.state.users.get(user).and_then(|u| u.login.clone()) {
                     Some(l) if l.valid => format!("You are logged in to Gitter as {}.", l.username),
-                    Some(l) => format!(
-                        "Your Gitter login as {} is no longer valid. Send `login` to log in again.",
-                        l.username
-                    ),
-                    None => "You are not logged in to Gitter. Send `login` to log in.".to_owned(),
+                    Some(l) => {
+                        let link = self.new_login_link(user);
+                        format!(
+                            "Your Gitter login as {} is no longer valid. Log in again here: {link}",
+                            l.username
+                        )
+                    }
+                    None => {
+                        let link = self.new_login_link(user);
+                        format!("You are not logged in to Gitter. Log in here: {link}")
+                    }
                 };
                 self.notice(user, text);
             }

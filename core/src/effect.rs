@@ -219,6 +219,15 @@ pub enum MatrixCall {
         /// The state event.
         state: RoomState,
     },
+    /// Leave `room` as `user`, saying why (`reason` in the leave event: clients show it).
+    LeaveWithReason {
+        /// Room.
+        room: OwnedRoomId,
+        /// Who leaves.
+        user: OwnedUserId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A state event of a portal the bridge keeps in step with its Gitter room.
@@ -441,7 +450,7 @@ impl Action {
                 MatrixCall::CreateRoom { .. } => "create_room",
                 MatrixCall::Invite { .. } => "invite",
                 MatrixCall::Join { .. } => "join",
-                MatrixCall::Leave { .. } => "leave",
+                MatrixCall::Leave { .. } | MatrixCall::LeaveWithReason { .. } => "leave",
                 MatrixCall::Kick { .. } => "kick",
                 MatrixCall::SendMessage { .. } => "send_matrix",
                 MatrixCall::DeleteAlias { .. } => "delete_alias",
@@ -628,6 +637,14 @@ pub enum InviteThen {
     },
     /// The members are listed: keep the room as `inviter`'s control room if it is private.
     CheckPrivate {
+        /// The room.
+        room: OwnedRoomId,
+        /// Who invited the bot.
+        inviter: OwnedUserId,
+    },
+    /// The bot joined a room that was encrypted before it came: say why it cannot stay, and
+    /// leave. (Appended last: outbox records are postcard-encoded by variant index.)
+    EncryptedJoined {
         /// The room.
         room: OwnedRoomId,
         /// Who invited the bot.

@@ -211,6 +211,17 @@ pub enum MatrixEventKind {
         /// The redacted event (`redacts`).
         target: OwnedEventId,
     },
+    /// An invite (`m.room.member`, membership `invite`) to a room whose invite state shows
+    /// it is encrypted already.
+    EncryptedInvite {
+        /// The invited user (the state key).
+        target: OwnedUserId,
+    },
+    /// An `m.room.encrypted` event: the bridge holds no keys, so it cannot read it.
+    Encrypted,
+    /// An `m.room.encryption` state event: the room is encrypted from now on (it cannot be
+    /// turned off again, spec: "End-to-end encryption").
+    EncryptionEnabled,
     /// Anything else (other event types, malformed contents): ignored by the core.
     Other {
         /// The event type, for logs.

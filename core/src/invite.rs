@@ -17,13 +17,24 @@ pub(crate) const NOT_PERMITTED: &str =
     "Sorry, you are not allowed to use this bridge. Ask the bridge's operator to add you.";
 pub(crate) const ONLY_PRIVATE: &str =
     "I only work in private chats: invite me to a room with just the two of us.";
+/// What the bot says in an encrypted chat with it, before it leaves (an unencrypted notice
+/// still shows in every client, marked as not encrypted).
+pub(crate) const ENCRYPTED_CONTROL: &str = "This chat is encrypted, and I cannot read encrypted \
+     messages, so I am leaving it. Start a new direct chat with me **without encryption** (in \
+     Element: turn off *Enable end-to-end encryption* when you create it) to go on.";
+/// What the bot says in a portal when an encrypted message or encryption shows up there.
+pub(crate) const ENCRYPTED_PORTAL: &str = "Encrypted messages cannot be bridged to Gitter: the \
+     bridge cannot read them. This message did not reach Gitter.";
+pub(crate) const ENCRYPTION_ENABLED_PORTAL: &str = "Encryption was turned on in this room. The \
+     bridge cannot read encrypted messages, so what you write here no longer reaches Gitter. \
+     Send `leave` and `join` for the room to the bot for a new, unencrypted room.";
 
 impl Bridge {
     pub(crate) fn on_member(&mut self, event: &MatrixEvent, target: OwnedUserId, m: Membership) {
         let room = event.room_id.clone();
         if target == self.config.bot {
             match m {
-                Membership::Invite => self.on_bot_invited(room, event.sender.clone()),
+                Membership::Invite => self.on_bot_invited(room, event.sender.clone(), false),
                 Membership::Leave | Membership::Ban => self.on_bot_removed(&room),
                 _ => {}
             }
@@ -64,7 +75,12 @@ impl Bridge {
         }
     }
 
-    fn on_bot_invited(&mut self, room: OwnedRoomId, inviter: OwnedUserId) {
+    pub(crate) fn on_bot_invited(
+        &mut self,
+        room: OwnedRoomId,
+        inviter: OwnedUserId,
+        encrypted: bool,
+    ) {
         let lane = Lane::User(inviter.clone());
         if self.state.refused_rooms.contains(&room) {
             // Declining an invite is leaving the room.
@@ -78,18 +94,26 @@ impl Bridge {
             return;
         }
         let permitted = self.config.permissions.allows(&inviter);
-        // The bot joins in both cases: it has to be in the room to say why it leaves.
+        // The bot joins in every case: it has to be in the room to say why it leaves.
+        let then = if encrypted && permitted {
+            InviteThen::EncryptedJoined {
+                room: room.clone(),
+                inviter,
+            }
+        } else {
+            InviteThen::BotJoined {
+                room: room.clone(),
+                inviter,
+                permitted,
+            }
+        };
         self.ask(
             lane,
             Action::Matrix(MatrixCall::Join {
-                room: room.clone(),
+                room,
                 user: self.config.bot.clone(),
             }),
-            Then::Invite(InviteThen::BotJoined {
-                room,
-                inviter,
-                permitted,
-            }),
+            Then::Invite(then),
         );
     }
 
@@ -112,6 +136,9 @@ impl Bridge {
                 self.on_room_members(room, inviter, members)
             }
             (InviteThen::CheckPrivate { .. }, got) => self.unexpected(answer.id, answer.name, &got),
+            (InviteThen::EncryptedJoined { room, inviter }, _) => {
+                self.refuse_encrypted(Lane::User(inviter), room)
+            }
         }
     }
 
@@ -211,6 +238,48 @@ impl Bridge {
                 );
             }
         }
+    }
+
+    /// An encrypted message, or encryption turned on, in a room of the bridge. In the control
+    /// room the bot cannot read commands any more: it says so in a notice it can still send
+    /// (unencrypted), leaves with the reason, and refuses the room from now on (encryption
+    /// cannot be turned off). In a portal the owner is told that it is not bridged.
+    pub(crate) fn on_encrypted(&mut self, event: &MatrixEvent) {
+        let room = event.room_id.clone();
+        let enabled = matches!(event.kind, crate::MatrixEventKind::EncryptionEnabled);
+        match self.portals.role(&room).cloned() {
+            Some(RoomRole::Control(user)) => {
+                let mut record = self.user_record(&user);
+                record.control_room = None;
+                self.change(Change::PutUser(record));
+                self.refuse_encrypted(Lane::User(user), room);
+            }
+            Some(RoomRole::Portal(owner, groom)) if owner == event.sender || enabled => {
+                let text = if enabled {
+                    ENCRYPTION_ENABLED_PORTAL
+                } else {
+                    ENCRYPTED_PORTAL
+                };
+                self.notice_in(Lane::Portal { owner, room: groom }, room, text);
+            }
+            _ => {}
+        }
+    }
+
+    /// An encrypted chat with the bot: it says why in a notice it can still send
+    /// (unencrypted), leaves with the reason (shown by clients that cannot show the notice),
+    /// and refuses the room from now on: encryption cannot be turned off again.
+    fn refuse_encrypted(&mut self, lane: Lane, room: OwnedRoomId) {
+        self.notice_in(lane.clone(), room.clone(), ENCRYPTED_CONTROL);
+        self.emit(
+            lane,
+            Action::Matrix(MatrixCall::LeaveWithReason {
+                room: room.clone(),
+                user: self.config.bot.clone(),
+                reason: "The bridge bot cannot read encrypted chats".to_owned(),
+            }),
+        );
+        self.change(Change::RefuseRoom(room));
     }
 
     fn clear_control_room(&mut self, user: &OwnedUserId, leave: bool) {

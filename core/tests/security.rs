@@ -124,6 +124,126 @@ fn a_third_person_in_the_control_room_makes_the_bot_say_why_and_leave_for_good()
     assert_eq!(h.notices(&dm).len(), before);
 }
 
+/// Whether the bot left `room` with a reason saying it cannot read encrypted chats.
+fn left_for_encryption(h: &Harness, room: &OwnedRoomId) -> bool {
+    h.log.iter().any(|e| {
+        matches!(&e.action, Action::Matrix(MatrixCall::LeaveWithReason { room: r, user, reason })
+            if r == room && *user == h.bot() && reason.contains("encrypted"))
+    })
+}
+
+#[test]
+fn an_encrypted_dm_is_refused_with_a_notice_and_a_reason_before_anything_else() {
+    let mut h = Harness::new();
+    let alice = uid("alice");
+    let room: OwnedRoomId = "!secret:hs".try_into().unwrap();
+    h.matrix
+        .entry(room.clone())
+        .or_default()
+        .members
+        .insert(alice.clone());
+    // The invite's stripped state shows `m.room.encryption`: the client made it encrypted.
+    let ev = h.event(
+        &room,
+        &alice,
+        MatrixEventKind::EncryptedInvite { target: h.bot() },
+    );
+    h.txn(vec![ev]);
+    h.settle();
+    let notices = h.notices(&room);
+    assert_eq!(
+        notices.len(),
+        1,
+        "no greeting, only the reason: {notices:?}"
+    );
+    assert!(notices[0].contains("without encryption"), "{notices:?}");
+    assert!(left_for_encryption(&h, &room), "the bot left with a reason");
+    assert!(h.store.refused_rooms.contains(&room));
+    assert_eq!(
+        h.store
+            .users
+            .get(&alice)
+            .and_then(|u| u.control_room.clone()),
+        None
+    );
+    // Invited again, it declines at once.
+    let ev = h.event(
+        &room,
+        &alice,
+        MatrixEventKind::EncryptedInvite { target: h.bot() },
+    );
+    h.txn(vec![ev]);
+    h.settle();
+    assert_eq!(h.notices(&room).len(), 1);
+}
+
+#[test]
+fn an_encrypted_invite_of_someone_else_into_the_control_room_still_ends_it() {
+    let mut h = Harness::new();
+    let alice = uid("alice");
+    let dm = h.dm_bot(&alice, &[]);
+    let ev = h.event(
+        &dm,
+        &alice,
+        MatrixEventKind::EncryptedInvite {
+            target: uid("mallory"),
+        },
+    );
+    h.txn(vec![ev]);
+    h.settle();
+    assert!(h.last_notice(&dm).contains("no longer a private chat"));
+    assert!(h.store.refused_rooms.contains(&dm));
+}
+
+#[test]
+fn encryption_turned_on_in_the_control_room_makes_the_bot_explain_and_leave() {
+    let mut h = Harness::new();
+    let alice = uid("alice");
+    let dm = h.dm_bot(&alice, &[]);
+    // The first encrypted message: the bot cannot read the command in it.
+    let ev = h.event(&dm, &alice, MatrixEventKind::Encrypted);
+    h.txn(vec![ev]);
+    h.settle();
+    assert!(h.last_notice(&dm).contains("cannot read encrypted"));
+    assert!(left_for_encryption(&h, &dm));
+    assert_eq!(h.store.users[&alice].control_room, None);
+    assert!(h.store.refused_rooms.contains(&dm));
+    // A new, unencrypted DM works as before.
+    let fresh = h.dm_bot(&alice, &[]);
+    assert_eq!(h.store.users[&alice].control_room.as_ref(), Some(&fresh));
+    assert!(h.last_notice(&fresh).contains("Log in"));
+}
+
+#[test]
+fn an_encrypted_message_in_a_portal_is_not_bridged_and_the_owner_is_told() {
+    let mut h = Harness::new();
+    let groom = h.add_gitter_room("org/room", &["alice_gh", "bob"]);
+    let (alice, _dm) = h.logged_in_user("alice", "alice_gh");
+    h.settle();
+    let portal = h.portal(&alice, &groom).expect("a portal");
+    let before = h.gitter_texts(&groom).len();
+    let ev = h.event(&portal, &alice, MatrixEventKind::Encrypted);
+    h.txn(vec![ev]);
+    h.settle();
+    assert!(h.last_notice(&portal).contains("cannot be bridged"));
+    assert_eq!(
+        h.gitter_texts(&groom).len(),
+        before,
+        "nothing reached Gitter"
+    );
+    // Encryption itself turned on: the owner learns that the room no longer bridges.
+    let ev = h.event(&portal, &alice, MatrixEventKind::EncryptionEnabled);
+    h.txn(vec![ev]);
+    h.settle();
+    assert!(h.last_notice(&portal).contains("Encryption was turned on"));
+    // Someone else's encrypted event (a ghost's would never be) says nothing.
+    let count = h.notices(&portal).len();
+    let ev = h.event(&portal, &uid("stranger"), MatrixEventKind::Encrypted);
+    h.txn(vec![ev]);
+    h.settle();
+    assert_eq!(h.notices(&portal).len(), count);
+}
+
 #[test]
 fn login_links_depend_on_all_256_bits_of_the_seed_and_repeat_for_the_same_seed() {
     let link_with = |seed: [u8; 32]| {

@@ -558,12 +558,21 @@ impl MatrixClient {
     }
 
     /// `POST /rooms/{roomId}/leave` as `user`.
-    pub async fn leave(&self, room: &OwnedRoomId, user: &UserId) -> Result<(), MatrixError> {
+    pub async fn leave(
+        &self,
+        room: &OwnedRoomId,
+        user: &UserId,
+        reason: Option<&str>,
+    ) -> Result<(), MatrixError> {
         let path = format!(
             "/_matrix/client/v3/rooms/{}/leave",
             encode_segment(room.as_str())
         );
-        let call = Call::new("leave", Method::POST, path).json(json!({}));
+        let body = match reason {
+            Some(reason) => json!({ "reason": reason }),
+            None => json!({}),
+        };
+        let call = Call::new("leave", Method::POST, path).json(body);
         self.call(self.as_user(call, user)).await.map(drop)
     }
 

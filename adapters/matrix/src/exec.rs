@@ -76,7 +76,11 @@ impl MatrixClient {
                 Ok(EffectOutput::Done)
             }
             MatrixCall::Leave { room, user } => {
-                self.leave(room, user).await?;
+                self.leave(room, user, None).await?;
+                Ok(EffectOutput::Done)
+            }
+            MatrixCall::LeaveWithReason { room, user, reason } => {
+                self.leave(room, user, Some(reason)).await?;
                 Ok(EffectOutput::Done)
             }
             MatrixCall::Kick {

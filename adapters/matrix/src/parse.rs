@@ -142,6 +142,9 @@ fn kind_of(
                 "knock" => Membership::Knock,
                 _ => return None,
             };
+            if membership == Membership::Invite && invited_to_encrypted(event) {
+                return Some(MatrixEventKind::EncryptedInvite { target });
+            }
             Some(MatrixEventKind::Member { target, membership })
         }
         "m.room.message" => {
@@ -169,6 +172,11 @@ fn kind_of(
                 formatted_body,
                 relation: relation.and_then(relation_of),
             })
+        }
+        // The bridge has no keys (it is not an E2EE client): the core tells the person.
+        "m.room.encrypted" => Some(MatrixEventKind::Encrypted),
+        "m.room.encryption" if event.contains_key("state_key") => {
+            Some(MatrixEventKind::EncryptionEnabled)
         }
         // `redacts` is a top-level key up to room version 10 and a content key from 11 on
         // (spec: room version 11, "Moving the redacts key").
@@ -208,6 +216,21 @@ fn message_content(content: &Map<String, Value>) -> Option<(MsgType, String, Opt
         _ => None,
     };
     Some((msgtype, body, formatted_body))
+}
+
+/// Whether an invite's stripped room state (`unsigned.invite_room_state`, which Synapse
+/// keeps on invites it sends to application services; matrix-org/matrix-spec#848) shows an
+/// `m.room.encryption` event: the room is encrypted before the bot ever joins it.
+fn invited_to_encrypted(event: &Map<String, Value>) -> bool {
+    event
+        .get("unsigned")
+        .and_then(|u| u.get("invite_room_state"))
+        .and_then(Value::as_array)
+        .is_some_and(|state| {
+            state
+                .iter()
+                .any(|e| e.get("type").and_then(Value::as_str) == Some("m.room.encryption"))
+        })
 }
 
 fn str_field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a str> {

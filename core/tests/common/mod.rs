@@ -383,6 +383,7 @@ impl Harness {
                 Ok(EffectOutput::Done)
             }
             MatrixCall::Leave { room, user }
+            | MatrixCall::LeaveWithReason { room, user, .. }
             | MatrixCall::Kick {
                 room, target: user, ..
             } => {

@@ -187,3 +187,47 @@ fn thread_messages_and_replies_carry_their_relation() {
         None
     );
 }
+
+#[test]
+fn an_invite_to_a_room_encrypted_from_the_start_says_so_and_encrypted_events_are_named() {
+    // Synapse keeps the stripped state (`unsigned.invite_room_state`) on invites it sends to
+    // application services; a client that creates an encrypted DM puts `m.room.encryption`
+    // in it.
+    let mut txn = fixture_json("transaction_bot_invite.json");
+    let invite = &mut txn["events"][0];
+    invite["unsigned"]["invite_room_state"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "type": "m.room.encryption",
+            "state_key": "",
+            "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+            "sender": ALICE,
+        }));
+    let room = invite["room_id"].clone();
+    let events = txn["events"].as_array_mut().unwrap();
+    events.push(serde_json::json!({
+        "type": "m.room.encryption", "state_key": "", "room_id": room, "sender": ALICE,
+        "event_id": "$enc", "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+    }));
+    events.push(serde_json::json!({
+        "type": "m.room.encrypted", "room_id": room, "sender": ALICE, "event_id": "$msg",
+        "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEn..."},
+    }));
+    // Without a state key it is not the state event that turns encryption on.
+    events.push(serde_json::json!({
+        "type": "m.room.encryption", "room_id": room, "sender": ALICE, "event_id": "$odd",
+        "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+    }));
+    let parsed = parse_transaction(&serde_json::to_vec(&txn).unwrap()).unwrap();
+    let kinds: Vec<_> = parsed.events.into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            MatrixEventKind::EncryptedInvite { target: user(BOT) },
+            MatrixEventKind::EncryptionEnabled,
+            MatrixEventKind::Encrypted,
+            other("m.room.encryption"),
+        ]
+    );
+}
