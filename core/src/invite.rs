@@ -22,6 +22,8 @@ pub(crate) const ONLY_PRIVATE: &str =
 pub(crate) const ENCRYPTED_CONTROL: &str = "This chat is encrypted, and I cannot read encrypted \
      messages, so I am leaving it. Start a new direct chat with me **without encryption** (in \
      Element: turn off *Enable end-to-end encryption* when you create it) to go on.";
+/// The reason the bot's leave carries from an encrypted chat.
+const ENCRYPTED_REASON: &str = "The bridge bot cannot read encrypted chats";
 /// What the bot says in a portal when an encrypted message or encryption shows up there.
 pub(crate) const ENCRYPTED_PORTAL: &str = "Encrypted messages cannot be bridged to Gitter: the \
      bridge cannot read them. This message did not reach Gitter.";
@@ -136,9 +138,12 @@ impl Bridge {
                 self.on_room_members(room, inviter, members)
             }
             (InviteThen::CheckPrivate { .. }, got) => self.unexpected(answer.id, answer.name, &got),
-            (InviteThen::EncryptedJoined { room, inviter }, _) => {
-                self.refuse_encrypted(Lane::User(inviter), room)
-            }
+            (InviteThen::EncryptedJoined { room, inviter }, _) => self.leave_for_good(
+                Lane::User(inviter),
+                room,
+                ENCRYPTED_CONTROL,
+                Some(ENCRYPTED_REASON),
+            ),
         }
     }
 
@@ -173,15 +178,7 @@ impl Bridge {
             .iter()
             .any(|m| m != &self.config.bot && m != &inviter);
         if others {
-            self.notice_in(lane.clone(), room.clone(), ONLY_PRIVATE);
-            self.emit(
-                lane,
-                Action::Matrix(MatrixCall::Leave {
-                    room: room.clone(),
-                    user: self.config.bot.clone(),
-                }),
-            );
-            self.change(Change::RefuseRoom(room));
+            self.leave_for_good(lane, room, ONLY_PRIVATE, None);
             return;
         }
         let mut user = self.user_record(&inviter);
@@ -252,7 +249,12 @@ impl Bridge {
                 let mut record = self.user_record(&user);
                 record.control_room = None;
                 self.change(Change::PutUser(record));
-                self.refuse_encrypted(Lane::User(user), room);
+                self.leave_for_good(
+                    Lane::User(user),
+                    room,
+                    ENCRYPTED_CONTROL,
+                    Some(ENCRYPTED_REASON),
+                );
             }
             Some(RoomRole::Portal(owner, groom)) if owner == event.sender || enabled => {
                 let text = if enabled {
@@ -266,19 +268,25 @@ impl Bridge {
         }
     }
 
-    /// An encrypted chat with the bot: it says why in a notice it can still send
-    /// (unencrypted), leaves with the reason (shown by clients that cannot show the notice),
-    /// and refuses the room from now on: encryption cannot be turned off again.
-    fn refuse_encrypted(&mut self, lane: Lane, room: OwnedRoomId) {
-        self.notice_in(lane.clone(), room.clone(), ENCRYPTED_CONTROL);
-        self.emit(
-            lane,
-            Action::Matrix(MatrixCall::LeaveWithReason {
+    /// A room the bot must not stay in (not private, or encrypted, which cannot be turned
+    /// off again): it says why in a notice (sent unencrypted, which every client still
+    /// shows), leaves, with `reason` for clients that show the notice badly, and refuses the
+    /// room from now on.
+    fn leave_for_good(&mut self, lane: Lane, room: OwnedRoomId, why: &str, reason: Option<&str>) {
+        self.notice_in(lane.clone(), room.clone(), why);
+        let user = self.config.bot.clone();
+        let call = match reason {
+            Some(reason) => MatrixCall::LeaveWithReason {
                 room: room.clone(),
-                user: self.config.bot.clone(),
-                reason: "The bridge bot cannot read encrypted chats".to_owned(),
-            }),
-        );
+                user,
+                reason: reason.to_owned(),
+            },
+            None => MatrixCall::Leave {
+                room: room.clone(),
+                user,
+            },
+        };
+        self.emit(lane, Action::Matrix(call));
         self.change(Change::RefuseRoom(room));
     }
 

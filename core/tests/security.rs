@@ -143,13 +143,11 @@ fn an_encrypted_dm_is_refused_with_a_notice_and_a_reason_before_anything_else() 
         .members
         .insert(alice.clone());
     // The invite's stripped state shows `m.room.encryption`: the client made it encrypted.
-    let ev = h.event(
+    h.happen(
         &room,
         &alice,
         MatrixEventKind::EncryptedInvite { target: h.bot() },
     );
-    h.txn(vec![ev]);
-    h.settle();
     let notices = h.notices(&room);
     assert_eq!(
         notices.len(),
@@ -167,13 +165,11 @@ fn an_encrypted_dm_is_refused_with_a_notice_and_a_reason_before_anything_else() 
         None
     );
     // Invited again, it declines at once.
-    let ev = h.event(
+    h.happen(
         &room,
         &alice,
         MatrixEventKind::EncryptedInvite { target: h.bot() },
     );
-    h.txn(vec![ev]);
-    h.settle();
     assert_eq!(h.notices(&room).len(), 1);
 }
 
@@ -182,15 +178,13 @@ fn an_encrypted_invite_of_someone_else_into_the_control_room_still_ends_it() {
     let mut h = Harness::new();
     let alice = uid("alice");
     let dm = h.dm_bot(&alice, &[]);
-    let ev = h.event(
+    h.happen(
         &dm,
         &alice,
         MatrixEventKind::EncryptedInvite {
             target: uid("mallory"),
         },
     );
-    h.txn(vec![ev]);
-    h.settle();
     assert!(h.last_notice(&dm).contains("no longer a private chat"));
     assert!(h.store.refused_rooms.contains(&dm));
 }
@@ -201,9 +195,7 @@ fn encryption_turned_on_in_the_control_room_makes_the_bot_explain_and_leave() {
     let alice = uid("alice");
     let dm = h.dm_bot(&alice, &[]);
     // The first encrypted message: the bot cannot read the command in it.
-    let ev = h.event(&dm, &alice, MatrixEventKind::Encrypted);
-    h.txn(vec![ev]);
-    h.settle();
+    h.happen(&dm, &alice, MatrixEventKind::Encrypted);
     assert!(h.last_notice(&dm).contains("cannot read encrypted"));
     assert!(left_for_encryption(&h, &dm));
     assert_eq!(h.store.users[&alice].control_room, None);
@@ -222,9 +214,7 @@ fn an_encrypted_message_in_a_portal_is_not_bridged_and_the_owner_is_told() {
     h.settle();
     let portal = h.portal(&alice, &groom).expect("a portal");
     let before = h.gitter_texts(&groom).len();
-    let ev = h.event(&portal, &alice, MatrixEventKind::Encrypted);
-    h.txn(vec![ev]);
-    h.settle();
+    h.happen(&portal, &alice, MatrixEventKind::Encrypted);
     assert!(h.last_notice(&portal).contains("cannot be bridged"));
     assert_eq!(
         h.gitter_texts(&groom).len(),
@@ -232,15 +222,11 @@ fn an_encrypted_message_in_a_portal_is_not_bridged_and_the_owner_is_told() {
         "nothing reached Gitter"
     );
     // Encryption itself turned on: the owner learns that the room no longer bridges.
-    let ev = h.event(&portal, &alice, MatrixEventKind::EncryptionEnabled);
-    h.txn(vec![ev]);
-    h.settle();
+    h.happen(&portal, &alice, MatrixEventKind::EncryptionEnabled);
     assert!(h.last_notice(&portal).contains("Encryption was turned on"));
     // Someone else's encrypted event (a ghost's would never be) says nothing.
     let count = h.notices(&portal).len();
-    let ev = h.event(&portal, &uid("stranger"), MatrixEventKind::Encrypted);
-    h.txn(vec![ev]);
-    h.settle();
+    h.happen(&portal, &uid("stranger"), MatrixEventKind::Encrypted);
     assert_eq!(h.notices(&portal).len(), count);
 }
 

@@ -720,6 +720,13 @@ impl Harness {
         }
     }
 
+    /// `sender` does `kind` in `room`, and the bridge settles.
+    pub fn happen(&mut self, room: &OwnedRoomId, sender: &OwnedUserId, kind: MatrixEventKind) {
+        let ev = self.event(room, sender, kind);
+        self.txn(vec![ev]);
+        self.settle();
+    }
+
     /// `user` creates a DM with the bot (others invited too) and invites the bot.
     pub fn dm_bot(&mut self, user: &OwnedUserId, others: &[OwnedUserId]) -> OwnedRoomId {
         let room: OwnedRoomId = format!("!{}", self.fresh("dm")).try_into().unwrap();
