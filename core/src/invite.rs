@@ -20,16 +20,16 @@ pub(crate) const ONLY_PRIVATE: &str =
 /// What the bot says in an encrypted chat with it, before it leaves (an unencrypted notice
 /// still shows in every client, marked as not encrypted).
 pub(crate) const ENCRYPTED_CONTROL: &str = "This chat is encrypted, and I cannot read encrypted \
-     messages, so I am leaving it. Start a new direct chat with me **without encryption** (in \
-     Element: turn off *Enable end-to-end encryption* when you create it) to go on.";
+     messages, so I am leaving it. Start a new direct chat with me without encryption (in \
+     Element: turn off \"Enable end-to-end encryption\" when you create it) to go on.";
 /// The reason the bot's leave carries from an encrypted chat.
 const ENCRYPTED_REASON: &str = "The bridge bot cannot read encrypted chats";
 /// What the bot says in a portal when an encrypted message or encryption shows up there.
 pub(crate) const ENCRYPTED_PORTAL: &str = "Encrypted messages cannot be bridged to Gitter: the \
      bridge cannot read them. This message did not reach Gitter.";
 pub(crate) const ENCRYPTION_ENABLED_PORTAL: &str = "Encryption was turned on in this room. The \
-     bridge cannot read encrypted messages, so what you write here no longer reaches Gitter. \
-     Send `leave` and `join` for the room to the bot for a new, unencrypted room.";
+     bridge cannot read encrypted messages, so what you write here no longer reaches Gitter \
+     (messages from Gitter still arrive here).";
 
 impl Bridge {
     pub(crate) fn on_member(&mut self, event: &MatrixEvent, target: OwnedUserId, m: Membership) {
