@@ -10,8 +10,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::dedupe::Dedupe;
 use crate::effect::{
-    Action, Effect, GitterCall, Lane, LoginThen, MatrixCall, MatrixContent, RelayThen, StoreCall,
-    Then,
+    Action, Effect, GitterCall, Lane, LoginThen, MatrixCall, RelayThen, StoreCall, Then,
 };
 use crate::error::CoreError;
 use crate::ids::{AsTxnId, EffectId, GitterRoomId, OwnedRoomId, OwnedUserId, Timestamp};
@@ -227,7 +226,7 @@ impl Bridge {
         }
     }
 
-    /// Sends a notice from the bot into a given room.
+    /// Sends a notice from the bot into a given room: `text` is markdown ([`crate::notice`]).
     pub(crate) fn notice_in(&mut self, lane: Lane, room: OwnedRoomId, text: impl Into<String>) {
         let bot = self.config.bot.clone();
         self.emit(
@@ -235,7 +234,7 @@ impl Bridge {
             Action::Matrix(MatrixCall::SendMessage {
                 room,
                 sender: bot,
-                content: MatrixContent::notice(text),
+                content: crate::notice::render(&text.into()),
                 ts: None,
             }),
         );
@@ -831,6 +830,6 @@ impl Bridge {
                 .state
                 .portals
                 .get(&(owner.clone(), room.clone()))
-                .is_some_and(|p| matches!(p.state, PortalState::Active | PortalState::Creating))
+                .is_some_and(|p| p.state.is_open() || p.state == PortalState::Creating)
     }
 }

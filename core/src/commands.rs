@@ -10,16 +10,27 @@ use crate::ids::{GitterRoomId, OwnedUserId};
 use crate::input::{EffectOutput, Failure, FailureKind, GitterRoom};
 use crate::state::{Change, PortalState};
 
-/// The help text.
-pub(crate) const HELP: &str = "Commands:\n\
-  help: this text\n\
-  login: get a link to log in to Gitter\n\
-  logout: forget your Gitter login and leave every bridged room\n\
-  list: your Gitter rooms (* = you have the Matrix room)\n\
-  join <room>: join a Gitter room (e.g. `join gitterhq/sandbox`), alias gjoin\n\
-  leave <room>: leave a Gitter room, alias gpart\n\
-  invite <room>: invite you again to the Matrix room of a Gitter room you are in\n\
-  whoami: which Gitter account you are logged in as";
+/// What `list`'s mark means, said the same way in `help` and in `list`.
+macro_rules! legend {
+    () => {
+        "★ = you have joined its Matrix room"
+    };
+}
+
+/// The help text (markdown, [`crate::notice`]).
+pub(crate) const HELP: &str = concat!(
+    "Commands:\n\n",
+    "- `help`: this text\n",
+    "- `login`: get a link to log in to Gitter\n",
+    "- `logout`: forget your Gitter login and leave every bridged room\n",
+    "- `list`: your Gitter rooms (",
+    legend!(),
+    ")\n",
+    "- `join <room>`: join a Gitter room (e.g. `join gitterhq/sandbox`), alias `gjoin`\n",
+    "- `leave <room>`: leave a Gitter room, alias `gpart`\n",
+    "- `invite <room>`: invite you again to the Matrix room of a Gitter room you are in\n",
+    "- `whoami`: which Gitter account you are logged in as",
+);
 
 /// A parsed bot command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,9 +126,8 @@ fn explain(failure: &Failure, uri: Option<&str>, doing: &str) -> String {
         },
         (FailureKind::Forbidden, "join") => format!("Gitter refused to let you join {room}."),
         (FailureKind::Forbidden, _) => format!("Gitter does not allow you to {doing} {room}."),
-        (FailureKind::TokenRevoked, _) => {
-            "Your Gitter login is no longer valid. Send `login` to log in again.".to_owned()
-        }
+        // Never said: `on_command_failed` leaves it to `invalidate_login`, which gives a link.
+        (FailureKind::TokenRevoked, _) => "Your Gitter login is no longer valid.".to_owned(),
         (FailureKind::RateLimited, _) => {
             "Gitter is limiting how fast we can talk to it. Please try again in a minute."
                 .to_owned()
@@ -157,15 +167,15 @@ impl Bridge {
                 let text = match self.state.users.get(user).and_then(|u| u.login.clone()) {
                     Some(l) if l.valid => format!("You are logged in to Gitter as {}.", l.username),
                     Some(l) => {
-                        let link = self.new_login_link(user);
+                        let again = self.log_in_here(user);
                         format!(
-                            "Your Gitter login as {} is no longer valid. Log in again here: {link}",
+                            "Your Gitter login as {} is no longer valid. {again}",
                             l.username
                         )
                     }
                     None => {
-                        let link = self.new_login_link(user);
-                        format!("You are not logged in to Gitter. Log in here: {link}")
+                        let again = self.log_in_here(user);
+                        format!("You are not logged in to Gitter. {again}")
                     }
                 };
                 self.notice(user, text);
@@ -326,18 +336,20 @@ impl Bridge {
                         .unwrap_or_else(|| r.name.clone())
                         .to_lowercase()
                 });
-                let mut text = String::from("Your Gitter rooms (* = you are in the Matrix room):");
+                let mut text = String::from(concat!("Your Gitter rooms (", legend!(), "):\n"));
                 for r in rooms {
+                    // Joined, not merely invited: what the legend promises.
                     let joined = self
                         .state
                         .portals
                         .get(&(user.clone(), r.id.clone()))
                         .is_some_and(|p| p.state == PortalState::Active);
-                    let label = r
-                        .uri
-                        .clone()
-                        .unwrap_or_else(|| format!("{} (one-to-one)", r.name));
-                    text.push_str(&format!("\n{} {label}", if joined { "*" } else { " " }));
+                    // Room names come from Gitter: quoted as code, never read as markdown.
+                    let label = match &r.uri {
+                        Some(uri) => crate::notice::code(uri),
+                        None => format!("{} (one-to-one)", crate::notice::code(&r.name)),
+                    };
+                    text.push_str(&format!("\n- {}{label}", if joined { "★ " } else { "" }));
                 }
                 self.notice(user, text);
             }
@@ -352,7 +364,11 @@ impl Bridge {
         room: GitterRoom,
     ) {
         let Some(login) = self.valid_login(user) else {
-            self.notice(user, "You are no longer logged in to Gitter. Send `login`.");
+            let again = self.log_in_here(user);
+            self.notice(
+                user,
+                format!("You are no longer logged in to Gitter. {again}"),
+            );
             return;
         };
         let lane = Lane::User(user.clone());

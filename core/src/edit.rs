@@ -144,10 +144,10 @@ impl Bridge {
             return;
         }
         let Some(login) = self.valid_login(&correction.owner) else {
+            let again = self.log_in_here(&correction.owner);
             self.tell_owner(
                 &correction,
-                "Your change was not made on Gitter: you are not logged in. Send `login` to the \
-                 bridge bot.",
+                format!("Your change was not made on Gitter: you are not logged in. {again}"),
             );
             return;
         };

@@ -63,6 +63,13 @@ impl Bridge {
             self.change(Change::RefuseRoom(room));
             return;
         }
+        if m == Membership::Join
+            && let Some(RoomRole::Portal(owner, groom)) = self.portals.role(&room).cloned()
+            && owner == target
+        {
+            self.on_owner_joined_portal(&owner, &groom);
+            return;
+        }
         if !matches!(m, Membership::Leave | Membership::Ban) {
             return;
         }
@@ -309,6 +316,17 @@ impl Bridge {
     fn on_bot_removed(&mut self, room: &OwnedRoomId) {
         if let Some(RoomRole::Control(user)) = self.portals.role(room).cloned() {
             self.clear_control_room(&user, false);
+        }
+    }
+
+    /// The owner took the invitation: `list` stars the portal from now on.
+    fn on_owner_joined_portal(&mut self, owner: &OwnedUserId, room: &GitterRoomId) {
+        let key = (owner.clone(), room.clone());
+        if let Some(mut portal) = self.state.portals.get(&key).cloned()
+            && portal.state == PortalState::Invited
+        {
+            portal.state = PortalState::Active;
+            self.change(Change::PutPortal(portal));
         }
     }
 

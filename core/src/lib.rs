@@ -71,6 +71,7 @@ mod input;
 mod invite;
 mod login;
 mod markdown;
+mod notice;
 mod output;
 mod portal;
 mod prune;

@@ -183,6 +183,13 @@ impl Bridge {
         format!("{}/login/{token}", self.public_url())
     }
 
+    /// The end of a sentence that needs a login: a fresh link, so the person can act on it
+    /// at once instead of asking the bot for one.
+    pub(crate) fn log_in_here(&mut self, user: &OwnedUserId) -> String {
+        let link = self.new_login_link(user);
+        format!("Log in here: {link}")
+    }
+
     /// The link's ticket if it still works; otherwise answers the page saying why.
     fn live_link(&mut self, request: RequestId, token: &str) -> Option<Ticket> {
         let Some(ticket) = self.state.login_links.get(token).cloned() else {
@@ -508,9 +515,10 @@ impl Bridge {
                 format!("{why} Send `login` to the bridge bot for a new link."),
             ),
         );
+        let link = self.new_login_link(user);
         self.notice(
             user,
-            format!("Logging in to Gitter failed: {why} Send `login` for a new link."),
+            format!("Logging in to Gitter failed: {why} Try again here: {link}"),
         );
     }
 
@@ -527,10 +535,10 @@ impl Bridge {
         login.valid = false;
         self.change(Change::PutUser(record));
         self.unwatch_user(user);
+        let again = self.log_in_here(user);
         self.notice(
             user,
-            "Gitter rejected your login: the token was revoked or has expired. \
-             Send `login` to log in again.",
+            format!("Gitter rejected your login: the token was revoked or has expired. {again}"),
         );
         let rooms: Vec<_> = self
             .state

@@ -150,11 +150,14 @@ impl Bridge {
         match self.state.portals.get(&key).cloned() {
             Some(mut portal) if portal.room_id.is_some() => {
                 let was = portal.state;
-                if was == PortalState::Active && !reinvite {
+                if was.is_open() && !reinvite {
                     return;
                 }
                 let room_id = portal.room_id.clone().expect("checked above");
-                portal.state = PortalState::Active;
+                // An owner still in the room stays joined; anyone else is invited now.
+                if was != PortalState::Active {
+                    portal.state = PortalState::Invited;
+                }
                 self.change(Change::PutPortal(portal));
                 self.emit(
                     lane,
@@ -316,7 +319,8 @@ impl Bridge {
         let closed = portal.state == PortalState::Closed;
         portal.room_id = Some(room_id.clone());
         if !closed {
-            portal.state = PortalState::Active;
+            // createRoom invited the owner; the owner's join makes it Active.
+            portal.state = PortalState::Invited;
         }
         self.change(Change::PutPortal(portal));
         if closed {

@@ -544,7 +544,7 @@ impl Bridge {
             return;
         }
         let had = self.portal_state(user, &room.id);
-        if matches!(had, Some(PortalState::Active | PortalState::Creating))
+        if had.is_some_and(|s| s.is_open() || s == PortalState::Creating)
             || self.gitter_call_waiting(user, &room.id)
         {
             // Known already, or a `join` of the bot's own is on its way: that flow opens it.
@@ -574,7 +574,7 @@ impl Bridge {
         }
         if !matches!(
             self.portal_state(user, room),
-            Some(PortalState::Active | PortalState::Creating)
+            Some(PortalState::Active | PortalState::Invited | PortalState::Creating)
         ) {
             return;
         }

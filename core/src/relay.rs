@@ -289,7 +289,7 @@ impl Bridge {
                         at: self.step.now,
                     }));
                 }
-                PortalState::Active => {
+                PortalState::Active | PortalState::Invited => {
                     let content = content.get_or_insert_with(|| gitter_to_matrix(message));
                     self.deliver(&owner, room, message, content)
                 }
@@ -571,11 +571,11 @@ impl Bridge {
             }
         };
         let Some(login) = self.valid_login(owner) else {
+            let again = self.log_in_here(owner);
             self.notice_in(
                 lane,
                 event.room_id.clone(),
-                "Your message was not sent to Gitter: you are not logged in. \
-                 Send `login` to the bridge bot.",
+                format!("Your message was not sent to Gitter: you are not logged in. {again}"),
             );
             return;
         };
@@ -720,7 +720,9 @@ impl Bridge {
     fn on_gitter_send_failed(&mut self, room: GitterRoomId, origin: SendOrigin, failure: &Failure) {
         let why = match failure.kind {
             FailureKind::TokenRevoked => {
-                "your Gitter login is no longer valid (send `login` to the bridge bot)"
+                // invalidate_login sends the fresh link, in the chat with the bot.
+                "your Gitter login is no longer valid (the bridge bot sent you a link to log in \
+                 again)"
             }
             FailureKind::Forbidden => "Gitter does not allow you to write in this room",
             FailureKind::NotFound => "Gitter no longer knows this room",

@@ -60,11 +60,22 @@ pub struct GhostRecord {
 pub enum PortalState {
     /// The room is being created; relayed messages wait in [`Snapshot::queued`].
     Creating,
-    /// The room exists and the owner is in it (or invited).
+    /// The room exists and the owner has joined it.
     Active,
     /// The owner left the Matrix room or was kicked (logout, leave); the Gitter membership
     /// may remain. `invite` re-opens it.
     Closed,
+    /// The room exists and the owner is invited to it but has not joined (yet). Relayed like
+    /// an active portal (the owner sees the history on joining); `list` does not star it.
+    /// Last, so the stored variants before it keep their numbers.
+    Invited,
+}
+
+impl PortalState {
+    /// The portal exists and relays: the owner is in it or invited to it.
+    pub fn is_open(self) -> bool {
+        matches!(self, PortalState::Active | PortalState::Invited)
+    }
 }
 
 /// A portal: one Matrix room of one user for one Gitter room.

@@ -415,6 +415,15 @@ fn help_and_unknown_commands() {
     h.say(&dm, &alice, "HeLp");
     h.settle();
     assert!(h.last_notice(&dm).contains("Commands:"));
+    // Rendered: a list, commands as code, and a ping for nobody.
+    let help = h.last_message(&dm);
+    let html = help.formatted_body.as_deref().unwrap();
+    assert!(
+        html.contains("<ul>\n<li><code>help</code>: this text</li>"),
+        "{html}"
+    );
+    assert!(html.contains("<code>join &lt;room&gt;</code>"), "{html}");
+    assert_eq!(help.mentions, Some(Mentions::default()));
     h.say(&dm, &alice, "frobnicate");
     h.settle();
     assert_eq!(
@@ -460,11 +469,28 @@ fn list_marks_rooms_with_a_joined_portal() {
     let (alice, dm) = h.logged_in_user("alice", "alice");
     h.say(&dm, &alice, "invite org/dev");
     h.settle();
+    // Invited only: the legend promises a star for a joined room.
     h.say(&dm, &alice, "list");
     h.settle();
     let n = h.last_notice(&dm);
-    assert!(n.contains("\n  org/chat"), "{n}");
-    assert!(n.contains("\n* org/dev"), "{n}");
+    assert!(n.contains("(★ = you have joined its Matrix room)"), "{n}");
+    assert!(n.contains("\n- `org/chat`"), "{n}");
+    assert!(n.contains("\n- `org/dev`"), "{n}");
+    let dev = h.room_for("org/dev");
+    let portal = h.portal(&alice, &dev).unwrap();
+    h.happen(
+        &portal,
+        &alice,
+        MatrixEventKind::Member {
+            target: alice.clone(),
+            membership: Membership::Join,
+        },
+    );
+    h.say(&dm, &alice, "list");
+    h.settle();
+    let n = h.last_notice(&dm);
+    assert!(n.contains("\n- `org/chat`"), "{n}");
+    assert!(n.contains("\n- ★ `org/dev`"), "{n}");
 }
 
 #[test]
@@ -720,7 +746,7 @@ fn owner_leaving_a_portal_keeps_gitter_membership_and_invite_reopens_it() {
     h.settle();
     assert_eq!(
         h.store.portals[&(alice.clone(), room.clone())].state,
-        PortalState::Active
+        PortalState::Invited
     );
     assert_eq!(
         h.portal(&alice, &room),
@@ -1004,7 +1030,10 @@ fn another_member_takes_over_when_the_reader_token_is_revoked() {
     });
     h.settle();
     assert!(!h.store.users[&alice].login.as_ref().unwrap().valid);
-    assert!(h.last_notice(&dm).contains("Send `login` to log in again"));
+    assert!(
+        h.last_notice(&dm)
+            .contains("has expired. Log in here: http")
+    );
     assert_eq!(h.store.gitter_rooms[&room].reader.as_ref(), Some(&bob));
 }
 
@@ -1201,7 +1230,7 @@ fn revoked_token_marks_login_invalid_and_asks_for_login() {
     assert!(
         h.notices(&dm)
             .iter()
-            .any(|n| n.contains("Send `login` to log in again"))
+            .any(|n| n.contains("has expired. Log in here: http"))
     );
     h.say(&portal, &alice, "again");
     h.settle();

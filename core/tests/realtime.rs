@@ -447,7 +447,7 @@ fn a_revoked_token_ends_the_login_at_once_and_says_how_to_log_in_again() {
     let login = h.bridge.snapshot().users[&alice].login.clone().unwrap();
     assert!(!login.valid);
     assert!(!h.watched.contains(&alice), "its channels end");
-    assert!(h.last_notice(&control).contains("Send `login`"));
+    assert!(h.last_notice(&control).contains("Log in here: http"));
     // Carol reads the room now.
     assert_eq!(
         h.bridge.snapshot().gitter_rooms[&room].reader,

@@ -854,7 +854,11 @@ pub fn message_content(content: &MatrixContent) -> Value {
     }
     // Spec: "User and room mentions" (intentional mentions).
     if let Some(mentions) = &content.mentions {
-        let mut m = json!({ "user_ids": mentions.user_ids });
+        // Nobody mentioned is `{}`: no ping, and nothing a client must read.
+        let mut m = json!({});
+        if !mentions.user_ids.is_empty() {
+            m["user_ids"] = json!(mentions.user_ids);
+        }
         if mentions.room {
             m["room"] = json!(true);
         }

@@ -833,6 +833,16 @@ impl Harness {
             .unwrap_or_default()
     }
 
+    /// The last message in a room, whole.
+    pub fn last_message(&self, room: &OwnedRoomId) -> MatrixContent {
+        self.matrix[room]
+            .timeline
+            .last()
+            .expect("a message")
+            .1
+            .clone()
+    }
+
     pub fn last_notice(&self, room: &OwnedRoomId) -> String {
         self.notices(room).last().cloned().unwrap_or_default()
     }

@@ -97,9 +97,10 @@ pub fn portal_record(owner: u64, r: u64, version: u64) -> PortalRecord {
         owner: user(owner),
         gitter_room: groom(r),
         room_id: (!version.is_multiple_of(4)).then(|| room(owner * 1000 + r)),
-        state: match version % 3 {
+        state: match version % 4 {
             0 => PortalState::Creating,
             1 => PortalState::Active,
+            2 => PortalState::Invited,
             _ => PortalState::Closed,
         },
         joined_ghosts: (0..version % 4).map(guser).collect(),
