@@ -19,6 +19,8 @@ pub struct Config {
     pub public_url: String,
     /// Gitter's OAuth authorize URL.
     pub oauth_authorize_url: String,
+    /// Gitter's web address, which portals name in their `m.bridge` state.
+    pub gitter_web_url: String,
     /// The OAuth client id.
     pub oauth_client_id: String,
     /// Who may use the bridge.
@@ -85,6 +87,7 @@ impl Config {
             ghost_displayname_template: "{displayName} (Gitter)".to_owned(),
             public_url: "http://127.0.0.1:29320".to_owned(),
             oauth_authorize_url: "https://gitter.im/login/oauth/authorize".to_owned(),
+            gitter_web_url: "https://gitter.im".to_owned(),
             oauth_client_id: "client".to_owned(),
             permissions: Permissions::default(),
             open_portals_on_login: true,

@@ -106,7 +106,8 @@ pub enum MatrixCall {
         name: String,
     },
     /// Create a private room as `creator` and invite users. Returns
-    /// [`crate::EffectOutput::RoomCreated`].
+    /// [`crate::EffectOutput::RoomCreated`]. The form of effects stored before
+    /// [`MatrixCall::CreatePortal`]: still run (as a portal with no bridge info), never emitted.
     CreateRoom {
         /// The creator (the bot). Never listed in `power_users`: room version 12 gives
         /// creators implicit top power and Synapse refuses to create the room otherwise.
@@ -228,6 +229,50 @@ pub enum MatrixCall {
         /// Why.
         reason: String,
     },
+    /// Create a portal room. Returns [`crate::EffectOutput::RoomCreated`].
+    CreatePortal(NewPortal),
+}
+
+/// A portal room to create: private (`preset: private_chat`), unencrypted (the bridge
+/// cannot read encrypted events, docs/matrix.md), as `creator`, inviting its owner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewPortal {
+    /// The creator (the bot). Never listed in `power_users`: room version 12 gives
+    /// creators implicit top power and Synapse refuses to create the room otherwise.
+    pub creator: OwnedUserId,
+    /// Room name.
+    pub name: String,
+    /// Room topic.
+    pub topic: String,
+    /// Users to invite.
+    pub invite: Vec<OwnedUserId>,
+    /// Extra power levels (never the creator).
+    pub power_users: BTreeMap<OwnedUserId, i64>,
+    /// Localpart of a room alias created with the room: makes the creation idempotent (see
+    /// [`MatrixCall::CreateRoom`]'s `alias`).
+    pub alias: String,
+    /// A one-to-one Gitter chat: the invitation is marked `is_direct`, so clients list the
+    /// room with the owner's direct chats.
+    pub is_direct: bool,
+    /// What the room bridges, for `m.bridge` state (MSC2346, and its older name
+    /// `uk.half-shot.bridge`) in the initial state: clients show the network and the room.
+    /// Always set by the core; `None` only for a [`MatrixCall::CreateRoom`] stored before.
+    pub bridge: Option<BridgeInfo>,
+}
+
+/// What a portal bridges (MSC2346 `m.bridge`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeInfo {
+    /// The bridge's bot (`bridgebot`).
+    pub bot: OwnedUserId,
+    /// The Gitter room's id (`channel.id`; the state key is made from it).
+    pub room_id: GitterRoomId,
+    /// The Gitter room's name as people know it (its uri, or a one-to-one's name).
+    pub room_name: String,
+    /// Gitter's web address (`protocol.external_url`); the room's is this plus its uri.
+    pub web_url: String,
+    /// The room's uri on Gitter, when it has one (`channel.external_url`).
+    pub room_uri: Option<String>,
 }
 
 /// A state event of a portal the bridge keeps in step with its Gitter room.
@@ -447,7 +492,7 @@ impl Action {
             Action::Matrix(call) => match call {
                 MatrixCall::RegisterGhost { .. } => "register_ghost",
                 MatrixCall::SetDisplayName { .. } => "set_display_name",
-                MatrixCall::CreateRoom { .. } => "create_room",
+                MatrixCall::CreateRoom { .. } | MatrixCall::CreatePortal(_) => "create_room",
                 MatrixCall::Invite { .. } => "invite",
                 MatrixCall::Join { .. } => "join",
                 MatrixCall::Leave { .. } | MatrixCall::LeaveWithReason { .. } => "leave",

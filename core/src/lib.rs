@@ -87,10 +87,11 @@ pub use bridge::{Bridge, Seed};
 pub use commands::Command;
 pub use config::{Config, Permissions};
 pub use effect::{
-    Action, CommandThen, Correction, CorrectionKind, Direction, EditThen, Effect, GhostThen,
-    GitterCall, InviteThen, Lane, LoginThen, MatrixCall, MatrixContent, Mentions, OutMsgType,
-    PendingRelay, PendingSend, PortalThen, PruneThen, RealtimeThen, RelayRef, RelayThen,
-    ResolvePurpose, RoomState, SendOrigin, StoreCall, StreamCall, StreamThen, Then, ThreadRef,
+    Action, BridgeInfo, CommandThen, Correction, CorrectionKind, Direction, EditThen, Effect,
+    GhostThen, GitterCall, InviteThen, Lane, LoginThen, MatrixCall, MatrixContent, Mentions,
+    NewPortal, OutMsgType, PendingRelay, PendingSend, PortalThen, PruneThen, RealtimeThen,
+    RelayRef, RelayThen, ResolvePurpose, RoomState, SendOrigin, StoreCall, StreamCall, StreamThen,
+    Then, ThreadRef,
 };
 pub use error::CoreError;
 pub use format::sanitize_html;

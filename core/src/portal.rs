@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::bridge::Bridge;
-use crate::effect::{Action, Answer, GitterCall, Lane, MatrixCall, PortalThen, Then};
+use crate::effect::{
+    Action, Answer, BridgeInfo, GitterCall, Lane, MatrixCall, NewPortal, PortalThen, Then,
+};
 use crate::ids::{GitterRoomId, OwnedRoomId, OwnedUserId};
 use crate::input::{EffectOutput, Failure, GitterRoom, GitterUser};
 use crate::state::{Change, GitterRoomRecord, PortalRecord, PortalState, Snapshot, UserRecord};
@@ -185,9 +187,16 @@ impl Bridge {
                 } else {
                     room.topic.clone()
                 };
+                let bridge = BridgeInfo {
+                    bot: self.config.bot.clone(),
+                    room_id: room.id.clone(),
+                    room_name: label,
+                    web_url: self.config.gitter_web_url.clone(),
+                    room_uri: room.uri.clone(),
+                };
                 self.ask(
                     lane,
-                    Action::Matrix(MatrixCall::CreateRoom {
+                    Action::Matrix(MatrixCall::CreatePortal(NewPortal {
                         creator: self.config.bot.clone(),
                         name: room.name.clone(),
                         topic,
@@ -196,7 +205,9 @@ impl Bridge {
                         // listed; the owner gets no extra power, so the bot can kick.
                         power_users: BTreeMap::new(),
                         alias: alias.clone(),
-                    }),
+                        is_direct: room.one_to_one,
+                        bridge: Some(bridge),
+                    })),
                     Then::Portal(PortalThen::Created {
                         owner: owner.clone(),
                         room: room.id.clone(),

@@ -269,7 +269,7 @@ fn a_portal_is_created_with_a_random_alias_that_is_deleted_once_recorded() {
         .log
         .iter()
         .find_map(|e| match &e.action {
-            Action::Matrix(MatrixCall::CreateRoom { alias, .. }) => Some(alias.clone()),
+            Action::Matrix(MatrixCall::CreatePortal(new)) => Some(new.alias.clone()),
             _ => None,
         })
         .expect("a createRoom");
@@ -302,7 +302,7 @@ fn a_room_creation_that_fails_transiently_keeps_its_alias_and_yields_one_portal(
         .log
         .iter()
         .filter_map(|e| match &e.action {
-            Action::Matrix(MatrixCall::CreateRoom { alias, .. }) => Some(alias.clone()),
+            Action::Matrix(MatrixCall::CreatePortal(new)) => Some(new.alias.clone()),
             _ => None,
         })
         .collect();

@@ -635,28 +635,23 @@ fn portal_is_private_named_after_the_room_with_topic_and_creator_not_in_power_us
         .log
         .iter()
         .find_map(|e| match &e.action {
-            Action::Matrix(MatrixCall::CreateRoom {
-                creator,
-                name,
-                topic,
-                invite,
-                power_users,
-                ..
-            }) => Some((
-                creator.clone(),
-                name.clone(),
-                topic.clone(),
-                invite.clone(),
-                power_users.clone(),
-            )),
+            Action::Matrix(MatrixCall::CreatePortal(new)) => Some(new.clone()),
             _ => None,
         })
         .unwrap();
-    assert_eq!(create.0, h.bot());
-    assert_eq!(create.1, "org/chat");
-    assert_eq!(create.2, "topic of org/chat");
-    assert_eq!(create.3, vec![uid("alice")]);
-    assert!(!create.4.contains_key(&h.bot()));
+    assert_eq!(create.creator, h.bot());
+    assert_eq!(create.name, "org/chat");
+    assert_eq!(create.topic, "topic of org/chat");
+    assert_eq!(create.invite, vec![uid("alice")]);
+    assert!(!create.power_users.contains_key(&h.bot()));
+    // A room chat, not a direct one; its m.bridge state names the room and the network.
+    assert!(!create.is_direct);
+    let bridge = create.bridge.unwrap();
+    assert_eq!(bridge.bot, h.bot());
+    assert_eq!(bridge.room_id, h.room_for("org/chat"));
+    assert_eq!(bridge.room_name, "org/chat");
+    assert_eq!(bridge.room_uri.as_deref(), Some("org/chat"));
+    assert_eq!(bridge.web_url, "https://gitter.im");
 }
 
 #[test]

@@ -380,6 +380,17 @@ fn a_one_to_one_someone_opened_gets_a_portal_with_a_notice() {
     let (alice, control) = h.logged_in_user("alice", "alice");
     let room = bob_opens_a_one_to_one_with(&mut h, &alice);
     assert!(h.portal(&alice, &room).is_some());
+    // A direct chat on Gitter is a direct chat in Matrix clients too.
+    let create = h
+        .log
+        .iter()
+        .find_map(|e| match &e.action {
+            Action::Matrix(MatrixCall::CreatePortal(new)) => Some(new.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(create.is_direct);
+    assert_eq!(create.bridge.unwrap().room_uri, None);
     assert!(
         h.last_notice(&control)
             .starts_with("Bob Display started a one-to-one chat with you"),
@@ -417,7 +428,7 @@ fn the_join_command_does_not_open_the_portal_twice_when_gitter_reports_it() {
     let creations = h
         .log
         .iter()
-        .filter(|e| matches!(e.action, Action::Matrix(MatrixCall::CreateRoom { .. })))
+        .filter(|e| matches!(e.action, Action::Matrix(MatrixCall::CreatePortal(_))))
         .count();
     assert_eq!(creations, 1, "one portal");
     assert!(

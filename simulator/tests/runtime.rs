@@ -103,6 +103,38 @@ async fn a_message_goes_each_way_without_echo() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_has_its_configured_name_and_a_portal_says_what_it_bridges() {
+    let w = world().await;
+    let bot = w.bot();
+    let profile = w.hs.with_state(|s| s.profile(&bot)).unwrap();
+    assert_eq!(profile["displayname"], "Gitter bridge", "{profile}");
+    let (alice, portal) = alice_in_the_lobby(&w).await;
+    let timeline = w.hs.timeline(&alice.user_id, &portal);
+    for kind in ["m.bridge", "uk.half-shot.bridge"] {
+        let state = timeline
+            .iter()
+            .find(|e| e.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind} state in the portal"));
+        assert_eq!(state.content["bridgebot"], bot.as_str());
+        assert_eq!(state.content["protocol"]["id"], "gitter");
+        assert_eq!(state.content["channel"]["displayname"], LOBBY);
+        assert!(
+            state.content["channel"]["external_url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("/gitter-bridge/lobby")),
+            "{}",
+            state.content
+        );
+    }
+    // Not a direct chat: the lobby is a room on Gitter.
+    let invite = timeline
+        .iter()
+        .find(|e| e.kind == "m.room.member" && e.state_key.as_deref() == Some(&alice.user_id))
+        .unwrap();
+    assert_ne!(invite.content["is_direct"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_cut_off_by_a_crash_is_replayed_once_after_restart() {
     let mut w = world().await;
     let (alice, portal) = alice_in_the_lobby(&w).await;

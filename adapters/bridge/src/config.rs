@@ -93,6 +93,10 @@ struct RawAppservice {
     hs_token_file: Option<PathBuf>,
     #[serde(default = "default_bot")]
     bot_localpart: String,
+    #[serde(default = "default_bot_displayname")]
+    bot_displayname: String,
+    #[serde(default)]
+    bot_avatar: String,
     #[serde(default = "default_ghost_template")]
     ghost_template: String,
     #[serde(default = "default_ghost_name")]
@@ -112,6 +116,8 @@ struct RawGitter {
     faye_url: Option<String>,
     oauth_authorize_url: String,
     oauth_token_url: String,
+    #[serde(default = "default_web_url")]
+    web_url: String,
     client_id: String,
     client_secret: Option<String>,
     client_secret_env: Option<String>,
@@ -234,6 +240,12 @@ fn default_id() -> String {
 fn default_bot() -> String {
     "gitterbot".into()
 }
+fn default_bot_displayname() -> String {
+    "Gitter bridge".into()
+}
+fn default_web_url() -> String {
+    "https://gitter.im".into()
+}
 fn default_ghost_template() -> String {
     "gitter_{username}".into()
 }
@@ -342,6 +354,10 @@ pub struct Config {
     pub hs_token: core::Secret,
     /// Bot localpart.
     pub bot_localpart: String,
+    /// The bot's display name, set at start (None: left as the homeserver has it).
+    pub bot_displayname: Option<String>,
+    /// The bot's avatar (`mxc://`), set at start (None: left as the homeserver has it).
+    pub bot_avatar: Option<String>,
     /// Largest accepted AS transaction body.
     pub max_body_bytes: usize,
     /// Gitter REST base URL.
@@ -385,6 +401,19 @@ pub struct Config {
     pub metrics: bool,
     /// The core's configuration.
     pub core: core::Config,
+}
+
+/// `mxc://<server name>/<media id>` (spec: "Matrix Content (mxc://) URIs").
+fn is_mxc(uri: &str) -> bool {
+    uri.strip_prefix("mxc://")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(server, id)| {
+            !server.is_empty()
+                && !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
 }
 
 /// Values that mean "not configured yet".
@@ -793,6 +822,16 @@ impl Config {
             )
         })?;
         ghost_template(&a.ghost_template, &a.bot_localpart)?;
+        let bot_avatar = a.bot_avatar.trim();
+        if !bot_avatar.is_empty() && !is_mxc(bot_avatar) {
+            return Err(invalid(
+                "appservice.bot_avatar",
+                format!(
+                    "`{bot_avatar}` is not an mxc:// URI: upload the picture to the homeserver \
+                     and give its mxc://<server>/<id>, or leave it empty"
+                ),
+            ));
+        }
         if a.max_body_bytes < MIN_BODY_BYTES {
             return Err(invalid(
                 "appservice.max_body_bytes",
@@ -900,6 +939,7 @@ impl Config {
         core_config.oauth_authorize_url =
             url("gitter.oauth_authorize_url", &g.oauth_authorize_url)?;
         core_config.oauth_client_id = g.client_id;
+        core_config.gitter_web_url = url("gitter.web_url", &g.web_url)?;
         core_config.permissions = core::Permissions {
             allow_all: b.allow_all,
             domains,
@@ -946,6 +986,8 @@ impl Config {
             as_token,
             hs_token,
             bot_localpart: a.bot_localpart,
+            bot_displayname: Some(a.bot_displayname.trim().to_owned()).filter(|n| !n.is_empty()),
+            bot_avatar: Some(bot_avatar.to_owned()).filter(|a| !a.is_empty()),
             max_body_bytes: a.max_body_bytes,
             gitter_api_url: url("gitter.api_url", &g.api_url)?,
             gitter_stream_url: url("gitter.stream_url", &g.stream_url)?,
@@ -1147,6 +1189,41 @@ mod tests {
         let ok = filled().replace("level = \"info\"", "level = \"warn,gitter_bridge=debug\"");
         let c = Config::parse(&ok, Path::new("/")).unwrap();
         assert_eq!(c.log_level, "warn,gitter_bridge=debug");
+    }
+
+    #[test]
+    fn the_bot_profile_and_gitter_web_address_come_from_config() {
+        let c = Config::parse(&filled(), Path::new("/")).unwrap();
+        assert_eq!(c.bot_displayname.as_deref(), Some("Gitter bridge"));
+        assert_eq!(c.bot_avatar, None);
+        assert_eq!(c.core.gitter_web_url, "https://gitter.im");
+        let set = filled()
+            .replace(
+                "bot_avatar = \"\"",
+                "bot_avatar = \"mxc://example.test/AbC_1-2\"",
+            )
+            .replace(
+                "bot_displayname = \"Gitter bridge\"",
+                "bot_displayname = \"\"",
+            );
+        let c = Config::parse(&set, Path::new("/")).unwrap();
+        assert_eq!(c.bot_avatar.as_deref(), Some("mxc://example.test/AbC_1-2"));
+        assert_eq!(c.bot_displayname, None, "empty leaves the homeserver's");
+        for bad in [
+            "https://example.test/bot.png",
+            "mxc://example.test/",
+            "mxc://x/a/b",
+        ] {
+            let e = error_of(
+                &filled().replace("bot_avatar = \"\"", &format!("bot_avatar = \"{bad}\"")),
+            );
+            assert!(
+                e.starts_with(&format!(
+                    "config key `appservice.bot_avatar`: `{bad}` is not an mxc://"
+                )),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -283,6 +283,7 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
         })
     })?;
     tracing::info!(versions = ?versions, "homeserver reachable, as_token accepted");
+    apply_bot_profile(&matrix, &config).await;
 
     let gitter = GitterClient::new(gitter_config(&config)?)
         .map_err(|e| StartError::Homeserver(format!("Gitter client: {e}")))?;
@@ -434,6 +435,42 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
 /// Checks the homeserver, retrying for up to `wait` while it is unreachable or failing: a
 /// bridge started together with its homeserver (one systemd target, one compose file) must not
 /// lose the race. A refusal (a bad as_token, a wrong sender) is final at once.
+/// Gives the bot the display name and avatar of the config (`appservice.bot_displayname`,
+/// `appservice.bot_avatar`), only where the homeserver has something else: a change is a
+/// membership event in every room the bot is in. A failure is only logged: the bot works
+/// without its profile, and the next start tries again.
+async fn apply_bot_profile(matrix: &MatrixClient, config: &Config) {
+    if config.bot_displayname.is_none() && config.bot_avatar.is_none() {
+        return;
+    }
+    let bot = &config.core.bot;
+    let (name, avatar) = match matrix.profile(bot).await {
+        Ok(profile) => profile,
+        // A bot that never had a profile is 404 on some homeservers: set both.
+        Err(MatrixError::Refused { status: 404, .. }) => (None, None),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the bot's profile; left as it is");
+            return;
+        }
+    };
+    if let Some(want) = &config.bot_displayname
+        && name.as_ref() != Some(want)
+    {
+        match matrix.set_display_name(bot, want).await {
+            Ok(()) => tracing::info!(bot = %bot, name = %want, "bot display name set"),
+            Err(e) => tracing::warn!(error = %e, "could not set the bot's display name"),
+        }
+    }
+    if let Some(want) = &config.bot_avatar
+        && avatar.as_ref() != Some(want)
+    {
+        match matrix.set_avatar_url(bot, want).await {
+            Ok(()) => tracing::info!(bot = %bot, avatar = %want, "bot avatar set"),
+            Err(e) => tracing::warn!(error = %e, "could not set the bot's avatar"),
+        }
+    }
+}
+
 async fn wait_for_homeserver(
     matrix: &MatrixClient,
     wait: Duration,

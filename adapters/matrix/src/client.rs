@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
-use gitter_bridge_core::{MatrixContent, OwnedEventId, OwnedRoomId, OwnedUserId, Secret};
+use gitter_bridge_core::{
+    BridgeInfo, MatrixContent, NewPortal, OwnedEventId, OwnedRoomId, OwnedUserId, Secret,
+};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode, header};
 use ruma::UserId;
@@ -365,6 +367,23 @@ impl MatrixClient {
         self.call(self.as_user(call, user)).await.map(drop)
     }
 
+    /// `GET /profile/{userId}`: the display name and avatar the homeserver has (either may
+    /// be missing).
+    pub async fn profile(
+        &self,
+        user: &UserId,
+    ) -> Result<(Option<String>, Option<String>), MatrixError> {
+        let path = format!(
+            "/_matrix/client/v3/profile/{}",
+            encode_segment(user.as_str())
+        );
+        let v = self
+            .call(self.as_user(Call::new("get profile", Method::GET, path), user))
+            .await?;
+        let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        Ok((field("displayname"), field("avatar_url")))
+    }
+
     /// `PUT /profile/{userId}/avatar_url` as that user (`mxc` from [`Self::upload_media`]).
     pub async fn set_avatar_url(&self, user: &UserId, mxc: &str) -> Result<(), MatrixError> {
         let path = format!(
@@ -414,35 +433,57 @@ impl MatrixClient {
     /// top power and Synapse 1.163 refuses ("Creator ... must not appear in content.users")
     /// *after* creating an orphan room.
     ///
-    /// With `alias` (a localpart), the room is created with `room_alias_name`, which makes
-    /// the call idempotent: createRoom has no transaction id, so a retry after a lost answer
-    /// would make a second room. With the alias, that retry gets `M_ROOM_IN_USE`, and the
-    /// alias (on the bot's server) names the room the first try made.
-    pub async fn create_room(
+    /// The room is created with `room_alias_name` (the portal's alias), which makes the call
+    /// idempotent: createRoom has no transaction id, so a retry after a lost answer would make
+    /// a second room. With the alias, that retry gets `M_ROOM_IN_USE`, and the alias (on the
+    /// bot's server) names the room the first try made. A one-to-one portal is created
+    /// `is_direct`; the bridge info goes into the initial state ([`bridge_state`]). No
+    /// `m.room.encryption` is asked for: the bridge cannot read encrypted events (a homeserver
+    /// that encrypts new rooms by default still can, and the core then says so in the room).
+    pub async fn create_room(&self, new: &NewPortal) -> Result<OwnedRoomId, MatrixError> {
+        self.create_with(new, Some(&new.alias)).await
+    }
+
+    async fn create_with(
         &self,
-        creator: &UserId,
-        name: &str,
-        topic: &str,
-        invite: &[OwnedUserId],
-        power_users: &BTreeMap<OwnedUserId, i64>,
+        new: &NewPortal,
         alias: Option<&str>,
     ) -> Result<OwnedRoomId, MatrixError> {
+        let NewPortal {
+            creator,
+            name,
+            topic,
+            invite,
+            power_users,
+            is_direct,
+            bridge,
+            ..
+        } = new;
         let mut body = json!({
             "preset": "private_chat",
             "name": name,
             "invite": invite,
         });
+        if *is_direct {
+            // Spec: createRoom `is_direct`: the invitations carry it, so the owner's client
+            // lists the room with their direct chats.
+            body["is_direct"] = json!(true);
+        }
+        // Synapse would publish the alias as the room's address (`m.room.canonical_alias`)
+        // and, when an application service deletes the alias later, leave that event
+        // pointing at nothing. An empty canonical alias in the initial state keeps the alias
+        // a private creation marker.
+        let mut initial_state = vec![json!({
+            "type": "m.room.canonical_alias",
+            "state_key": "",
+            "content": {},
+        })];
+        if let Some(bridge) = bridge {
+            initial_state.extend(bridge_state(bridge));
+        }
+        body["initial_state"] = json!(initial_state);
         if let Some(alias) = alias {
             body["room_alias_name"] = json!(alias);
-            // Synapse would publish the alias as the room's address (`m.room.canonical_alias`)
-            // and, when an application service deletes the alias later, leave that event
-            // pointing at nothing. An empty canonical alias in the initial state keeps the
-            // alias a private creation marker.
-            body["initial_state"] = json!([{
-                "type": "m.room.canonical_alias",
-                "state_key": "",
-                "content": {},
-            }]);
         }
         if !topic.is_empty() {
             body["topic"] = json!(topic);
@@ -493,7 +534,7 @@ impl MatrixClient {
                      does not claim `#_gitter_portal_*`; run `gitter-bridge generate-registration` \
                      again and restart the homeserver. Creating the room without it."
                 );
-                Box::pin(self.create_room(creator, name, topic, invite, power_users, None)).await
+                Box::pin(self.create_with(new, None)).await
             }
             Err(e) => Err(e),
         }
@@ -841,6 +882,33 @@ impl MatrixClient {
 
 /// The largest homeserver answer the client reads.
 const MAX_ANSWER_BYTES: usize = 8 << 20;
+
+/// A portal's bridge info (MSC2346): `m.bridge`, and the same content as
+/// `uk.half-shot.bridge` for clients that know only the older name. The state key names the
+/// bridge and the Gitter room, so one room could carry the state of several bridges.
+fn bridge_state(bridge: &BridgeInfo) -> [Value; 2] {
+    let web = bridge.web_url.trim_end_matches('/');
+    let mut channel = json!({
+        "id": bridge.room_id.as_str(),
+        "displayname": bridge.room_name,
+    });
+    if let Some(uri) = &bridge.room_uri {
+        channel["external_url"] = json!(format!("{web}/{uri}"));
+    }
+    let content = json!({
+        "bridgebot": bridge.bot,
+        "creator": bridge.bot,
+        "protocol": {
+            "id": "gitter",
+            "displayname": "Gitter",
+            "external_url": web,
+        },
+        "channel": channel,
+    });
+    let state_key = format!("gitter-bridge://gitter/{}", bridge.room_id.as_str());
+    ["m.bridge", "uk.half-shot.bridge"]
+        .map(|kind| json!({ "type": kind, "state_key": state_key, "content": content }))
+}
 
 /// The content of an `m.room.message` the bridge sends.
 pub fn message_content(content: &MatrixContent) -> Value {

@@ -1,7 +1,7 @@
 //! Execution of the core's Matrix calls ([`Action::Matrix`]).
 
 use gitter_bridge_core::{
-    Action, Effect, EffectId, EffectOutput, EffectResult, MatrixCall, RoomState,
+    Action, Effect, EffectId, EffectOutput, EffectResult, MatrixCall, NewPortal, RoomState,
 };
 
 use crate::client::{MatrixClient, replacement_content};
@@ -46,6 +46,10 @@ impl MatrixClient {
                 self.set_display_name(user, name).await?;
                 Ok(EffectOutput::Done)
             }
+            MatrixCall::CreatePortal(new) => {
+                let room = self.create_room(new).await?;
+                Ok(EffectOutput::RoomCreated(room))
+            }
             MatrixCall::CreateRoom {
                 creator,
                 name,
@@ -54,9 +58,18 @@ impl MatrixClient {
                 power_users,
                 alias,
             } => {
-                let room = self
-                    .create_room(creator, name, topic, invite, power_users, Some(alias))
-                    .await?;
+                // Stored before CreatePortal: the same room, without the m.bridge state.
+                let new = NewPortal {
+                    creator: creator.clone(),
+                    name: name.clone(),
+                    topic: topic.clone(),
+                    invite: invite.clone(),
+                    power_users: power_users.clone(),
+                    alias: alias.clone(),
+                    is_direct: false,
+                    bridge: None,
+                };
+                let room = self.create_room(&new).await?;
                 Ok(EffectOutput::RoomCreated(room))
             }
             MatrixCall::DeleteAlias { alias } => {

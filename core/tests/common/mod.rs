@@ -300,12 +300,12 @@ impl Harness {
 
     fn respond_matrix(&mut self, call: &MatrixCall) -> EffectResult {
         match call {
-            MatrixCall::CreateRoom {
+            MatrixCall::CreatePortal(NewPortal {
                 creator,
                 invite,
                 power_users,
                 ..
-            } => {
+            }) => {
                 assert!(
                     !power_users.contains_key(creator),
                     "room v12: creator not in users"
@@ -403,6 +403,7 @@ impl Harness {
             MatrixCall::RegisterGhost { .. }
             | MatrixCall::SetDisplayName { .. }
             | MatrixCall::DeleteAlias { .. } => Ok(EffectOutput::Done),
+            MatrixCall::CreateRoom { .. } => unreachable!("the core emits CreatePortal"),
         }
     }
 

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use gitter_bridge_core::{
-    Action, EffectId, EffectOutput, FailureKind, GitterRoomId, MatrixCall, MatrixContent,
-    OutMsgType, Secret, StreamCall, Timestamp,
+    Action, BridgeInfo, EffectId, EffectOutput, FailureKind, GitterRoomId, MatrixCall,
+    MatrixContent, NewPortal, OutMsgType, Secret, StreamCall, Timestamp,
 };
 use gitter_bridge_matrix::{MatrixError, PingError};
 use serde_json::json;
@@ -15,6 +15,23 @@ use wiremock::matchers::{
 };
 
 use crate::helpers::*;
+
+/// A portal room with no bridge info (as from an effect stored before it had one).
+fn plain_room(invite: &[&str]) -> NewPortal {
+    NewPortal {
+        creator: user(BOT),
+        name: "room".to_owned(),
+        topic: String::new(),
+        invite: invite.iter().map(|u| user(u)).collect(),
+        power_users: BTreeMap::new(),
+        alias: "_gitter_portal_00ff".to_owned(),
+        is_direct: false,
+        bridge: None,
+    }
+}
+
+/// Every portal is created with an empty one (the alias is only a creation marker).
+const CANONICAL_ALIAS: &str = "m.room.canonical_alias";
 
 fn ok(body: serde_json::Value) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(body)
@@ -130,16 +147,97 @@ async fn a_room_without_extra_power_users_sends_no_power_level_override() {
             "preset": "private_chat",
             "name": "room",
             "invite": [],
+            "room_alias_name": "_gitter_portal_00ff",
+            "initial_state": [
+                { "type": CANONICAL_ALIAS, "state_key": "", "content": {} }
+            ],
         })))
         .respond_with(ok(json!({ "room_id": ROOM })))
         .expect(1)
         .mount(&hs)
         .await;
-    let created = client
-        .create_room(&user(BOT), "room", "", &[], &BTreeMap::new(), None)
-        .await
-        .unwrap();
+    let created = client.create_room(&plain_room(&[])).await.unwrap();
     assert_eq!(created, room(ROOM));
+}
+
+#[tokio::test]
+async fn a_one_to_one_portal_is_direct_and_every_portal_says_what_it_bridges() {
+    let (hs, client) = homeserver().await;
+    let info = json!({
+        "bridgebot": BOT,
+        "creator": BOT,
+        "protocol": {
+            "id": "gitter",
+            "displayname": "Gitter",
+            "external_url": "https://gitter.im",
+        },
+        "channel": { "id": "5f00aa", "displayname": "Bob Builder" },
+    });
+    let key = "gitter-bridge://gitter/5f00aa";
+    expect_call("POST", "/_matrix/client/v3/createRoom")
+        .and(body_json(json!({
+            "preset": "private_chat",
+            "name": "room",
+            "invite": [ALICE],
+            "is_direct": true,
+            "room_alias_name": "_gitter_portal_00ff",
+            "initial_state": [
+                { "type": CANONICAL_ALIAS, "state_key": "", "content": {} },
+                { "type": "m.bridge", "state_key": key, "content": info },
+                { "type": "uk.half-shot.bridge", "state_key": key, "content": info },
+            ],
+        })))
+        .respond_with(ok(json!({ "room_id": ROOM })))
+        .expect(1)
+        .mount(&hs)
+        .await;
+    let new = NewPortal {
+        is_direct: true,
+        bridge: Some(BridgeInfo {
+            bot: user(BOT),
+            room_id: GitterRoomId::new("5f00aa"),
+            room_name: "Bob Builder".to_owned(),
+            web_url: "https://gitter.im/".to_owned(),
+            room_uri: None,
+        }),
+        ..plain_room(&[ALICE])
+    };
+    let out = client
+        .execute(EffectId(3), &Action::Matrix(MatrixCall::CreatePortal(new)))
+        .await;
+    assert_eq!(out, Ok(EffectOutput::RoomCreated(room(ROOM))));
+}
+
+#[tokio::test]
+async fn a_room_channel_links_to_the_room_on_gitter() {
+    let (hs, client) = homeserver().await;
+    expect_call("POST", "/_matrix/client/v3/createRoom")
+        .and(body_partial_json(json!({
+            "initial_state": [
+                { "type": CANONICAL_ALIAS, "state_key": "", "content": {} },
+                { "type": "m.bridge", "content": { "channel": {
+                    "id": "5f00bb",
+                    "displayname": "gitterhq/sandbox",
+                    "external_url": "https://gitter.im/gitterhq/sandbox",
+                } } },
+                { "type": "uk.half-shot.bridge" },
+            ],
+        })))
+        .respond_with(ok(json!({ "room_id": ROOM })))
+        .expect(1)
+        .mount(&hs)
+        .await;
+    let new = NewPortal {
+        bridge: Some(BridgeInfo {
+            bot: user(BOT),
+            room_id: GitterRoomId::new("5f00bb"),
+            room_name: "gitterhq/sandbox".to_owned(),
+            web_url: "https://gitter.im".to_owned(),
+            room_uri: Some("gitterhq/sandbox".to_owned()),
+        }),
+        ..plain_room(&[])
+    };
+    assert_eq!(client.create_room(&new).await.unwrap(), room(ROOM));
 }
 
 #[tokio::test]
@@ -170,17 +268,7 @@ async fn a_room_creation_retried_after_a_lost_answer_finds_the_room_by_its_alias
     .expect(1)
     .mount(&hs)
     .await;
-    let created = client
-        .create_room(
-            &user(BOT),
-            "room",
-            "",
-            &[user(ALICE)],
-            &BTreeMap::new(),
-            Some("_gitter_portal_00ff"),
-        )
-        .await
-        .unwrap();
+    let created = client.create_room(&plain_room(&[ALICE])).await.unwrap();
     assert_eq!(created, room(ROOM));
 }
 
@@ -197,24 +285,19 @@ async fn a_registration_without_the_alias_namespace_still_gets_its_room() {
         .mount(&hs)
         .await;
     expect_call("POST", "/_matrix/client/v3/createRoom")
-        .and(body_json(
-            json!({ "preset": "private_chat", "name": "room", "invite": [] }),
-        ))
+        .and(body_json(json!({
+            "preset": "private_chat",
+            "name": "room",
+            "invite": [],
+            "initial_state": [
+                { "type": CANONICAL_ALIAS, "state_key": "", "content": {} }
+            ],
+        })))
         .respond_with(ok(json!({ "room_id": ROOM })))
         .expect(1)
         .mount(&hs)
         .await;
-    let created = client
-        .create_room(
-            &user(BOT),
-            "room",
-            "",
-            &[],
-            &BTreeMap::new(),
-            Some("_gitter_portal_00ff"),
-        )
-        .await
-        .unwrap();
+    let created = client.create_room(&plain_room(&[])).await.unwrap();
     assert_eq!(created, room(ROOM));
 }
 

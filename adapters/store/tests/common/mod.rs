@@ -6,11 +6,11 @@
 use std::path::Path;
 
 use gitter_bridge_core::{
-    Action, AsTxnId, Change, ChangeSet, Effect, EffectId, GhostRecord, GitterCall, GitterMessage,
-    GitterMessageId, GitterRoomId, GitterRoomRecord, GitterUser, GitterUserId, Lane, Login,
-    MatrixCall, MatrixContent, MessageRecord, Origin, OutMsgType, OwnedEventId, OwnedRoomId,
-    OwnedUserId, PortalRecord, PortalState, PortalThen, RelayRef, RelayThen, Secret, Snapshot,
-    StreamCall, Then, Ticket, Timestamp, UserRecord,
+    Action, AsTxnId, BridgeInfo, Change, ChangeSet, Effect, EffectId, GhostRecord, GitterCall,
+    GitterMessage, GitterMessageId, GitterRoomId, GitterRoomRecord, GitterUser, GitterUserId, Lane,
+    Login, MatrixCall, MatrixContent, MessageRecord, NewPortal, Origin, OutMsgType, OwnedEventId,
+    OwnedRoomId, OwnedUserId, PortalRecord, PortalState, PortalThen, RelayRef, RelayThen, Secret,
+    Snapshot, StreamCall, Then, Ticket, Timestamp, UserRecord,
 };
 use proptest::prelude::*;
 
@@ -194,15 +194,36 @@ pub fn effect(id: u64, owner: u64, r: u64) -> Effect {
         ),
         3 => {
             let alias = format!("_gitter_portal_{id:032x}");
-            (
-                Action::Matrix(MatrixCall::CreateRoom {
+            // Both forms: rows of the older one stay in stores written before the newer.
+            let create = if id % 2 == 0 {
+                MatrixCall::CreateRoom {
                     creator: user(0),
                     name: format!("room {r}"),
                     topic: String::new(),
                     invite: vec![user(owner)],
                     power_users: Default::default(),
                     alias: alias.clone(),
-                }),
+                }
+            } else {
+                MatrixCall::CreatePortal(NewPortal {
+                    creator: user(0),
+                    name: format!("room {r}"),
+                    topic: String::new(),
+                    invite: vec![user(owner)],
+                    power_users: Default::default(),
+                    alias: alias.clone(),
+                    is_direct: r % 2 == 0,
+                    bridge: Some(BridgeInfo {
+                        bot: user(0),
+                        room_id: groom(r),
+                        room_name: format!("room {r}"),
+                        web_url: "https://gitter.example".to_owned(),
+                        room_uri: (r % 3 != 0).then(|| format!("org/room{r}")),
+                    }),
+                })
+            };
+            (
+                Action::Matrix(create),
                 Then::Portal(PortalThen::Created {
                     owner: user(owner),
                     room: groom(r),
