@@ -208,6 +208,11 @@ impl Bridge {
         self.step.warn(e);
     }
 
+    /// Notes a turn for the operator's log ([`crate::Outputs::happenings`]).
+    pub(crate) fn happened(&mut self, h: crate::Happening) {
+        self.step.happened(h);
+    }
+
     /// Answers a pending web request.
     pub(crate) fn reply(&mut self, request: crate::RequestId, reply: crate::WebReply) {
         self.step.reply(request, reply);

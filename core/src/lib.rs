@@ -104,7 +104,7 @@ pub use input::{
     EffectOutput, EffectResult, Failure, FailureKind, GitterMention, GitterMessage, GitterRoom,
     GitterUser, Input, MatrixEvent, MatrixEventKind, Membership, MsgType, RealtimeEvent, Relation,
 };
-pub use output::{Outputs, WebReply};
+pub use output::{Happening, Outputs, WebReply};
 pub use portal::PORTAL_ALIAS_PREFIX;
 pub use state::{
     Change, ChangeSet, GhostRecord, GitterRoomRecord, Login, MessageRecord, Origin, PortalRecord,

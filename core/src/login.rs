@@ -445,6 +445,11 @@ impl Bridge {
             valid: true,
         });
         self.change(Change::PutUser(record));
+        self.happened(crate::Happening::LoggedIn {
+            user: user.clone(),
+            gitter_user: gitter.id.clone(),
+            username: gitter.username.clone(),
+        });
         self.reply(
             request,
             page(
@@ -534,6 +539,7 @@ impl Bridge {
         }
         login.valid = false;
         self.change(Change::PutUser(record));
+        self.happened(crate::Happening::LoginRevoked { user: user.clone() });
         self.unwatch_user(user);
         let again = self.log_in_here(user);
         self.notice(

@@ -1,6 +1,6 @@
 //! What one step produces: [`Outputs`].
 
-use crate::ids::{RequestId, Timestamp};
+use crate::ids::{GitterRoomId, GitterUserId, OwnedRoomId, OwnedUserId, RequestId, Timestamp};
 use crate::state::ChangeSet;
 
 /// The outputs of one [`crate::Bridge::handle`] step.
@@ -26,6 +26,53 @@ pub struct Outputs {
     pub next_timer: Option<Timestamp>,
     /// Problems worth a log line (an input that made no sense, an effect that failed).
     pub warnings: Vec<crate::CoreError>,
+    /// What an operator follows one user by (logins, portals opening and closing): an info
+    /// line each, carrying the ids.
+    pub happenings: Vec<Happening>,
+}
+
+/// A turn in one user's use of the bridge, for the operator's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Happening {
+    /// `user` linked the Gitter account `username` (`gitter_user`).
+    LoggedIn {
+        /// The Matrix user.
+        user: OwnedUserId,
+        /// The Gitter account's id.
+        gitter_user: GitterUserId,
+        /// The Gitter account's username.
+        username: String,
+    },
+    /// `user`'s login was forgotten (`logout`, or the account was linked elsewhere).
+    LoggedOut {
+        /// The Matrix user.
+        user: OwnedUserId,
+        /// Why, as the user was told.
+        why: String,
+    },
+    /// Gitter refused `user`'s token: the login is kept but no longer used.
+    LoginRevoked {
+        /// The Matrix user.
+        user: OwnedUserId,
+    },
+    /// The portal of `owner` for `gitter_room` was created as `room`.
+    PortalCreated {
+        /// The portal's owner.
+        owner: OwnedUserId,
+        /// The Gitter room.
+        gitter_room: GitterRoomId,
+        /// The Matrix room.
+        room: OwnedRoomId,
+    },
+    /// The portal of `owner` for `gitter_room` stopped relaying.
+    PortalClosed {
+        /// The portal's owner.
+        owner: OwnedUserId,
+        /// The Gitter room.
+        gitter_room: GitterRoomId,
+        /// Why.
+        why: String,
+    },
 }
 
 /// An answer to a login-page request. The binary renders it as escaped HTML.

@@ -242,6 +242,11 @@ impl Bridge {
             }
             portal.state = PortalState::Closed;
             self.change(Change::PutPortal(portal));
+            self.happened(crate::Happening::PortalClosed {
+                owner: owner.clone(),
+                gitter_room: room.clone(),
+                why: reason.to_owned(),
+            });
             self.drop_queued(owner, room);
         }
         self.ensure_reader(room);
@@ -334,6 +339,11 @@ impl Bridge {
             portal.state = PortalState::Invited;
         }
         self.change(Change::PutPortal(portal));
+        self.happened(crate::Happening::PortalCreated {
+            owner: owner.clone(),
+            gitter_room: room.clone(),
+            room: room_id.clone(),
+        });
         if closed {
             // Closed while being created (logout, leave): the owner is invited but should
             // not stay.
@@ -385,6 +395,14 @@ impl Bridge {
             portal.state = PortalState::Closed;
             self.change(Change::PutPortal(portal));
         }
+        self.happened(crate::Happening::PortalClosed {
+            owner: owner.clone(),
+            gitter_room: room.clone(),
+            why: format!(
+                "the homeserver refused to create the room: {}",
+                failure.message
+            ),
+        });
         self.drop_queued(&owner, &room);
         let label = self.room_label(&room);
         self.notice(

@@ -46,6 +46,10 @@ impl Step {
     }
 
     /// Asks the driver to keep an effect's lane busy: the effect will be tried again.
+    pub(crate) fn happened(&mut self, h: crate::output::Happening) {
+        self.out.happenings.push(h);
+    }
+
     pub(crate) fn hold(&mut self, id: EffectId) {
         self.out.holds.push(id);
     }

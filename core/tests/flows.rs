@@ -655,6 +655,28 @@ fn portal_is_private_named_after_the_room_with_topic_and_creator_not_in_power_us
 }
 
 #[test]
+fn logins_and_portals_opening_and_closing_are_reported_for_the_operator_log() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice"]);
+    let (alice, dm) = h.logged_in_user("alice", "alice");
+    let portal = h.portal(&alice, &room).unwrap();
+    assert!(h.happenings.iter().any(|e| matches!(e,
+        Happening::LoggedIn { user, username, .. } if user == &alice && username == "alice")));
+    assert!(h.happenings.contains(&Happening::PortalCreated {
+        owner: alice.clone(),
+        gitter_room: room.clone(),
+        room: portal,
+    }));
+    h.say(&dm, &alice, "logout");
+    h.settle();
+    assert!(h.happenings.iter().any(|e| matches!(e,
+        Happening::LoggedOut { user, .. } if user == &alice)));
+    assert!(h.happenings.iter().any(|e| matches!(e,
+        Happening::PortalClosed { owner, gitter_room, .. }
+            if owner == &alice && gitter_room == &room)));
+}
+
+#[test]
 fn ghosts_of_small_rooms_join_at_creation_with_display_name() {
     let mut h = Harness::new();
     let room = h.add_gitter_room("org/chat", &["alice", "bob"]);

@@ -134,6 +134,64 @@ async fn the_bot_has_its_configured_name_and_a_portal_says_what_it_bridges() {
     assert_ne!(invite.content["is_direct"], true);
 }
 
+/// `/ready`'s status and body, polled until `want` holds (or WAIT passes).
+async fn ready_until(
+    w: &World,
+    want: impl Fn(u16, &serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let url = format!("{}/ready", w.public_url());
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let resp = w.http.get(&url).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        if want(status, &body) {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready stayed {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_says_which_peer_does_not_answer_and_recovers_with_it() {
+    let w = world().await;
+    let (alice, portal) = alice_in_the_lobby(&w).await;
+    ready_until(&w, |status, body| {
+        status == 200 && body["status"] == "ready"
+    })
+    .await;
+
+    // Gitter answers 503 to everything: alice's message cannot go, and /ready says why.
+    w.gitter.fail_for(Duration::from_secs(120), 503);
+    w.say(&alice, &portal, "during the Gitter outage").unwrap();
+    let body = ready_until(&w, |status, _| status == 503).await;
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["gitter"]["reachable"], false, "{body}");
+    assert!(
+        body["gitter"]["unreachable_since_ms"].as_u64().is_some(),
+        "{body}"
+    );
+    assert_eq!(body["homeserver"]["reachable"], true, "{body}");
+
+    // Gitter is back: the message goes on its retry, and the bridge is ready again.
+    w.gitter.clear_faults();
+    w.wait_gitter("the message sent during the outage", WAIT, |_| {
+        w.gitter_texts_from(LOBBY, "alice")
+            .contains(&"during the Gitter outage".to_owned())
+    })
+    .await
+    .unwrap();
+    ready_until(&w, |status, body| {
+        status == 200 && body["gitter"]["reachable"] == true
+    })
+    .await;
+    w.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_cut_off_by_a_crash_is_replayed_once_after_restart() {
     let mut w = world().await;

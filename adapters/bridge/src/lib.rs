@@ -23,6 +23,7 @@ mod lanes;
 pub mod listen;
 pub mod logging;
 mod metrics;
+mod ready;
 pub mod registration;
 pub mod runtime;
 mod web;

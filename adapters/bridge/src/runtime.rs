@@ -44,6 +44,7 @@ use crate::config::{Config, ConfigError};
 use crate::lanes::Lanes;
 use crate::listen;
 use crate::metrics::{Direction, Metrics};
+use crate::ready::{Peer, Reachability};
 use crate::web::{self, MetricsState, WebKind, WebRequest, WebState};
 
 /// Inputs handled together and committed in one store transaction, at most.
@@ -335,12 +336,14 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
 
     // The public pages.
     let (web_tx, web_rx) = mpsc::channel(64);
+    let reach = Arc::new(Reachability::default());
     let web_router = web::router(WebState {
         requests: web_tx,
         bot: config.core.bot.to_string(),
         answer_timeout: Duration::from_secs(60),
         secure_cookies: config.core.public_url.starts_with("https://"),
         cookie_max_age: Duration::from_millis(config.core.login_link_lifetime_ms),
+        reach: reach.clone(),
     });
 
     // Capped, timed listeners: idle strangers on the public port once starved the AS one.
@@ -414,6 +417,7 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
         saturated: false,
         batch_received: Instant::now(),
         metrics,
+        reach,
         deferred: Vec::new(),
         deferred_since: None,
         population_counted: None,
@@ -435,6 +439,33 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
 /// Checks the homeserver, retrying for up to `wait` while it is unreachable or failing: a
 /// bridge started together with its homeserver (one systemd target, one compose file) must not
 /// lose the race. A refusal (a bad as_token, a wrong sender) is final at once.
+/// The info line of a turn in one user's use of the bridge, with the ids that let an operator
+/// follow that user (grep for the Matrix id).
+fn log_happening(h: &gitter_bridge_core::Happening) {
+    use gitter_bridge_core::Happening as H;
+    match h {
+        H::LoggedIn {
+            user,
+            gitter_user,
+            username,
+        } => tracing::info!(%user, %gitter_user, %username, "logged in to Gitter"),
+        H::LoggedOut { user, why } => tracing::info!(%user, %why, "logged out of Gitter"),
+        H::LoginRevoked { user } => {
+            tracing::info!(%user, "Gitter refused the token: login no longer used")
+        }
+        H::PortalCreated {
+            owner,
+            gitter_room,
+            room,
+        } => tracing::info!(%owner, %gitter_room, %room, "portal created"),
+        H::PortalClosed {
+            owner,
+            gitter_room,
+            why,
+        } => tracing::info!(%owner, %gitter_room, %why, "portal closed"),
+    }
+}
+
 /// Gives the bot the display name and avatar of the config (`appservice.bot_displayname`,
 /// `appservice.bot_avatar`), only where the homeserver has something else: a change is a
 /// membership event in every room the bot is in. A failure is only logged: the bot works
@@ -644,6 +675,8 @@ struct InFlight {
     lane: Lane,
     action: &'static str,
     direction: Option<Direction>,
+    /// Who it talks to, for `/ready`.
+    peer: Option<Peer>,
     /// The room whose stream a `StreamCall::Close` closes: an aborted reader sends no
     /// `Disconnected`, so the open-streams gauge learns it here.
     closes: Option<GitterRoomId>,
@@ -682,6 +715,8 @@ struct Driver {
     /// effects it leads to counts from here (commit and lane waits included).
     batch_received: Instant,
     metrics: Option<Arc<Metrics>>,
+    /// What `/ready` reports.
+    reach: Arc<Reachability>,
     /// Change sets of quiet batches not committed yet, oldest first, and when the first of
     /// them came ([`DEFER_QUIET`]).
     deferred: Vec<ChangeSet>,
@@ -809,6 +844,7 @@ impl Driver {
         for w in &out.warnings {
             tracing::warn!(problem = %w, "bridge warning");
         }
+        out.happenings.iter().for_each(log_happening);
         pending.holds.extend(out.holds);
         pending.effects.extend(out.effects);
         pending.replies.extend(out.replies);
@@ -833,6 +869,7 @@ impl Driver {
                 match &event {
                     StreamEvent::Connected { room } => {
                         self.connected.insert(room.clone());
+                        self.reach.record(Peer::Gitter, None, now().0);
                     }
                     StreamEvent::Disconnected {
                         room,
@@ -840,10 +877,13 @@ impl Driver {
                         detail,
                         reconnecting,
                     } => {
-                        tracing::info!(%room, ?reason, %detail, reconnecting, "Gitter stream ended");
+                        tracing::info!(%room, %reason, %detail, reconnecting, "Gitter stream ended");
                         self.connected.remove(room);
+                        self.reach.record(Peer::Gitter, Some(*reason), now().0);
                     }
-                    StreamEvent::Message { .. } | StreamEvent::Realtime(_) => {}
+                    StreamEvent::Message { .. } | StreamEvent::Realtime(_) => {
+                        self.reach.record(Peer::Gitter, None, now().0);
+                    }
                 }
                 if let Some(m) = &self.metrics {
                     m.open_streams(self.connected.len());
@@ -907,6 +947,10 @@ impl Driver {
                         }
                         Err(f) => m.effect_failed(flight.action, f.kind.as_str()),
                     }
+                }
+                if let Some(peer) = flight.peer {
+                    let failure = result.as_ref().err().map(|f| f.kind);
+                    self.reach.record(peer, failure, now().0);
                 }
                 if let Err(f) = &result {
                     tracing::info!(effect = %flight.id, action = flight.action, kind = %f.kind, message = %f.message, "effect failed");
@@ -1092,6 +1136,7 @@ impl Driver {
             lane: effect.lane.clone(),
             action: effect.action.name(),
             direction,
+            peer: Peer::of(&effect.action),
             closes: match &effect.action {
                 Action::Stream(StreamCall::Close { room }) => Some(room.clone()),
                 _ => None,

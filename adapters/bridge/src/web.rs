@@ -69,6 +69,8 @@ pub(crate) struct WebState {
     pub(crate) secure_cookies: bool,
     /// How long the cookies live (the login link lifetime).
     pub(crate) cookie_max_age: Duration,
+    /// Whether the homeserver and Gitter answer (`/ready`).
+    pub(crate) reach: Arc<crate::ready::Reachability>,
 }
 
 /// What `/metrics` reads.
@@ -84,6 +86,7 @@ pub(crate) fn router(state: WebState) -> Router {
         .route("/login/{token}", get(login_link).post(login_confirm))
         .route("/oauth/callback", get(oauth_callback))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .fallback(not_found)
         .with_state(state)
 }
@@ -361,6 +364,23 @@ async fn health(State(state): State<WebState>) -> Response {
     }
 }
 
+/// `GET /ready`: 200 while the homeserver and Gitter answer, 503 naming the one that does not
+/// (or while stopping): for a load balancer or an orchestrator that should hold traffic back
+/// or alert, where `/health` only says the process runs.
+async fn ready(State(state): State<WebState>) -> Response {
+    let (ready, mut body) = state.reach.report();
+    let stopping = state.requests.is_closed();
+    if stopping {
+        body["status"] = serde_json::json!("stopping");
+    }
+    let status = if ready && !stopping {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
 async fn metrics(State(state): State<MetricsState>) -> Response {
     (
         [(
@@ -420,6 +440,7 @@ mod tests {
             answer_timeout: Duration::from_secs(5),
             secure_cookies: true,
             cookie_max_age: Duration::from_secs(900),
+            reach: Arc::default(),
         })
     }
 

@@ -65,6 +65,8 @@ pub struct Harness {
     pub log: Vec<Effect>,
     pub replies: Vec<(RequestId, WebReply)>,
     pub warnings: Vec<CoreError>,
+    /// Every turn the bridge reported for the operator's log.
+    pub happenings: Vec<Happening>,
     pub matrix: BTreeMap<OwnedRoomId, MatrixRoom>,
     pub gitter: BTreeMap<GitterRoomId, WorldRoom>,
     /// token -> Gitter username.
@@ -123,6 +125,7 @@ impl Harness {
             log: Vec::new(),
             replies: Vec::new(),
             warnings: Vec::new(),
+            happenings: Vec::new(),
             matrix: BTreeMap::new(),
             gitter: BTreeMap::new(),
             tokens: BTreeMap::new(),
@@ -165,6 +168,7 @@ impl Harness {
         }
         self.replies.extend(out.replies.iter().cloned());
         self.warnings.extend(out.warnings.iter().cloned());
+        self.happenings.extend(out.happenings.iter().cloned());
         out
     }
 
