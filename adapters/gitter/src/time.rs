@@ -1,83 +1,20 @@
-//! ISO-8601 timestamps as Gitter writes them, and the wall clock.
+//! Timestamps as Gitter writes them, and the wall clock.
 //!
 //! Gitter's timestamps are JS `Date.toISOString()` output, e.g. `"2014-03-24T15:41:18.991Z"`
-//! (docs/gitter-api.md §1.2). A full date-time crate would be a heavy dependency for one format, so
-//! this is a small strict parser that also accepts other fraction lengths and `+hh:mm` offsets.
+//! (docs/gitter-api.md §1.2): RFC 3339, which the `time` crate parses (any fraction length,
+//! `Z` or a `+hh:mm` offset).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Parses an ISO-8601 UTC date-time (`YYYY-MM-DDTHH:MM:SS[.fff][Z|+hh:mm|-hh:mm]`) into
-/// milliseconds since the Unix epoch. `None` for anything else or a time before 1970.
-pub fn parse_iso_ms(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |from: usize, to: usize| -> Option<i64> {
-        let part = s.get(from..to)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().ok()
-        } else {
-            None
-        }
-    };
-    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    if second > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut millis = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        // Keep millisecond precision: pad or cut the fraction to three digits.
-        let mut ms = frac[..digits.min(3)].to_owned();
-        while ms.len() < 3 {
-            ms.push('0');
-        }
-        millis = ms.parse().ok()?;
-        rest = &frac[digits..];
-    }
-    let offset_min = match rest {
-        "Z" | "z" => 0,
-        // `is_ascii` first: the slices below index bytes, and a multi-byte character there
-        // (a hostile `sent`, found by the gitter_message fuzz target) would panic.
-        _ if rest.len() == 6
-            && rest.is_ascii()
-            && matches!(&rest[..1], "+" | "-")
-            && &rest[3..4] == ":" =>
-        {
-            let h: i64 = rest[1..3].parse().ok()?;
-            let m: i64 = rest[4..6].parse().ok()?;
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (h * 60 + m)
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_min * 60;
-    let ms = secs.checked_mul(1000)?.checked_add(millis)?;
-    u64::try_from(ms).ok()
-}
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// Parses an RFC 3339 date-time (`YYYY-MM-DDTHH:MM:SS[.fff](Z|+hh:mm|-hh:mm)`) into
+/// milliseconds since the Unix epoch, the fraction cut to milliseconds. `None` for anything
+/// else or a time before 1970.
+pub fn parse_iso_ms(s: &str) -> Option<u64> {
+    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
 }
 
 /// The wall clock in ms since the Unix epoch. Only used to turn Gitter's absolute
