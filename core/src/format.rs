@@ -354,14 +354,16 @@ fn image(out: &mut String, tag: &Tag<'_>, in_link: bool) {
     }
 }
 
-/// Escapes text for HTML.
-pub(crate) fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+/// Escapes text for HTML element content and quoted attribute values (`&`, `<`, `>`, `"`,
+/// `'`), with pulldown-cmark's escaper: the one helper the bridge's HTML (messages, notices,
+/// the login pages) and the simulator's fake Gitter share.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    pulldown_cmark_escape::escape_html(&mut out, text).expect("writing to a String cannot fail");
+    out
 }
+
+pub(crate) use escape_html as escape;
 
 /// `html` (the sanitiser's output: well-formed) with each `@name` (not followed by more of
 /// a name) made a pill of `mxid` (spec: "User and room mentions": a link to
@@ -466,6 +468,14 @@ pub(crate) fn gitter_to_matrix(message: &GitterMessage) -> MatrixContent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaping_covers_text_and_quoted_attributes() {
+        assert_eq!(
+            escape_html("<a href=\"x\" title='y'>&amp;</a> é"),
+            "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt; é"
+        );
+    }
 
     #[test]
     fn a_pill_replaces_the_name_in_text_only_and_whole_names_only() {

@@ -94,7 +94,7 @@ pub use effect::{
     Then, ThreadRef,
 };
 pub use error::CoreError;
-pub use format::sanitize_html;
+pub use format::{escape_html, sanitize_html};
 pub use ghost::ghost_localpart;
 pub use ids::{
     AsTxnId, EffectId, GitterMessageId, GitterRoomId, GitterUserId, OwnedEventId, OwnedRoomId,

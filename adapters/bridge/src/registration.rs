@@ -148,30 +148,21 @@ pub fn generate(
     })
 }
 
-/// Replaces the value of the first `key = "..."` line after `[appservice]`, keeping every
-/// comment and the rest of the file as the operator wrote it.
+/// Sets `[appservice] key` to `value`, keeping every comment and the rest of the file as the
+/// operator wrote it (`toml_edit` keeps the layout, and the value keeps its own decor: a
+/// comment after it stays). `None` when the file has no such key to replace (the token comes
+/// from `*_env` or `*_file` instead) or is not TOML.
 fn set_token_line(text: &str, key: &str, value: &str) -> Option<String> {
-    let mut in_appservice = false;
-    let mut done = false;
-    let mut out = String::with_capacity(text.len() + value.len());
-    for line in text.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with('[') {
-            in_appservice = trimmed.starts_with("[appservice]");
-        }
-        let is_key = trimmed
-            .strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('='));
-        if in_appservice && !done && is_key {
-            let indent = &line[..line.len() - trimmed.len()];
-            let newline = if line.ends_with('\n') { "\n" } else { "" };
-            out.push_str(&format!("{indent}{key} = \"{value}\"{newline}"));
-            done = true;
-        } else {
-            out.push_str(line);
-        }
-    }
-    done.then_some(out)
+    let mut doc: toml_edit::DocumentMut = text.parse().ok()?;
+    let item = doc
+        .get_mut("appservice")?
+        .as_table_like_mut()?
+        .get_mut(key)?;
+    let old = item.as_value_mut()?;
+    let decor = old.decor().clone();
+    *old = toml_edit::Value::from(value);
+    *old.decor_mut() = decor;
+    Some(doc.to_string())
 }
 
 /// Which file [`write_private`] writes; both hold the two tokens.
@@ -313,6 +304,25 @@ mod tests {
         let again = generate(&config, &output, true).unwrap();
         assert!(again.new_tokens.is_empty());
         assert_eq!(again.registration.as_token, reg.as_token);
+    }
+
+    #[test]
+    fn a_token_is_set_in_place_keeping_the_file_as_written() {
+        let text = "# top\n[homeserver]\nas_token = \"not this one\"\n\n[appservice]\n\
+                    # the tokens\n  as_token   =   \"CHANGE_ME\"  # from the registration\n\
+                    hs_token = \"CHANGE_ME\"\n";
+        let out = set_token_line(text, "as_token", "abc\"def").unwrap();
+        assert_eq!(
+            out,
+            "# top\n[homeserver]\nas_token = \"not this one\"\n\n[appservice]\n\
+             # the tokens\n  as_token   =   'abc\"def'  # from the registration\n\
+             hs_token = \"CHANGE_ME\"\n"
+        );
+        assert_eq!(
+            set_token_line("[appservice]\nas_token_file = \"t\"\n", "as_token", "x"),
+            None
+        );
+        assert_eq!(set_token_line("not = [toml", "as_token", "x"), None);
     }
 
     #[test]

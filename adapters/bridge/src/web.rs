@@ -98,21 +98,8 @@ pub(crate) fn metrics_router(state: MetricsState) -> Router {
         .with_state(state)
 }
 
-/// Escapes text for HTML element content and attribute values.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escapes text for HTML element content and attribute values (the core's one helper).
+pub(crate) use gitter_bridge_core::escape_html as escape;
 
 fn page(status: StatusCode, title: &str, paragraphs: &[&str]) -> Response {
     html_page(status, title, paragraphs, "")

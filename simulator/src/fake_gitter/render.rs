@@ -41,21 +41,9 @@ fn token_re() -> &'static Regex {
     })
 }
 
-/// HTML-escape like the real renderer (`&`, `<`, `>`, `"`, and `'` as `&#39;`).
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// HTML-escape like the real renderer (`&`, `<`, `>`, `"`, and `'` as `&#39;`): the core's
+/// helper, which escapes exactly these.
+pub use gitter_bridge_core::escape_html as escape;
 
 /// Render `text`. `lookup_user` maps a screen name to a user id (case-insensitive
 /// on the caller's side).
