@@ -84,17 +84,17 @@ impl Command {
         };
         match verb.as_str() {
             "help" => Ok(Command::Help),
-            "login" => no_args(Command::Login, "login"),
-            "logout" => no_args(Command::Logout, "logout"),
-            "list" => no_args(Command::List, "list"),
-            "whoami" => no_args(Command::Whoami, "whoami"),
+            "login" => no_args(Command::Login, "`login`"),
+            "logout" => no_args(Command::Logout, "`logout`"),
+            "list" => no_args(Command::List, "`list`"),
+            "whoami" => no_args(Command::Whoami, "`whoami`"),
             "join" | "gjoin" => {
-                one_room("join <room>, for example `join gitterhq/sandbox`").map(Command::Join)
+                one_room("`join <room>`, for example `join gitterhq/sandbox`").map(Command::Join)
             }
             "leave" | "gpart" => {
-                one_room("leave <room>, for example `leave gitterhq/sandbox`").map(Command::Leave)
+                one_room("`leave <room>`, for example `leave gitterhq/sandbox`").map(Command::Leave)
             }
-            "invite" => one_room("invite <room>, for example `invite gitterhq/sandbox`")
+            "invite" => one_room("`invite <room>`, for example `invite gitterhq/sandbox`")
                 .map(Command::Invite),
             _ => Err(ParseError::Unknown(verb)),
         }
@@ -480,7 +480,7 @@ mod tests {
     #[test]
     fn wrong_arguments_get_a_usage_line() {
         assert!(
-            matches!(Command::parse("join"), Err(ParseError::Usage(u)) if u.starts_with("join <room>"))
+            matches!(Command::parse("join"), Err(ParseError::Usage(u)) if u.starts_with("`join <room>`"))
         );
         assert!(matches!(
             Command::parse("join a b"),
@@ -488,7 +488,7 @@ mod tests {
         ));
         assert!(matches!(
             Command::parse("list extra"),
-            Err(ParseError::Usage("list"))
+            Err(ParseError::Usage("`list`"))
         ));
         assert!(matches!(
             Command::parse("invite <script>"),

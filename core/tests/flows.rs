@@ -456,7 +456,7 @@ fn wrong_arguments_get_a_usage_line() {
     let (alice, dm) = h.logged_in_user("alice", "alice");
     h.say(&dm, &alice, "join");
     h.settle();
-    assert!(h.last_notice(&dm).starts_with("Usage: join <room>"));
+    assert!(h.last_notice(&dm).starts_with("Usage: `join <room>`"));
 }
 
 #[test]

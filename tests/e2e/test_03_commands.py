@@ -53,7 +53,7 @@ async def test_list_join_leave_invite_and_logout(env, people, gitter):
     assert listed(rooms) == [f"★ {DEV}"]
 
     # Wrong arguments get a usage line, unknown words a pointer to help.
-    await dave.command("join", "Usage: join <room>")
+    await dave.command("join", "Usage: `join <room>`")
     await dave.command("dance", "Unknown command `dance`. Send `help`")
 
     # Notices are markdown rendered to HTML: help is a list, commands are code, nobody pinged.

@@ -283,7 +283,10 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
             ),
         })
     })?;
-    tracing::info!(versions = ?versions, "homeserver reachable, as_token accepted");
+    tracing::info!(
+        versions = %versions.versions.join(" "),
+        "homeserver reachable, as_token accepted"
+    );
     apply_bot_profile(&matrix, &config).await;
 
     let gitter = GitterClient::new(gitter_config(&config)?)
@@ -367,7 +370,10 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
 
     // Now that we listen, the homeserver must be able to reach us.
     match matrix.ping("gitter-bridge-startup").await {
-        Ok(rtt) => tracing::info!(?rtt, "the homeserver reaches the AS listener"),
+        Ok(rtt) => tracing::info!(
+            rtt_ms = rtt.as_millis() as u64,
+            "the homeserver reaches the AS listener"
+        ),
         Err(PingError::Unsupported) => {
             tracing::warn!("the homeserver has no appservice ping (Matrix < v1.7); not checked")
         }

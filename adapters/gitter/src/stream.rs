@@ -468,7 +468,7 @@ impl Reader {
                 reported = None;
             }
             let revoked = kind == FailureKind::TokenRevoked;
-            tracing::info!(room = %self.room, ?kind, detail, "Gitter stream disconnected");
+            tracing::info!(room = %self.room, %kind, detail, "Gitter stream disconnected");
             if reported != Some(kind) {
                 reported = Some(kind);
                 let event = StreamEvent::Disconnected {

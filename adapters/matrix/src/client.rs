@@ -794,7 +794,7 @@ impl MatrixClient {
                 }
             })
             .notify(|e, delay| {
-                tracing::warn!(endpoint = call.endpoint, error = %e, ?delay, "retrying a homeserver call");
+                tracing::warn!(endpoint = call.endpoint, error = %e, delay_ms = delay.as_millis() as u64, "retrying a homeserver call");
             })
             .await
     }

@@ -395,7 +395,10 @@ async fn ping(body: Bytes) -> Response {
     let txn = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("transaction_id")?.as_str().map(str::to_owned));
-    tracing::info!(transaction_id = ?txn, "homeserver ping received");
+    tracing::info!(
+        transaction_id = txn.as_deref().unwrap_or("-"),
+        "homeserver ping received"
+    );
     ok_empty()
 }
 
