@@ -631,14 +631,7 @@ fn portal_is_private_named_after_the_room_with_topic_and_creator_not_in_power_us
     let mut h = Harness::new();
     h.add_gitter_room("org/chat", &["alice"]);
     h.logged_in_user("alice", "alice");
-    let create = h
-        .log
-        .iter()
-        .find_map(|e| match &e.action {
-            Action::Matrix(MatrixCall::CreatePortal(new)) => Some(new.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let create = h.first_portal_creation();
     assert_eq!(create.creator, h.bot());
     assert_eq!(create.name, "org/chat");
     assert_eq!(create.topic, "topic of org/chat");

@@ -381,14 +381,7 @@ fn a_one_to_one_someone_opened_gets_a_portal_with_a_notice() {
     let room = bob_opens_a_one_to_one_with(&mut h, &alice);
     assert!(h.portal(&alice, &room).is_some());
     // A direct chat on Gitter is a direct chat in Matrix clients too.
-    let create = h
-        .log
-        .iter()
-        .find_map(|e| match &e.action {
-            Action::Matrix(MatrixCall::CreatePortal(new)) => Some(new.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let create = h.first_portal_creation();
     assert!(create.is_direct);
     assert_eq!(create.bridge.unwrap().room_uri, None);
     assert!(

@@ -838,6 +838,17 @@ impl Harness {
             .unwrap_or_default()
     }
 
+    /// The first portal room the bridge asked for.
+    pub fn first_portal_creation(&self) -> NewPortal {
+        self.log
+            .iter()
+            .find_map(|e| match &e.action {
+                Action::Matrix(MatrixCall::CreatePortal(new)) => Some(new.clone()),
+                _ => None,
+            })
+            .expect("a portal creation")
+    }
+
     /// The last message in a room, whole.
     pub fn last_message(&self, room: &OwnedRoomId) -> MatrixContent {
         self.matrix[room]

@@ -195,32 +195,33 @@ pub fn effect(id: u64, owner: u64, r: u64) -> Effect {
         3 => {
             let alias = format!("_gitter_portal_{id:032x}");
             // Both forms: rows of the older one stay in stores written before the newer.
+            let new = NewPortal {
+                creator: user(0),
+                name: format!("room {r}"),
+                topic: String::new(),
+                invite: vec![user(owner)],
+                power_users: Default::default(),
+                alias: alias.clone(),
+                is_direct: r.is_multiple_of(2),
+                bridge: Some(BridgeInfo {
+                    bot: user(0),
+                    room_id: groom(r),
+                    room_name: format!("room {r}"),
+                    web_url: "https://gitter.example".to_owned(),
+                    room_uri: (!r.is_multiple_of(3)).then(|| format!("org/room{r}")),
+                }),
+            };
             let create = if id.is_multiple_of(2) {
                 MatrixCall::CreateRoom {
-                    creator: user(0),
-                    name: format!("room {r}"),
-                    topic: String::new(),
-                    invite: vec![user(owner)],
-                    power_users: Default::default(),
-                    alias: alias.clone(),
+                    creator: new.creator,
+                    name: new.name,
+                    topic: new.topic,
+                    invite: new.invite,
+                    power_users: new.power_users,
+                    alias: new.alias,
                 }
             } else {
-                MatrixCall::CreatePortal(NewPortal {
-                    creator: user(0),
-                    name: format!("room {r}"),
-                    topic: String::new(),
-                    invite: vec![user(owner)],
-                    power_users: Default::default(),
-                    alias: alias.clone(),
-                    is_direct: r.is_multiple_of(2),
-                    bridge: Some(BridgeInfo {
-                        bot: user(0),
-                        room_id: groom(r),
-                        room_name: format!("room {r}"),
-                        web_url: "https://gitter.example".to_owned(),
-                        room_uri: (!r.is_multiple_of(3)).then(|| format!("org/room{r}")),
-                    }),
-                })
+                MatrixCall::CreatePortal(new)
             };
             (
                 Action::Matrix(create),
