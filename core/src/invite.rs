@@ -63,12 +63,15 @@ impl Bridge {
             self.change(Change::RefuseRoom(room));
             return;
         }
-        if m == Membership::Join
-            && let Some(RoomRole::Portal(owner, groom)) = self.portals.role(&room).cloned()
-            && owner == target
-        {
-            self.on_owner_joined_portal(&owner, &groom);
-            return;
+        if m == Membership::Join {
+            match self.portals.role(&room).cloned() {
+                Some(RoomRole::Portal(owner, groom)) if owner == target => {
+                    self.on_owner_joined_portal(&owner, &groom);
+                    return;
+                }
+                None => self.portals.note_early_join(room.clone(), target.clone()),
+                Some(_) => {}
+            }
         }
         if !matches!(m, Membership::Leave | Membership::Ban) {
             return;

@@ -5,7 +5,7 @@
 //! join lazily before they first speak, or all at creation for rooms smaller than the eager
 //! threshold. An owner who leaves keeps the Gitter membership; `invite` re-opens the portal.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::bridge::Bridge;
 use crate::effect::{
@@ -36,7 +36,15 @@ pub(crate) enum RoomRole {
 pub(crate) struct Portals {
     roles: BTreeMap<OwnedRoomId, RoomRole>,
     owners: BTreeMap<GitterRoomId, BTreeSet<OwnedUserId>>,
+    /// Joins seen in rooms the bridge does not know yet, newest last, at most
+    /// [`EARLY_JOINS`]: an owner can take a portal's invitation before the createRoom answer
+    /// reaches the bridge (a lost answer is found again by its alias only after a backoff).
+    /// Not persisted: after a restart such a portal shows as invited until the owner rejoins.
+    early_joins: VecDeque<(OwnedRoomId, OwnedUserId)>,
 }
+
+/// How many early joins are remembered (a bound: any room the AS hears of could send one).
+const EARLY_JOINS: usize = 256;
 
 impl Portals {
     /// The indexes of a restored state.
@@ -92,6 +100,21 @@ impl Portals {
     /// What a Matrix room is to the bridge, if anything.
     pub(crate) fn role(&self, room: &OwnedRoomId) -> Option<&RoomRole> {
         self.roles.get(room)
+    }
+
+    /// `user` joined `room`, which has no role yet (it may be a portal being created).
+    pub(crate) fn note_early_join(&mut self, room: OwnedRoomId, user: OwnedUserId) {
+        if self.early_joins.len() >= EARLY_JOINS {
+            self.early_joins.pop_front();
+        }
+        self.early_joins.push_back((room, user));
+    }
+
+    /// Whether `user` joined `room` before it got its role (forgotten once asked).
+    pub(crate) fn take_early_join(&mut self, room: &OwnedRoomId, user: &OwnedUserId) -> bool {
+        let before = self.early_joins.len();
+        self.early_joins.retain(|(r, u)| !(r == room && u == user));
+        self.early_joins.len() != before
     }
 
     /// The owners of the portals of a Gitter room (any state), in order.
@@ -335,8 +358,13 @@ impl Bridge {
         let closed = portal.state == PortalState::Closed;
         portal.room_id = Some(room_id.clone());
         if !closed {
-            // createRoom invited the owner; the owner's join makes it Active.
-            portal.state = PortalState::Invited;
+            // createRoom invited the owner; the owner's join makes it Active (it may have
+            // come already, before this answer).
+            portal.state = if self.portals.take_early_join(&room_id, &owner) {
+                PortalState::Active
+            } else {
+                PortalState::Invited
+            };
         }
         self.change(Change::PutPortal(portal));
         self.happened(crate::Happening::PortalCreated {

@@ -732,6 +732,53 @@ fn ghost_is_keyed_by_gitter_id_so_a_rename_keeps_it() {
 }
 
 #[test]
+fn an_owner_who_joins_before_the_create_answer_arrives_is_joined() {
+    let mut c = config();
+    c.open_portals_on_login = false;
+    let mut h = Harness::with_config(c);
+    let dev = h.add_gitter_room("org/dev", &["alice"]);
+    let (alice, dm) = h.logged_in_user("alice", "alice");
+    h.say(&dm, &alice, "invite org/dev");
+    let is_create = |e: &Effect| matches!(e.action, Action::Matrix(MatrixCall::CreatePortal(_)));
+    while !h.pending.iter().any(is_create) {
+        assert!(h.complete_next().is_some(), "no portal creation");
+    }
+    // The homeserver made the room and invited alice, who joins at once; the bridge hears
+    // of her join before the createRoom answer (a lost answer is found again by its alias
+    // only after a backoff).
+    let pos = h.pending.iter().position(is_create).unwrap();
+    let create = h.pending.remove(pos).unwrap();
+    let result = h.respond(&create);
+    let Ok(EffectOutput::RoomCreated(room)) = result.clone() else {
+        panic!("{result:?}")
+    };
+    h.happen(
+        &room,
+        &alice,
+        MatrixEventKind::Member {
+            target: alice.clone(),
+            membership: Membership::Join,
+        },
+    );
+    h.step(Input::EffectDone {
+        id: create.id,
+        result,
+    });
+    h.settle();
+    assert_eq!(
+        h.store.portals[&(alice.clone(), dev)].state,
+        PortalState::Active
+    );
+    h.say(&dm, &alice, "list");
+    h.settle();
+    assert!(
+        h.last_notice(&dm).contains("\n- ★ `org/dev`"),
+        "{}",
+        h.last_notice(&dm)
+    );
+}
+
+#[test]
 fn owner_leaving_a_portal_keeps_gitter_membership_and_invite_reopens_it() {
     let mut h = Harness::new();
     let room = h.add_gitter_room("org/chat", &["alice"]);

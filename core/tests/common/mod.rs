@@ -256,7 +256,7 @@ impl Harness {
         self.streams.contains(room) && !self.down.contains(room)
     }
 
-    fn respond(&mut self, effect: &Effect) -> EffectResult {
+    pub fn respond(&mut self, effect: &Effect) -> EffectResult {
         // Injected send failures hit the POSTs, not the reconcile reads between them.
         let reconcile_read = matches!(
             effect.action.gitter_send(),
