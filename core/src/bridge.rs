@@ -239,7 +239,7 @@ impl Bridge {
             Action::Matrix(MatrixCall::SendMessage {
                 room,
                 sender: bot,
-                content: crate::notice::render(&text.into()),
+                content: crate::notice::render(&text.into(), &self.config.public_url),
                 ts: None,
             }),
         );

@@ -144,10 +144,11 @@ impl Bridge {
             return;
         }
         let Some(login) = self.valid_login(&correction.owner) else {
-            let again = self.log_in_here(&correction.owner);
+            // No link here: a portal is not kept private the way the chat with the bot is.
             self.tell_owner(
                 &correction,
-                format!("Your change was not made on Gitter: you are not logged in. {again}"),
+                "Your change was not made on Gitter: you are not logged in. Send `login` to the \
+                 bridge bot.",
             );
             return;
         };

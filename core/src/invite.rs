@@ -73,6 +73,10 @@ impl Bridge {
                 Some(_) => {}
             }
         }
+        if matches!(m, Membership::Leave | Membership::Ban) && self.portals.role(&room).is_none() {
+            // Joined and gone again before the room was known: not joined after all.
+            self.portals.take_early_join(&room, &target);
+        }
         if !matches!(m, Membership::Leave | Membership::Ban) {
             return;
         }

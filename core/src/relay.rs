@@ -571,11 +571,14 @@ impl Bridge {
             }
         };
         let Some(login) = self.valid_login(owner) else {
-            let again = self.log_in_here(owner);
+            // No link here: a portal is not kept private the way the chat with the bot is
+            // (its owner may invite others), and a link per message would push out the one
+            // the person is using.
             self.notice_in(
                 lane,
                 event.room_id.clone(),
-                format!("Your message was not sent to Gitter: you are not logged in. {again}"),
+                "Your message was not sent to Gitter: you are not logged in. \
+                 Send `login` to the bridge bot.",
             );
             return;
         };

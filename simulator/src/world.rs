@@ -176,6 +176,7 @@ bind = "{as_addr}"
 url = "http://{as_addr}"
 as_token = "CHANGE_ME"
 hs_token = "CHANGE_ME"
+bot_displayname = "Gitter bridge"
 
 [gitter]
 api_url = "{api}"

@@ -240,8 +240,10 @@ fn default_id() -> String {
 fn default_bot() -> String {
     "gitterbot".into()
 }
+/// Empty: a config without the key leaves the bot's name as the homeserver has it (an
+/// upgrade does not rename the bot).
 fn default_bot_displayname() -> String {
-    "Gitter bridge".into()
+    String::new()
 }
 fn default_web_url() -> String {
     "https://gitter.im".into()
@@ -1209,6 +1211,9 @@ mod tests {
         let c = Config::parse(&set, Path::new("/")).unwrap();
         assert_eq!(c.bot_avatar.as_deref(), Some("mxc://example.test/AbC_1-2"));
         assert_eq!(c.bot_displayname, None, "empty leaves the homeserver's");
+        let unset = filled().replace("bot_displayname = \"Gitter bridge\"\n", "");
+        let c = Config::parse(&unset, Path::new("/")).unwrap();
+        assert_eq!(c.bot_displayname, None, "an upgrade without the key renames nothing");
         for bad in [
             "https://example.test/bot.png",
             "mxc://example.test/",

@@ -19,12 +19,14 @@ pub(crate) enum Peer {
 }
 
 impl Peer {
-    /// Who an action talks to (`None`: the bridge's own store).
+    /// Who an action's answer comes from (`None`: the bridge itself).
     pub(crate) fn of(action: &Action) -> Option<Peer> {
         match action {
             Action::Matrix(_) => Some(Peer::Homeserver),
-            Action::OAuth { .. } | Action::Gitter { .. } | Action::Stream(_) => Some(Peer::Gitter),
-            Action::Store(_) => None,
+            Action::OAuth { .. } | Action::Gitter { .. } => Some(Peer::Gitter),
+            // Opening or closing a stream is answered at once by the bridge's own stream
+            // manager; what Gitter says comes as stream events (Connected, Disconnected).
+            Action::Stream(_) | Action::Store(_) => None,
         }
     }
 }
