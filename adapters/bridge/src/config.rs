@@ -1213,7 +1213,10 @@ mod tests {
         assert_eq!(c.bot_displayname, None, "empty leaves the homeserver's");
         let unset = filled().replace("bot_displayname = \"Gitter bridge\"\n", "");
         let c = Config::parse(&unset, Path::new("/")).unwrap();
-        assert_eq!(c.bot_displayname, None, "an upgrade without the key renames nothing");
+        assert_eq!(
+            c.bot_displayname, None,
+            "an upgrade without the key renames nothing"
+        );
         for bad in [
             "https://example.test/bot.png",
             "mxc://example.test/",
