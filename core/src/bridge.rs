@@ -170,6 +170,9 @@ impl Bridge {
         };
         self.portals.observe(&change, &self.state);
         self.logins.observe(&change);
+        if let Some(h) = crate::Happening::of(&change, &self.state) {
+            self.step.happened(h);
+        }
         self.state.apply(&change);
         self.step.record(change);
         if let Some(key) = new_mapping {
@@ -206,11 +209,6 @@ impl Bridge {
     /// Reports a problem worth a log line.
     pub(crate) fn warn(&mut self, e: CoreError) {
         self.step.warn(e);
-    }
-
-    /// Notes a turn for the operator's log ([`crate::Outputs::happenings`]).
-    pub(crate) fn happened(&mut self, h: crate::Happening) {
-        self.step.happened(h);
     }
 
     /// Answers a pending web request.

@@ -240,10 +240,6 @@ impl Bridge {
             return false;
         }
         self.change(Change::PutUser(record));
-        self.happened(crate::Happening::LoggedOut {
-            user: user.clone(),
-            why: reason.to_owned(),
-        });
         self.unwatch_user(user);
         let rooms: Vec<GitterRoomId> = self
             .state

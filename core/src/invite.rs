@@ -345,11 +345,6 @@ impl Bridge {
             // The Gitter membership stays: `invite <room>` brings the portal back.
             portal.state = PortalState::Closed;
             self.change(Change::PutPortal(portal));
-            self.happened(crate::Happening::PortalClosed {
-                owner: owner.clone(),
-                gitter_room: room.clone(),
-                why: "the owner left the Matrix room".to_owned(),
-            });
             self.drop_queued(owner, room);
             self.ensure_reader(room);
         }

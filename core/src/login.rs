@@ -445,11 +445,6 @@ impl Bridge {
             valid: true,
         });
         self.change(Change::PutUser(record));
-        self.happened(crate::Happening::LoggedIn {
-            user: user.clone(),
-            gitter_user: gitter.id.clone(),
-            username: gitter.username.clone(),
-        });
         self.reply(
             request,
             page(
@@ -520,11 +515,8 @@ impl Bridge {
                 format!("{why} Send `login` to the bridge bot for a new link."),
             ),
         );
-        let link = self.new_login_link(user);
-        self.notice(
-            user,
-            format!("Logging in to Gitter failed: {why} Try again here: {link}"),
-        );
+        let again = self.log_in_here(user);
+        self.notice(user, format!("Logging in to Gitter failed: {why} {again}"));
     }
 
     /// Marks a login invalid after Gitter answered 401, stops using its token, and asks the
@@ -539,7 +531,6 @@ impl Bridge {
         }
         login.valid = false;
         self.change(Change::PutUser(record));
-        self.happened(crate::Happening::LoginRevoked { user: user.clone() });
         self.unwatch_user(user);
         let again = self.log_in_here(user);
         self.notice(

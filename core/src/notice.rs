@@ -87,11 +87,12 @@ fn to_html(markdown: &str, own_url: &str) -> String {
 /// ends at whitespace or at a character that cannot end one in a sentence (a closing bracket
 /// or a full stop after it is punctuation, not part of the address).
 fn link_addresses(text: String, own_url: &str, events: &mut Vec<Event<'_>>) {
-    if text.is_empty() {
-        return;
-    }
-    let mut rest: &str = &text;
-    let mut pieces: Vec<(String, bool)> = Vec::new();
+    let push_text = |t: &str, events: &mut Vec<Event<'_>>| {
+        if !t.is_empty() {
+            events.push(Event::Text(CowStr::from(t.to_owned())));
+        }
+    };
+    let mut rest = text.as_str();
     while let Some(start) = find_address(rest, own_url) {
         let tail = &rest[start..];
         let mut end = tail.find(char::is_whitespace).unwrap_or(tail.len());
@@ -99,33 +100,21 @@ fn link_addresses(text: String, own_url: &str, events: &mut Vec<Event<'_>>) {
         {
             end -= 1;
         }
-        if start > 0 {
-            pieces.push((rest[..start].to_owned(), false));
-        }
-        pieces.push((tail[..end].to_owned(), true));
+        // At least one character: the loop always moves on.
+        let end = end.max(1);
+        let address = &tail[..end];
+        push_text(&rest[..start], events);
+        events.push(Event::Start(Tag::Link {
+            link_type: LinkType::Autolink,
+            dest_url: CowStr::from(address.to_owned()),
+            title: CowStr::Borrowed(""),
+            id: CowStr::Borrowed(""),
+        }));
+        push_text(address, events);
+        events.push(Event::End(TagEnd::Link));
         rest = &tail[end..];
     }
-    if pieces.is_empty() {
-        events.push(Event::Text(CowStr::from(text)));
-        return;
-    }
-    if !rest.is_empty() {
-        pieces.push((rest.to_owned(), false));
-    }
-    for (piece, is_address) in pieces {
-        if is_address {
-            events.push(Event::Start(Tag::Link {
-                link_type: LinkType::Autolink,
-                dest_url: CowStr::from(piece.clone()),
-                title: CowStr::Borrowed(""),
-                id: CowStr::Borrowed(""),
-            }));
-            events.push(Event::Text(CowStr::from(piece)));
-            events.push(Event::End(TagEnd::Link));
-        } else {
-            events.push(Event::Text(CowStr::from(piece)));
-        }
-    }
+    push_text(rest, events);
 }
 
 /// Where the first address under `own_url` (with something after it) starts in `text`.

@@ -1,7 +1,7 @@
 //! What one step produces: [`Outputs`].
 
 use crate::ids::{GitterRoomId, GitterUserId, OwnedRoomId, OwnedUserId, RequestId, Timestamp};
-use crate::state::ChangeSet;
+use crate::state::{Change, ChangeSet, PortalState, Snapshot};
 
 /// The outputs of one [`crate::Bridge::handle`] step.
 ///
@@ -31,10 +31,11 @@ pub struct Outputs {
     pub happenings: Vec<Happening>,
 }
 
-/// A turn in one user's use of the bridge, for the operator's log.
+/// A turn in one user's use of the bridge, for the operator's log. Derived from the changes
+/// to users and portals ([`Happening::of`]), so no flow can forget to report one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Happening {
-    /// `user` linked the Gitter account `username` (`gitter_user`).
+    /// `user` linked the Gitter account `username` (`gitter_user`), or logged in again.
     LoggedIn {
         /// The Matrix user.
         user: OwnedUserId,
@@ -47,8 +48,6 @@ pub enum Happening {
     LoggedOut {
         /// The Matrix user.
         user: OwnedUserId,
-        /// Why, as the user was told.
-        why: String,
     },
     /// Gitter refused `user`'s token: the login is kept but no longer used.
     LoginRevoked {
@@ -64,15 +63,67 @@ pub enum Happening {
         /// The Matrix room.
         room: OwnedRoomId,
     },
-    /// The portal of `owner` for `gitter_room` stopped relaying.
+    /// The portal of `owner` for `gitter_room` stopped relaying (left, kicked, logged out, or
+    /// its room could not be created).
     PortalClosed {
         /// The portal's owner.
         owner: OwnedUserId,
         /// The Gitter room.
         gitter_room: GitterRoomId,
-        /// Why.
-        why: String,
     },
+}
+
+impl Happening {
+    /// What `change` does to a user or portal as `before` has them, if it is worth a line.
+    pub(crate) fn of(change: &Change, before: &Snapshot) -> Option<Happening> {
+        match change {
+            Change::PutUser(u) => {
+                let old = before.users.get(&u.user).and_then(|o| o.login.as_ref());
+                match (old, u.login.as_ref()) {
+                    (_, Some(new))
+                        if new.valid && old.is_none_or(|o| !o.valid || o.token != new.token) =>
+                    {
+                        Some(Happening::LoggedIn {
+                            user: u.user.clone(),
+                            gitter_user: new.gitter_id.clone(),
+                            username: new.username.clone(),
+                        })
+                    }
+                    (Some(o), Some(new)) if o.valid && !new.valid => {
+                        Some(Happening::LoginRevoked {
+                            user: u.user.clone(),
+                        })
+                    }
+                    (Some(_), None) => Some(Happening::LoggedOut {
+                        user: u.user.clone(),
+                    }),
+                    _ => None,
+                }
+            }
+            Change::PutPortal(p) => {
+                let old = before
+                    .portals
+                    .get(&(p.owner.clone(), p.gitter_room.clone()));
+                if p.room_id.is_some() && old.is_none_or(|o| o.room_id.is_none()) {
+                    Some(Happening::PortalCreated {
+                        owner: p.owner.clone(),
+                        gitter_room: p.gitter_room.clone(),
+                        room: p.room_id.clone()?,
+                    })
+                } else if p.state == PortalState::Closed
+                    && old.is_some_and(|o| o.state != PortalState::Closed)
+                {
+                    Some(Happening::PortalClosed {
+                        owner: p.owner.clone(),
+                        gitter_room: p.gitter_room.clone(),
+                    })
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
 }
 
 /// An answer to a login-page request. The binary renders it as escaped HTML.

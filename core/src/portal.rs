@@ -265,11 +265,6 @@ impl Bridge {
             }
             portal.state = PortalState::Closed;
             self.change(Change::PutPortal(portal));
-            self.happened(crate::Happening::PortalClosed {
-                owner: owner.clone(),
-                gitter_room: room.clone(),
-                why: reason.to_owned(),
-            });
             self.drop_queued(owner, room);
         }
         self.ensure_reader(room);
@@ -367,11 +362,6 @@ impl Bridge {
             };
         }
         self.change(Change::PutPortal(portal));
-        self.happened(crate::Happening::PortalCreated {
-            owner: owner.clone(),
-            gitter_room: room.clone(),
-            room: room_id.clone(),
-        });
         if closed {
             // Closed while being created (logout, leave): the owner is invited but should
             // not stay.
@@ -423,14 +413,6 @@ impl Bridge {
             portal.state = PortalState::Closed;
             self.change(Change::PutPortal(portal));
         }
-        self.happened(crate::Happening::PortalClosed {
-            owner: owner.clone(),
-            gitter_room: room.clone(),
-            why: format!(
-                "the homeserver refused to create the room: {}",
-                failure.message
-            ),
-        });
         self.drop_queued(&owner, &room);
         let label = self.room_label(&room);
         self.notice(

@@ -123,6 +123,8 @@ impl std::fmt::Debug for World {
 
 /// How long the waits of the helpers below last by default.
 pub const WAIT: Duration = Duration::from_secs(20);
+/// How often a wait polls what it cannot be told about.
+const POLL: Duration = Duration::from_millis(20);
 
 impl World {
     /// Starts the fakes and the bridge.
@@ -482,9 +484,40 @@ level = "warn"
             if tokio::time::Instant::now() >= deadline {
                 return Err(WorldError::Timeout(what.to_owned()));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(POLL).await;
         }
         Ok(())
+    }
+
+    /// Waits until the bridge's `/ready` answers what `pred` wants (its status and JSON
+    /// body); returns that body. The bridge's readiness changes inside its process, so it is
+    /// polled, as the fake Gitter is.
+    pub async fn wait_ready(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(u16, &serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value, WorldError> {
+        let url = format!("{}/ready", self.public_url());
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = String::from("no answer");
+        loop {
+            if let Ok(resp) = self.http.get(&url).send().await {
+                let status = resp.status().as_u16();
+                if let Ok(body) = resp.json::<serde_json::Value>().await {
+                    if pred(status, &body) {
+                        return Ok(body);
+                    }
+                    last = format!("{status} {body}");
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WorldError::Timeout(format!(
+                    "{what} (/ready last said {last})"
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// The user's DM with the bot: the one it creates, inviting the bot. Waits for the bot's

@@ -134,41 +134,23 @@ async fn the_bot_has_its_configured_name_and_a_portal_says_what_it_bridges() {
     assert_ne!(invite.content["is_direct"], true);
 }
 
-/// `/ready`'s status and body, polled until `want` holds (or WAIT passes).
-async fn ready_until(
-    w: &World,
-    want: impl Fn(u16, &serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let url = format!("{}/ready", w.public_url());
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let resp = w.http.get(&url).send().await.unwrap();
-        let status = resp.status().as_u16();
-        let body: serde_json::Value = resp.json().await.unwrap();
-        if want(status, &body) {
-            return body;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "/ready stayed {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_says_which_peer_does_not_answer_and_recovers_with_it() {
     let w = world().await;
     let (alice, portal) = alice_in_the_lobby(&w).await;
-    ready_until(&w, |status, body| {
+    w.wait_ready("ready", WAIT, |status, body| {
         status == 200 && body["status"] == "ready"
     })
-    .await;
+    .await
+    .unwrap();
 
     // Gitter answers 503 to everything: alice's message cannot go, and /ready says why.
     w.gitter.fail_for(Duration::from_secs(120), 503);
     w.say(&alice, &portal, "during the Gitter outage").unwrap();
-    let body = ready_until(&w, |status, _| status == 503).await;
+    let body = w
+        .wait_ready("not ready", WAIT, |status, _| status == 503)
+        .await
+        .unwrap();
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["gitter"]["reachable"], false, "{body}");
     assert!(
@@ -185,10 +167,11 @@ async fn ready_says_which_peer_does_not_answer_and_recovers_with_it() {
     })
     .await
     .unwrap();
-    ready_until(&w, |status, body| {
+    w.wait_ready("ready again", WAIT, |status, body| {
         status == 200 && body["gitter"]["reachable"] == true
     })
-    .await;
+    .await
+    .unwrap();
     w.shutdown().await;
 }
 

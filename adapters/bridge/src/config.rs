@@ -405,17 +405,12 @@ pub struct Config {
     pub core: core::Config,
 }
 
-/// `mxc://<server name>/<media id>` (spec: "Matrix Content (mxc://) URIs").
+/// `mxc://<server name>/<media id>` (spec: "Matrix Content (mxc://) URIs"), by ruma's
+/// validation, which lets an empty media id through.
 fn is_mxc(uri: &str) -> bool {
-    uri.strip_prefix("mxc://")
-        .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(server, id)| {
-            !server.is_empty()
-                && !id.is_empty()
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        })
+    <&ruma::MxcUri>::from(uri)
+        .parts()
+        .is_ok_and(|(_, id)| !id.is_empty())
 }
 
 /// Values that mean "not configured yet".

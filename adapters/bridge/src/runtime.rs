@@ -455,7 +455,7 @@ fn log_happening(h: &gitter_bridge_core::Happening) {
             gitter_user,
             username,
         } => tracing::info!(%user, %gitter_user, %username, "logged in to Gitter"),
-        H::LoggedOut { user, why } => tracing::info!(%user, %why, "logged out of Gitter"),
+        H::LoggedOut { user } => tracing::info!(%user, "logged out of Gitter"),
         H::LoginRevoked { user } => {
             tracing::info!(%user, "Gitter refused the token: login no longer used")
         }
@@ -464,11 +464,9 @@ fn log_happening(h: &gitter_bridge_core::Happening) {
             gitter_room,
             room,
         } => tracing::info!(%owner, %gitter_room, %room, "portal created"),
-        H::PortalClosed {
-            owner,
-            gitter_room,
-            why,
-        } => tracing::info!(%owner, %gitter_room, %why, "portal closed"),
+        H::PortalClosed { owner, gitter_room } => {
+            tracing::info!(%owner, %gitter_room, "portal closed")
+        }
     }
 }
 
