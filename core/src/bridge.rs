@@ -553,6 +553,15 @@ impl Bridge {
                     _ => {}
                 }
             }
+            MatrixEventKind::Media { .. } if !own => {
+                if let Some(RoomRole::Portal(owner, room)) =
+                    self.portals.role(&event.room_id).cloned()
+                    && owner == event.sender
+                    && self.still_permitted(&owner)
+                {
+                    self.on_portal_message(&owner, &room, &event)
+                }
+            }
             MatrixEventKind::Edit {
                 target,
                 msgtype,

@@ -72,6 +72,12 @@ pub struct Config {
     /// author is in flight. Past it they are let go and read again from the cursor later,
     /// so memory stays bounded and nothing is lost.
     pub max_held_per_room: usize,
+    /// The key that signs links to Matrix files sent to Gitter ([`crate::media`]); `None`:
+    /// files are not bridged (the sender is told).
+    pub media_key: Option<crate::MediaKey>,
+    /// Largest Matrix file linked from Gitter, in bytes (the media page refuses larger ones
+    /// too, whatever the sender's client said).
+    pub media_max_bytes: u64,
 }
 
 impl Config {
@@ -106,6 +112,8 @@ impl Config {
             retry_max_ms: 60 * 1000,
             max_held_per_room: 1_000,
             send_give_up_ms: 60 * 60 * 1000,
+            media_key: None,
+            media_max_bytes: 50 * 1024 * 1024,
         }
     }
 }

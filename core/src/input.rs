@@ -227,6 +227,14 @@ pub enum MatrixEventKind {
         /// The event type, for logs.
         event_type: String,
     },
+    /// An `m.room.message` with an unencrypted file (`m.image`, `m.file`, `m.video`,
+    /// `m.audio` with an `mxc://` `url`).
+    Media {
+        /// The file and its caption.
+        media: crate::MediaMessage,
+        /// A thread or reply relation (`m.relates_to`), when any.
+        relation: Option<Relation>,
+    },
 }
 
 /// What a message answers (spec: "Threading", "Rich replies").
@@ -268,7 +276,7 @@ pub enum MsgType {
     Notice,
     /// `m.emote`.
     Emote,
-    /// Anything else (images, files, ...), not bridged yet.
+    /// Anything else (stickers, locations, encrypted files, ...), not bridged.
     Other(String),
 }
 

@@ -71,6 +71,7 @@ mod input;
 mod invite;
 mod login;
 mod markdown;
+mod media;
 mod notice;
 mod output;
 mod portal;
@@ -104,6 +105,7 @@ pub use input::{
     EffectOutput, EffectResult, Failure, FailureKind, GitterMention, GitterMessage, GitterRoom,
     GitterUser, Input, MatrixEvent, MatrixEventKind, Membership, MsgType, RealtimeEvent, Relation,
 };
+pub use media::{MediaKey, MediaKind, MediaMessage, human_size, media_path};
 pub use output::{Happening, Outputs, WebReply};
 pub use portal::PORTAL_ALIAS_PREFIX;
 pub use state::{

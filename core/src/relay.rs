@@ -537,39 +537,72 @@ impl Bridge {
         }
     }
 
-    /// A message of the owner in their portal (an [`crate::MatrixEventKind::Message`]).
+    /// A message of the owner in their portal (a [`crate::MatrixEventKind::Message`] or
+    /// [`crate::MatrixEventKind::Media`]).
     pub(crate) fn on_portal_message(
         &mut self,
         owner: &OwnedUserId,
         room: &GitterRoomId,
         event: &MatrixEvent,
     ) {
-        let crate::MatrixEventKind::Message {
-            msgtype,
-            body,
-            formatted_body,
-            relation,
-        } = &event.kind
-        else {
-            return;
-        };
-        let (formatted, relation) = (formatted_body.as_deref(), relation.as_ref());
         let lane = Lane::Portal {
             owner: owner.clone(),
             room: room.clone(),
         };
-        let status = match msgtype {
-            MsgType::Text | MsgType::Notice => false,
-            MsgType::Emote => true,
-            MsgType::Other(kind) => {
-                self.notice_in(
-                    lane,
-                    event.room_id.clone(),
-                    format!("This kind of message ({kind}) is not bridged to Gitter yet."),
-                );
-                return;
+        // What goes to Gitter: markdown, whether it is a `/me`, and what it answers.
+        enum Text<'a> {
+            Written {
+                body: &'a str,
+                formatted: Option<&'a str>,
+                status: bool,
+            },
+            Media(&'a crate::MediaMessage),
+        }
+        let (text, relation) = match &event.kind {
+            crate::MatrixEventKind::Message {
+                msgtype,
+                body,
+                formatted_body,
+                relation,
+            } => {
+                let status = match msgtype {
+                    MsgType::Text | MsgType::Notice => false,
+                    MsgType::Emote => true,
+                    MsgType::Other(kind) => {
+                        self.notice_in(
+                            lane,
+                            event.room_id.clone(),
+                            format!("This kind of message ({kind}) is not bridged to Gitter."),
+                        );
+                        return;
+                    }
+                };
+                let written = Text::Written {
+                    body,
+                    formatted: formatted_body.as_deref(),
+                    status,
+                };
+                (written, relation.as_ref())
             }
+            crate::MatrixEventKind::Media { media, relation } => {
+                if let Some(size) = media.size.filter(|s| *s > self.config.media_max_bytes) {
+                    self.notice_in(
+                        lane,
+                        event.room_id.clone(),
+                        format!(
+                            "Your file was not sent to Gitter: it is {} and the bridge \
+                             shares files up to {}.",
+                            crate::human_size(size),
+                            crate::human_size(self.config.media_max_bytes)
+                        ),
+                    );
+                    return;
+                }
+                (Text::Media(media), relation.as_ref())
+            }
+            _ => return,
         };
+        let status = matches!(text, Text::Written { status: true, .. });
         let Some(login) = self.valid_login(owner) else {
             // No link here: a portal is not kept private the way the chat with the bot is
             // (its owner may invite others), and a link per message would push out the one
@@ -582,13 +615,32 @@ impl Bridge {
             );
             return;
         };
-        // A reply's plain body starts with its fallback quote (spec: "Rich replies"); the
-        // reply goes into the Gitter thread instead.
-        let plain = match relation {
-            Some(crate::Relation::Reply { .. }) => crate::markdown::strip_reply_fallback(body),
-            _ => body.as_str(),
+        let body = match text {
+            Text::Written {
+                body, formatted, ..
+            } => {
+                // A reply's plain body starts with its fallback quote (spec: "Rich
+                // replies"); the reply goes into the Gitter thread instead.
+                let plain = match relation {
+                    Some(crate::Relation::Reply { .. }) => {
+                        crate::markdown::strip_reply_fallback(body)
+                    }
+                    _ => body,
+                };
+                self.matrix_text(plain, formatted)
+            }
+            Text::Media(media) => {
+                let Some(key) = &self.config.media_key else {
+                    self.notice_in(
+                        lane,
+                        event.room_id.clone(),
+                        "Your file was not sent to Gitter: this bridge does not share files.",
+                    );
+                    return;
+                };
+                crate::media::gitter_text(media, &self.config.public_url, key)
+            }
         };
-        let body = self.matrix_text(plain, formatted);
         // The Gitter thread it goes into: the Gitter message of the event it answers.
         let target = relation.map(Self::answered);
         let parent = target

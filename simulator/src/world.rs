@@ -44,6 +44,8 @@ pub struct WorldOptions {
     pub homeserver_startup_wait: Duration,
     /// The bridge reads Gitter over the fake's realtime endpoint (`gitter.faye_url`).
     pub faye: bool,
+    /// Extra TOML appended to the bridge's `[web]` section.
+    pub web_extra: String,
 }
 
 impl Default for WorldOptions {
@@ -61,6 +63,7 @@ impl Default for WorldOptions {
             dir: None,
             homeserver_startup_wait: Duration::ZERO,
             faye: false,
+            web_extra: String::new(),
         }
     }
 }
@@ -193,6 +196,7 @@ requests_per_minute = {rpm}
 [web]
 bind = "{web_addr}"
 public_url = "{public_url}"
+{web_extra}
 
 [store]
 path = "{store}"
@@ -213,6 +217,7 @@ level = "warn"
             client_secret = gitter_config.client_secret,
             rpm = options.bridge_requests_per_minute,
             extra = options.bridge_extra,
+            web_extra = options.web_extra,
             gitter_extra = options.gitter_extra,
             faye = if options.faye {
                 format!("faye_url = \"{}\"\n", gitter.faye_url())

@@ -542,3 +542,146 @@ async fn startup_waits_for_a_homeserver_that_is_still_starting() {
     assert!(e.contains("homeserver.url"), "{e}");
     w.shutdown().await;
 }
+
+/// The link in a Gitter text that points at the bridge's media page.
+fn media_link(text: &str) -> String {
+    let start = text.find("](").expect("a markdown link") + 2;
+    let end = start + text[start..].find(')').expect("the link ends");
+    text[start..end].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matrix_file_reaches_gitter_as_a_signed_link_that_serves_its_bytes() {
+    let w = world().await;
+    let (alice, portal) = alice_in_the_lobby(&w).await;
+    let png: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let mxc = w.hs.with_state(|s| s.upload("image/png", png.clone()));
+    let svg = b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>".to_vec();
+    let svg_mxc = w.hs.with_state(|s| s.upload("image/svg+xml", svg.clone()));
+    for (url, name) in [(&mxc, "cat.png"), (&svg_mxc, "drawing.svg")] {
+        w.hs.send_event(
+            &alice.user_id,
+            &portal,
+            "m.room.message",
+            serde_json::json!({
+                "msgtype": "m.image", "body": name, "url": url,
+                "info": {"mimetype": "image/png", "size": 70_000},
+            }),
+        )
+        .unwrap();
+    }
+    w.wait_gitter("both images on Gitter", WAIT, |_| {
+        w.gitter_texts_from(LOBBY, "alice").len() == 2
+    })
+    .await
+    .unwrap();
+    let texts = w.gitter_texts_from(LOBBY, "alice");
+    assert!(texts[0].starts_with("![cat.png]("), "{texts:?}");
+    let link = media_link(&texts[0]);
+    assert!(
+        link.starts_with(&format!("{}/media/", w.public_url())),
+        "{link}"
+    );
+
+    // Anyone with the link gets the bytes, with no Matrix token; the image is shown inline.
+    let got = w.http.get(&link).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    let h = got.headers().clone();
+    assert_eq!(h["content-type"], "image/png");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert!(
+        h["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("inline;")
+    );
+    assert_eq!(got.bytes().await.unwrap().to_vec(), png);
+
+    // An SVG can carry script: it is an attachment, never shown on the bridge's origin.
+    let got = w.http.get(media_link(&texts[1])).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(
+        got.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment;")
+    );
+    assert!(
+        got.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("sandbox")
+    );
+    assert_eq!(got.bytes().await.unwrap().to_vec(), svg);
+
+    // A tampered signature, another media id under the same signature, or a renamed file:
+    // refused, with a text a person can read.
+    let (prefix, rest) = link.split_at(link.find("/media/").unwrap() + 7);
+    let flipped = if rest.starts_with('0') { "1" } else { "0" };
+    let tampered = [
+        format!("{prefix}{flipped}{}", &rest[1..]),
+        link.replace(
+            mxc.rsplit('/').next().unwrap(),
+            svg_mxc.rsplit('/').next().unwrap(),
+        ),
+        link.replace("cat.png", "cat.html"),
+    ];
+    for bad in tampered {
+        let got = w.http.get(&bad).send().await.unwrap();
+        assert_eq!(got.status(), 403, "{bad}");
+        assert_eq!(got.text().await.unwrap(), "This link is not valid.");
+    }
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_larger_than_the_cap_is_refused_by_the_media_page_whatever_its_sender_said() {
+    let w = World::start(WorldOptions {
+        web_extra: "media_max_bytes = 1000\n".into(),
+        ..WorldOptions::default()
+    })
+    .await
+    .expect("the world starts");
+    let (alice, portal) = alice_in_the_lobby(&w).await;
+    let mxc =
+        w.hs.with_state(|s| s.upload("application/pdf", vec![7; 5000]));
+    // The sender's client claims a small size: the page checks the real one.
+    w.hs.send_event(
+        &alice.user_id,
+        &portal,
+        "m.room.message",
+        serde_json::json!({
+            "msgtype": "m.file", "body": "big.pdf", "url": mxc, "info": {"size": 10},
+        }),
+    )
+    .unwrap();
+    w.wait_gitter("the file's link on Gitter", WAIT, |_| {
+        !w.gitter_texts_from(LOBBY, "alice").is_empty()
+    })
+    .await
+    .unwrap();
+    let link = media_link(&w.gitter_texts_from(LOBBY, "alice")[0]);
+    let got = w.http.get(&link).send().await.unwrap();
+    assert_eq!(got.status(), 502);
+    assert_eq!(
+        got.text().await.unwrap(),
+        "This file is larger than the bridge shares (1.0 KB)."
+    );
+
+    // A file the sender says is too large is not sent at all, and the notice names the cap.
+    w.hs.send_event(
+        &alice.user_id,
+        &portal,
+        "m.room.message",
+        serde_json::json!({
+            "msgtype": "m.file", "body": "huge.pdf", "url": mxc, "info": {"size": 5000},
+        }),
+    )
+    .unwrap();
+    let notice = w
+        .wait_notice(&alice, &portal, "not sent to Gitter", 0)
+        .await
+        .unwrap();
+    assert!(notice.contains("up to 1.0 KB"), "{notice}");
+    w.shutdown().await;
+}

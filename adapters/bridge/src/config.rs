@@ -140,6 +140,11 @@ struct RawWeb {
     public_url: String,
     #[serde(default = "default_web_connections")]
     max_connections: usize,
+    media_key: Option<String>,
+    media_key_env: Option<String>,
+    media_key_file: Option<PathBuf>,
+    #[serde(default = "default_media_max_bytes")]
+    media_max_bytes: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +239,9 @@ impl Default for RawMetrics {
     }
 }
 
+fn default_media_max_bytes() -> u64 {
+    50 * 1024 * 1024
+}
 fn default_id() -> String {
     "gitter".into()
 }
@@ -539,6 +547,42 @@ fn ghost_template(template: &str, bot_localpart: &str) -> Result<(), ConfigError
         ));
     }
     Ok(())
+}
+
+/// Shortest `web.media_key` accepted: 128 bits of base64 or hex, as a signing key needs.
+const MIN_MEDIA_KEY_LEN: usize = 22;
+
+/// `web.media_key` (or `_env`, `_file`): the key of the signed media links. Unset, it is
+/// derived from `appservice.hs_token`, which only the bridge and its homeserver know, so a
+/// bridge shares files with no setup; a key of its own lets the operator change one without
+/// the other (changing the key ends every link sent before).
+fn media_key(
+    web: &RawWeb,
+    hs_token: &core::Secret,
+    base: &Path,
+) -> Result<core::MediaKey, ConfigError> {
+    const KEY: &str = "web.media_key";
+    if web.media_key.is_none() && web.media_key_env.is_none() && web.media_key_file.is_none() {
+        return Ok(core::MediaKey::derive(hs_token.expose().as_bytes()));
+    }
+    let key = secret(
+        KEY,
+        web.media_key.clone(),
+        web.media_key_env.clone(),
+        web.media_key_file.clone(),
+        base,
+        "give a random string, or leave all three forms out to derive it from hs_token",
+    )?;
+    if key.expose().len() < MIN_MEDIA_KEY_LEN {
+        return Err(invalid(
+            KEY,
+            format!(
+                "too short: use at least {MIN_MEDIA_KEY_LEN} random characters \
+                 (`openssl rand -hex 32`)"
+            ),
+        ));
+    }
+    Ok(core::MediaKey::derive(key.expose().as_bytes()))
 }
 
 /// `store.token_key_file` / `store.token_key_env`: the store's key, 64 hex digits (32
@@ -918,6 +962,13 @@ impl Config {
             }
         }
         let (token_key, token_key_file) = token_key(&raw.store, base)?;
+        let media_key = media_key(&raw.web, &hs_token, base)?;
+        if raw.web.media_max_bytes == 0 {
+            return Err(invalid(
+                "web.media_max_bytes",
+                "must be at least 1: it is the largest Matrix file linked from Gitter",
+            ));
+        }
         let log_format = match raw.logging.format.as_str() {
             "pretty" => LogFormat::Pretty,
             "json" => LogFormat::Json,
@@ -973,6 +1024,8 @@ impl Config {
             ));
         }
         core_config.hot_mappings = b.hot_mappings;
+        core_config.media_key = Some(media_key);
+        core_config.media_max_bytes = raw.web.media_max_bytes;
         Ok(Config {
             homeserver_url: url("homeserver.url", &raw.homeserver.url)?,
             domain,
@@ -1354,6 +1407,32 @@ mod tests {
             e.starts_with("config key `appservice.max_connections`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_media_key_is_derived_from_hs_token_unless_one_of_its_own_is_given() {
+        let parse = |text: &str| Config::parse(text, Path::new("/etc/gb")).unwrap();
+        let derived = parse(&filled()).core.media_key.unwrap();
+        assert_eq!(derived, core::MediaKey::derive(b"hs-secret"));
+        let own = filled().replace(
+            "media_max_bytes = 52428800",
+            "media_max_bytes = 1000\nmedia_key = \"0123456789abcdef0123456789\"",
+        );
+        let c = parse(&own);
+        assert_eq!(
+            c.core.media_key.unwrap(),
+            core::MediaKey::derive(b"0123456789abcdef0123456789")
+        );
+        assert_eq!(c.core.media_max_bytes, 1000);
+        let short = filled().replace("media_max_bytes = 52428800", "media_key = \"short\"");
+        let e = error_of(&short);
+        assert!(
+            e.starts_with("config key `web.media_key`: too short"),
+            "{e}"
+        );
+        assert!(!e.contains("short\""), "the key is never shown: {e}");
+        let zero = filled().replace("media_max_bytes = 52428800", "media_max_bytes = 0");
+        assert!(error_of(&zero).starts_with("config key `web.media_max_bytes`"));
     }
 
     fn with_store_key(lines: &str) -> String {

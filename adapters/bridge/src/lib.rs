@@ -22,6 +22,7 @@ pub mod config;
 mod lanes;
 pub mod listen;
 pub mod logging;
+mod media;
 mod metrics;
 mod ready;
 pub mod registration;

@@ -348,6 +348,16 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
         cookie_max_age: Duration::from_millis(config.core.login_link_lifetime_ms),
         reach: reach.clone(),
     });
+    // Matrix files linked from Gitter (the core signs the links with the same key).
+    let web_router = match &config.core.media_key {
+        Some(key) => web_router.merge(crate::media::router(crate::media::MediaPage {
+            key: key.clone(),
+            max_bytes: config.core.media_max_bytes,
+            matrix: matrix.clone(),
+            downloads: Arc::new(tokio::sync::Semaphore::new(crate::media::MAX_DOWNLOADS)),
+        })),
+        None => web_router,
+    };
 
     // Capped, timed listeners: idle strangers on the public port once starved the AS one.
     let servers = vec![

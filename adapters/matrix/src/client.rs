@@ -425,6 +425,53 @@ impl MatrixClient {
             })
     }
 
+    /// `GET /_matrix/client/v1/media/download/{server}/{id}` as the bot (authenticated
+    /// media, spec v1.11 "Content repository"): the answer, whose body the caller streams
+    /// and bounds. `time_limit` covers the whole download, body included (a file may be far
+    /// larger than any JSON answer, so the client's own limit does not fit it). Tried once: a
+    /// person waits on the other end and can ask again.
+    pub async fn download_media(
+        &self,
+        server: &str,
+        media_id: &str,
+        time_limit: Duration,
+    ) -> Result<reqwest::Response, MatrixError> {
+        const ENDPOINT: &str = "media download";
+        let url = format!(
+            "{}/_matrix/client/v1/media/download/{}/{}",
+            self.inner.base,
+            encode_segment(server),
+            encode_segment(media_id)
+        );
+        let response = self
+            .inner
+            .http
+            .get(url)
+            .bearer_auth(self.inner.as_token.expose())
+            .timeout(time_limit)
+            .send()
+            .await
+            .map_err(|source| MatrixError::Network {
+                endpoint: ENDPOINT,
+                source,
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        // An error answer is small JSON; read a bounded piece of it to say why.
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > 64 * 1024 {
+                break;
+            }
+        }
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Err(classify(ENDPOINT, status, &body, None))
+    }
+
     // ---------------------------------------------------------------- rooms
 
     /// `POST /createRoom` as `creator`: a private room (`preset: private_chat`) with name,

@@ -11,8 +11,8 @@
 //! `de.sorunome.msc2409.to_device`. Keys the bridge does not use are ignored.
 
 use gitter_bridge_core::{
-    MatrixEvent, MatrixEventKind, Membership, MsgType, OwnedEventId, OwnedRoomId, OwnedUserId,
-    Relation,
+    MatrixEvent, MatrixEventKind, MediaKind, MediaMessage, Membership, MsgType, OwnedEventId,
+    OwnedRoomId, OwnedUserId, Relation,
 };
 use serde_json::{Map, Value};
 
@@ -165,12 +165,16 @@ fn kind_of(
                     formatted_body,
                 });
             }
+            let relation = relation.and_then(relation_of);
+            if let Some(media) = media_content(content) {
+                return Some(MatrixEventKind::Media { media, relation });
+            }
             let (msgtype, body, formatted_body) = message_content(content)?;
             Some(MatrixEventKind::Message {
                 msgtype,
                 body,
                 formatted_body,
-                relation: relation.and_then(relation_of),
+                relation,
             })
         }
         // The bridge has no keys (it is not an E2EE client): the core tells the person.
@@ -216,6 +220,42 @@ fn message_content(content: &Map<String, Value>) -> Option<(MsgType, String, Opt
         _ => None,
     };
     Some((msgtype, body, formatted_body))
+}
+
+/// A file message (spec: "m.image", "m.file", "m.video", "m.audio"): its `mxc://` `url`, and
+/// its name and caption (spec v1.10, "Media captions": with a `filename` that differs from
+/// `body`, the `body` is a caption). An encrypted file (`file` instead of `url`) is not one:
+/// the bridge holds no keys.
+fn media_content(content: &Map<String, Value>) -> Option<MediaMessage> {
+    let kind = match str_field(content, "msgtype")? {
+        "m.image" => MediaKind::Image,
+        "m.file" => MediaKind::File,
+        "m.video" => MediaKind::Video,
+        "m.audio" => MediaKind::Audio,
+        _ => return None,
+    };
+    let uri = ruma::OwnedMxcUri::from(str_field(content, "url")?);
+    let (server, media_id) = uri.parts().ok()?;
+    let body = str_field(content, "body").unwrap_or_default();
+    let (name, caption) = match str_field(content, "filename") {
+        Some(filename) if !filename.is_empty() && filename != body => (
+            filename.to_owned(),
+            Some(body.to_owned()).filter(|b| !b.is_empty()),
+        ),
+        _ => (body.to_owned(), None),
+    };
+    let size = content
+        .get("info")
+        .and_then(|i| i.get("size"))
+        .and_then(Value::as_u64);
+    Some(MediaMessage {
+        kind,
+        server: server.to_string(),
+        media_id: media_id.to_owned(),
+        name,
+        caption,
+        size,
+    })
 }
 
 /// Whether an invite's stripped room state (`unsigned.invite_room_state`, which Synapse

@@ -1,6 +1,6 @@
 //! Transaction fixtures in Synapse 1.163's shape, parsed into the core's events.
 
-use gitter_bridge_core::{MatrixEventKind, Membership, MsgType};
+use gitter_bridge_core::{MatrixEventKind, MediaKind, MediaMessage, Membership, MsgType};
 use gitter_bridge_matrix::{TransactionParseError, parse_transaction};
 
 use crate::helpers::*;
@@ -83,7 +83,17 @@ fn a_portals_life_parses_event_by_event() {
                 body: "hello there".into(),
                 formatted_body: None,
             },
-            text(MsgType::Other("m.image".to_owned()), "cat.png", None),
+            MatrixEventKind::Media {
+                media: MediaMessage {
+                    kind: MediaKind::Image,
+                    server: "example.org".into(),
+                    media_id: "GCmhgzMPRjqgpODLsNQzVuHZ".into(),
+                    name: "cat.png".into(),
+                    caption: None,
+                    size: Some(1234),
+                },
+                relation: None,
+            },
             other("m.reaction"),
             MatrixEventKind::Redaction {
                 target: "$KDSqkl81Qvt16L_G7Wq03VkC4n0u46cxLkvUClypoKI"
@@ -230,4 +240,41 @@ fn an_invite_to_a_room_encrypted_from_the_start_says_so_and_encrypted_events_are
             other("m.room.encryption"),
         ]
     );
+}
+
+#[test]
+fn a_file_with_a_filename_has_a_caption_and_an_encrypted_or_odd_one_is_no_file() {
+    let event = |content: serde_json::Value| {
+        gitter_bridge_matrix::parse_event(&serde_json::json!({
+            "type": "m.room.message", "event_id": "$e", "room_id": "!r:example.org",
+            "sender": "@alice:example.org", "content": content,
+        }))
+        .unwrap()
+        .kind
+    };
+    let MatrixEventKind::Media { media, .. } = event(serde_json::json!({
+        "msgtype": "m.file", "body": "the minutes", "filename": "notes.pdf",
+        "url": "mxc://example.org/abc",
+    })) else {
+        panic!("a file");
+    };
+    assert_eq!(
+        (
+            media.kind,
+            media.name.as_str(),
+            media.caption.as_deref(),
+            media.size
+        ),
+        (MediaKind::File, "notes.pdf", Some("the minutes"), None)
+    );
+    // An encrypted file has `file`, not `url`; a `url` that is no mxc URI is no file.
+    for content in [
+        serde_json::json!({"msgtype": "m.image", "body": "x.png", "file": {"url": "mxc://e/x"}}),
+        serde_json::json!({"msgtype": "m.image", "body": "x.png", "url": "https://e/x.png"}),
+    ] {
+        assert_eq!(
+            event(content),
+            text(MsgType::Other("m.image".to_owned()), "x.png", None)
+        );
+    }
 }
