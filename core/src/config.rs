@@ -78,6 +78,9 @@ pub struct Config {
     /// Largest Matrix file linked from Gitter, in bytes (the media page refuses larger ones
     /// too, whatever the sender's client said).
     pub media_max_bytes: u64,
+    /// How many of its Gitter room's last messages a new portal starts with (0: none; at
+    /// most 100, Gitter's page).
+    pub backfill_messages: u32,
 }
 
 impl Config {
@@ -114,6 +117,7 @@ impl Config {
             send_give_up_ms: 60 * 60 * 1000,
             media_key: None,
             media_max_bytes: 50 * 1024 * 1024,
+            backfill_messages: 50,
         }
     }
 }

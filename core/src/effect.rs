@@ -716,6 +716,14 @@ pub enum PortalThen {
         /// The Gitter room.
         room: GitterRoomId,
     },
+    /// The last messages of the Gitter room are read: the portal being created starts with
+    /// them ([`crate::history`]).
+    History {
+        /// The owner.
+        owner: OwnedUserId,
+        /// The Gitter room.
+        room: GitterRoomId,
+    },
 }
 
 /// What the relay goes on with.

@@ -69,6 +69,18 @@ impl Timestamp {
     pub fn plus_ms(self, ms: u64) -> Timestamp {
         Timestamp(self.0.saturating_add(ms))
     }
+
+    /// An RFC 3339 date-time as Gitter writes them (JS `Date.toISOString()`,
+    /// `"2014-03-24T15:41:18.991Z"`, docs/gitter-api.md §1.2; any fraction length, `Z` or an
+    /// offset), the fraction cut to milliseconds. `None` for anything else or a time before
+    /// 1970.
+    pub fn from_rfc3339(s: &str) -> Option<Timestamp> {
+        use time::format_description::well_known::Rfc3339;
+        let t = time::OffsetDateTime::parse(s, &Rfc3339).ok()?;
+        u64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000))
+            .ok()
+            .map(Timestamp)
+    }
 }
 
 /// The stable id of one effect. Assigned in order by the core, persisted with the outbox, and

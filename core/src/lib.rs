@@ -66,6 +66,7 @@ mod effect;
 mod error;
 mod format;
 mod ghost;
+mod history;
 mod ids;
 mod input;
 mod invite;

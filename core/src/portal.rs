@@ -210,6 +210,8 @@ impl Bridge {
                 } else {
                     room.topic.clone()
                 };
+                // Its history is read first, in the same lane (crate::history).
+                self.ask_history(owner, &room.id, &lane);
                 let bridge = BridgeInfo {
                     bot: self.config.bot.clone(),
                     room_id: room.id.clone(),
@@ -289,7 +291,7 @@ impl Bridge {
     }
 
     /// Takes the messages queued for a portal, oldest first, removing their rows.
-    fn take_queued(
+    pub(crate) fn take_queued(
         &mut self,
         owner: &OwnedUserId,
         room: &GitterRoomId,
@@ -326,6 +328,10 @@ impl Bridge {
             }
             // Eager ghost joins are a nicety: the ghosts join as they speak.
             (PortalThen::Members { .. }, Err(_)) => {}
+            (PortalThen::History { owner, room }, result) => {
+                let answer = Answer { result, ..answer };
+                self.on_history(owner, room, answer)
+            }
             (_, Ok(got)) => self.unexpected(answer.id, answer.name, &got),
         }
     }

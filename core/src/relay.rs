@@ -346,12 +346,16 @@ impl Bridge {
             let hot = self.state.messages.get(&(owner.clone(), parent.clone()));
             (parent, hot.and_then(|m| m.event_id.clone()))
         });
+        // Stamped with its Gitter time (the application service `ts` parameter): a message
+        // caught up after an outage or a restart, or read as history, shows when it was
+        // written, not when it was bridged.
+        let ts = crate::Timestamp::from_rfc3339(&message.sent);
         let send = |content| {
             Action::Matrix(MatrixCall::SendMessage {
                 room: room_id,
                 sender: ghost,
                 content,
-                ts: None,
+                ts,
             })
         };
         match root {

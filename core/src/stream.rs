@@ -5,8 +5,8 @@
 //! while the stream was down is missed; stream messages that arrive meanwhile wait in a buffer
 //! so the room's order is kept. The stream has no resume token and is at-most-once
 //! (docs/gitter-api.md §5), which is why the cursor, not the stream, is the source of truth. A room
-//! read for the first time has no cursor: its baseline (the newest message, whose history is
-//! not backfilled) is read and committed before its stream opens, so a crash never finds a
+//! read for the first time has no cursor: its baseline (the newest message; a new portal's
+//! history is read apart, `crate::history`) is read and committed before its stream opens, so a crash never finds a
 //! streamed message without a cursor to catch up from. If the reader logs out or its token
 //! dies, another member takes over.
 
@@ -283,7 +283,7 @@ impl Bridge {
             return;
         };
         // Without a cursor (a room never read before) the newest message becomes the
-        // baseline; history before the portal existed is not backfilled.
+        // baseline; each new portal reads its own history (crate::history).
         let limit = if after.is_some() {
             self.config.catch_up_page
         } else {

@@ -953,8 +953,8 @@ fn a_new_rooms_baseline_is_committed_before_its_stream_opens() {
         .collect();
     assert_eq!(
         bodies,
-        ["after the baseline", "live"],
-        "history is not backfilled; nothing after the baseline is lost"
+        ["history", "after the baseline", "live"],
+        "the portal starts with its history, and nothing after the baseline is lost"
     );
 }
 
@@ -1017,7 +1017,10 @@ fn failed_catch_up_is_retried_by_the_timer() {
 
 #[test]
 fn a_failed_baseline_is_not_retried_once_another_reader_has_one() {
-    let mut h = Harness::new();
+    // No history reads: the failure is the baseline's.
+    let mut c = config();
+    c.backfill_messages = 0;
+    let mut h = Harness::with_config(c);
     let room = h.add_gitter_room("org/chat", &["alice", "bob"]);
     h.failures
         .entry("fetch_messages")

@@ -1,5 +1,6 @@
 //! Media, avatars and history (issue 17): a Matrix file reaches Gitter users, who have no
-//! Matrix account, as a link to the bridge's signed media page.
+//! Matrix account, as a link to the bridge's signed media page; a new portal starts with its
+//! room's last messages, each stamped with the time it was written on Gitter.
 
 mod common;
 
@@ -156,4 +157,110 @@ fn a_file_someone_else_sends_in_the_portal_is_not_bridged() {
         file(MediaKind::Image, "x.png", None, None),
     );
     assert!(h.gitter_texts(&room).is_empty());
+}
+
+// ------------------------------------------------------------------ history
+
+/// The bodies of a portal's timeline, in order.
+fn bodies_in(h: &Harness, portal: &OwnedRoomId) -> Vec<String> {
+    h.timeline(portal).into_iter().map(|(_, b)| b).collect()
+}
+
+#[test]
+fn a_new_portal_starts_with_the_rooms_last_messages_stamped_with_their_gitter_time() {
+    let mut c = config();
+    c.backfill_messages = 3;
+    let mut h = Harness::with_config(c);
+    let room = h.add_gitter_room("org/chat", &["alice", "bob"]);
+    for text in ["one", "two", "three", "four"] {
+        h.gitter_post(&room, "bob", text);
+    }
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    let portal = h.portal(&alice, &room).unwrap();
+    h.gitter_says(&room, "bob", "live");
+    h.settle();
+    assert_eq!(bodies_in(&h, &portal), ["two", "three", "four", "live"]);
+    // Every message carries its Gitter `sent` as `ts`.
+    let gitter_time = Timestamp::from_rfc3339("2024-01-01T00:00:00.000Z");
+    let stamps = &h.matrix[&portal].stamps;
+    let ghost_events: Vec<_> = h.matrix[&portal]
+        .events
+        .iter()
+        .zip(&h.matrix[&portal].timeline)
+        .filter(|(_, (sender, _))| *sender != h.bot())
+        .map(|(e, _)| e.clone())
+        .collect();
+    assert_eq!(ghost_events.len(), 4);
+    for event in ghost_events {
+        assert_eq!(stamps[&event], gitter_time);
+    }
+}
+
+#[test]
+fn a_message_that_comes_live_during_the_history_read_is_bridged_once_after_it() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice", "bob", "carol"]);
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    h.gitter_says(&room, "carol", "before bob came");
+    h.settle();
+    // Bob logs in; his portal's history read is on its way when carol writes again.
+    let bob = uid("bob");
+    let control = h.dm_bot(&bob, &[]);
+    h.start_login(&control, "bob");
+    let history_read = |e: &Effect| {
+        matches!(&e.lane, Lane::Portal { owner, .. } if *owner == bob)
+            && matches!(
+                e.action,
+                Action::Gitter {
+                    call: GitterCall::FetchMessages { after: None, .. },
+                    ..
+                }
+            )
+    };
+    while !h.pending.front().is_some_and(history_read) {
+        h.complete_next().expect("bob's history is read");
+    }
+    h.gitter_says(&room, "carol", "during the read");
+    h.settle();
+    let bobs = h.portal(&bob, &room).unwrap();
+    assert_eq!(bodies_in(&h, &bobs), ["before bob came", "during the read"]);
+    // Alice's portal got each message once, as before.
+    let alices = h.portal(&alice, &room).unwrap();
+    assert_eq!(
+        bodies_in(&h, &alices),
+        ["before bob came", "during the read"]
+    );
+}
+
+#[test]
+fn with_backfill_off_a_new_portal_starts_empty() {
+    let mut c = config();
+    c.backfill_messages = 0;
+    let mut h = Harness::with_config(c);
+    let room = h.add_gitter_room("org/chat", &["alice", "bob"]);
+    h.gitter_post(&room, "bob", "old");
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    let portal = h.portal(&alice, &room).unwrap();
+    assert!(bodies_in(&h, &portal).is_empty());
+}
+
+#[test]
+fn a_failed_history_read_opens_the_portal_empty_and_says_so() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice", "bob"]);
+    h.gitter_post(&room, "bob", "old");
+    // The first read of the room is the portal's history (its lane comes first).
+    h.fail_next("fetch_messages", FailureKind::Transient, 1);
+    let (alice, control) = h.logged_in_user("alice", "alice");
+    let portal = h.portal(&alice, &room).unwrap();
+    assert!(
+        h.notices(&control)
+            .iter()
+            .any(|n| n.contains("could not read the recent messages of org/chat")),
+        "{:?}",
+        h.notices(&control)
+    );
+    h.gitter_says(&room, "bob", "new");
+    h.settle();
+    assert_eq!(bodies_in(&h, &portal), ["new"]);
 }

@@ -26,9 +26,9 @@ async fn alice_in_the_lobby(w: &World) -> (gitter_bridge_sim::fake_hs::Human, St
     .unwrap();
     w.accept_invites(&alice).unwrap();
     let portal = w.portal_named(&alice, LOBBY).unwrap();
-    // A new portal's room is read from its newest message on (its history is not
-    // backfilled): a message posted before the bridge has read that baseline can become the
-    // baseline itself. Posting only once the stream listens keeps the test about relaying.
+    // A new room is read live from its newest message on (its baseline); a message posted
+    // before the bridge has read that baseline would come as history instead. Posting only
+    // once the stream listens keeps the tests about relaying.
     gitter_bridge_sim::demo::wait_listening(w, LOBBY)
         .await
         .unwrap();
@@ -683,5 +683,80 @@ async fn a_file_larger_than_the_cap_is_refused_by_the_media_page_whatever_its_se
         .await
         .unwrap();
     assert!(notice.contains("up to 1.0 KB"), "{notice}");
+    w.shutdown().await;
+}
+
+/// Gitter's `sent` of each message of a room, by text, in ms.
+fn gitter_times(w: &World, room: &str) -> Vec<(String, u64)> {
+    w.gitter
+        .messages(room)
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let sent = m["sent"].as_str().unwrap();
+            (
+                m["text"].as_str().unwrap().to_owned(),
+                gitter_bridge_gitter::parse_iso_ms(sent).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_starts_with_its_history_and_every_message_shows_its_gitter_time() {
+    let mut w = world().await;
+    let (alice, portal) = alice_in_the_lobby(&w).await;
+    // The lobby's two seeded messages, written an hour and more ago, came first.
+    w.wait_hs("the lobby's history in alice's portal", WAIT, |_| {
+        w.messages_from_others(&alice, &portal)
+            .iter()
+            .filter(|m| m.sender != w.bot())
+            .count()
+            >= 2
+    })
+    .await
+    .unwrap();
+    let times = gitter_times(&w, LOBBY);
+    assert_eq!(times.len(), 2, "{times:?}");
+    let ghosts = |w: &World| -> Vec<_> {
+        w.messages_from_others(&alice, &portal)
+            .into_iter()
+            .filter(|m| m.sender != w.bot())
+            .collect()
+    };
+    let history = ghosts(&w);
+    assert_eq!(history[0].body.as_deref(), Some("Welcome to the lobby!"));
+    assert_eq!(
+        history[0].sender,
+        format!("@gitter_bob:{}", w.hs.server_name())
+    );
+    assert_eq!(
+        history[1].sender,
+        format!("@gitter_carol:{}", w.hs.server_name())
+    );
+    for (event, (_, sent)) in history.iter().zip(&times) {
+        assert_eq!(event.ts, *sent, "{event:?}");
+    }
+    assert!(history[0].ts < history[1].ts);
+
+    // A message caught up after a restart shows when it was written, not when it came.
+    w.stop_bridge().await.unwrap();
+    w.gitter
+        .post_message(LOBBY, "bob", "while you were away")
+        .unwrap();
+    w.start_bridge().await.unwrap();
+    w.wait_hs("the message of the downtime", WAIT, |_| {
+        ghosts(&w)
+            .iter()
+            .any(|m| m.body.as_deref() == Some("while you were away"))
+    })
+    .await
+    .unwrap();
+    let caught_up = ghosts(&w).pop().unwrap();
+    let (text, sent) = gitter_times(&w, LOBBY).pop().unwrap();
+    assert_eq!(text, "while you were away");
+    assert_eq!(caught_up.ts, sent);
+    // Nothing of the history came twice after the restart.
+    assert_eq!(ghosts(&w).len(), 3, "{:?}", ghosts(&w));
     w.shutdown().await;
 }

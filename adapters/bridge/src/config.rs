@@ -189,6 +189,8 @@ struct RawBridge {
     mapping_retention_days: u64,
     #[serde(default = "default_hot_mappings")]
     hot_mappings: usize,
+    #[serde(default = "default_backfill")]
+    backfill_messages: u32,
 }
 
 impl Default for RawBridge {
@@ -204,6 +206,7 @@ impl Default for RawBridge {
             catch_up_retry_secs: default_catch_up_retry(),
             mapping_retention_days: default_retention_days(),
             hot_mappings: default_hot_mappings(),
+            backfill_messages: default_backfill(),
         }
     }
 }
@@ -239,6 +242,9 @@ impl Default for RawMetrics {
     }
 }
 
+fn default_backfill() -> u32 {
+    50
+}
 fn default_media_max_bytes() -> u64 {
     50 * 1024 * 1024
 }
@@ -1024,6 +1030,16 @@ impl Config {
             ));
         }
         core_config.hot_mappings = b.hot_mappings;
+        if b.backfill_messages > 100 {
+            return Err(invalid(
+                "bridge.backfill_messages",
+                format!(
+                    "{} is more than Gitter gives in one read: use 0 to 100",
+                    b.backfill_messages
+                ),
+            ));
+        }
+        core_config.backfill_messages = b.backfill_messages;
         core_config.media_key = Some(media_key);
         core_config.media_max_bytes = raw.web.media_max_bytes;
         Ok(Config {

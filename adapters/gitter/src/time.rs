@@ -1,20 +1,18 @@
 //! Timestamps as Gitter writes them, and the wall clock.
 //!
 //! Gitter's timestamps are JS `Date.toISOString()` output, e.g. `"2014-03-24T15:41:18.991Z"`
-//! (docs/gitter-api.md §1.2): RFC 3339, which the `time` crate parses (any fraction length,
-//! `Z` or a `+hh:mm` offset).
+//! (docs/gitter-api.md §1.2): RFC 3339, which the core parses ([`Timestamp::from_rfc3339`],
+//! with the `time` crate), because it stamps relayed messages with them.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use gitter_bridge_core::Timestamp;
 
 /// Parses an RFC 3339 date-time (`YYYY-MM-DDTHH:MM:SS[.fff](Z|+hh:mm|-hh:mm)`) into
 /// milliseconds since the Unix epoch, the fraction cut to milliseconds. `None` for anything
 /// else or a time before 1970.
 pub fn parse_iso_ms(s: &str) -> Option<u64> {
-    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
-    u64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
+    Timestamp::from_rfc3339(s).map(|t| t.0)
 }
 
 /// The wall clock in ms since the Unix epoch. Only used to turn Gitter's absolute

@@ -54,6 +54,8 @@ pub struct MatrixRoom {
     pub redactions: Vec<(OwnedUserId, OwnedEventId)>,
     /// Name and topic changes, in order.
     pub state: Vec<RoomState>,
+    /// The `ts` each sent event asked for (timestamp massaging).
+    pub stamps: BTreeMap<OwnedEventId, Option<Timestamp>>,
 }
 
 pub struct Harness {
@@ -325,10 +327,11 @@ impl Harness {
                 room,
                 sender,
                 content,
-                ..
+                ts,
             } => {
                 let ev: OwnedEventId = format!("${}", self.fresh("ev")).try_into().unwrap();
                 let r = self.matrix.entry(room.clone()).or_default();
+                r.stamps.insert(ev.clone(), *ts);
                 r.timeline.push((sender.clone(), content.clone()));
                 r.events.push(ev.clone());
                 Ok(EffectOutput::EventSent(ev))

@@ -177,11 +177,21 @@ impl Runner {
                         format!("{user} is not logged in to Gitter in this scenario")
                     })?;
                 let ghost = self.ghost_id(&me);
-                let echoes: Vec<String> = self
-                    .messages(user, &room)
-                    .into_iter()
+                let messages = self.messages(user, &room);
+                // An echo repeats what the user sent from Matrix. Their ghost may speak
+                // otherwise: what they wrote on Gitter itself, before (history) or in
+                // another client.
+                let own = self.user_id(user);
+                let sent: Vec<&str> = messages
+                    .iter()
+                    .filter(|m| m.sender == own)
+                    .filter_map(|m| m.body.as_deref())
+                    .collect();
+                let echoes: Vec<String> = messages
+                    .iter()
                     .filter(|m| m.sender == ghost)
-                    .filter_map(|m| m.body)
+                    .filter_map(|m| m.body.clone())
+                    .filter(|b| sent.contains(&b.as_str()))
                     .collect();
                 if echoes.is_empty() {
                     Check::Holds

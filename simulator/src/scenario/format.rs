@@ -452,7 +452,8 @@ pub enum Expectation {
         /// The bodies, in order.
         bodies: Vec<String>,
     },
-    /// The user's own messages do not come back in the portal as their ghost.
+    /// The user's own messages (sent from Matrix) do not come back in the portal as their
+    /// ghost.
     NoEcho {
         /// Localpart.
         user: String,

@@ -53,6 +53,9 @@ pub struct SeedRoom {
 pub struct SeedMessage {
     pub from: String,
     pub text: String,
+    /// Written this long before the fake starts (history with times of its own).
+    #[serde(default)]
+    pub minutes_ago: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,7 +127,7 @@ impl GitterState {
                 now_ms,
             )?;
             for m in &r.messages {
-                self.post_as(&m.from, &r.uri, &m.text, now_ms)
+                self.post_as(&m.from, &r.uri, &m.text, m.sent_ms(now_ms))
                     .map_err(|e| format!("room {} seed message: {e}", r.uri))?;
             }
         }
@@ -132,10 +135,16 @@ impl GitterState {
             let ids = self.usernames_to_ids(&o.users)?;
             let rid = self.one_to_one_room(&ids[0], &ids[1], now_ms);
             for m in &o.messages {
-                self.post_as(&m.from, &rid, &m.text, now_ms)
+                self.post_as(&m.from, &rid, &m.text, m.sent_ms(now_ms))
                     .map_err(|e| format!("one-to-one seed message: {e}"))?;
             }
         }
         Ok(())
+    }
+}
+
+impl SeedMessage {
+    fn sent_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.minutes_ago * 60_000)
     }
 }
