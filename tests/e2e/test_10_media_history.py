@@ -1,0 +1,100 @@
+"""Media and history (issue 17), against the real Synapse: a new portal starts with its
+room's past at the times Gitter gave, and a Matrix image reaches Gitter as a signed link
+that serves its bytes to anyone holding it, and only to them."""
+
+from datetime import datetime
+from urllib.parse import quote
+
+from nio import RoomSendResponse
+
+from harness import MatrixUser, eventually, http, log_in, scenario, unique
+
+DEV = "gitter-bridge/dev"
+
+
+def gitter_ms(sent: str) -> int:
+    """Gitter's `sent` (JS toISOString) in ms since the epoch."""
+    return round(datetime.fromisoformat(sent.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+async def room_history(user: MatrixUser, room_id: str) -> list[dict]:
+    """The room's m.room.message events, oldest first, read with /messages (not the sync,
+    whose timeline a homeserver may cut)."""
+    url = (
+        f"{user.env.hs_url}/_matrix/client/v3/rooms/{quote(room_id, safe='')}/messages"
+        "?dir=b&limit=100"
+    )
+    headers = {"Authorization": f"Bearer {user.client.access_token}"}
+    async with http().get(url, headers=headers) as resp:
+        assert resp.status == 200, f"/messages answered {resp.status}"
+        chunk = (await resp.json())["chunk"]
+    return [e for e in reversed(chunk) if e["type"] == "m.room.message"]
+
+
+@scenario
+async def test_a_new_portal_starts_with_its_history_and_a_file_goes_as_a_signed_link(
+    env, gitter
+):
+    # Alice writes in dev before dave has a portal of it.
+    first, second = unique("history one"), unique("history two")
+    posted = [await gitter.post(DEV, "alice", text) for text in (first, second)]
+
+    # Dave logs in from a new Matrix account: his dev portal starts with those messages, in
+    # order, each at the time Gitter gave it.
+    dave = MatrixUser(env, "history")
+    await dave.register()
+    await log_in(env, dave, "dave")
+    dev = await dave.join_invite(DEV)
+    alice = env.ghost("alice")
+    await dave.wait_body(dev, alice, second)
+    history = [e for e in await room_history(dave, dev) if e["sender"] == alice]
+    bodies = [e["content"]["body"] for e in history]
+    assert bodies.index(first) < bodies.index(second), bodies
+    for message in posted:
+        event = next(e for e in history if e["content"]["body"] == message["text"])
+        assert event["origin_server_ts"] == gitter_ms(message["sent"]), (event, message)
+
+    # Dave sends an image from Matrix: Gitter gets it as a link to the bridge's media page.
+    png = bytes(range(256)) * 64
+    upload = f"{env.hs_url}/_matrix/media/v3/upload?filename=cat.png"
+    headers = {
+        "Authorization": f"Bearer {dave.client.access_token}",
+        "Content-Type": "image/png",
+    }
+    async with http().post(upload, data=png, headers=headers) as resp:
+        assert resp.status == 200, f"upload answered {resp.status}"
+        mxc = (await resp.json())["content_uri"]
+    resp = await dave.client.room_send(
+        dev,
+        "m.room.message",
+        {
+            "msgtype": "m.image",
+            "body": "cat.png",
+            "url": mxc,
+            "info": {"mimetype": "image/png", "size": len(png)},
+        },
+    )
+    assert isinstance(resp, RoomSendResponse), f"sending the image: {resp}"
+
+    async def link() -> str | None:
+        for m in await gitter.messages(DEV):
+            if m["fromUser"]["username"] == "dave" and m["text"].startswith("![cat.png]("):
+                return m["text"][len("![cat.png](") : -1]
+        return None
+
+    url = await eventually(link, "the image's link on Gitter")
+    assert url.startswith(f"{env.web_url}/media/"), url
+
+    # Anyone with the link gets the file's bytes, with no Matrix token.
+    async with http().get(url) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "image/png"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert await resp.read() == png
+
+    # A tampered signature is refused.
+    prefix, rest = url.split("/media/", 1)
+    tampered = f"{prefix}/media/{'0' if rest[0] != '0' else '1'}{rest[1:]}"
+    async with http().get(tampered) as resp:
+        assert resp.status == 403
+        assert await resp.text() == "This link is not valid."
