@@ -80,6 +80,8 @@ pub struct Bridge {
     pub(crate) pruning: crate::prune::Pruning,
     /// Edits applied, deletions made from Matrix, users watched (realtime events).
     pub(crate) realtime: crate::realtime::Realtime,
+    /// Images of Gitter messages uploaded lately, by URL.
+    pub(crate) images: crate::images::Uploads,
 }
 
 impl Bridge {
@@ -104,6 +106,7 @@ impl Bridge {
             retries: Retries::default(),
             pruning: Default::default(),
             realtime: Default::default(),
+            images: Default::default(),
             step: Step::default(),
             config,
             rng,

@@ -231,6 +231,56 @@ pub enum MatrixCall {
     },
     /// Create a portal room. Returns [`crate::EffectOutput::RoomCreated`].
     CreatePortal(NewPortal),
+    /// Download a file from the web (an image in a Gitter message) and upload it to the
+    /// homeserver's content repository as the bot. Returns
+    /// [`crate::EffectOutput::Uploaded`]. The adapter bounds the download (http/https only,
+    /// a size cap, a time limit, no private addresses unless configured) and reports a
+    /// download that fails for good as [`crate::FailureKind::Rejected`]: the message's link
+    /// stands in for it. Only the upload's failures can be transient.
+    MirrorMedia {
+        /// The file's `http(s)` URL.
+        url: String,
+        /// The file name given to the upload.
+        name: String,
+    },
+    /// Send an `m.image` as `sender`, with the transaction id [`EffectId::matrix_txn_id`].
+    /// Returns [`crate::EffectOutput::EventSent`].
+    SendImage {
+        /// Room.
+        room: OwnedRoomId,
+        /// Who sends (a ghost).
+        sender: OwnedUserId,
+        /// The image.
+        image: ImageMessage,
+        /// `origin_server_ts` to ask for, ms.
+        ts: Option<Timestamp>,
+    },
+}
+
+/// An `m.image` (spec: "m.image"): an uploaded file and what a client shows of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageMessage {
+    /// `body`: the image's name (its alt text on Gitter).
+    pub name: String,
+    /// `url`: the `mxc://` URI of the upload.
+    pub mxc: String,
+    /// `info.mimetype`.
+    pub mimetype: String,
+    /// `info.size`, bytes.
+    pub size: u64,
+    /// The thread the image is in, when any.
+    pub thread: Option<ThreadRef>,
+}
+
+/// A file the adapter uploaded ([`MatrixCall::MirrorMedia`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uploaded {
+    /// Its `mxc://` URI.
+    pub mxc: String,
+    /// Its content type, as the web server gave it.
+    pub content_type: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// A portal room to create: private (`preset: private_chat`), unencrypted (the bridge
@@ -498,6 +548,8 @@ impl Action {
                 MatrixCall::Leave { .. } | MatrixCall::LeaveWithReason { .. } => "leave",
                 MatrixCall::Kick { .. } => "kick",
                 MatrixCall::SendMessage { .. } => "send_matrix",
+                MatrixCall::MirrorMedia { .. } => "mirror_media",
+                MatrixCall::SendImage { .. } => "send_image",
                 MatrixCall::DeleteAlias { .. } => "delete_alias",
                 MatrixCall::RoomMembers { .. } => "room_members",
                 MatrixCall::Replace { .. } => "replace_matrix",
@@ -741,6 +793,26 @@ pub enum RelayThen {
     /// send may still be in flight, or it left the hot set): the lookup waited behind that
     /// send in the portal's lane; then the relay goes on as this very effect.
     FindRoot(Box<PendingRelay>),
+    /// An image of a Gitter message was uploaded: it is sent as an `m.image` after the
+    /// message, as this very effect (its place in the portal's lane).
+    Image(Box<PendingImage>),
+}
+
+/// An image of a Gitter message waiting for its upload ([`MatrixCall::MirrorMedia`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingImage {
+    /// The portal.
+    pub room: OwnedRoomId,
+    /// The author's ghost.
+    pub sender: OwnedUserId,
+    /// The image's `http(s)` URL on the web.
+    pub url: String,
+    /// The image's name.
+    pub name: String,
+    /// The thread of the message it came with.
+    pub thread: Option<ThreadRef>,
+    /// The message's Gitter time.
+    pub ts: Option<Timestamp>,
 }
 
 /// A Matrix message waiting for the Gitter id of the message it answers.

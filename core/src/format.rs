@@ -264,6 +264,11 @@ impl<'a> Tag<'a> {
 /// with `<` escaped; tags `<name attr="value">` with `"` escaped in values; every element
 /// but the void `br`, `hr`, `img` closed, in order).
 fn finish(clean: &str) -> Option<String> {
+    finish_collecting(clean, &mut Vec::new())
+}
+
+/// [`finish`], also listing the `http(s)` images it turned into links.
+fn finish_collecting(clean: &str, images: &mut Vec<WebImage>) -> Option<String> {
     let mut out = String::with_capacity(clean.len() + 32);
     // Open elements: name, and whether its tags are written.
     let mut open: Vec<(&str, bool)> = Vec::new();
@@ -299,7 +304,7 @@ fn finish(clean: &str) -> Option<String> {
         }
         let tag = Tag::parse(inner)?;
         match tag.name {
-            "img" => image(&mut out, &tag, links > 0),
+            "img" => image(&mut out, &tag, links > 0, images),
             "br" | "hr" => {
                 out.push('<');
                 out.push_str(inner);
@@ -324,7 +329,7 @@ fn finish(clean: &str) -> Option<String> {
 }
 
 /// Writes what an `img` of ammonia's output becomes (see [`finish`]).
-fn image(out: &mut String, tag: &Tag<'_>, in_link: bool) {
+fn image(out: &mut String, tag: &Tag<'_>, in_link: bool, images: &mut Vec<WebImage>) {
     let alt = tag.get("alt").filter(|alt| !alt.trim().is_empty());
     match tag.get("src") {
         Some(src) if src.starts_with("mxc://") => {
@@ -339,6 +344,10 @@ fn image(out: &mut String, tag: &Tag<'_>, in_link: bool) {
             out.push('>');
         }
         Some(src) if src.starts_with("http://") || src.starts_with("https://") => {
+            images.push(WebImage {
+                url: unescape_attr(src),
+                alt: alt.map(unescape_attr),
+            });
             let text = alt.unwrap_or(src);
             if in_link {
                 out.push_str(text);
@@ -352,6 +361,44 @@ fn image(out: &mut String, tag: &Tag<'_>, in_link: bool) {
         }
         _ => out.push_str(alt.unwrap_or("")),
     }
+}
+
+/// An image of a Gitter message that lives on the web (`<img src="http(s)://...">`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct WebImage {
+    /// Its URL.
+    pub(crate) url: String,
+    /// Its alt text, when it has one.
+    pub(crate) alt: Option<String>,
+}
+
+/// Most images of one Gitter message the bridge uploads: a message of a hundred images
+/// must not become a hundred downloads per portal.
+const MAX_IMAGES: usize = 4;
+
+/// The web images of a Gitter message, in order (at most [`MAX_IMAGES`], each URL once).
+/// Only a message whose HTML has an `<img>` pays for the sanitiser here.
+pub(crate) fn web_images(message: &GitterMessage) -> Vec<WebImage> {
+    if message.status || !message.html.contains("<img") {
+        return Vec::new();
+    }
+    let clean = SANITIZER.clean(&message.html).to_string();
+    let mut images = Vec::new();
+    if finish_collecting(&clean, &mut images).is_none() {
+        return Vec::new();
+    }
+    let mut seen = HashSet::new();
+    images.retain(|i| seen.insert(i.url.clone()));
+    images.truncate(MAX_IMAGES);
+    images
+}
+
+/// An attribute value as html5ever serialises it, unescaped (`&amp;`, `&quot;`, `&nbsp;`).
+fn unescape_attr(value: &str) -> String {
+    value
+        .replace("&quot;", "\"")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&")
 }
 
 /// Escapes text for HTML element content and quoted attribute values (`&`, `<`, `>`, `"`,

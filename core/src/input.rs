@@ -354,6 +354,8 @@ pub enum EffectOutput {
     Done,
     /// A Matrix room was created.
     RoomCreated(OwnedRoomId),
+    /// A file was uploaded to the homeserver ([`crate::MatrixCall::MirrorMedia`]).
+    Uploaded(crate::Uploaded),
     /// A Matrix event was sent.
     EventSent(OwnedEventId),
     /// The members (joined or invited) of a Matrix room.

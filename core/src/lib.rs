@@ -68,6 +68,7 @@ mod format;
 mod ghost;
 mod history;
 mod ids;
+mod images;
 mod input;
 mod invite;
 mod login;
@@ -91,9 +92,9 @@ pub use config::{Config, Permissions};
 pub use effect::{
     Action, BridgeInfo, CommandThen, Correction, CorrectionKind, Direction, EditThen, Effect,
     GhostThen, GitterCall, InviteThen, Lane, LoginThen, MatrixCall, MatrixContent, Mentions,
-    NewPortal, OutMsgType, PendingRelay, PendingSend, PortalThen, PruneThen, RealtimeThen,
+    ImageMessage, NewPortal, OutMsgType, PendingImage, PendingRelay, PendingSend, PortalThen, PruneThen, RealtimeThen,
     RelayRef, RelayThen, ResolvePurpose, RoomState, SendOrigin, StoreCall, StreamCall, StreamThen,
-    Then, ThreadRef,
+    Then, ThreadRef, Uploaded,
 };
 pub use error::CoreError;
 pub use format::{escape_html, sanitize_html};

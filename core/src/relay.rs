@@ -352,8 +352,8 @@ impl Bridge {
         let ts = crate::Timestamp::from_rfc3339(&message.sent);
         let send = |content| {
             Action::Matrix(MatrixCall::SendMessage {
-                room: room_id,
-                sender: ghost,
+                room: room_id.clone(),
+                sender: ghost.clone(),
                 content,
                 ts,
             })
@@ -376,13 +376,21 @@ impl Bridge {
                         send: send(content),
                         relay,
                     }))),
-                )
+                );
             }
             root => {
                 if let Some((_, event)) = root {
                     in_thread(&mut content, event);
                 }
-                self.ask(lane, send(content), Then::Relay(RelayThen::ToMatrix(relay)))
+                let thread = content.thread.clone();
+                self.ask(
+                    lane.clone(),
+                    send(content),
+                    Then::Relay(RelayThen::ToMatrix(relay)),
+                );
+                // Its web images follow it, in its thread (crate::images). Behind a root
+                // still looked up (above) they are left out: its link stands for each.
+                self.send_images(&lane, &room_id, &ghost, message, thread, ts);
             }
         };
     }
@@ -486,6 +494,10 @@ impl Bridge {
             (RelayThen::FindRoot(pending), result) => {
                 let answer = Answer { result, ..answer };
                 self.on_root_found(*pending, answer)
+            }
+            (RelayThen::Image(pending), result) => {
+                let answer = Answer { result, ..answer };
+                self.on_image_uploaded(*pending, answer)
             }
             (RelayThen::ToGitter(origin), result) => {
                 let Some(GitterCall::SendMessage { room, .. }) = answer.action.gitter_send() else {

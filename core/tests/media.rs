@@ -264,3 +264,115 @@ fn a_failed_history_read_opens_the_portal_empty_and_says_so() {
     h.settle();
     assert_eq!(bodies_in(&h, &portal), ["new"]);
 }
+
+// ------------------------------------------------------------------ Gitter images
+
+const CAT: &str = "https://img.example/cat.png";
+
+/// `author` posts a markdown image in `room`, with the HTML Gitter renders for it, and the
+/// stream delivers it.
+fn gitter_image(h: &mut Harness, room: &GitterRoomId, author: &str, text: &str) -> GitterMessage {
+    let mut m = h.gitter_post(room, author, text);
+    m.html = format!("{} <img src=\"{CAT}\" alt=\"cat\">", text.split(" ![").next().unwrap());
+    *h.gitter
+        .get_mut(room)
+        .unwrap()
+        .messages
+        .last_mut()
+        .unwrap() = m.clone();
+    h.step(Input::GitterMessage {
+        room: room.clone(),
+        message: m.clone(),
+    });
+    h.settle();
+    m
+}
+
+#[test]
+fn a_gitter_image_is_uploaded_and_follows_its_text_as_an_m_image() {
+    let mut h = Harness::new();
+    h.web_files.insert(CAT.into(), vec![1, 2, 3]);
+    let (room, alice, portal) = alice_in_portal(&mut h);
+    gitter_image(&mut h, &room, "bob", &format!("look ![cat]({CAT})"));
+    h.gitter_says(&room, "bob", "next");
+    h.settle();
+    let mxc = h.uploads[0].1.clone();
+    assert_eq!(
+        bodies_in(&h, &portal),
+        [
+            format!("look ![cat]({CAT})"),
+            format!("m.image cat {mxc}"),
+            "next".to_owned()
+        ]
+    );
+    // The text shows the image as a link (a client would not load an outside image).
+    let text = &h.matrix[&portal].timeline[0].1;
+    assert_eq!(
+        text.formatted_body.as_deref(),
+        Some(format!("look <a href=\"{CAT}\" rel=\"noopener\">cat</a>").as_str())
+    );
+    // Both carry the Gitter time; the image comes from bob's ghost.
+    let events = &h.matrix[&portal].events;
+    assert_eq!(
+        h.matrix[&portal].stamps[&events[1]],
+        Timestamp::from_rfc3339("2024-01-01T00:00:00.000Z")
+    );
+    assert_eq!(h.matrix[&portal].timeline[1].0, uid("gitter_bob"));
+    let _ = alice;
+}
+
+#[test]
+fn an_image_is_uploaded_once_per_message_burst_and_reused_after() {
+    let mut h = Harness::new();
+    h.web_files.insert(CAT.into(), vec![1, 2, 3]);
+    let (room, _alice, portal) = alice_in_portal(&mut h);
+    let (carol, _) = h.logged_in_user("carol", "bob");
+    let carols = h.portal(&carol, &room).unwrap();
+    gitter_image(&mut h, &room, "dave", &format!("one ![cat]({CAT})"));
+    // Both portals asked in the same step, before either upload was done: one each.
+    assert_eq!(h.uploads.len(), 2, "{:?}", h.uploads);
+    gitter_image(&mut h, &room, "dave", &format!("two ![cat]({CAT})"));
+    // Then the upload is remembered: the same image again is not downloaded again.
+    assert_eq!(h.uploads.len(), 2, "{:?}", h.uploads);
+    for p in [&portal, &carols] {
+        let images = bodies_in(&h, p)
+            .into_iter()
+            .filter(|b| b.starts_with("m.image cat mxc://"))
+            .count();
+        assert_eq!(images, 2, "{:?}", bodies_in(&h, p));
+    }
+}
+
+#[test]
+fn an_image_that_cannot_be_downloaded_leaves_its_link_and_nothing_is_lost() {
+    let mut h = Harness::new();
+    let (room, _alice, portal) = alice_in_portal(&mut h);
+    gitter_image(&mut h, &room, "bob", &format!("gone ![cat]({CAT})"));
+    h.gitter_says(&room, "bob", "after");
+    h.settle();
+    assert_eq!(
+        bodies_in(&h, &portal),
+        [format!("gone ![cat]({CAT})"), "after".to_owned()]
+    );
+}
+
+#[test]
+fn an_image_in_a_gitter_thread_reply_goes_into_the_matrix_thread() {
+    let mut h = Harness::new();
+    h.web_files.insert(CAT.into(), vec![1]);
+    let (room, _alice, portal) = alice_in_portal(&mut h);
+    let root = h.gitter_says(&room, "bob", "root");
+    h.settle();
+    let root_event = h.sent_event_of(&portal, "root").unwrap();
+    let mut reply = h.gitter_post(&room, "bob", &format!("here ![cat]({CAT})"));
+    reply.parent_id = Some(root.id.clone());
+    reply.html = format!("here <img src=\"{CAT}\" alt=\"cat\">");
+    h.step(Input::GitterMessage {
+        room: room.clone(),
+        message: reply,
+    });
+    h.settle();
+    let (_, image) = h.matrix[&portal].timeline.last().unwrap().clone();
+    assert!(image.body.starts_with("m.image cat"));
+    assert_eq!(image.thread.map(|t| t.root), Some(root_event));
+}

@@ -131,6 +131,8 @@ struct RawGitter {
     // `stream_timeout_secs` was its name before the other time limits came; still accepted.
     #[serde(default = "default_stream_timeout", alias = "stream_timeout_secs")]
     stream_idle_timeout_secs: u64,
+    #[serde(default)]
+    media_allow_private_addresses: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -396,6 +398,9 @@ pub struct Config {
     /// Time limit of one Gitter REST request or OAuth code exchange, from connecting to the
     /// answer's last byte (`gitter.request_timeout_secs`).
     pub gitter_request_timeout: std::time::Duration,
+    /// Images of Gitter messages may be downloaded from private and loopback addresses
+    /// (`gitter.media_allow_private_addresses`; tests).
+    pub media_allow_private_addresses: bool,
     /// Public pages listener.
     pub web_bind: std::net::SocketAddr,
     /// The redb file.
@@ -1069,6 +1074,7 @@ impl Config {
             stream_timeout_secs: g.stream_idle_timeout_secs,
             gitter_connect_timeout: std::time::Duration::from_secs(g.connect_timeout_secs),
             gitter_request_timeout: std::time::Duration::from_secs(g.request_timeout_secs),
+            media_allow_private_addresses: g.media_allow_private_addresses,
             web_bind: addr("web.bind", &raw.web.bind)?,
             store_path: base.join(&raw.store.path),
             token_key,

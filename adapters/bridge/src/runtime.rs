@@ -47,6 +47,9 @@ use crate::metrics::{Direction, Metrics};
 use crate::ready::{Peer, Reachability};
 use crate::web::{self, MetricsState, WebKind, WebRequest, WebState};
 
+/// Longest time the download of one image of a Gitter message may take.
+const MEDIA_DOWNLOAD_TIME_LIMIT: Duration = Duration::from_secs(60);
+
 /// Inputs handled together and committed in one store transaction, at most.
 const MAX_BATCH: usize = 256;
 /// Effects waiting in lanes at most before the driver stops taking new inputs (AS
@@ -262,13 +265,20 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
         "store opened"
     );
 
-    let matrix = MatrixClient::new(ClientConfig::new(
+    let mut client_config = ClientConfig::new(
         parse_url("homeserver.url", &config.homeserver_url)?,
         config.as_token.clone(),
         config.core.bot.clone(),
         config.appservice_id.clone(),
-    ))
-    .map_err(|e| StartError::Homeserver(e.to_string()))?;
+    );
+    // The images of Gitter messages, downloaded as a stranger would (adapters/matrix fetch).
+    client_config.fetch = Some(gitter_bridge_matrix::fetch::FetchConfig {
+        max_bytes: config.core.media_max_bytes,
+        time_limit: MEDIA_DOWNLOAD_TIME_LIMIT,
+        allow_private: config.media_allow_private_addresses,
+    });
+    let matrix =
+        MatrixClient::new(client_config).map_err(|e| StartError::Homeserver(e.to_string()))?;
     let versions = wait_for_homeserver(&matrix, config.startup_wait)
         .await
         .map_err(|e| {

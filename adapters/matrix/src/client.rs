@@ -70,6 +70,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Retries.
     pub retry: RetryPolicy,
+    /// Downloads of the images of Gitter messages ([`MatrixCall`]`::MirrorMedia`); `None`:
+    /// none are made (each fails for good, and its link stands in).
+    pub fetch: Option<crate::fetch::FetchConfig>,
 }
 
 impl ClientConfig {
@@ -88,6 +91,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
+            fetch: None,
         }
     }
 }
@@ -105,6 +109,7 @@ struct Inner {
     bot: OwnedUserId,
     appservice_id: String,
     retry: RetryPolicy,
+    fetcher: Option<crate::fetch::Fetcher>,
 }
 
 impl fmt::Debug for MatrixClient {
@@ -183,6 +188,11 @@ impl MatrixClient {
             .user_agent(concat!("gitter-bridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| MatrixError::Misuse(format!("cannot build the HTTP client: {e}")))?;
+        let fetcher = config
+            .fetch
+            .map(crate::fetch::Fetcher::new)
+            .transpose()
+            .map_err(|e| MatrixError::Misuse(e.to_string()))?;
         Ok(MatrixClient {
             inner: Arc::new(Inner {
                 http,
@@ -195,6 +205,7 @@ impl MatrixClient {
                 bot: config.bot,
                 appservice_id: config.appservice_id,
                 retry: config.retry,
+                fetcher,
             }),
         })
     }
@@ -470,6 +481,34 @@ impl MatrixClient {
         }
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Err(classify(ENDPOINT, status, &body, None))
+    }
+
+    /// Downloads a file from the web (within the client's [`crate::fetch::FetchConfig`]) and
+    /// uploads it as the bot; returns the upload.
+    pub async fn mirror_media(
+        &self,
+        url: &str,
+        name: &str,
+    ) -> Result<gitter_bridge_core::Uploaded, MatrixError> {
+        let download = |source| MatrixError::Download {
+            url: url.to_owned(),
+            source,
+        };
+        let fetcher = self.inner.fetcher.as_ref().ok_or_else(|| {
+            download(crate::fetch::FetchError::Refused(
+                "this bridge downloads no images".to_owned(),
+            ))
+        })?;
+        let (bytes, content_type) = fetcher.fetch(url).await.map_err(download)?;
+        let size = bytes.len() as u64;
+        let mxc = self
+            .upload_media(&self.inner.bot, bytes, &content_type, Some(name))
+            .await?;
+        Ok(gitter_bridge_core::Uploaded {
+            mxc,
+            content_type,
+            size,
+        })
     }
 
     // ---------------------------------------------------------------- rooms
@@ -979,16 +1018,38 @@ pub fn message_content(content: &MatrixContent) -> Value {
         }
         v["m.mentions"] = m;
     }
-    // Spec: "Threading"; the fallback reply is for clients without threads.
     if let Some(thread) = &content.thread {
-        v["m.relates_to"] = json!({
-            "rel_type": "m.thread",
-            "event_id": thread.root,
-            "is_falling_back": true,
-            "m.in_reply_to": { "event_id": thread.in_reply_to },
-        });
+        v["m.relates_to"] = thread_relation(thread);
     }
     v
+}
+
+/// The content of an `m.image` the bridge sends (spec: "m.image"), in its thread when it
+/// has one (as [`message_content`] writes it).
+pub fn image_content(image: &gitter_bridge_core::ImageMessage) -> Value {
+    let mut v = json!({
+        "msgtype": "m.image",
+        "body": image.name,
+        "url": image.mxc,
+        "info": { "mimetype": image.mimetype, "size": image.size },
+        // An image says nothing of anyone: no one is pinged by it.
+        "m.mentions": {},
+    });
+    if let Some(thread) = &image.thread {
+        v["m.relates_to"] = thread_relation(thread);
+    }
+    v
+}
+
+/// `m.relates_to` of a message in a thread (spec: "Threading"); the fallback reply is for
+/// clients without threads.
+fn thread_relation(thread: &gitter_bridge_core::ThreadRef) -> Value {
+    json!({
+        "rel_type": "m.thread",
+        "event_id": thread.root,
+        "is_falling_back": true,
+        "m.in_reply_to": { "event_id": thread.in_reply_to },
+    })
 }
 
 /// The content of an edit (spec: "Event replacements"): the new content in `m.new_content`

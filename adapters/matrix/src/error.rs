@@ -90,6 +90,16 @@ pub enum MatrixError {
     /// The bridge asked for something impossible (a bug in the caller).
     #[error("bridge bug: {0}")]
     Misuse(String),
+    /// A file on the web (an image of a Gitter message) could not be downloaded. The web
+    /// server's or the URL's fault: reported for good, as the message's link stands in.
+    #[error("the image at {url} was not uploaded: {source}")]
+    Download {
+        /// The file's URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: crate::fetch::FetchError,
+    },
 }
 
 impl MatrixError {
@@ -131,7 +141,9 @@ impl MatrixError {
             | MatrixError::Network { .. }
             | MatrixError::BadAsToken { .. }
             | MatrixError::WrongSender { .. } => FailureKind::Transient,
-            MatrixError::BadResponse { .. } | MatrixError::Misuse(_) => FailureKind::Rejected,
+            MatrixError::BadResponse { .. }
+            | MatrixError::Misuse(_)
+            | MatrixError::Download { .. } => FailureKind::Rejected,
         }
     }
 

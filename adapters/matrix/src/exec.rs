@@ -4,7 +4,7 @@ use gitter_bridge_core::{
     Action, Effect, EffectId, EffectOutput, EffectResult, MatrixCall, NewPortal, RoomState,
 };
 
-use crate::client::{MatrixClient, replacement_content};
+use crate::client::{MatrixClient, image_content, replacement_content};
 use crate::error::MatrixError;
 
 impl MatrixClient {
@@ -159,6 +159,27 @@ impl MatrixClient {
                 self.put_state(room, sender, event_type, "", &content)
                     .await?;
                 Ok(EffectOutput::Done)
+            }
+            MatrixCall::MirrorMedia { url, name } => {
+                Ok(EffectOutput::Uploaded(self.mirror_media(url, name).await?))
+            }
+            MatrixCall::SendImage {
+                room,
+                sender,
+                image,
+                ts,
+            } => {
+                let event = self
+                    .send_event(
+                        room,
+                        sender,
+                        "m.room.message",
+                        &id.matrix_txn_id(),
+                        &image_content(image),
+                        ts.map(|t| t.0),
+                    )
+                    .await?;
+                Ok(EffectOutput::EventSent(event))
             }
             MatrixCall::RoomMembers { room } => {
                 // Listed as the bot: it is the one that was invited or created the room.

@@ -30,6 +30,7 @@
 
 pub mod client;
 pub mod error;
+pub mod fetch;
 mod exec;
 pub mod parse;
 pub mod registration;

@@ -92,6 +92,10 @@ pub struct Harness {
     pub sent_at: BTreeMap<GitterMessageId, Timestamp>,
     /// Users whose realtime channels are watched.
     pub watched: BTreeSet<OwnedUserId>,
+    /// Files on the web, by URL (what `MirrorMedia` downloads); any other URL fails for good.
+    pub web_files: BTreeMap<String, Vec<u8>>,
+    /// Uploads made, in order: (URL, mxc).
+    pub uploads: Vec<(String, String)>,
 }
 
 /// The contract of `Snapshot::apply`: a store that applies every change set holds the
@@ -141,6 +145,8 @@ impl Harness {
             lose_send_answers: 0,
             sent_at: BTreeMap::new(),
             watched: BTreeSet::new(),
+            web_files: BTreeMap::new(),
+            uploads: Vec::new(),
         };
         h.step(Input::Startup);
         h
@@ -333,6 +339,42 @@ impl Harness {
                 let r = self.matrix.entry(room.clone()).or_default();
                 r.stamps.insert(ev.clone(), *ts);
                 r.timeline.push((sender.clone(), content.clone()));
+                r.events.push(ev.clone());
+                Ok(EffectOutput::EventSent(ev))
+            }
+            MatrixCall::MirrorMedia { url, .. } => {
+                let Some(bytes) = self.web_files.get(url) else {
+                    return Err(Failure::new(FailureKind::Rejected, "404 on the web"));
+                };
+                let size = bytes.len() as u64;
+                let mxc = format!("mxc://{DOMAIN}/{}", self.fresh("up"));
+                self.uploads.push((url.clone(), mxc.clone()));
+                Ok(EffectOutput::Uploaded(Uploaded {
+                    mxc,
+                    content_type: "image/png".into(),
+                    size,
+                }))
+            }
+            MatrixCall::SendImage {
+                room,
+                sender,
+                image,
+                ts,
+            } => {
+                let ev: OwnedEventId = format!("${}", self.fresh("ev")).try_into().unwrap();
+                let r = self.matrix.entry(room.clone()).or_default();
+                r.stamps.insert(ev.clone(), *ts);
+                // Shown in the timeline as `m.image <name> <mxc>`.
+                r.timeline.push((
+                    sender.clone(),
+                    MatrixContent {
+                        msgtype: OutMsgType::Text,
+                        body: format!("m.image {} {}", image.name, image.mxc),
+                        formatted_body: None,
+                        thread: image.thread.clone(),
+                        mentions: None,
+                    },
+                ));
                 r.events.push(ev.clone());
                 Ok(EffectOutput::EventSent(ev))
             }
