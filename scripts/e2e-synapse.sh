@@ -248,6 +248,8 @@ oauth_authorize_url = "$GITTER_URL/login/oauth/authorize"
 oauth_token_url = "$GITTER_URL/login/oauth/token"
 client_id = "sim-client-id"
 client_secret = "sim-client-secret"
+# The fake Gitter's image files are on loopback.
+media_allow_private_addresses = true
 
 [web]
 bind = "127.0.0.1:$WEB_PORT"

@@ -96,8 +96,7 @@ impl Bridge {
     pub(crate) fn on_image_uploaded(&mut self, pending: PendingImage, answer: Answer) {
         match answer.result {
             Ok(EffectOutput::Uploaded(uploaded)) => {
-                self.images
-                    .remember(pending.url.clone(), uploaded.clone());
+                self.images.remember(pending.url.clone(), uploaded.clone());
                 self.continue_as(
                     answer.id,
                     answer.lane,

@@ -91,10 +91,10 @@ pub use commands::Command;
 pub use config::{Config, Permissions};
 pub use effect::{
     Action, BridgeInfo, CommandThen, Correction, CorrectionKind, Direction, EditThen, Effect,
-    GhostThen, GitterCall, InviteThen, Lane, LoginThen, MatrixCall, MatrixContent, Mentions,
-    ImageMessage, NewPortal, OutMsgType, PendingImage, PendingRelay, PendingSend, PortalThen, PruneThen, RealtimeThen,
-    RelayRef, RelayThen, ResolvePurpose, RoomState, SendOrigin, StoreCall, StreamCall, StreamThen,
-    Then, ThreadRef, Uploaded,
+    GhostThen, GitterCall, ImageMessage, InviteThen, Lane, LoginThen, MatrixCall, MatrixContent,
+    Mentions, NewPortal, OutMsgType, PendingImage, PendingRelay, PendingSend, PortalThen,
+    PruneThen, RealtimeThen, RelayRef, RelayThen, ResolvePurpose, RoomState, SendOrigin, StoreCall,
+    StreamCall, StreamThen, Then, ThreadRef, Uploaded,
 };
 pub use error::CoreError;
 pub use format::{escape_html, sanitize_html};

@@ -273,13 +273,11 @@ const CAT: &str = "https://img.example/cat.png";
 /// stream delivers it.
 fn gitter_image(h: &mut Harness, room: &GitterRoomId, author: &str, text: &str) -> GitterMessage {
     let mut m = h.gitter_post(room, author, text);
-    m.html = format!("{} <img src=\"{CAT}\" alt=\"cat\">", text.split(" ![").next().unwrap());
-    *h.gitter
-        .get_mut(room)
-        .unwrap()
-        .messages
-        .last_mut()
-        .unwrap() = m.clone();
+    m.html = format!(
+        "{} <img src=\"{CAT}\" alt=\"cat\">",
+        text.split(" ![").next().unwrap()
+    );
+    *h.gitter.get_mut(room).unwrap().messages.last_mut().unwrap() = m.clone();
     h.step(Input::GitterMessage {
         room: room.clone(),
         message: m.clone(),

@@ -56,7 +56,9 @@ impl Default for WorldOptions {
             push_backoff: Duration::from_millis(50),
             heartbeat: Duration::from_secs(2),
             bridge_extra: String::new(),
-            gitter_extra: "stream_idle_timeout_secs = 30\n".to_owned(),
+            // The fake Gitter's files (images in messages) are on loopback.
+            gitter_extra: "stream_idle_timeout_secs = 30\nmedia_allow_private_addresses = true\n"
+                .to_owned(),
             store_path: None,
             gitter_rate_limit: 100,
             bridge_requests_per_minute: 100,

@@ -760,3 +760,49 @@ async fn a_portal_starts_with_its_history_and_every_message_shows_its_gitter_tim
     assert_eq!(ghosts(&w).len(), 3, "{:?}", ghosts(&w));
     w.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitter_image_arrives_as_an_m_image_with_its_bytes_and_a_missing_one_as_its_link() {
+    let w = world().await;
+    let (alice, portal) = alice_in_the_lobby(&w).await;
+    let url = format!("{}/_sim/gitter/files/cat.png", w.gitter.api_base_url());
+    let missing = format!("{}/_sim/gitter/files/missing.png", w.gitter.api_base_url());
+    w.gitter
+        .post_message(LOBBY, "bob", &format!("look ![a cat]({url})"))
+        .unwrap();
+    w.gitter
+        .post_message(LOBBY, "bob", &format!("gone ![lost]({missing})"))
+        .unwrap();
+    w.gitter.post_message(LOBBY, "bob", "after both").unwrap();
+    let bob = format!("@gitter_bob:{}", w.hs.server_name());
+    w.wait_hs("bob's three messages and the image", WAIT, |_| {
+        bodies_from(&w, &alice, &portal, &bob).contains(&"after both".to_owned())
+    })
+    .await
+    .unwrap();
+    let bodies = bodies_from(&w, &alice, &portal, &bob);
+    assert_eq!(
+        &bodies[bodies.len() - 4..],
+        [
+            format!("look ![a cat]({url})"),
+            "a cat".to_owned(),
+            format!("gone ![lost]({missing})"),
+            "after both".to_owned()
+        ]
+    );
+    let image = w
+        .messages_from_others(&alice, &portal)
+        .into_iter()
+        .find(|m| m.msgtype.as_deref() == Some("m.image"))
+        .unwrap();
+    let mxc = image.content["url"].as_str().unwrap().to_owned();
+    let (server, id) = mxc.trim_start_matches("mxc://").split_once('/').unwrap();
+    let (content_type, bytes) = w.hs.with_state(|s| s.media(server, id).cloned()).unwrap();
+    assert_eq!(content_type, "image/png");
+    assert_eq!(
+        bytes,
+        gitter_bridge_sim::fake_gitter::http::sim_file_bytes("cat.png")
+    );
+    assert_eq!(image.content["info"]["size"], bytes.len());
+    w.shutdown().await;
+}

@@ -98,3 +98,29 @@ async def test_a_new_portal_starts_with_its_history_and_a_file_goes_as_a_signed_
     async with http().get(tampered) as resp:
         assert resp.status == 403
         assert await resp.text() == "This link is not valid."
+
+
+@scenario
+async def test_a_gitter_image_arrives_as_an_m_image_with_the_same_bytes(env, people, gitter):
+    carol = await people.logged_in("carol", ["gitter-bridge/lobby"])
+    lobby = await people.portal("carol", "gitter-bridge/lobby")
+    name = f"{unique('cat')}.png"
+    url = f"{env.gitter_url}/_sim/gitter/files/{name}"
+    async with http().get(url) as resp:
+        assert resp.status == 200
+        on_gitter = await resp.read()
+    await gitter.post("gitter-bridge/lobby", "bob", f"look ![{name}]({url})")
+
+    image = await carol.wait_message(
+        lobby,
+        env.ghost("bob"),
+        lambda e: e["content"].get("msgtype") == "m.image" and e["content"]["body"] == name,
+        "bob's image",
+    )
+    server, media_id = image["content"]["url"].removeprefix("mxc://").split("/", 1)
+    download = f"{env.hs_url}/_matrix/client/v1/media/download/{server}/{media_id}"
+    headers = {"Authorization": f"Bearer {carol.client.access_token}"}
+    async with http().get(download, headers=headers) as resp:
+        assert resp.status == 200, f"download answered {resp.status}"
+        assert await resp.read() == on_gitter
+    assert image["content"]["info"]["size"] == len(on_gitter)

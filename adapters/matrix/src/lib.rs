@@ -30,8 +30,8 @@
 
 pub mod client;
 pub mod error;
-pub mod fetch;
 mod exec;
+pub mod fetch;
 pub mod parse;
 pub mod registration;
 pub mod server;

@@ -75,6 +75,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/gitter/revoke", post(sim_revoke))
         .route("/_sim/gitter/advance-clock", post(sim_advance_clock))
         .route("/_sim/gitter/post", post(sim_post))
+        .route("/_sim/gitter/files/{name}", get(sim_file))
         .route("/_sim/gitter/act", post(sim_act))
         .route("/_sim/gitter/faye", post(sim_faye))
         .route("/_sim/gitter/rooms/{room}/messages", get(sim_messages))
@@ -1286,6 +1287,25 @@ async fn sim_post(State(app): State<App>, axum::Json(req): axum::Json<PostReq>) 
         Ok(v) => json_response(200, &v),
         Err(e) => error_response(&e, None),
     }
+}
+
+/// A file on the web, as an image in a message links to one: the same bytes for the same
+/// name (a PNG signature, then the name repeated to 4 KiB), so a test can check what was
+/// uploaded. `missing*` names are 404.
+pub fn sim_file_bytes(name: &str) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend(name.bytes().cycle().take(4096));
+    bytes
+}
+
+async fn sim_file(Path(name): Path<String>) -> Response {
+    if name.starts_with("missing") {
+        return (StatusCode::NOT_FOUND, "no such file").into_response();
+    }
+    let mut resp = (StatusCode::OK, sim_file_bytes(&name)).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    resp
 }
 
 async fn sim_messages(State(app): State<App>, Path(room): Path<String>) -> Response {

@@ -5,7 +5,7 @@
 //! It is not a full Markdown renderer. It escapes HTML (`'` becomes `&#39;` as
 //! in the captured payloads), links mentions, issues and URLs, renders the
 //! inline Markdown people use most (`` `code` ``, `**strong**`, `*em*`,
-//! `~~del~~`) and fenced code blocks (`<pre><code>`), and wraps multi-line
+//! `~~del~~`, `![alt](https://...)` images) and fenced code blocks (`<pre><code>`), and wraps multi-line
 //! text in `<p>...<br>...</p>` while leaving a single line unwrapped, like the
 //! real server. Lists, headings, quotes and Markdown links stay plain text.
 
@@ -35,8 +35,8 @@ pub struct Rendered {
 fn token_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
-        // Order matters: URLs first so `#frag` inside a URL is not an issue.
-        Regex::new(r"(?P<url>https?://[^\s<>]+)|(?P<all>@/all\b)|(?P<mention>@[A-Za-z0-9_\-]+)|(?P<issue>#\d+)|(?P<code>`[^`\n]+`)|(?P<strong>\*\*[^*\n]+\*\*)|(?P<em>\*[^*\s][^*\n]*\*)|(?P<del>~~[^~\n]+~~)")
+        // Order matters: images, then URLs first so `#frag` inside a URL is not an issue.
+        Regex::new(r"(?P<image>!\[[^\]\n]*\]\(https?://[^\s)]+\))|(?P<url>https?://[^\s<>]+)|(?P<all>@/all\b)|(?P<mention>@[A-Za-z0-9_\-]+)|(?P<issue>#\d+)|(?P<code>`[^`\n]+`)|(?P<strong>\*\*[^*\n]+\*\*)|(?P<em>\*[^*\s][^*\n]*\*)|(?P<del>~~[^~\n]+~~)")
             .expect("static regex is valid")
     })
 }
@@ -115,7 +115,18 @@ fn render_line(
         out.push_str(&escape(&line[last..m.start()]));
         last = m.end();
         let tok = m.as_str();
-        if caps.name("url").is_some() {
+        if caps.name("image").is_some() {
+            // `![alt](url)`, as marked renders it.
+            let (alt, url) = tok[2..tok.len() - 1]
+                .split_once("](")
+                .expect("the pattern has both");
+            out.push_str(&format!(
+                "<img src=\"{}\" alt=\"{}\" rel=\"nofollow\">",
+                escape(url),
+                escape(alt)
+            ));
+            r.urls.push(url.to_string());
+        } else if caps.name("url").is_some() {
             let url = tok.trim_end_matches(['.', ',', ')', '!', '?']);
             let rest = &tok[url.len()..];
             let e = escape(url);
@@ -217,6 +228,11 @@ mod tests {
         );
         // A lone star or a product like 2 * 3 * 4 stays text.
         assert_eq!(render("2 * 3 * 4 *", known).html, "2 * 3 * 4 *");
+        let r = render("see ![a cat](https://h.example/c.png?x=1&y=2)", known);
+        assert_eq!(
+            r.html,
+            "see <img src=\"https://h.example/c.png?x=1&amp;y=2\" alt=\"a cat\" rel=\"nofollow\">"
+        );
     }
 
     #[test]
