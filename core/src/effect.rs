@@ -61,6 +61,8 @@ pub enum Lane {
     /// The store's own work (pruning, lookups): it neither waits behind nor holds anyone's
     /// work. (Variants are only ever added at the end: postcard stores the index.)
     Store,
+    /// A ghost's profile picture: an avatar's download never holds a portal's messages.
+    Ghost(OwnedUserId),
 }
 
 /// What to do, by destination. Matrix calls are made with the as_token, as their `sender`
@@ -254,6 +256,13 @@ pub enum MatrixCall {
         image: ImageMessage,
         /// `origin_server_ts` to ask for, ms.
         ts: Option<Timestamp>,
+    },
+    /// Set a user's avatar (`PUT /profile/{userId}/avatar_url`).
+    SetAvatar {
+        /// The ghost.
+        user: OwnedUserId,
+        /// The `mxc://` URI of the picture.
+        mxc: String,
     },
 }
 
@@ -550,6 +559,7 @@ impl Action {
                 MatrixCall::SendMessage { .. } => "send_matrix",
                 MatrixCall::MirrorMedia { .. } => "mirror_media",
                 MatrixCall::SendImage { .. } => "send_image",
+                MatrixCall::SetAvatar { .. } => "set_avatar",
                 MatrixCall::DeleteAlias { .. } => "delete_alias",
                 MatrixCall::RoomMembers { .. } => "room_members",
                 MatrixCall::Replace { .. } => "replace_matrix",
@@ -717,6 +727,13 @@ pub enum EditThen {
 pub enum GhostThen {
     /// The ghost is registered: remember it.
     Registered(OwnedUserId),
+    /// The avatar at `url` is uploaded: remember it, and set it as the ghost's.
+    Avatar {
+        /// The ghost.
+        user: OwnedUserId,
+        /// The avatar's URL on the web.
+        url: String,
+    },
 }
 
 /// What the bot's invitations go on with.

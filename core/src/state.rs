@@ -197,6 +197,15 @@ pub enum Change {
     DeleteOutbox(EffectId),
     /// The next effect id to assign.
     SetNextEffectId(EffectId),
+    /// A file on the web (an avatar) is uploaded to the homeserver as `mxc`.
+    PutAvatar {
+        /// Its URL on the web.
+        url: String,
+        /// Its `mxc://` URI.
+        mxc: String,
+    },
+    /// A ghost's avatar is (being) set from the avatar at `url`.
+    SetGhostAvatar(GitterUserId, String),
 }
 
 /// The changes of one step, in order. Empty when the step changed nothing.
@@ -246,6 +255,11 @@ pub struct Snapshot {
     pub outbox: BTreeMap<EffectId, Effect>,
     /// meta: the next effect id.
     pub next_effect_id: u64,
+    /// Avatars uploaded to the homeserver: `mxc://` URI by URL on the web, so each is
+    /// uploaded once however many ghosts and portals show it.
+    pub avatars: BTreeMap<String, String>,
+    /// The avatar URL each ghost's avatar was set from.
+    pub ghost_avatars: BTreeMap<GitterUserId, String>,
 }
 
 impl Snapshot {
@@ -316,6 +330,12 @@ impl Snapshot {
                 self.outbox.remove(id);
             }
             Change::SetNextEffectId(id) => self.next_effect_id = id.0,
+            Change::PutAvatar { url, mxc } => {
+                self.avatars.insert(url.clone(), mxc.clone());
+            }
+            Change::SetGhostAvatar(ghost, url) => {
+                self.ghost_avatars.insert(ghost.clone(), url.clone());
+            }
         }
     }
 
@@ -381,6 +401,8 @@ impl Snapshot {
             events: self.events.clone(),
             outbox: self.outbox.clone(),
             next_effect_id: self.next_effect_id,
+            avatars: self.avatars.clone(),
+            ghost_avatars: self.ghost_avatars.clone(),
         }
     }
 

@@ -374,3 +374,83 @@ fn an_image_in_a_gitter_thread_reply_goes_into_the_matrix_thread() {
     assert!(image.body.starts_with("m.image cat"));
     assert_eq!(image.thread.map(|t| t.root), Some(root_event));
 }
+
+// ------------------------------------------------------------------ avatars
+
+/// The avatars set on ghosts, in order: (ghost, mxc).
+fn avatars_set(h: &Harness) -> Vec<(OwnedUserId, String)> {
+    h.log
+        .iter()
+        .filter_map(|e| match &e.action {
+            Action::Matrix(MatrixCall::SetAvatar { user, mxc }) => {
+                Some((user.clone(), mxc.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// `author`, whose Gitter avatar is at `avatar`, says `text` in `room`.
+fn says_with_avatar(h: &mut Harness, room: &GitterRoomId, author: &str, avatar: &str, text: &str) {
+    let mut m = h.gitter_post(room, author, text);
+    m.from.avatar_url = Some(avatar.to_owned());
+    h.step(Input::GitterMessage {
+        room: room.clone(),
+        message: m,
+    });
+    h.settle();
+}
+
+#[test]
+fn a_ghost_gets_its_gitter_avatar_uploaded_once_per_picture() {
+    let mut h = Harness::new();
+    let shared = "https://avatars.example/shared.png";
+    h.web_files.insert(shared.into(), vec![9; 10]);
+    let (room, _alice, portal) = alice_in_portal(&mut h);
+    says_with_avatar(&mut h, &room, "bob", shared, "one");
+    says_with_avatar(&mut h, &room, "bob", shared, "two");
+    // Another Gitter user with the same picture (a default avatar) reuses the upload.
+    says_with_avatar(&mut h, &room, "carol", shared, "three");
+    assert_eq!(h.uploads.len(), 1, "{:?}", h.uploads);
+    let mxc = h.uploads[0].1.clone();
+    assert_eq!(
+        avatars_set(&h),
+        [
+            (uid("gitter_bob"), mxc.clone()),
+            (uid("gitter_carol"), mxc.clone())
+        ]
+    );
+    // The messages were not held by the pictures.
+    assert_eq!(bodies_in(&h, &portal), ["one", "two", "three"]);
+
+    // After a restart nothing is uploaded or set again; a new picture is.
+    h.restart();
+    h.settle();
+    says_with_avatar(&mut h, &room, "bob", shared, "four");
+    assert_eq!(h.uploads.len(), 1);
+    let new = "https://avatars.example/bob-2.png";
+    h.web_files.insert(new.into(), vec![7; 10]);
+    says_with_avatar(&mut h, &room, "bob", new, "five");
+    assert_eq!(h.uploads.len(), 2);
+    assert_eq!(
+        avatars_set(&h).last().unwrap(),
+        &(uid("gitter_bob"), h.uploads[1].1.clone())
+    );
+}
+
+#[test]
+fn an_avatar_that_cannot_be_downloaded_is_not_asked_for_again_and_holds_nothing() {
+    let mut h = Harness::new();
+    let (room, _alice, portal) = alice_in_portal(&mut h);
+    let gone = "https://avatars.example/gone.png";
+    says_with_avatar(&mut h, &room, "bob", gone, "one");
+    says_with_avatar(&mut h, &room, "bob", gone, "two");
+    assert!(avatars_set(&h).is_empty());
+    let tries = h
+        .log
+        .iter()
+        .filter(|e| matches!(e.action, Action::Matrix(MatrixCall::MirrorMedia { .. })))
+        .count();
+    assert_eq!(tries, 1);
+    assert_eq!(bodies_in(&h, &portal), ["one", "two"]);
+}

@@ -124,3 +124,27 @@ async def test_a_gitter_image_arrives_as_an_m_image_with_the_same_bytes(env, peo
         assert resp.status == 200, f"download answered {resp.status}"
         assert await resp.read() == on_gitter
     assert image["content"]["info"]["size"] == len(on_gitter)
+
+
+@scenario
+async def test_a_ghost_has_its_gitter_avatar(env, people, gitter):
+    carol = await people.logged_in("carol", ["gitter-bridge/lobby"])
+    lobby = await people.portal("carol", "gitter-bridge/lobby")
+    marker = unique("avatar")
+    await gitter.post("gitter-bridge/lobby", "bob", marker)
+    await carol.wait_body(lobby, env.ghost("bob"), marker)
+    async with http().get(f"{env.gitter_url}/_sim/gitter/files/avatar-bob.png") as resp:
+        on_gitter = await resp.read()
+    headers = {"Authorization": f"Bearer {carol.client.access_token}"}
+    profile = f"{env.hs_url}/_matrix/client/v3/profile/{quote(env.ghost('bob'), safe='')}"
+
+    async def avatar() -> str | None:
+        async with http().get(profile, headers=headers) as resp:
+            return (await resp.json()).get("avatar_url") if resp.status == 200 else None
+
+    mxc = await eventually(avatar, "bob's ghost's avatar")
+    server, media_id = mxc.removeprefix("mxc://").split("/", 1)
+    download = f"{env.hs_url}/_matrix/client/v1/media/download/{server}/{media_id}"
+    async with http().get(download, headers=headers) as resp:
+        assert resp.status == 200
+        assert await resp.read() == on_gitter

@@ -181,6 +181,10 @@ impl MatrixClient {
                     .await?;
                 Ok(EffectOutput::EventSent(event))
             }
+            MatrixCall::SetAvatar { user, mxc } => {
+                self.set_avatar_url(user, mxc).await?;
+                Ok(EffectOutput::Done)
+            }
             MatrixCall::RoomMembers { room } => {
                 // Listed as the bot: it is the one that was invited or created the room.
                 let members = self.room_members(room, self.bot()).await?;

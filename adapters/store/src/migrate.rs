@@ -38,10 +38,24 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     v1_durable_effects,
     v2_small_rows,
     v3_typed_effects,
+    v4_avatars,
 ];
 
 /// The schema version this binary writes and reads.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
+
+/// Version 4 -> 5: the avatars uploaded and the avatar each ghost was given (issue 17): two
+/// new tables, empty, so ghosts get their avatars as they next speak.
+fn v4_avatars(
+    txn: &WriteTransaction,
+    path: &Path,
+    _sealer: Option<&Sealer>,
+) -> Result<(), StoreError> {
+    const DURING: &str = "migrating to schema version 5";
+    txn.open_table(schema::AVATARS).ctx(path, DURING)?;
+    txn.open_table(schema::GHOST_AVATARS).ctx(path, DURING)?;
+    Ok(())
+}
 
 /// Version 0 -> 1: create every table of docs/store.md (creating them up front means
 /// `load` never meets a missing table).

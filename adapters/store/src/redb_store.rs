@@ -21,9 +21,9 @@ use crate::compact::{StoredEvent, gitter_id_from_key, gitter_id_key};
 use crate::error::{RedbContext, StoreError, redb_error};
 use crate::migrate::{self, MIGRATIONS, Migration};
 use crate::schema::{
-    CURSORS, EVENTS, GHOSTS, GITTER_ROOMS, LOGIN_LINKS, MAPPINGS, META, META_NEXT_EFFECT_ID,
-    META_NEXT_PORTAL_NO, META_TOKEN_KEY_CHECK, OAUTH_STATES, OUTBOX, PORTAL_NUMBERS, PORTALS,
-    QUEUED, REFUSED_ROOMS, TRANSACTIONS, USERS,
+    AVATARS, CURSORS, EVENTS, GHOST_AVATARS, GHOSTS, GITTER_ROOMS, LOGIN_LINKS, MAPPINGS, META,
+    META_NEXT_EFFECT_ID, META_NEXT_PORTAL_NO, META_TOKEN_KEY_CHECK, OAUTH_STATES, OUTBOX,
+    PORTAL_NUMBERS, PORTALS, QUEUED, REFUSED_ROOMS, TRANSACTIONS, USERS,
 };
 use crate::seal::{SealError, Sealer, TokenKey};
 use crate::{Pruned, Store};
@@ -460,6 +460,28 @@ impl RedbStore {
             snap.queued
                 .insert((owner, gitter_bridge_core::GitterRoomId::new(room), seq), m);
         }
+        for row in txn
+            .open_table(AVATARS)
+            .ctx(path, DURING)?
+            .iter()
+            .ctx(path, DURING)?
+        {
+            let (k, v) = row.ctx(path, DURING)?;
+            snap.avatars
+                .insert(k.value().to_owned(), v.value().to_owned());
+        }
+        for row in txn
+            .open_table(GHOST_AVATARS)
+            .ctx(path, DURING)?
+            .iter()
+            .ctx(path, DURING)?
+        {
+            let (k, v) = row.ctx(path, DURING)?;
+            snap.ghost_avatars.insert(
+                gitter_bridge_core::GitterUserId::new(k.value()),
+                v.value().to_owned(),
+            );
+        }
         let meta = txn.open_table(META).ctx(path, DURING)?;
         snap.next_effect_id = meta
             .get(META_NEXT_EFFECT_ID)
@@ -743,6 +765,8 @@ struct Tables<'txn> {
     outbox: Table<'txn, u64, &'static [u8]>,
     queued: Table<'txn, (&'static str, &'static str, u64), &'static [u8]>,
     meta: Table<'txn, &'static str, u64>,
+    avatars: Table<'txn, &'static str, &'static str>,
+    ghost_avatars: Table<'txn, &'static str, &'static str>,
 }
 
 const WRITING: &str = "writing a change";
@@ -772,6 +796,8 @@ impl<'txn> Tables<'txn> {
             outbox: txn.open_table(OUTBOX).ctx(path, DURING)?,
             queued: txn.open_table(QUEUED).ctx(path, DURING)?,
             meta: txn.open_table(META).ctx(path, DURING)?,
+            avatars: txn.open_table(AVATARS).ctx(path, DURING)?,
+            ghost_avatars: txn.open_table(GHOST_AVATARS).ctx(path, DURING)?,
         })
     }
 
@@ -893,6 +919,16 @@ impl<'txn> Tables<'txn> {
             Change::SetNextEffectId(id) => {
                 self.meta
                     .insert(META_NEXT_EFFECT_ID, id.0)
+                    .ctx(path, WRITING)?;
+            }
+            Change::PutAvatar { url, mxc } => {
+                self.avatars
+                    .insert(url.as_str(), mxc.as_str())
+                    .ctx(path, WRITING)?;
+            }
+            Change::SetGhostAvatar(ghost, url) => {
+                self.ghost_avatars
+                    .insert(ghost.as_str(), url.as_str())
                     .ctx(path, WRITING)?;
             }
         }

@@ -49,6 +49,10 @@ pub(crate) const EVENTS: TableDefinition<u64, &str> = TableDefinition::new("even
 pub(crate) const QUEUED: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("queued");
 /// EffectId -> `Effect` not yet completed.
 pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// Avatar URL on the web -> the `mxc://` URI of its upload (schema version 5).
+pub(crate) const AVATARS: TableDefinition<&str, &str> = TableDefinition::new("avatars");
+/// Gitter user id -> the avatar URL its ghost's avatar was set from (schema version 5).
+pub(crate) const GHOST_AVATARS: TableDefinition<&str, &str> = TableDefinition::new("ghost_avatars");
 /// Name -> number: [`META_SCHEMA_VERSION`], [`META_NEXT_EFFECT_ID`], [`META_TOKEN_KEY_CHECK`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 

@@ -34,7 +34,7 @@ fn a_schema_2_store_written_by_the_old_main_migrates_and_loads_the_same_state() 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let before: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("schema2.json")).unwrap()).unwrap();
-    assert_eq!(SCHEMA_VERSION, 4);
+    assert_eq!(SCHEMA_VERSION, 5);
 
     let start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -46,6 +46,8 @@ fn a_schema_2_store_written_by_the_old_main_migrates_and_loads_the_same_state() 
     // Untouched tables load exactly as before.
     assert_tables_as_before(&snap, &before, UNTOUCHED);
     assert!(!snap.queued.is_empty());
+    // Version 5's tables are there, empty: ghosts get their avatars as they next speak.
+    assert!(snap.avatars.is_empty() && snap.ghost_avatars.is_empty());
     // The outbox holds three of the numbered effects, typed now.
     let outbox: Vec<_> = snap.outbox.values().cloned().collect();
     assert_eq!(

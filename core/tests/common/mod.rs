@@ -342,6 +342,7 @@ impl Harness {
                 r.events.push(ev.clone());
                 Ok(EffectOutput::EventSent(ev))
             }
+            MatrixCall::SetAvatar { .. } => Ok(EffectOutput::Done),
             MatrixCall::MirrorMedia { url, .. } => {
                 let Some(bytes) = self.web_files.get(url) else {
                     return Err(Failure::new(FailureKind::Rejected, "404 on the web"));

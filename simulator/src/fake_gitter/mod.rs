@@ -157,6 +157,7 @@ impl FakeGitter {
             )?,
         ];
         tracing::info!(%addr, %stream_addr, "fake gitter listening");
+        shared.lock().files_base = Some(format!("http://{addr}/_sim/gitter/files"));
         Ok(Self {
             base_url: format!("http://{addr}"),
             addr,

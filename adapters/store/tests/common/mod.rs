@@ -366,6 +366,14 @@ pub fn arb_change() -> impl Strategy<Value = Change> {
         )),
         (k(), k(), 0u64..4).prop_map(|(o, r, seq)| Change::DeleteQueued((user(o), groom(r), seq))),
         any::<u64>().prop_map(|id| Change::SetNextEffectId(EffectId(id))),
+        (k(), any::<u64>()).prop_map(|(u, m)| Change::PutAvatar {
+            url: format!("https://avatars.example/{u}"),
+            mxc: format!("mxc://example.org/{m}"),
+        }),
+        (k(), k()).prop_map(|(g, u)| Change::SetGhostAvatar(
+            GitterUserId::new(format!("g{g}")),
+            format!("https://avatars.example/{u}")
+        )),
     ]
 }
 

@@ -11,27 +11,28 @@ impl GitterState {
         m.insert("username".into(), json!(user.username));
         m.insert("displayName".into(), json!(user.display_name));
         m.insert("url".into(), json!(format!("/{}", user.username)));
-        m.insert(
-            "avatarUrl".into(),
-            json!(format!(
-                "https://avatars-05.gitter.im/gh/uv/4/{}",
-                user.username
-            )),
-        );
-        m.insert(
-            "avatarUrlSmall".into(),
-            json!(format!(
-                "https://avatars.githubusercontent.com/{}?s=60",
-                user.username
-            )),
-        );
-        m.insert(
-            "avatarUrlMedium".into(),
-            json!(format!(
-                "https://avatars.githubusercontent.com/{}?s=128",
-                user.username
-            )),
-        );
+        // Gitter's avatar service, or the fake's own files once it listens (the bridge
+        // downloads avatars, and the tests have no outside network).
+        let (avatar, small, medium) = match &self.files_base {
+            Some(base) => {
+                let file = format!("{base}/avatar-{}.png", user.username);
+                (file.clone(), file.clone(), file)
+            }
+            None => (
+                format!("https://avatars-05.gitter.im/gh/uv/4/{}", user.username),
+                format!(
+                    "https://avatars.githubusercontent.com/{}?s=60",
+                    user.username
+                ),
+                format!(
+                    "https://avatars.githubusercontent.com/{}?s=128",
+                    user.username
+                ),
+            ),
+        };
+        m.insert("avatarUrl".into(), json!(avatar));
+        m.insert("avatarUrlSmall".into(), json!(small));
+        m.insert("avatarUrlMedium".into(), json!(medium));
         if providers {
             m.insert("providers".into(), json!(["github"]));
         }

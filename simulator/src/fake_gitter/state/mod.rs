@@ -343,6 +343,9 @@ pub struct GitterState {
     next_stream_id: u64,
     faults: Faults,
     faye: faye::Faye,
+    /// Where the fake serves its files (`/_sim/gitter/files/`), once it listens: users'
+    /// avatars point there, so the bridge can download them.
+    pub files_base: Option<String>,
 }
 
 impl GitterState {
@@ -368,6 +371,7 @@ impl GitterState {
             next_stream_id: 1,
             faults: Faults::default(),
             faye: faye::Faye::default(),
+            files_base: None,
         }
     }
 
