@@ -63,6 +63,8 @@ pub enum Lane {
     Store,
     /// A ghost's profile picture: an avatar's download never holds a portal's messages.
     Ghost(OwnedUserId),
+    /// A portal's picture (`m.room.avatar`), apart from its messages for the same reason.
+    RoomAvatar(OwnedRoomId),
 }
 
 /// What to do, by destination. Matrix calls are made with the as_token, as their `sender`
@@ -341,6 +343,8 @@ pub enum RoomState {
     Name(String),
     /// `m.room.topic`.
     Topic(String),
+    /// `m.room.avatar`: the `mxc://` URI of the picture.
+    Avatar(String),
 }
 
 /// Calls to Gitter's REST API (`docs/gitter-api.md` §3), each made with the token of its
@@ -792,6 +796,13 @@ pub enum PortalThen {
         owner: OwnedUserId,
         /// The Gitter room.
         room: GitterRoomId,
+    },
+    /// The Gitter room's avatar at `url` is uploaded: remember it, and make it the portal's.
+    Avatar {
+        /// The portal.
+        room: OwnedRoomId,
+        /// The avatar's URL on the web.
+        url: String,
     },
 }
 

@@ -11,7 +11,7 @@
 use crate::bridge::Bridge;
 use crate::effect::{Action, Answer, GhostThen, Lane, MatrixCall, Then};
 use crate::ids::{GitterRoomId, OwnedUserId};
-use crate::input::{EffectOutput, GitterUser};
+use crate::input::GitterUser;
 use crate::state::{Change, GhostRecord};
 
 /// The localpart of the ghost of `username`: the template with `{username}` replaced,
@@ -257,83 +257,9 @@ impl Bridge {
                     self.on_ghost_registered(&mxid);
                 }
             }
-            GhostThen::Avatar { user, url } => match answer.result {
-                Ok(EffectOutput::Uploaded(uploaded)) => {
-                    self.change(Change::PutAvatar {
-                        url,
-                        mxc: uploaded.mxc.clone(),
-                    });
-                    self.continue_as(
-                        answer.id,
-                        answer.lane,
-                        Action::Matrix(MatrixCall::SetAvatar {
-                            user,
-                            mxc: uploaded.mxc,
-                        }),
-                        Then::Nothing,
-                    );
-                }
-                Ok(got) => self.unexpected(answer.id, answer.name, &got),
-                // The warning says why; the ghost keeps the picture it has until its Gitter
-                // avatar changes again.
-                Err(_) => {}
-            },
-        }
-    }
-
-    /// Whether the ghost of `user` has (or is getting) the avatar Gitter gives it.
-    fn avatar_is_current(&self, user: &GitterUser) -> bool {
-        user.avatar_url
-            .as_ref()
-            .is_none_or(|url| self.state.ghost_avatars.get(&user.id) == Some(url))
-    }
-
-    /// Gives the ghost its Gitter avatar when it has not got that one yet: uploaded once per
-    /// avatar URL (the store remembers the upload, for every ghost and portal that shows
-    /// it), in the ghost's own lane, so a slow picture never holds a portal's messages.
-    fn ensure_avatar(&mut self, user: &GitterUser, ghost: &GhostRecord) {
-        if self.avatar_is_current(user) {
-            return;
-        }
-        let Some(url) = user.avatar_url.clone() else {
-            return;
-        };
-        // Recorded now, so the ghost's next messages do not ask again; a failure is
-        // not retried until the avatar changes (its warning says why).
-        self.change(Change::SetGhostAvatar(user.id.clone(), url.clone()));
-        let lane = Lane::Ghost(ghost.mxid.clone());
-        if !ghost.registered {
-            // The profile needs the user; registering twice is harmless (M_USER_IN_USE).
-            self.emit(
-                lane.clone(),
-                Action::Matrix(MatrixCall::RegisterGhost {
-                    user: ghost.mxid.clone(),
-                }),
-            );
-        }
-        match self.state.avatars.get(&url).cloned() {
-            Some(mxc) => {
-                self.emit(
-                    lane,
-                    Action::Matrix(MatrixCall::SetAvatar {
-                        user: ghost.mxid.clone(),
-                        mxc,
-                    }),
-                );
-            }
-            None => {
-                self.ask(
-                    lane,
-                    Action::Matrix(MatrixCall::MirrorMedia {
-                        url: url.clone(),
-                        name: "avatar".to_owned(),
-                    }),
-                    Then::Ghost(GhostThen::Avatar {
-                        user: ghost.mxid.clone(),
-                        url,
-                    }),
-                );
-            }
+            GhostThen::Avatar { user, url } => self.on_picture_uploaded(url, answer, |mxc| {
+                Action::Matrix(MatrixCall::SetAvatar { user, mxc })
+            }),
         }
     }
 

@@ -310,6 +310,8 @@ pub struct GitterRoom {
     pub user_count: Option<u64>,
     /// `roomMember`: `false` for rooms listed only because of an unread mention.
     pub room_member: Option<bool>,
+    /// `avatarUrl`, when present.
+    pub avatar_url: Option<String>,
 }
 
 /// A Gitter chat message.

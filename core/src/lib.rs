@@ -57,6 +57,7 @@
 #![warn(missing_docs)]
 #![warn(unreachable_pub)]
 
+mod avatars;
 mod bridge;
 mod commands;
 mod config;

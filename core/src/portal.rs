@@ -5,7 +5,7 @@
 //! join lazily before they first speak, or all at creation for rooms smaller than the eager
 //! threshold. An owner who leaves keeps the Gitter membership; `invite` re-opens the portal.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::bridge::Bridge;
 use crate::effect::{
@@ -41,6 +41,9 @@ pub(crate) struct Portals {
     /// reaches the bridge (a lost answer is found again by its alias only after a backoff).
     /// Not persisted: after a restart such a portal shows as invited until the owner rejoins.
     early_joins: VecDeque<(OwnedRoomId, OwnedUserId)>,
+    /// The picture of each Gitter room as last listed (in memory: the next listing after a
+    /// restart says it again), for portals whose room is created later.
+    room_avatars: HashMap<GitterRoomId, String>,
 }
 
 /// How many early joins are remembered (a bound: any room the AS hears of could send one).
@@ -118,6 +121,16 @@ impl Portals {
     }
 
     /// The owners of the portals of a Gitter room (any state), in order.
+    /// Remembers a Gitter room's picture as listed.
+    pub(crate) fn set_room_avatar(&mut self, room: &GitterRoomId, url: String) {
+        self.room_avatars.insert(room.clone(), url);
+    }
+
+    /// A Gitter room's picture as last listed.
+    pub(crate) fn room_avatar(&self, room: &GitterRoomId) -> Option<&str> {
+        self.room_avatars.get(room).map(String::as_str)
+    }
+
     pub(crate) fn owners(&self, room: &GitterRoomId) -> Vec<OwnedUserId> {
         self.owners
             .get(room)
@@ -134,6 +147,7 @@ impl Portals {
 impl Bridge {
     /// Records (or refreshes) what we know of a Gitter room, keeping its cursor and reader.
     pub(crate) fn remember_room(&mut self, room: &GitterRoom) {
+        self.note_room_avatar(room);
         let existing = self.state.gitter_rooms.get(&room.id).cloned();
         let record = match existing {
             Some(mut r) => {
@@ -328,6 +342,10 @@ impl Bridge {
             }
             // Eager ghost joins are a nicety: the ghosts join as they speak.
             (PortalThen::Members { .. }, Err(_)) => {}
+            (PortalThen::Avatar { room, url }, result) => {
+                let answer = Answer { result, ..answer };
+                self.on_room_avatar_uploaded(room, url, answer)
+            }
             (PortalThen::History { owner, room }, result) => {
                 let answer = Answer { result, ..answer };
                 self.on_history(owner, room, answer)
@@ -385,6 +403,7 @@ impl Bridge {
             );
             return;
         }
+        self.room_avatar_on_creation(&room, room_id.clone());
         let small = self
             .state
             .gitter_rooms

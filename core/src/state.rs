@@ -206,6 +206,8 @@ pub enum Change {
     },
     /// A ghost's avatar is (being) set from the avatar at `url`.
     SetGhostAvatar(GitterUserId, String),
+    /// A portal's avatar is (being) set from its Gitter room's avatar at `url`.
+    SetPortalAvatar(OwnedRoomId, String),
 }
 
 /// The changes of one step, in order. Empty when the step changed nothing.
@@ -260,6 +262,8 @@ pub struct Snapshot {
     pub avatars: BTreeMap<String, String>,
     /// The avatar URL each ghost's avatar was set from.
     pub ghost_avatars: BTreeMap<GitterUserId, String>,
+    /// The avatar URL each portal's avatar was set from.
+    pub portal_avatars: BTreeMap<OwnedRoomId, String>,
 }
 
 impl Snapshot {
@@ -336,6 +340,9 @@ impl Snapshot {
             Change::SetGhostAvatar(ghost, url) => {
                 self.ghost_avatars.insert(ghost.clone(), url.clone());
             }
+            Change::SetPortalAvatar(room, url) => {
+                self.portal_avatars.insert(room.clone(), url.clone());
+            }
         }
     }
 
@@ -403,6 +410,7 @@ impl Snapshot {
             next_effect_id: self.next_effect_id,
             avatars: self.avatars.clone(),
             ghost_avatars: self.ghost_avatars.clone(),
+            portal_avatars: self.portal_avatars.clone(),
         }
     }
 

@@ -454,3 +454,41 @@ fn an_avatar_that_cannot_be_downloaded_is_not_asked_for_again_and_holds_nothing(
     assert_eq!(tries, 1);
     assert_eq!(bodies_in(&h, &portal), ["one", "two"]);
 }
+
+#[test]
+fn a_portal_gets_its_gitter_rooms_picture_once() {
+    let mut h = Harness::new();
+    let picture = "https://avatars.example/org.png";
+    h.web_files.insert(picture.into(), vec![5; 10]);
+    let room = h.add_gitter_room("org/chat", &["alice", "carol"]);
+    h.gitter.get_mut(&room).unwrap().room.avatar_url = Some(picture.into());
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    let portal = h.portal(&alice, &room).unwrap();
+    let set = |h: &Harness| -> Vec<(OwnedRoomId, String)> {
+        h.log
+            .iter()
+            .filter_map(|e| match &e.action {
+                Action::Matrix(MatrixCall::SetRoomState {
+                    room,
+                    state: RoomState::Avatar(mxc),
+                    ..
+                }) => Some((room.clone(), mxc.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(set(&h), [(portal.clone(), h.uploads[0].1.clone())]);
+    // Carol's portal of the same room reuses the upload; a later listing changes nothing.
+    let (carol, control) = h.logged_in_user("carol", "carol");
+    let carols = h.portal(&carol, &room).unwrap();
+    h.say(&control, &carol, "list");
+    h.settle();
+    assert_eq!(h.uploads.len(), 1);
+    assert_eq!(
+        set(&h),
+        [
+            (portal, h.uploads[0].1.clone()),
+            (carols, h.uploads[0].1.clone())
+        ]
+    );
+}

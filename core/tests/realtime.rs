@@ -42,6 +42,7 @@ fn bob_opens_a_one_to_one_with(h: &mut Harness, user: &OwnedUserId) -> GitterRoo
         uri: None,
         one_to_one: true,
         room_member: Some(true),
+        avatar_url: None,
         ..h.gitter[&room].room.clone()
     };
     realtime(
@@ -331,6 +332,7 @@ fn a_room_joined_elsewhere_opens_a_portal_and_one_left_elsewhere_closes_it() {
     let room = h.add_gitter_room("org/new", &["alice", "bob"]);
     let listed = GitterRoom {
         room_member: Some(true),
+        avatar_url: None,
         ..h.gitter[&room].room.clone()
     };
     // Listed only for a mention: not joined, no portal.
@@ -340,6 +342,7 @@ fn a_room_joined_elsewhere_opens_a_portal_and_one_left_elsewhere_closes_it() {
             user: alice.clone(),
             room: GitterRoom {
                 room_member: Some(false),
+                avatar_url: None,
                 ..listed.clone()
             },
         },
@@ -414,6 +417,7 @@ fn the_join_command_does_not_open_the_portal_twice_when_gitter_reports_it() {
         user: alice.clone(),
         room: GitterRoom {
             room_member: Some(true),
+            avatar_url: None,
             ..h.gitter[&room].room.clone()
         },
     }));

@@ -210,6 +210,7 @@ impl From<Room> for GitterRoom {
             one_to_one: r.one_to_one,
             user_count: r.user_count,
             room_member: r.room_member,
+            avatar_url: r.avatar_url,
         }
     }
 }

@@ -152,6 +152,7 @@ impl MatrixClient {
             } => {
                 let (event_type, content) = match state {
                     RoomState::Name(name) => ("m.room.name", serde_json::json!({ "name": name })),
+                    RoomState::Avatar(mxc) => ("m.room.avatar", serde_json::json!({ "url": mxc })),
                     RoomState::Topic(topic) => {
                         ("m.room.topic", serde_json::json!({ "topic": topic }))
                     }

@@ -53,6 +53,20 @@ pub enum FetchError {
     Network(String),
 }
 
+/// Tries after the first of a download that failed for a reason that can pass.
+pub const RETRIES: usize = 2;
+
+impl FetchError {
+    /// Whether trying again may help.
+    fn can_pass(&self) -> bool {
+        match self {
+            FetchError::Network(_) => true,
+            FetchError::Status(status) => *status == 429 || *status >= 500,
+            FetchError::Refused(_) | FetchError::TooLarge(_) => false,
+        }
+    }
+}
+
 /// Downloads files from the web within [`FetchConfig`]. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Fetcher {
@@ -84,11 +98,33 @@ impl Fetcher {
         Ok(Fetcher { http, config })
     }
 
-    /// Downloads `url`: its bytes and content type.
+    /// Downloads `url`: its bytes and content type. A failure that can pass (the network, a
+    /// time-out, a 5xx or 429) is tried [`RETRIES`] more times, a second and then two apart;
+    /// after that the message's link stands in (a web server that keeps failing must not
+    /// hold a portal's messages).
     pub async fn fetch(&self, url: &str) -> Result<(Bytes, String), FetchError> {
+        use backon::{ExponentialBuilder, Retryable};
         let parsed = Url::parse(url).map_err(|e| FetchError::Refused(format!("{url}: {e}")))?;
         check_url(&parsed, self.config.allow_private).map_err(FetchError::Refused)?;
-        let network = |e: reqwest::Error| FetchError::Network(e.without_url().to_string());
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_times(RETRIES);
+        (|| self.fetch_once(parsed.clone()))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(FetchError::can_pass)
+            .await
+    }
+
+    async fn fetch_once(&self, parsed: Url) -> Result<(Bytes, String), FetchError> {
+        let network = |e: reqwest::Error| {
+            // A redirect the policy refused is the URL's fault, not the network's.
+            if e.is_redirect() {
+                FetchError::Refused(e.without_url().to_string())
+            } else {
+                FetchError::Network(e.without_url().to_string())
+            }
+        };
         let mut response = self.http.get(parsed).send().await.map_err(network)?;
         let status = response.status();
         if !status.is_success() {

@@ -44,8 +44,9 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 /// The schema version this binary writes and reads.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
-/// Version 4 -> 5: the avatars uploaded and the avatar each ghost was given (issue 17): two
-/// new tables, empty, so ghosts get their avatars as they next speak.
+/// Version 4 -> 5: the avatars uploaded and the avatar each ghost and portal was given
+/// (issue 17): three new tables, empty, so ghosts get their avatars as they next speak and
+/// portals as their rooms are next listed.
 fn v4_avatars(
     txn: &WriteTransaction,
     path: &Path,
@@ -54,6 +55,7 @@ fn v4_avatars(
     const DURING: &str = "migrating to schema version 5";
     txn.open_table(schema::AVATARS).ctx(path, DURING)?;
     txn.open_table(schema::GHOST_AVATARS).ctx(path, DURING)?;
+    txn.open_table(schema::PORTAL_AVATARS).ctx(path, DURING)?;
     Ok(())
 }
 

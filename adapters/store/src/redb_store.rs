@@ -23,7 +23,7 @@ use crate::migrate::{self, MIGRATIONS, Migration};
 use crate::schema::{
     AVATARS, CURSORS, EVENTS, GHOST_AVATARS, GHOSTS, GITTER_ROOMS, LOGIN_LINKS, MAPPINGS, META,
     META_NEXT_EFFECT_ID, META_NEXT_PORTAL_NO, META_TOKEN_KEY_CHECK, OAUTH_STATES, OUTBOX,
-    PORTAL_NUMBERS, PORTALS, QUEUED, REFUSED_ROOMS, TRANSACTIONS, USERS,
+    PORTAL_AVATARS, PORTAL_NUMBERS, PORTALS, QUEUED, REFUSED_ROOMS, TRANSACTIONS, USERS,
 };
 use crate::seal::{SealError, Sealer, TokenKey};
 use crate::{Pruned, Store};
@@ -482,6 +482,22 @@ impl RedbStore {
                 v.value().to_owned(),
             );
         }
+        for row in txn
+            .open_table(PORTAL_AVATARS)
+            .ctx(path, DURING)?
+            .iter()
+            .ctx(path, DURING)?
+        {
+            let (k, v) = row.ctx(path, DURING)?;
+            let room =
+                k.value()
+                    .try_into()
+                    .map_err(|e: ruma::IdParseError| StoreError::Corrupt {
+                        path: path.to_path_buf(),
+                        detail: format!("portal_avatars holds an invalid room id: {e}"),
+                    })?;
+            snap.portal_avatars.insert(room, v.value().to_owned());
+        }
         let meta = txn.open_table(META).ctx(path, DURING)?;
         snap.next_effect_id = meta
             .get(META_NEXT_EFFECT_ID)
@@ -767,6 +783,7 @@ struct Tables<'txn> {
     meta: Table<'txn, &'static str, u64>,
     avatars: Table<'txn, &'static str, &'static str>,
     ghost_avatars: Table<'txn, &'static str, &'static str>,
+    portal_avatars: Table<'txn, &'static str, &'static str>,
 }
 
 const WRITING: &str = "writing a change";
@@ -798,6 +815,7 @@ impl<'txn> Tables<'txn> {
             meta: txn.open_table(META).ctx(path, DURING)?,
             avatars: txn.open_table(AVATARS).ctx(path, DURING)?,
             ghost_avatars: txn.open_table(GHOST_AVATARS).ctx(path, DURING)?,
+            portal_avatars: txn.open_table(PORTAL_AVATARS).ctx(path, DURING)?,
         })
     }
 
@@ -929,6 +947,11 @@ impl<'txn> Tables<'txn> {
             Change::SetGhostAvatar(ghost, url) => {
                 self.ghost_avatars
                     .insert(ghost.as_str(), url.as_str())
+                    .ctx(path, WRITING)?;
+            }
+            Change::SetPortalAvatar(room, url) => {
+                self.portal_avatars
+                    .insert(room.as_str(), url.as_str())
                     .ctx(path, WRITING)?;
             }
         }

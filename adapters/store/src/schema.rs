@@ -53,6 +53,9 @@ pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("out
 pub(crate) const AVATARS: TableDefinition<&str, &str> = TableDefinition::new("avatars");
 /// Gitter user id -> the avatar URL its ghost's avatar was set from (schema version 5).
 pub(crate) const GHOST_AVATARS: TableDefinition<&str, &str> = TableDefinition::new("ghost_avatars");
+/// Portal's Matrix room id -> the avatar URL its avatar was set from (schema version 5).
+pub(crate) const PORTAL_AVATARS: TableDefinition<&str, &str> =
+    TableDefinition::new("portal_avatars");
 /// Name -> number: [`META_SCHEMA_VERSION`], [`META_NEXT_EFFECT_ID`], [`META_TOKEN_KEY_CHECK`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 

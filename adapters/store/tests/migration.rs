@@ -48,6 +48,7 @@ fn a_schema_2_store_written_by_the_old_main_migrates_and_loads_the_same_state() 
     assert!(!snap.queued.is_empty());
     // Version 5's tables are there, empty: ghosts get their avatars as they next speak.
     assert!(snap.avatars.is_empty() && snap.ghost_avatars.is_empty());
+    assert!(snap.portal_avatars.is_empty());
     // The outbox holds three of the numbered effects, typed now.
     let outbox: Vec<_> = snap.outbox.values().cloned().collect();
     assert_eq!(

@@ -213,6 +213,7 @@ impl Harness {
                     one_to_one: false,
                     user_count: Some(members.len() as u64),
                     room_member: None,
+                    avatar_url: None,
                 },
                 members: members.iter().map(|m| m.to_string()).collect(),
                 messages: Vec::new(),

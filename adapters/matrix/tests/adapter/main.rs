@@ -5,6 +5,7 @@
 mod helpers;
 
 mod client;
+mod fetch;
 mod parse;
 mod registration;
 mod retry;

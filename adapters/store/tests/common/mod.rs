@@ -370,6 +370,10 @@ pub fn arb_change() -> impl Strategy<Value = Change> {
             url: format!("https://avatars.example/{u}"),
             mxc: format!("mxc://example.org/{m}"),
         }),
+        (k(), k()).prop_map(|(r, u)| Change::SetPortalAvatar(
+            room(r),
+            format!("https://avatars.example/{u}")
+        )),
         (k(), k()).prop_map(|(g, u)| Change::SetGhostAvatar(
             GitterUserId::new(format!("g{g}")),
             format!("https://avatars.example/{u}")

@@ -68,9 +68,13 @@ impl GitterState {
         m.insert("id".into(), json!(room.id));
         m.insert("name".into(), json!(name));
         m.insert("topic".into(), json!(room.topic));
-        let avatar = match (other, &room.uri) {
-            (Some(u), _) => format!("https://avatars-05.gitter.im/gh/uv/4/{}", u.username),
-            (None, _) => format!("https://avatars-05.gitter.im/group/iv/4/{}", room.group_id),
+        // A one-to-one room shows the other user's avatar; the fake's own files once it
+        // listens (see `user_json`).
+        let avatar = match (other, &self.files_base) {
+            (Some(u), Some(base)) => format!("{base}/avatar-{}.png", u.username),
+            (None, Some(base)) => format!("{base}/group-{}.png", room.group_id),
+            (Some(u), None) => format!("https://avatars-05.gitter.im/gh/uv/4/{}", u.username),
+            (None, None) => format!("https://avatars-05.gitter.im/group/iv/4/{}", room.group_id),
         };
         m.insert("avatarUrl".into(), json!(avatar));
         if let Some(uri) = &room.uri {
