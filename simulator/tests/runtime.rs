@@ -830,5 +830,21 @@ async fn a_gitter_image_arrives_as_an_m_image_with_its_bytes_and_a_missing_one_a
         bytes,
         gitter_bridge_sim::fake_gitter::http::sim_file_bytes("avatar-bob.png")
     );
+
+    // The portal wears the lobby's picture.
+    let bot = w.bot();
+    let avatar_state = |w: &World| {
+        w.hs.with_state(|s| s.get_state(&bot, &portal, "m.room.avatar", ""))
+    };
+    w.wait_hs("the portal's avatar", WAIT, |_| avatar_state(&w).is_ok())
+        .await
+        .unwrap();
+    let url = avatar_state(&w).unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (server, id) = url.trim_start_matches("mxc://").split_once('/').unwrap();
+    let (_, bytes) = w.hs.with_state(|s| s.media(server, id).cloned()).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG"), "{url}");
     w.shutdown().await;
 }
