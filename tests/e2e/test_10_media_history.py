@@ -1,6 +1,7 @@
-"""Media and history (issue 17), against the real Synapse: a new portal starts with its
-room's past at the times Gitter gave, and a Matrix image reaches Gitter as a signed link
-that serves its bytes to anyone holding it, and only to them."""
+"""Media, avatars and history (issue 17), against the real Synapse: a new portal starts with
+its room's past at the times Gitter gave, and so does a message caught up after a restart; a
+Matrix image reaches Gitter as a signed link that serves its bytes to anyone holding it, and
+only to them; a Gitter image arrives as an m.image with its bytes; ghosts wear their avatars."""
 
 from datetime import datetime
 from urllib.parse import quote
@@ -148,3 +149,16 @@ async def test_a_ghost_has_its_gitter_avatar(env, people, gitter):
     async with http().get(download, headers=headers) as resp:
         assert resp.status == 200
         assert await resp.read() == on_gitter
+
+
+@scenario
+async def test_a_message_caught_up_after_a_restart_shows_its_gitter_time(env, people, gitter, bridge):
+    carol = await people.logged_in("carol", ["gitter-bridge/lobby"])
+    lobby = await people.portal("carol", "gitter-bridge/lobby")
+    await bridge.stop()
+    text = unique("while the bridge was down")
+    posted = await gitter.post("gitter-bridge/lobby", "bob", text)
+    # The start takes a while (a process, its checks): the message comes older than it was.
+    await bridge.start()
+    event = await carol.wait_body(lobby, env.ghost("bob"), text)
+    assert event["origin_server_ts"] == gitter_ms(posted["sent"]), (event, posted)
