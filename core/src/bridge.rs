@@ -442,6 +442,12 @@ impl Bridge {
         let pending: Vec<Effect> = self.state.outbox.values().cloned().collect();
         for mut effect in pending {
             match (&mut effect.action, &effect.then) {
+                // A new portal's history read is replayed with the rest (its lane's order
+                // puts it before the portal's creation, crate::history); dropped, the portal
+                // would start empty without a word.
+                (_, Then::Portal(crate::PortalThen::History { .. })) => {
+                    self.step.execute(effect);
+                }
                 // Stream control and catch-up reads are re-derived below, not replayed; a
                 // pass of pruning starts again on its timer.
                 (

@@ -70,10 +70,16 @@ impl Bridge {
                 return;
             }
         };
-        // What came live during the read waits in the queue: the history goes before it.
-        let live = self.take_queued(&owner, &room);
+        // What came live during the read waits in the queue. The history goes first, in
+        // Gitter's order, each message once: one that also came live keeps its place in the
+        // history (a later one may not have reached the stream yet), and the live ones the
+        // read did not see follow.
+        let mut live = self.take_queued(&owner, &room);
         for message in messages {
-            if let Some(message) = self.history_message(&owner, &room, message) {
+            if let Some(pos) = live.iter().position(|m| m.id == message.id) {
+                let queued = live.remove(pos);
+                self.queue_for_portal(&owner, &room, &queued);
+            } else if let Some(message) = self.history_message(&owner, &room, message) {
                 self.queue_for_portal(&owner, &room, &message);
             }
         }
@@ -82,21 +88,22 @@ impl Bridge {
         }
     }
 
-    /// A message of the history as the portal gets it: as edited since, and only if it is
-    /// not queued or bridged for this portal yet (its mapping is recorded here, as a live
-    /// message's is when it is queued).
+    /// A message of the history as the portal gets it: as edited since, and only if it was
+    /// not bridged into this portal (its mapping is recorded here, as a live message's is
+    /// when it is queued). A mapping without an event is no bridging: it is left from a try
+    /// to create the portal that failed, whose queue was dropped.
     fn history_message(
         &mut self,
         owner: &OwnedUserId,
         room: &GitterRoomId,
         message: GitterMessage,
     ) -> Option<GitterMessage> {
-        if self.realtime.was_removed(&message.id)
-            || self
-                .state
-                .messages
-                .contains_key(&(owner.clone(), message.id.clone()))
-        {
+        let bridged = self
+            .state
+            .messages
+            .get(&(owner.clone(), message.id.clone()))
+            .is_some_and(|m| m.event_id.is_some());
+        if self.realtime.was_removed(&message.id) || bridged {
             return None;
         }
         let message = self

@@ -232,6 +232,68 @@ fn a_message_that_comes_live_during_the_history_read_is_bridged_once_after_it() 
     );
 }
 
+/// Bob logs in and runs until his portal's history read is the next effect.
+fn bob_until_his_history_read(h: &mut Harness) -> OwnedUserId {
+    let bob = uid("bob");
+    let control = h.dm_bot(&bob, &[]);
+    h.start_login(&control, "bob");
+    let history_read = |e: &Effect| {
+        matches!(&e.lane, Lane::Portal { owner, .. } if *owner == bob)
+            && matches!(
+                e.action,
+                Action::Gitter {
+                    call: GitterCall::FetchMessages { after: None, .. },
+                    ..
+                }
+            )
+    };
+    while !h.pending.front().is_some_and(history_read) {
+        h.complete_next().expect("bob's history is read");
+    }
+    bob
+}
+
+#[test]
+fn a_live_message_the_history_also_holds_keeps_its_place_in_it() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice", "bob", "carol"]);
+    let (_alice, _) = h.logged_in_user("alice", "alice");
+    let bob = bob_until_his_history_read(&mut h);
+    // m1 comes live during the read; m2 is on Gitter before the read is answered, but the
+    // stream has not brought it yet.
+    h.gitter_says(&room, "carol", "m1");
+    h.gitter_post(&room, "carol", "m2");
+    h.settle();
+    let bobs = h.portal(&bob, &room).unwrap();
+    assert_eq!(bodies_in(&h, &bobs), ["m1", "m2"]);
+}
+
+#[test]
+fn a_restart_during_the_history_read_reads_it_again() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice", "bob"]);
+    h.gitter_post(&room, "alice", "from before");
+    let bob = bob_until_his_history_read(&mut h);
+    h.restart();
+    h.settle();
+    let bobs = h.portal(&bob, &room).unwrap();
+    assert_eq!(bodies_in(&h, &bobs), ["from before"]);
+}
+
+#[test]
+fn a_portal_whose_creation_failed_gets_its_history_on_the_next_try() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice", "bob"]);
+    h.gitter_post(&room, "bob", "old news");
+    h.fail_next("create_room", FailureKind::Rejected, 1);
+    let (alice, control) = h.logged_in_user("alice", "alice");
+    assert!(h.portal(&alice, &room).is_none());
+    h.say(&control, &alice, "invite org/chat");
+    h.settle();
+    let portal = h.portal(&alice, &room).unwrap();
+    assert_eq!(bodies_in(&h, &portal), ["old news"]);
+}
+
 #[test]
 fn with_backfill_off_a_new_portal_starts_empty() {
     let mut c = config();
