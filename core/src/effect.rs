@@ -275,10 +275,10 @@ pub struct ImageMessage {
     pub name: String,
     /// `url`: the `mxc://` URI of the upload.
     pub mxc: String,
-    /// `info.mimetype`.
-    pub mimetype: String,
-    /// `info.size`, bytes.
-    pub size: u64,
+    /// `info.mimetype`, when known.
+    pub mimetype: Option<String>,
+    /// `info.size`, bytes, when known.
+    pub size: Option<u64>,
     /// The thread the image is in, when any.
     pub thread: Option<ThreadRef>,
 }

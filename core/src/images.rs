@@ -74,6 +74,30 @@ impl Bridge {
                 thread: thread.clone(),
                 ts,
             };
+            let own = self
+                .config
+                .media_key
+                .as_ref()
+                .and_then(|key| own_media(&pending.url, &self.config.public_url, key));
+            if let Some(mxc) = own {
+                let image = ImageMessage {
+                    name: pending.name,
+                    mxc,
+                    mimetype: None,
+                    size: None,
+                    thread: pending.thread,
+                };
+                self.emit(
+                    lane.clone(),
+                    Action::Matrix(MatrixCall::SendImage {
+                        room: pending.room,
+                        sender: pending.sender,
+                        image,
+                        ts: pending.ts,
+                    }),
+                );
+                continue;
+            }
             match self.images.get(&pending.url).cloned() {
                 Some(uploaded) => {
                     self.emit(lane.clone(), send_image(pending, uploaded));
@@ -118,12 +142,36 @@ fn send_image(pending: PendingImage, uploaded: Uploaded) -> Action {
         image: ImageMessage {
             name: pending.name,
             mxc: uploaded.mxc,
-            mimetype: uploaded.content_type,
-            size: uploaded.size,
+            mimetype: Some(uploaded.content_type),
+            size: Some(uploaded.size),
             thread: pending.thread,
         },
         ts: pending.ts,
     })
+}
+
+/// The `mxc://` URI behind a link to this bridge's own media page (a Matrix file sent to
+/// Gitter, seen again in another portal of the room): the homeserver has the file already,
+/// and fetching it through the page would only spend the page's permits.
+fn own_media(url: &str, public_url: &str, key: &crate::MediaKey) -> Option<String> {
+    let rest = url
+        .strip_prefix(public_url.trim_end_matches('/'))?
+        .strip_prefix("/media/")?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(|d| d.into_owned())
+    };
+    let mut parts = rest.split('/');
+    let signature = parts.next()?;
+    let server = decode(parts.next()?)?;
+    let media_id = decode(parts.next()?)?;
+    let name = decode(parts.next()?)?;
+    if parts.next().is_some() || !key.verify(signature, &server, &media_id, &name) {
+        return None;
+    }
+    Some(format!("mxc://{server}/{media_id}"))
 }
 
 /// The last path segment of a URL, as a file name (`image` when it has none).
@@ -140,7 +188,21 @@ fn file_name(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::file_name;
+    use super::{file_name, own_media};
+
+    #[test]
+    fn a_link_to_the_bridges_own_media_page_names_its_file() {
+        let key = crate::MediaKey::derive(b"k");
+        let path = crate::media_path(&key, "hs.example", "AbC", "a b.png");
+        let url = format!("https://bridge.example{path}");
+        assert_eq!(
+            own_media(&url, "https://bridge.example/", &key).as_deref(),
+            Some("mxc://hs.example/AbC")
+        );
+        let tampered = url.replace("AbC", "AbD");
+        assert_eq!(own_media(&tampered, "https://bridge.example", &key), None);
+        assert_eq!(own_media(&url, "https://other.example", &key), None);
+    }
 
     #[test]
     fn an_image_without_alt_text_is_named_after_its_url() {

@@ -48,7 +48,9 @@ use crate::ready::{Peer, Reachability};
 use crate::web::{self, MetricsState, WebKind, WebRequest, WebState};
 
 /// Longest time the download of one image of a Gitter message may take.
-const MEDIA_DOWNLOAD_TIME_LIMIT: Duration = Duration::from_secs(60);
+const MEDIA_DOWNLOAD_TIME_LIMIT: Duration = Duration::from_secs(30);
+/// Largest picture downloaded from the web (or `web.media_max_bytes`, when smaller).
+const MEDIA_DOWNLOAD_MAX_BYTES: u64 = 10 * 1024 * 1024;
 
 /// Inputs handled together and committed in one store transaction, at most.
 const MAX_BATCH: usize = 256;
@@ -273,7 +275,7 @@ pub async fn start_on(config: Config, listeners: Listeners) -> Result<Running, S
     );
     // The images of Gitter messages, downloaded as a stranger would (adapters/matrix fetch).
     client_config.fetch = Some(gitter_bridge_matrix::fetch::FetchConfig {
-        max_bytes: config.core.media_max_bytes,
+        max_bytes: config.core.media_max_bytes.min(MEDIA_DOWNLOAD_MAX_BYTES),
         time_limit: MEDIA_DOWNLOAD_TIME_LIMIT,
         allow_private: config.media_allow_private_addresses,
     });

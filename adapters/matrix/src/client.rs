@@ -500,6 +500,16 @@ impl MatrixClient {
             ))
         })?;
         let (bytes, content_type) = fetcher.fetch(url).await.map_err(download)?;
+        // Only pictures are put on the homeserver (images and avatars are all it fetches).
+        if !content_type
+            .trim()
+            .to_ascii_lowercase()
+            .starts_with("image/")
+        {
+            return Err(download(crate::fetch::FetchError::Refused(format!(
+                "{content_type} is not an image"
+            ))));
+        }
         let size = bytes.len() as u64;
         let mxc = self
             .upload_media(&self.inner.bot, bytes, &content_type, Some(name))
@@ -1031,10 +1041,16 @@ pub fn image_content(image: &gitter_bridge_core::ImageMessage) -> Value {
         "msgtype": "m.image",
         "body": image.name,
         "url": image.mxc,
-        "info": { "mimetype": image.mimetype, "size": image.size },
+        "info": {},
         // An image says nothing of anyone: no one is pinged by it.
         "m.mentions": {},
     });
+    if let Some(mimetype) = &image.mimetype {
+        v["info"]["mimetype"] = json!(mimetype);
+    }
+    if let Some(size) = image.size {
+        v["info"]["size"] = json!(size);
+    }
     if let Some(thread) = &image.thread {
         v["m.relates_to"] = thread_relation(thread);
     }

@@ -48,9 +48,13 @@ pub enum FetchError {
     /// Larger than the cap.
     #[error("larger than {0} bytes")]
     TooLarge(u64),
-    /// The connection or the transfer failed (time-outs included).
+    /// The connection or the transfer failed.
     #[error("the download failed: {0}")]
     Network(String),
+    /// The download took longer than its time limit (not tried again: a server that
+    /// trickles would hold the portal's messages for as many limits).
+    #[error("the download took longer than its time limit")]
+    TimedOut,
 }
 
 /// Tries after the first of a download that failed for a reason that can pass.
@@ -62,7 +66,7 @@ impl FetchError {
         match self {
             FetchError::Network(_) => true,
             FetchError::Status(status) => *status == 429 || *status >= 500,
-            FetchError::Refused(_) | FetchError::TooLarge(_) => false,
+            FetchError::Refused(_) | FetchError::TooLarge(_) | FetchError::TimedOut => false,
         }
     }
 }
@@ -72,14 +76,20 @@ impl FetchError {
 pub struct Fetcher {
     http: reqwest::Client,
     config: FetchConfig,
+    /// Downloads at once, in all: each holds up to `max_bytes` in memory.
+    running: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most downloads at once.
+pub const MAX_DOWNLOADS: usize = 4;
 
 impl Fetcher {
     /// A fetcher for `config`.
     pub fn new(config: FetchConfig) -> Result<Fetcher, FetchError> {
         let allow_private = config.allow_private;
         let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= MAX_REDIRECTS {
+            // `previous` holds the URLs before this one, the first request's included.
+            if attempt.previous().len() > MAX_REDIRECTS {
                 return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
             }
             match check_url(attempt.url(), allow_private) {
@@ -91,11 +101,17 @@ impl Fetcher {
             .timeout(config.time_limit)
             .connect_timeout(Duration::from_secs(10))
             .redirect(redirects)
+            // A proxy would resolve the name itself, past the resolver's check.
+            .no_proxy()
             .dns_resolver(Arc::new(PublicResolver { allow_private }))
             .user_agent(concat!("gitter-bridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| FetchError::Network(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Fetcher { http, config })
+        Ok(Fetcher {
+            http,
+            config,
+            running: Arc::new(tokio::sync::Semaphore::new(MAX_DOWNLOADS)),
+        })
     }
 
     /// Downloads `url`: its bytes and content type. A failure that can pass (the network, a
@@ -117,10 +133,17 @@ impl Fetcher {
     }
 
     async fn fetch_once(&self, parsed: Url) -> Result<(Bytes, String), FetchError> {
+        let _turn = self
+            .running
+            .acquire()
+            .await
+            .map_err(|_| FetchError::Network("the fetcher is closed".to_owned()))?;
         let network = |e: reqwest::Error| {
             // A redirect the policy refused is the URL's fault, not the network's.
             if e.is_redirect() {
                 FetchError::Refused(e.without_url().to_string())
+            } else if e.is_timeout() {
+                FetchError::TimedOut
             } else {
                 FetchError::Network(e.without_url().to_string())
             }
@@ -225,13 +248,27 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let seg = ip.segments();
+    let first = seg[0];
+    let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    // Addresses that carry an IPv4 address reach it: NAT64 (64:ff9b::/96), 6to4 (2002::/16)
+    // and the deprecated IPv4-compatible form (::a.b.c.d).
+    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return is_public_v4(embedded(seg[6], seg[7]));
+    }
+    if first == 0x2002 {
+        return is_public_v4(embedded(seg[1], seg[2]));
+    }
+    if seg[..6] == [0; 6] {
+        return false;
+    }
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
-        // fc00::/7 unique local, fe80::/10 link-local.
+        // fc00::/7 unique local, fe80::/10 link-local, fec0::/10 site-local.
         || (first & 0xfe00) == 0xfc00
         || (first & 0xffc0) == 0xfe80
+        || (first & 0xffc0) == 0xfec0
         // 2001:db8::/32 documentation.
         || (first == 0x2001 && ip.segments()[1] == 0x0db8))
 }
@@ -257,6 +294,10 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::1",
+            "::10.0.0.1",
+            "fec0::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
