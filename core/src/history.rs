@@ -106,11 +106,14 @@ impl Bridge {
         if self.realtime.was_removed(&message.id) || bridged {
             return None;
         }
-        let message = self
+        let mut message = self
             .realtime
             .edited_version(&message.id)
             .cloned()
             .unwrap_or(message);
+        // The past does not ping: fifty old mentions of the owner would each notify them.
+        // The names stay in the text.
+        message.mentions.clear();
         self.relay.saw_username(&message.from);
         self.change(Change::PutMessage(MessageRecord {
             owner: owner.clone(),

@@ -554,3 +554,32 @@ fn a_portal_gets_its_gitter_rooms_picture_once() {
         ]
     );
 }
+
+#[test]
+fn the_history_does_not_ping_the_owner_again() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice", "bob"]);
+    let mut old = h.gitter_post(&room, "bob", "@alice see this");
+    old.mentions = vec![GitterMention {
+        screen_name: "alice".into(),
+        user_id: Some(GitterUserId::new("u-alice")),
+        group: false,
+    }];
+    *h.gitter
+        .get_mut(&room)
+        .unwrap()
+        .messages
+        .last_mut()
+        .unwrap() = old;
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    let portal = h.portal(&alice, &room).unwrap();
+    let content = h.last_message(&portal);
+    assert_eq!(content.body, "@alice see this");
+    assert!(
+        content
+            .mentions
+            .as_ref()
+            .is_none_or(|m| m.user_ids.is_empty()),
+        "{content:?}"
+    );
+}

@@ -7,7 +7,8 @@
 //! * The file is fetched as the bot from the authenticated media API and streamed through,
 //!   never held whole: at most [`MAX_DOWNLOADS`] at once, each cut at `web.media_max_bytes`
 //!   (by its `Content-Length` at once, or when the stream grows past it) and at
-//!   [`TIME_LIMIT`] in all.
+//!   [`TIME_LIMIT`] in all (a client that stops reading gives its place back then, though its
+//!   connection stays until the listener's own limits close it).
 //! * The listener is the login pages' origin, so nothing served may run there: only raster
 //!   images are shown inline, everything else (SVG and HTML included) is an attachment, and
 //!   every answer carries `X-Content-Type-Options: nosniff` and a sandboxing
@@ -106,9 +107,16 @@ async fn serve(
         .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
     let max = page.max_bytes;
     let mut sent = 0u64;
-    // The permit lives as long as the body is streamed.
+    // The permit is held while the body streams, and at most TIME_LIMIT: a client that stops
+    // reading leaves the stream unpolled (so no limit inside it would fire), and must not
+    // keep a download's place for ever.
+    let (streaming, done) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _ = tokio::time::timeout(TIME_LIMIT, done).await;
+    });
     let body = upstream.bytes_stream().map(move |chunk| {
-        let _held = &permit;
+        let _streaming = &streaming;
         let chunk = chunk.map_err(std::io::Error::other)?;
         sent += chunk.len() as u64;
         if sent > max {
