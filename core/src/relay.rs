@@ -37,9 +37,23 @@ pub(crate) struct Relay {
     /// The current username of each Gitter user seen in this run (a ghost keeps its Matrix id
     /// when its user is renamed, so its id does not tell the username).
     usernames: std::collections::HashMap<GitterUserId, String>,
+    /// The Gitter time of the message relayed last (one message goes to many portals).
+    last_sent: Option<(GitterMessageId, Option<crate::Timestamp>)>,
 }
 
 impl Relay {
+    /// A message's Gitter time (`sent`), parsed once for all the portals it goes to.
+    pub(crate) fn sent_time(&mut self, message: &GitterMessage) -> Option<crate::Timestamp> {
+        if let Some((id, ts)) = &self.last_sent
+            && *id == message.id
+        {
+            return *ts;
+        }
+        let ts = crate::Timestamp::from_rfc3339(&message.sent);
+        self.last_sent = Some((message.id.clone(), ts));
+        ts
+    }
+
     /// The state of a restored snapshot.
     pub(crate) fn restore(state: &Snapshot) -> Relay {
         let mut relay = Relay::default();
@@ -348,8 +362,8 @@ impl Bridge {
         });
         // Stamped with its Gitter time (the application service `ts` parameter): a message
         // caught up after an outage or a restart, or read as history, shows when it was
-        // written, not when it was bridged.
-        let ts = crate::Timestamp::from_rfc3339(&message.sent);
+        // written, not when it was bridged. (Parsed once per message, not per portal.)
+        let ts = self.relay.sent_time(message);
         let send = |content| {
             Action::Matrix(MatrixCall::SendMessage {
                 room: room_id.clone(),
