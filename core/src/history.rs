@@ -13,7 +13,7 @@ use crate::bridge::Bridge;
 use crate::effect::{Action, Answer, GitterCall, Lane, PortalThen, Then};
 use crate::ids::{GitterRoomId, OwnedUserId};
 use crate::input::{EffectOutput, GitterMessage};
-use crate::state::{Change, MessageRecord, Origin, PortalState};
+use crate::state::PortalState;
 
 impl Bridge {
     /// Asks for the history of a portal about to be created (in its lane, before the
@@ -79,8 +79,8 @@ impl Bridge {
             if let Some(pos) = live.iter().position(|m| m.id == message.id) {
                 let queued = live.remove(pos);
                 self.queue_for_portal(&owner, &room, &queued);
-            } else if let Some(message) = self.history_message(&owner, &room, message) {
-                self.queue_for_portal(&owner, &room, &message);
+            } else if let Some(message) = self.history_message(&owner, message) {
+                self.queue_mapped(&owner, &room, &message);
             }
         }
         for message in live {
@@ -89,13 +89,11 @@ impl Bridge {
     }
 
     /// A message of the history as the portal gets it: as edited since, and only if it was
-    /// not bridged into this portal (its mapping is recorded here, as a live message's is
-    /// when it is queued). A mapping without an event is no bridging: it is left from a try
-    /// to create the portal that failed, whose queue was dropped.
+    /// not bridged into this portal. A mapping without an event is no bridging: it is left
+    /// from a try to create the portal that failed, whose queue was dropped.
     fn history_message(
         &mut self,
         owner: &OwnedUserId,
-        room: &GitterRoomId,
         message: GitterMessage,
     ) -> Option<GitterMessage> {
         let bridged = self
@@ -115,14 +113,6 @@ impl Bridge {
         // The names stay in the text.
         message.mentions.clear();
         self.relay.saw_username(&message.from);
-        self.change(Change::PutMessage(MessageRecord {
-            owner: owner.clone(),
-            gitter_room: room.clone(),
-            gitter_id: message.id.clone(),
-            event_id: None,
-            origin: Origin::Gitter,
-            at: self.step.now,
-        }));
         Some(message)
     }
 }

@@ -286,6 +286,25 @@ impl Bridge {
         self.ensure_reader(room);
     }
 
+    /// Queues a Gitter message for the portal of (owner, room) while its room is created,
+    /// and maps it there without an event, so no second delivery queues it again.
+    pub(crate) fn queue_mapped(
+        &mut self,
+        owner: &OwnedUserId,
+        room: &GitterRoomId,
+        message: &crate::GitterMessage,
+    ) {
+        self.queue_for_portal(owner, room, message);
+        self.change(Change::PutMessage(crate::MessageRecord {
+            owner: owner.clone(),
+            gitter_room: room.clone(),
+            gitter_id: message.id.clone(),
+            event_id: None,
+            origin: crate::Origin::Gitter,
+            at: self.step.now,
+        }));
+    }
+
     /// Queues a Gitter message for the portal of (owner, room) while its room is created.
     pub(crate) fn queue_for_portal(
         &mut self,

@@ -292,17 +292,7 @@ impl Bridge {
             }
             match state {
                 PortalState::Closed => {}
-                PortalState::Creating => {
-                    self.queue_for_portal(&owner, room, message);
-                    self.change(Change::PutMessage(MessageRecord {
-                        owner: owner.clone(),
-                        gitter_room: room.clone(),
-                        gitter_id: message.id.clone(),
-                        event_id: None,
-                        origin: Origin::Gitter,
-                        at: self.step.now,
-                    }));
-                }
+                PortalState::Creating => self.queue_mapped(&owner, room, message),
                 PortalState::Active | PortalState::Invited => {
                     let content = content.get_or_insert_with(|| gitter_to_matrix(message));
                     self.deliver(&owner, room, message, content)

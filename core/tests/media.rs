@@ -204,22 +204,7 @@ fn a_message_that_comes_live_during_the_history_read_is_bridged_once_after_it() 
     h.gitter_says(&room, "carol", "before bob came");
     h.settle();
     // Bob logs in; his portal's history read is on its way when carol writes again.
-    let bob = uid("bob");
-    let control = h.dm_bot(&bob, &[]);
-    h.start_login(&control, "bob");
-    let history_read = |e: &Effect| {
-        matches!(&e.lane, Lane::Portal { owner, .. } if *owner == bob)
-            && matches!(
-                e.action,
-                Action::Gitter {
-                    call: GitterCall::FetchMessages { after: None, .. },
-                    ..
-                }
-            )
-    };
-    while !h.pending.front().is_some_and(history_read) {
-        h.complete_next().expect("bob's history is read");
-    }
+    let bob = bob_until_his_history_read(&mut h);
     h.gitter_says(&room, "carol", "during the read");
     h.settle();
     let bobs = h.portal(&bob, &room).unwrap();
