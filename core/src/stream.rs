@@ -52,6 +52,9 @@ pub(crate) struct Streams {
     rooms: BTreeMap<GitterRoomId, StreamState>,
     catch_ups: Deadlines<GitterRoomId>,
     recent: HashMap<GitterRoomId, Window<GitterMessageId>>,
+    /// Readers Gitter refused a room's stream to in this run (403: no longer a member, as
+    /// when they left it while the bridge was down): another member reads it instead.
+    refused: std::collections::HashSet<(GitterRoomId, ruma::OwnedUserId)>,
 }
 
 impl Streams {
@@ -160,6 +163,7 @@ impl Bridge {
         let candidates: Vec<_> = owners
             .into_iter()
             .filter(|o| self.portal_receives(o, room) && self.valid_login(o).is_some())
+            .filter(|o| !self.streams.refused.contains(&(room.clone(), o.clone())))
             .collect();
         let current_ok = record
             .reader
@@ -258,6 +262,21 @@ impl Bridge {
     }
 
     pub(crate) fn on_stream_disconnected(&mut self, room: GitterRoomId, reason: FailureKind) {
+        if matches!(reason, FailureKind::Forbidden | FailureKind::NotFound) {
+            // The adapter does not reconnect after a refusal: this reader cannot read the
+            // room, and without another one every portal of the room would starve.
+            let reader = self
+                .state
+                .gitter_rooms
+                .get(&room)
+                .and_then(|r| r.reader.clone());
+            if let Some(reader) = reader {
+                self.streams.refused.insert((room.clone(), reader));
+                self.streams.entry(&room).open = false;
+                self.ensure_reader(&room);
+            }
+            return;
+        }
         if reason == FailureKind::TokenRevoked {
             let reader = self
                 .state

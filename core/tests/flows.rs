@@ -1469,3 +1469,30 @@ fn results_for_unknown_effects_are_reported_not_fatal() {
         vec![CoreError::UnknownEffect(EffectId(999_999))]
     );
 }
+
+#[test]
+fn a_reader_gitter_refuses_the_room_to_hands_it_to_another_member() {
+    let mut h = Harness::new();
+    let room = h.add_gitter_room("org/chat", &["alice", "carol"]);
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    let (carol, _) = h.logged_in_user("carol", "carol");
+    let reader = h.store.gitter_rooms[&room].reader.clone().unwrap();
+    let other = if reader == alice {
+        carol.clone()
+    } else {
+        alice.clone()
+    };
+    // The reader left the room on Gitter while the bridge was down: its stream is refused,
+    // and the adapter does not reconnect after a refusal.
+    h.streams.remove(&room);
+    h.step(Input::StreamDisconnected {
+        room: room.clone(),
+        reason: FailureKind::Forbidden,
+    });
+    h.settle();
+    assert_eq!(h.store.gitter_rooms[&room].reader.as_ref(), Some(&other));
+    h.gitter_says(&room, "bob", "still read");
+    h.settle();
+    let portal = h.portal(&other, &room).unwrap();
+    assert!(h.bodies(&portal).contains(&"still read".to_owned()));
+}
