@@ -207,8 +207,17 @@ pub fn sanitize_html(html: &str) -> String {
 
 /// Sanitises with a given sanitiser (the shared one).
 fn sanitize_with(builder: &ammonia::Builder<'static>, html: &str) -> String {
+    sanitize_collecting(builder, html, &mut Vec::new())
+}
+
+/// [`sanitize_with`], also listing the `http(s)` images it turned into links.
+fn sanitize_collecting(
+    builder: &ammonia::Builder<'static>,
+    html: &str,
+    images: &mut Vec<WebImage>,
+) -> String {
     let clean = builder.clean(html).to_string();
-    match finish(&clean) {
+    match finish_collecting(&clean, images) {
         Some(done) => done,
         None => {
             // Unreachable while ammonia serialises the way `finish` reads (the fuzz target
@@ -263,6 +272,7 @@ impl<'a> Tag<'a> {
 /// unwrapped. `None` if the input is not in the form html5ever's serialiser writes (text
 /// with `<` escaped; tags `<name attr="value">` with `"` escaped in values; every element
 /// but the void `br`, `hr`, `img` closed, in order).
+#[cfg(test)]
 fn finish(clean: &str) -> Option<String> {
     finish_collecting(clean, &mut Vec::new())
 }
@@ -376,23 +386,6 @@ pub(crate) struct WebImage {
 /// must not become a hundred downloads per portal.
 const MAX_IMAGES: usize = 4;
 
-/// The web images of a Gitter message, in order (at most [`MAX_IMAGES`], each URL once).
-/// Only a message whose HTML has an `<img>` pays for the sanitiser here.
-pub(crate) fn web_images(message: &GitterMessage) -> Vec<WebImage> {
-    if message.status || !message.html.contains("<img") {
-        return Vec::new();
-    }
-    let clean = SANITIZER.clean(&message.html).to_string();
-    let mut images = Vec::new();
-    if finish_collecting(&clean, &mut images).is_none() {
-        return Vec::new();
-    }
-    let mut seen = HashSet::new();
-    images.retain(|i| seen.insert(i.url.clone()));
-    images.truncate(MAX_IMAGES);
-    images
-}
-
 /// An attribute value as html5ever serialises it, unescaped (`&amp;`, `&quot;`, `&nbsp;`).
 fn unescape_attr(value: &str) -> String {
     value
@@ -486,6 +479,34 @@ fn strip_status_prefix<'a>(text: &'a str, username: &str) -> &'a str {
 /// a client to render) has no `formatted_body` and never reaches the sanitiser, the costly
 /// part of a relay.
 pub(crate) fn gitter_to_matrix(message: &GitterMessage) -> MatrixContent {
+    convert(message, &mut Vec::new())
+}
+
+/// A Gitter message as every portal of its room gets it, converted once: its Matrix
+/// content, its web images (at most [`MAX_IMAGES`], each URL once, found by the same
+/// sanitiser pass) and its Gitter time (`sent`, for the `ts` of its sends).
+#[derive(Clone, Debug)]
+pub(crate) struct Relayed {
+    pub(crate) content: MatrixContent,
+    pub(crate) images: Vec<WebImage>,
+    pub(crate) ts: Option<crate::Timestamp>,
+}
+
+/// [`Relayed`] of a Gitter message.
+pub(crate) fn relayed(message: &GitterMessage) -> Relayed {
+    let mut images = Vec::new();
+    let content = convert(message, &mut images);
+    let mut seen = HashSet::new();
+    images.retain(|i| seen.insert(i.url.clone()));
+    images.truncate(MAX_IMAGES);
+    Relayed {
+        content,
+        images,
+        ts: crate::Timestamp::from_rfc3339(&message.sent),
+    }
+}
+
+fn convert(message: &GitterMessage, images: &mut Vec<WebImage>) -> MatrixContent {
     let (msgtype, body) = if message.status {
         (
             OutMsgType::Emote,
@@ -500,7 +521,7 @@ pub(crate) fn gitter_to_matrix(message: &GitterMessage) -> MatrixContent {
         // anyway.
         escaped.clone()
     } else {
-        sanitize_with(&SANITIZER, &message.html)
+        sanitize_collecting(&SANITIZER, &message.html, images)
     };
     let formatted_body = (!html.is_empty() && html != escaped).then_some(html);
     MatrixContent {

@@ -19,8 +19,9 @@ use crate::effect::{
     Action, Answer, ImageMessage, Lane, MatrixCall, PendingImage, RelayThen, Then, ThreadRef,
     Uploaded,
 };
+use crate::format::WebImage;
 use crate::ids::{OwnedRoomId, OwnedUserId, Timestamp};
-use crate::input::{EffectOutput, GitterMessage};
+use crate::input::EffectOutput;
 
 /// How many uploaded URLs are remembered.
 const REMEMBERED: usize = 1024;
@@ -57,19 +58,20 @@ impl Bridge {
         lane: &Lane,
         room: &OwnedRoomId,
         sender: &OwnedUserId,
-        message: &GitterMessage,
+        images: &[WebImage],
         thread: Option<ThreadRef>,
         ts: Option<Timestamp>,
     ) {
-        for image in crate::format::web_images(message) {
+        for image in images {
             let name = image
                 .alt
+                .clone()
                 .filter(|a| !a.trim().is_empty())
                 .unwrap_or_else(|| file_name(&image.url));
             let pending = PendingImage {
                 room: room.clone(),
                 sender: sender.clone(),
-                url: image.url,
+                url: image.url.clone(),
                 name,
                 thread: thread.clone(),
                 ts,
@@ -80,27 +82,12 @@ impl Bridge {
                 .as_ref()
                 .and_then(|key| own_media(&pending.url, &self.config.public_url, key));
             if let Some(mxc) = own {
-                let image = ImageMessage {
-                    name: pending.name,
-                    mxc,
-                    mimetype: None,
-                    size: None,
-                    thread: pending.thread,
-                };
-                self.emit(
-                    lane.clone(),
-                    Action::Matrix(MatrixCall::SendImage {
-                        room: pending.room,
-                        sender: pending.sender,
-                        image,
-                        ts: pending.ts,
-                    }),
-                );
+                self.emit(lane.clone(), send_image(pending, mxc, None, None));
                 continue;
             }
             match self.images.get(&pending.url).cloned() {
                 Some(uploaded) => {
-                    self.emit(lane.clone(), send_image(pending, uploaded));
+                    self.emit(lane.clone(), send_uploaded(pending, uploaded));
                 }
                 None => {
                     self.ask(
@@ -124,7 +111,7 @@ impl Bridge {
                 self.continue_as(
                     answer.id,
                     answer.lane,
-                    send_image(pending, uploaded),
+                    send_uploaded(pending, uploaded),
                     Then::Nothing,
                 );
             }
@@ -135,15 +122,29 @@ impl Bridge {
     }
 }
 
-fn send_image(pending: PendingImage, uploaded: Uploaded) -> Action {
+fn send_uploaded(pending: PendingImage, uploaded: Uploaded) -> Action {
+    send_image(
+        pending,
+        uploaded.mxc,
+        Some(uploaded.content_type),
+        Some(uploaded.size),
+    )
+}
+
+fn send_image(
+    pending: PendingImage,
+    mxc: String,
+    mimetype: Option<String>,
+    size: Option<u64>,
+) -> Action {
     Action::Matrix(MatrixCall::SendImage {
         room: pending.room,
         sender: pending.sender,
         image: ImageMessage {
             name: pending.name,
-            mxc: uploaded.mxc,
-            mimetype: Some(uploaded.content_type),
-            size: Some(uploaded.size),
+            mxc,
+            mimetype,
+            size,
             thread: pending.thread,
         },
         ts: pending.ts,

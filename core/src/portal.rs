@@ -446,8 +446,8 @@ impl Bridge {
             );
         }
         for message in queued {
-            let content = crate::format::gitter_to_matrix(&message);
-            self.deliver(&owner, &room, &message, &content);
+            let relayed = crate::format::relayed(&message);
+            self.deliver(&owner, &room, &message, &relayed);
         }
     }
 

@@ -17,7 +17,6 @@ use crate::effect::{
     Action, Answer, GitterCall, Lane, MatrixCall, MatrixContent, PendingRelay, PendingSend,
     RelayRef, RelayThen, SendOrigin, StoreCall, Then,
 };
-use crate::format::gitter_to_matrix;
 use crate::ids::{GitterMessageId, GitterRoomId, GitterUserId, OwnedEventId, OwnedUserId};
 use crate::input::{EffectOutput, Failure, FailureKind, GitterMessage, MatrixEvent, MsgType};
 use crate::state::{Change, MessageRecord, Origin, PortalState, Snapshot};
@@ -37,23 +36,9 @@ pub(crate) struct Relay {
     /// The current username of each Gitter user seen in this run (a ghost keeps its Matrix id
     /// when its user is renamed, so its id does not tell the username).
     usernames: std::collections::HashMap<GitterUserId, String>,
-    /// The Gitter time of the message relayed last (one message goes to many portals).
-    last_sent: Option<(GitterMessageId, Option<crate::Timestamp>)>,
 }
 
 impl Relay {
-    /// A message's Gitter time (`sent`), parsed once for all the portals it goes to.
-    pub(crate) fn sent_time(&mut self, message: &GitterMessage) -> Option<crate::Timestamp> {
-        if let Some((id, ts)) = &self.last_sent
-            && *id == message.id
-        {
-            return *ts;
-        }
-        let ts = crate::Timestamp::from_rfc3339(&message.sent);
-        self.last_sent = Some((message.id.clone(), ts));
-        ts
-    }
-
     /// The state of a restored snapshot.
     pub(crate) fn restore(state: &Snapshot) -> Relay {
         let mut relay = Relay::default();
@@ -268,7 +253,7 @@ impl Bridge {
         self.relay.saw_username(&message.from);
         let owners = self.portals.owners(room);
         // Converted once for every portal of the room, and only if one of them gets it now.
-        let mut content = None;
+        let mut relayed = None;
         for owner in owners {
             let Some(state) = self
                 .state
@@ -294,8 +279,8 @@ impl Bridge {
                 PortalState::Closed => {}
                 PortalState::Creating => self.queue_mapped(&owner, room, message),
                 PortalState::Active | PortalState::Invited => {
-                    let content = content.get_or_insert_with(|| gitter_to_matrix(message));
-                    self.deliver(&owner, room, message, content)
+                    let relayed = relayed.get_or_insert_with(|| crate::format::relayed(message));
+                    self.deliver(&owner, room, message, relayed)
                 }
             }
         }
@@ -306,14 +291,14 @@ impl Bridge {
         self.change(Change::SetCursor(room.clone(), message.id.clone()));
     }
 
-    /// Sends a Gitter message into one active portal as its author's ghost, with its
-    /// Matrix content ([`gitter_to_matrix`] of it).
+    /// Sends a Gitter message into one active portal as its author's ghost, as converted
+    /// once for all of them ([`crate::format::relayed`]).
     pub(crate) fn deliver(
         &mut self,
         owner: &OwnedUserId,
         room: &GitterRoomId,
         message: &GitterMessage,
-        content: &MatrixContent,
+        relayed: &crate::format::Relayed,
     ) {
         let Some(room_id) = self
             .state
@@ -327,7 +312,7 @@ impl Bridge {
             return;
         };
         // Its mentions are the portal's own (the owner is pinged by their own id).
-        let mut content = content.clone();
+        let mut content = relayed.content.clone();
         self.mentions_in(owner, message, &mut content);
         self.change(Change::PutMessage(MessageRecord {
             owner: owner.clone(),
@@ -352,8 +337,8 @@ impl Bridge {
         });
         // Stamped with its Gitter time (the application service `ts` parameter): a message
         // caught up after an outage or a restart, or read as history, shows when it was
-        // written, not when it was bridged. (Parsed once per message, not per portal.)
-        let ts = self.relay.sent_time(message);
+        // written, not when it was bridged.
+        let ts = relayed.ts;
         let send = |content| {
             Action::Matrix(MatrixCall::SendMessage {
                 room: room_id.clone(),
@@ -394,7 +379,7 @@ impl Bridge {
                 );
                 // Its web images follow it, in its thread (crate::images). Behind a root
                 // still looked up (above) they are left out: its link stands for each.
-                self.send_images(&lane, &room_id, &ghost, message, thread, ts);
+                self.send_images(&lane, &room_id, &ghost, &relayed.images, thread, ts);
             }
         };
     }

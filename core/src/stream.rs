@@ -262,34 +262,29 @@ impl Bridge {
     }
 
     pub(crate) fn on_stream_disconnected(&mut self, room: GitterRoomId, reason: FailureKind) {
-        if matches!(reason, FailureKind::Forbidden | FailureKind::NotFound) {
-            // The adapter does not reconnect after a refusal: this reader cannot read the
-            // room, and without another one every portal of the room would starve.
-            let reader = self
-                .state
-                .gitter_rooms
-                .get(&room)
-                .and_then(|r| r.reader.clone());
-            if let Some(reader) = reader {
-                self.streams.refused.insert((room.clone(), reader));
-                self.streams.entry(&room).open = false;
-                self.ensure_reader(&room);
-            }
+        let reader = self
+            .state
+            .gitter_rooms
+            .get(&room)
+            .and_then(|r| r.reader.clone());
+        let Some(reader) = reader else {
+            return;
+        };
+        // The adapter does not reconnect after a refusal (403/404: this reader cannot read
+        // the room, and without another one every portal of it would starve) nor after a 401
+        // (the stream is gone with the token): the stream is closed, and another reader
+        // found.
+        let refused = matches!(reason, FailureKind::Forbidden | FailureKind::NotFound);
+        if !refused && reason != FailureKind::TokenRevoked {
             return;
         }
-        if reason == FailureKind::TokenRevoked {
-            let reader = self
-                .state
-                .gitter_rooms
-                .get(&room)
-                .and_then(|r| r.reader.clone());
-            if let Some(reader) = reader {
-                // The adapter does not reconnect after a 401: the stream is gone.
-                self.streams.entry(&room).open = false;
-                self.invalidate_login(&reader);
-                self.ensure_reader(&room);
-            }
+        self.streams.entry(&room).open = false;
+        if refused {
+            self.streams.refused.insert((room.clone(), reader));
+        } else {
+            self.invalidate_login(&reader);
         }
+        self.ensure_reader(&room);
     }
 
     fn fetch_after(&mut self, room: &GitterRoomId, after: Option<GitterMessageId>) {

@@ -467,7 +467,7 @@ fn a_ghost_gets_its_gitter_avatar_uploaded_once_per_picture() {
             (uid("gitter_carol"), mxc.clone())
         ]
     );
-    // The messages were not held by the pictures.
+    // Every message arrived beside the pictures (their lane is the ghost's own).
     assert_eq!(bodies_in(&h, &portal), ["one", "two", "three"]);
 
     // After a restart nothing is uploaded or set again; a new picture is.
