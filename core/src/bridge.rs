@@ -165,10 +165,8 @@ impl Bridge {
     /// sub-machines that index what it changes follow it.
     pub(crate) fn change(&mut self, change: Change) {
         let new_mapping = match &change {
-            Change::PutMessage(m) => {
-                let key = (m.owner.clone(), m.gitter_id.clone());
-                (!self.state.messages.contains_key(&key)).then_some(key)
-            }
+            Change::PutMessage(m) => (!self.state.messages.contains(&m.owner, &m.gitter_id))
+                .then(|| (m.owner.clone(), m.gitter_id.clone())),
             _ => None,
         };
         self.portals.observe(&change, &self.state);
@@ -756,13 +754,11 @@ impl Bridge {
         };
         let owners = self.portals.owners(room);
         let claimed = |id: &crate::GitterMessageId| {
-            self.state
-                .messages
-                .contains_key(&(origin.owner.clone(), id.clone()))
+            self.state.messages.contains(&origin.owner, &id)
                 || owners.iter().any(|o| {
                     self.state
                         .messages
-                        .get(&((*o).clone(), id.clone()))
+                        .get(&*o, &id)
                         .is_some_and(|m| m.origin == crate::Origin::Matrix)
                 })
         };

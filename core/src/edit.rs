@@ -61,9 +61,7 @@ impl Bridge {
     ) -> Option<MessageRecord> {
         self.state
             .messages
-            .range((owner.clone(), GitterMessageId::new(""))..)
-            .take_while(|((o, _), _)| o == owner)
-            .map(|(_, m)| m)
+            .of_owner(owner)
             .find(|m| &m.gitter_room == room && m.event_id.as_ref() == Some(event))
             .cloned()
     }

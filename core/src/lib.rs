@@ -112,6 +112,6 @@ pub use media::{MediaKey, MediaKind, MediaMessage, human_size, media_path};
 pub use output::{Happening, Outputs, WebReply};
 pub use portal::PORTAL_ALIAS_PREFIX;
 pub use state::{
-    Change, ChangeSet, GhostRecord, GitterRoomRecord, Login, MessageRecord, Origin, PortalRecord,
-    PortalState, QueuedKey, Snapshot, Ticket, UserRecord,
+    Change, ChangeSet, GhostRecord, GitterRoomRecord, Login, Mappings, MessageRecord, Origin,
+    PortalRecord, PortalState, QueuedKey, Snapshot, Ticket, UserRecord,
 };

@@ -54,7 +54,7 @@ impl Bridge {
                 .0
                 .saturating_sub(self.config.mapping_retention_ms),
         );
-        self.state.messages.retain(|_, m| m.at >= older_than);
+        self.state.messages.retain(|m| m.at >= older_than);
         self.prune_batch(older_than, None);
     }
 

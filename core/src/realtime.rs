@@ -224,7 +224,7 @@ impl Bridge {
             let hot = self
                 .state
                 .messages
-                .get(&(owner.clone(), id.clone()))
+                .get(&owner, &id)
                 .filter(|m| m.event_id.is_some())
                 .cloned();
             if let Some(mapping) = hot {
@@ -295,7 +295,7 @@ impl Bridge {
         let hot = self
             .state
             .messages
-            .get(&(owner.clone(), id))
+            .get(&owner, &id)
             .filter(|m| m.event_id.is_some())
             .cloned();
         let found = match hot {

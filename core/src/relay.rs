@@ -43,8 +43,13 @@ impl Relay {
     pub(crate) fn restore(state: &Snapshot) -> Relay {
         let mut relay = Relay::default();
         // Oldest first in Gitter's order (ObjectIds sort as they were made).
-        let mut hot: Vec<_> = state.messages.keys().cloned().collect();
-        hot.sort_by(|a, b| a.1.as_str().cmp(b.1.as_str()));
+        let mut hot: Vec<_> = state
+            .messages
+            .values()
+            .map(|m| (m.owner.clone(), m.gitter_id.clone()))
+            .collect();
+        // By owner too, so equal ids of several portals keep one order (the map has none).
+        hot.sort_by(|a, b| (a.1.as_str(), &a.0).cmp(&(b.1.as_str(), &b.0)));
         relay.hot_order = hot.into();
         for e in state.outbox.values() {
             relay.observe_emitted(&e.action);
@@ -132,7 +137,7 @@ impl Relay {
             let Some(key) = self.hot_order.pop_front() else {
                 return;
             };
-            let Some(m) = state.messages.get(&key) else {
+            let Some(m) = state.messages.get(&key.0, &key.1) else {
                 continue;
             };
             let echo_to_come = m.origin == Origin::Matrix
@@ -143,7 +148,7 @@ impl Relay {
             if echo_to_come {
                 self.hot_order.push_back(key);
             } else {
-                state.messages.remove(&key);
+                state.messages.remove(&key.0, &key.1);
             }
         }
     }
@@ -263,11 +268,7 @@ impl Bridge {
             else {
                 continue;
             };
-            if self
-                .state
-                .messages
-                .contains_key(&(owner.clone(), message.id.clone()))
-            {
+            if self.state.messages.contains(&owner, &message.id) {
                 // Already bridged here, or the echo of the owner's own send.
                 continue;
             }
@@ -332,7 +333,7 @@ impl Bridge {
         };
         // A thread reply goes into the thread of its root's event in this portal.
         let root = message.parent_id.as_ref().map(|parent| {
-            let hot = self.state.messages.get(&(owner.clone(), parent.clone()));
+            let hot = self.state.messages.get(&owner, &parent);
             (parent, hot.and_then(|m| m.event_id.clone()))
         });
         // Stamped with its Gitter time (the application service `ts` parameter): a message
@@ -396,7 +397,7 @@ impl Bridge {
         let hot = self
             .state
             .messages
-            .get(&(relay.owner.clone(), root.clone()))
+            .get(&relay.owner, &root)
             .and_then(|m| m.event_id.clone());
         let event = match hot {
             Some(event) => Some(event),
@@ -506,8 +507,7 @@ impl Bridge {
     }
 
     fn on_relayed(&mut self, relay: RelayRef, room: GitterRoomId, event_id: OwnedEventId) {
-        let key = (relay.owner.clone(), relay.gitter_id.clone());
-        let record = match self.state.messages.get(&key) {
+        let record = match self.state.messages.get(&relay.owner, &relay.gitter_id) {
             Some(record) => MessageRecord {
                 event_id: Some(event_id),
                 ..record.clone()

@@ -150,7 +150,7 @@ fn a_gitter_thread_reply_is_in_the_matrix_thread_of_its_root_or_says_it_answers_
         .bridge
         .snapshot()
         .messages
-        .get(&(alice.clone(), root.id.clone()))
+        .get(&alice, &root.id)
         .and_then(|m| m.event_id.clone())
         .expect("the root reached the portal");
     let mut reply = h.gitter_post(&room, "bob", "in the thread");

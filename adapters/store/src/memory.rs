@@ -58,7 +58,7 @@ impl Store for MemoryStore {
         _batch: u32,
     ) -> Result<Pruned, StoreError> {
         let before = self.state.messages.len();
-        self.state.messages.retain(|_, m| m.at >= older_than);
+        self.state.messages.retain(|m| m.at >= older_than);
         Ok(Pruned {
             removed: (before - self.state.messages.len()) as u64,
             resume: None,
@@ -74,7 +74,7 @@ impl Store for MemoryStore {
         Ok(self
             .state
             .messages
-            .get(&(owner.clone(), gitter_id.clone()))
+            .get(owner, gitter_id)
             .filter(|m| &m.gitter_room == room)
             .cloned())
     }
@@ -88,10 +88,8 @@ impl Store for MemoryStore {
         Ok(self
             .state
             .messages
-            .values()
-            .find(|m| {
-                &m.owner == owner && &m.gitter_room == room && m.event_id.as_ref() == Some(event_id)
-            })
+            .of_owner(owner)
+            .find(|m| &m.gitter_room == room && m.event_id.as_ref() == Some(event_id))
             .cloned())
     }
 }

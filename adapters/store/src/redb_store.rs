@@ -320,8 +320,7 @@ impl RedbStore {
                     let (k, v) = row.ctx(path, DURING)?;
                     let (no, gitter_id) = k.value();
                     let m = mapping(path, &portals, no, gitter_id, v.value())?;
-                    snap.messages
-                        .insert((m.owner.clone(), m.gitter_id.clone()), m);
+                    snap.messages.insert(m);
                 }
             }
             Some(newest) => {
@@ -333,8 +332,7 @@ impl RedbStore {
                         let (k, v) = row.ctx(path, DURING)?;
                         let (no, gitter_id) = k.value();
                         let m = mapping(path, &portals, no, gitter_id, v.value())?;
-                        snap.messages
-                            .insert((m.owner.clone(), m.gitter_id.clone()), m);
+                        snap.messages.insert(m);
                         Ok(())
                     };
                     let none: &[u8] = &[];

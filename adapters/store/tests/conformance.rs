@@ -130,7 +130,7 @@ fn check_prune<B: Backend>(backend: &mut B, commits: &[Vec<ChangeSet>], cut: u64
     let (mut store, mut expected) = committed(backend, commits);
     let cut = Timestamp(1_700_000_000_000 + cut);
     let before = expected.messages.len();
-    expected.messages.retain(|_, m| m.at >= cut);
+    expected.messages.retain(|m| m.at >= cut);
     let mut resume = None;
     let mut removed = 0;
     for _ in 0..1_000 {

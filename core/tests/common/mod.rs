@@ -107,9 +107,9 @@ pub fn assert_state_matches(store: &Snapshot, bridge: &Snapshot) {
         bridge.without_messages(),
         "the change sets must rebuild the bridge's state exactly"
     );
-    for (key, m) in &bridge.messages {
+    for m in bridge.messages.values() {
         assert_eq!(
-            store.messages.get(key),
+            store.messages.get(&m.owner, &m.gitter_id),
             Some(m),
             "every mapping the bridge holds is in the store, the same"
         );
@@ -612,7 +612,7 @@ impl Harness {
             StoreCall::PruneMappings { older_than, .. } => {
                 // The model store does at once what a store does in batches.
                 let before = self.store.messages.len();
-                self.store.messages.retain(|_, m| m.at >= *older_than);
+                self.store.messages.retain(|m| m.at >= *older_than);
                 EffectOutput::Pruned {
                     removed: (before - self.store.messages.len()) as u64,
                     resume: None,
@@ -620,12 +620,7 @@ impl Harness {
             }
             StoreCall::MappingByGitterId {
                 owner, gitter_id, ..
-            } => EffectOutput::Mapping(
-                self.store
-                    .messages
-                    .get(&(owner.clone(), gitter_id.clone()))
-                    .cloned(),
-            ),
+            } => EffectOutput::Mapping(self.store.messages.get(&owner, &gitter_id).cloned()),
             StoreCall::MappingByEvent {
                 owner, event_id, ..
             } => EffectOutput::Mapping(
