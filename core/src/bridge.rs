@@ -164,11 +164,18 @@ impl Bridge {
     /// Applies a change to the state and records it in the step's change set; the
     /// sub-machines that index what it changes follow it.
     pub(crate) fn change(&mut self, change: Change) {
-        let new_mapping = match &change {
-            Change::PutMessage(m) => (!self.state.messages.contains(&m.owner, &m.gitter_id))
-                .then(|| (m.owner.clone(), m.gitter_id.clone())),
-            _ => None,
-        };
+        if let Change::PutMessage(m) = &change {
+            // The relay's write, once per portal and message (and again with its event): one
+            // put that says whether the mapping is new, instead of a look-up first. No other
+            // sub-machine follows mappings.
+            if self.state.messages.insert(m.clone()) {
+                self.relay.hot_added((m.owner.clone(), m.gitter_id.clone()));
+                self.relay
+                    .trim_hot(&mut self.state, self.config.hot_mappings);
+            }
+            self.step.record(change);
+            return;
+        }
         self.portals.observe(&change, &self.state);
         self.logins.observe(&change);
         if let Some(h) = crate::Happening::of(&change, &self.state) {
@@ -176,11 +183,6 @@ impl Bridge {
         }
         self.state.apply(&change);
         self.step.record(change);
-        if let Some(key) = new_mapping {
-            self.relay.hot_added(key);
-            self.relay
-                .trim_hot(&mut self.state, self.config.hot_mappings);
-        }
     }
 
     /// Emits an effect whose answer nobody waits for (see [`Bridge::ask`]).

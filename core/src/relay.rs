@@ -137,18 +137,16 @@ impl Relay {
             let Some(key) = self.hot_order.pop_front() else {
                 return;
             };
-            let Some(m) = state.messages.get(&key.0, &key.1) else {
-                continue;
+            let (owner, id) = key;
+            let cursors = &state.cursors;
+            let echo_to_come = |m: &MessageRecord| {
+                m.origin == Origin::Matrix
+                    && cursors
+                        .get(&m.gitter_room)
+                        .is_none_or(|c| m.gitter_id.as_str() > c.as_str())
             };
-            let echo_to_come = m.origin == Origin::Matrix
-                && state
-                    .cursors
-                    .get(&m.gitter_room)
-                    .is_none_or(|c| m.gitter_id.as_str() > c.as_str());
-            if echo_to_come {
-                self.hot_order.push_back(key);
-            } else {
-                state.messages.remove(&key.0, &key.1);
+            if let Some(id) = state.messages.remove_unless(&owner, id, echo_to_come) {
+                self.hot_order.push_back((owner, id));
             }
         }
     }

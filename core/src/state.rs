@@ -182,6 +182,31 @@ impl Mappings {
         Some(removed)
     }
 
+    /// Removes the mapping of (`owner`, `id`) unless `keep` says it stays, in one look-up
+    /// of the message (the hot set's trim: usually it goes). Gives the id back when the
+    /// mapping stays, and `None` when it went or was not there.
+    pub fn remove_unless(
+        &mut self,
+        owner: &OwnedUserId,
+        id: GitterMessageId,
+        keep: impl FnOnce(&MessageRecord) -> bool,
+    ) -> Option<GitterMessageId> {
+        use std::collections::hash_map::Entry;
+        let of_owner = self.by_owner.get_mut(owner)?;
+        let Entry::Occupied(entry) = of_owner.entry(id) else {
+            return None;
+        };
+        if keep(entry.get()) {
+            return Some(entry.key().clone());
+        }
+        entry.remove();
+        self.len -= 1;
+        if of_owner.is_empty() {
+            self.by_owner.remove(owner);
+        }
+        None
+    }
+
     /// How many mappings there are.
     pub fn len(&self) -> usize {
         self.len

@@ -11,6 +11,9 @@ use crate::ids::{EffectId, RequestId, Timestamp};
 use crate::output::{Outputs, WebReply};
 use crate::state::Change;
 
+/// At most how many changes and effects a step makes room for ahead.
+const STEP_ROOM: usize = 1024;
+
 /// One step's time and outputs.
 #[derive(Debug)]
 pub(crate) struct Step {
@@ -67,6 +70,14 @@ impl Step {
     /// Ends the step: its outputs, with the timer the core needs next.
     pub(crate) fn finish(&mut self, next_timer: Option<Timestamp>) -> Outputs {
         self.out.next_timer = next_timer;
-        std::mem::take(&mut self.out)
+        // The next step starts with room for as many changes and effects as this one had
+        // (a fan-out to many portals has hundreds; growing to them by doubling moved every
+        // change several times), bounded so one big step does not keep memory.
+        let changes = self.out.changes.changes.len().min(STEP_ROOM);
+        let effects = self.out.effects.len().min(STEP_ROOM);
+        let mut next = Outputs::default();
+        next.changes.changes.reserve(changes);
+        next.effects.reserve(effects);
+        std::mem::replace(&mut self.out, next)
     }
 }
