@@ -756,11 +756,11 @@ impl Bridge {
         };
         let owners = self.portals.owners(room);
         let claimed = |id: &crate::GitterMessageId| {
-            self.state.messages.contains(&origin.owner, &id)
+            self.state.messages.contains(&origin.owner, id)
                 || owners.iter().any(|o| {
                     self.state
                         .messages
-                        .get(&*o, &id)
+                        .get(o, id)
                         .is_some_and(|m| m.origin == crate::Origin::Matrix)
                 })
         };

@@ -99,7 +99,7 @@ impl Bridge {
         let bridged = self
             .state
             .messages
-            .get(&owner, &message.id)
+            .get(owner, &message.id)
             .is_some_and(|m| m.event_id.is_some());
         if self.realtime.was_removed(&message.id) || bridged {
             return None;

@@ -224,7 +224,7 @@ impl Bridge {
             let hot = self
                 .state
                 .messages
-                .get(&owner, &id)
+                .get(&owner, id)
                 .filter(|m| m.event_id.is_some())
                 .cloned();
             if let Some(mapping) = hot {

@@ -331,7 +331,7 @@ impl Bridge {
         };
         // A thread reply goes into the thread of its root's event in this portal.
         let root = message.parent_id.as_ref().map(|parent| {
-            let hot = self.state.messages.get(&owner, &parent);
+            let hot = self.state.messages.get(owner, parent);
             (parent, hot.and_then(|m| m.event_id.clone()))
         });
         // Stamped with its Gitter time (the application service `ts` parameter): a message

@@ -620,7 +620,7 @@ impl Harness {
             }
             StoreCall::MappingByGitterId {
                 owner, gitter_id, ..
-            } => EffectOutput::Mapping(self.store.messages.get(&owner, &gitter_id).cloned()),
+            } => EffectOutput::Mapping(self.store.messages.get(owner, gitter_id).cloned()),
             StoreCall::MappingByEvent {
                 owner, event_id, ..
             } => EffectOutput::Mapping(
