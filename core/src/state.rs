@@ -171,17 +171,6 @@ impl Mappings {
         new
     }
 
-    /// Removes a mapping.
-    pub fn remove(&mut self, owner: &OwnedUserId, id: &GitterMessageId) -> Option<MessageRecord> {
-        let of_owner = self.by_owner.get_mut(owner)?;
-        let removed = of_owner.remove(id)?;
-        if of_owner.is_empty() {
-            self.by_owner.remove(owner);
-        }
-        self.len -= 1;
-        Some(removed)
-    }
-
     /// Removes the mapping of (`owner`, `id`) unless `keep` says it stays, in one look-up
     /// of the message (the hot set's trim: usually it goes). Gives the id back when the
     /// mapping stays, and `None` when it went or was not there.
@@ -261,16 +250,6 @@ impl From<Mappings> for Vec<MessageRecord> {
         // this replaced, by owner, then Gitter id.
         records.sort_by(|a, b| (&a.owner, &a.gitter_id).cmp(&(&b.owner, &b.gitter_id)));
         records
-    }
-}
-
-impl FromIterator<MessageRecord> for Mappings {
-    fn from_iter<I: IntoIterator<Item = MessageRecord>>(records: I) -> Mappings {
-        let mut mappings = Mappings::default();
-        records.into_iter().for_each(|m| {
-            mappings.insert(m);
-        });
-        mappings
     }
 }
 
