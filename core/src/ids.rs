@@ -5,20 +5,25 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 pub use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 
+// Gitter's ids are 24-character ObjectIds and the homeserver's transaction ids are short:
+// `CompactString` keeps up to 24 bytes inline, so the clones a fan-out makes of a room's and a
+// message's id do not allocate; the serialised form is a plain string either way, so stored
+// rows read the same.
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(pub String);
+        pub struct $name(CompactString);
 
         impl $name {
             /// Wraps a string as this id.
-            pub fn new(s: impl Into<String>) -> Self {
+            pub fn new(s: impl Into<CompactString>) -> Self {
                 Self(s.into())
             }
             /// The id as a string slice.
