@@ -44,7 +44,7 @@ impl Bridge {
                         room: correction.room.clone(),
                         event_id: correction.target.clone(),
                     }),
-                    Then::Edit(EditThen::Found(correction)),
+                    Then::Edit(EditThen::Found(Box::new(correction))),
                 );
             }
         }
@@ -81,7 +81,7 @@ impl Bridge {
                     None => self.looked_up(&answer),
                 };
                 match found {
-                    Some(mapping) => self.apply_correction(correction, mapping),
+                    Some(mapping) => self.apply_correction(*correction, mapping),
                     None => self.correction_unmapped(&correction),
                 }
             }
@@ -100,7 +100,7 @@ impl Bridge {
                 }
                 // Gitter's own clock says the window has passed (§3.8: 400).
                 Err(f) if f.kind == FailureKind::Rejected => {
-                    self.post_correction(correction, gitter_id)
+                    self.post_correction(*correction, gitter_id)
                 }
                 Err(f) => {
                     if f.kind != FailureKind::TokenRevoked {
@@ -174,7 +174,7 @@ impl Bridge {
                         },
                     },
                     Then::Edit(EditThen::Edited {
-                        correction,
+                        correction: Box::new(correction),
                         gitter_id: mapping.gitter_id,
                     }),
                 );
@@ -191,7 +191,7 @@ impl Bridge {
                             id: mapping.gitter_id,
                         },
                     },
-                    Then::Edit(EditThen::Deleted(correction)),
+                    Then::Edit(EditThen::Deleted(Box::new(correction))),
                 );
             }
         }

@@ -233,8 +233,11 @@ pub enum MatrixCall {
         /// Why.
         reason: String,
     },
-    /// Create a portal room. Returns [`crate::EffectOutput::RoomCreated`].
-    CreatePortal(NewPortal),
+    /// Create a portal room. Returns [`crate::EffectOutput::RoomCreated`]. Boxed: it is the
+    /// largest call by far, every effect is as large as the largest, and a fan-out's step
+    /// moves hundreds of effects (and their outbox changes) through its vectors; a box
+    /// serialises as what it holds, so stored outbox rows read the same.
+    CreatePortal(Box<NewPortal>),
     /// Download a file from the web (an image in a Gitter message) and upload it to the
     /// homeserver's content repository as the bot. Returns
     /// [`crate::EffectOutput::Uploaded`]. The adapter bounds the download (http/https only,
@@ -709,21 +712,22 @@ pub enum CorrectionKind {
     Redact,
 }
 
-/// What the edits and redactions go on with.
+/// What the edits and redactions go on with. The corrections are boxed, as the portal
+/// creation is ([`MatrixCall::CreatePortal`]): they would double every continuation's size.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum EditThen {
     /// The target's mapping was looked up in the store (it was not in the hot set).
-    Found(Correction),
+    Found(Box<Correction>),
     /// The Gitter message was edited, or refused the edit (past Gitter's window: a
     /// correction in its thread follows).
     Edited {
         /// The edit.
-        correction: Correction,
+        correction: Box<Correction>,
         /// The Gitter message.
         gitter_id: GitterMessageId,
     },
     /// The Gitter message was deleted, or could not be.
-    Deleted(Correction),
+    Deleted(Box<Correction>),
 }
 
 /// What the ghosts go on with.

@@ -235,7 +235,7 @@ impl Bridge {
                 };
                 self.ask(
                     lane,
-                    Action::Matrix(MatrixCall::CreatePortal(NewPortal {
+                    Action::Matrix(MatrixCall::CreatePortal(Box::new(NewPortal {
                         creator: self.config.bot.clone(),
                         name: room.name.clone(),
                         topic,
@@ -246,7 +246,7 @@ impl Bridge {
                         alias: alias.clone(),
                         is_direct: room.one_to_one,
                         bridge: Some(bridge),
-                    })),
+                    }))),
                     Then::Portal(PortalThen::Created {
                         owner: owner.clone(),
                         room: room.id.clone(),

@@ -313,12 +313,13 @@ impl Harness {
 
     fn respond_matrix(&mut self, call: &MatrixCall) -> EffectResult {
         match call {
-            MatrixCall::CreatePortal(NewPortal {
-                creator,
-                invite,
-                power_users,
-                ..
-            }) => {
+            MatrixCall::CreatePortal(new) => {
+                let NewPortal {
+                    creator,
+                    invite,
+                    power_users,
+                    ..
+                } = &**new;
                 assert!(
                     !power_users.contains_key(creator),
                     "room v12: creator not in users"
@@ -885,7 +886,7 @@ impl Harness {
         self.log
             .iter()
             .find_map(|e| match &e.action {
-                Action::Matrix(MatrixCall::CreatePortal(new)) => Some(new.clone()),
+                Action::Matrix(MatrixCall::CreatePortal(new)) => Some((**new).clone()),
                 _ => None,
             })
             .expect("a portal creation")

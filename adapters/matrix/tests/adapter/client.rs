@@ -203,7 +203,10 @@ async fn a_one_to_one_portal_is_direct_and_every_portal_says_what_it_bridges() {
         ..plain_room(&[ALICE])
     };
     let out = client
-        .execute(EffectId(3), &Action::Matrix(MatrixCall::CreatePortal(new)))
+        .execute(
+            EffectId(3),
+            &Action::Matrix(MatrixCall::CreatePortal(Box::new(new))),
+        )
         .await;
     assert_eq!(out, Ok(EffectOutput::RoomCreated(room(ROOM))));
 }

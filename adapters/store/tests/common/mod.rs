@@ -221,7 +221,7 @@ pub fn effect(id: u64, owner: u64, r: u64) -> Effect {
                     alias: new.alias,
                 }
             } else {
-                MatrixCall::CreatePortal(new)
+                MatrixCall::CreatePortal(Box::new(new))
             };
             (
                 Action::Matrix(create),
