@@ -169,9 +169,12 @@ impl Bridge {
             // put that says whether the mapping is new, instead of a look-up first. No other
             // sub-machine follows mappings.
             if self.state.messages.insert(m.clone()) {
-                self.relay.hot_added((m.owner.clone(), m.gitter_id.clone()));
-                self.relay
-                    .trim_hot(&mut self.state, self.config.hot_mappings);
+                self.relay.hot_added(m);
+                let bounds = (
+                    self.config.hot_mappings,
+                    self.config.hot_mappings_per_portal,
+                );
+                self.relay.trim_hot(&mut self.state, bounds, m);
             }
             self.step.record(change);
             return;

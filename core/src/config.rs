@@ -46,6 +46,9 @@ pub struct Config {
     /// Message mappings the bridge keeps in memory beyond those it must (the newest first;
     /// older ones stay in the store). Memory does not grow with history.
     pub hot_mappings: usize,
+    /// Of those, at most this many per portal: a busy portal does not push a quiet one's
+    /// recent messages out of memory (a reply or an edit to them needs no store lookup).
+    pub hot_mappings_per_portal: usize,
     /// Mappings per portal the store loads at start, besides those after the room's
     /// cursor (see [`crate::Snapshot::hot_set`]).
     pub hot_mappings_per_portal_at_start: usize,
@@ -107,6 +110,7 @@ impl Config {
             dedupe_capacity: 10_000,
             recent_capacity: 256,
             hot_mappings: 100_000,
+            hot_mappings_per_portal: 1_000,
             hot_mappings_per_portal_at_start: 1,
             mapping_retention_ms: 365 * 24 * 60 * 60 * 1000,
             catch_up_page: 100,

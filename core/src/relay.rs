@@ -10,7 +10,7 @@
 //! send in flight to a room, stream messages from that user (and everything after them, to
 //! keep the order) are held until the send completes and the echo can be recognised by id.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::bridge::Bridge;
 use crate::effect::{
@@ -31,6 +31,10 @@ pub(crate) struct Relay {
     inflight: BTreeMap<(GitterRoomId, GitterUserId), usize>,
     /// Oldest first: the oldest leaves the hot set first (it stays in the store).
     hot_order: VecDeque<(OwnedUserId, GitterMessageId)>,
+    /// The same, per portal, for the per-portal bound. Both queues may name a mapping the
+    /// other one let go already (then letting it go again does nothing); each is trimmed by
+    /// its own length, so neither grows past its bound with such names.
+    portal_order: HashMap<(OwnedUserId, GitterRoomId), VecDeque<GitterMessageId>>,
     /// Portals told in this run that an edit became a correction (told once).
     told_past_window: std::collections::BTreeSet<(OwnedUserId, GitterRoomId)>,
     /// The current username of each Gitter user seen in this run (a ghost keeps its Matrix id
@@ -43,14 +47,12 @@ impl Relay {
     pub(crate) fn restore(state: &Snapshot) -> Relay {
         let mut relay = Relay::default();
         // Oldest first in Gitter's order (ObjectIds sort as they were made).
-        let mut hot: Vec<_> = state
-            .messages
-            .values()
-            .map(|m| (m.owner.clone(), m.gitter_id.clone()))
-            .collect();
+        let mut hot: Vec<&MessageRecord> = state.messages.values().collect();
         // By owner too, so equal ids of several portals keep one order (the map has none).
-        hot.sort_by(|a, b| (a.1.as_str(), &a.0).cmp(&(b.1.as_str(), &b.0)));
-        relay.hot_order = hot.into();
+        hot.sort_by(|a, b| (a.gitter_id.as_str(), &a.owner).cmp(&(b.gitter_id.as_str(), &b.owner)));
+        for m in hot {
+            relay.hot_added(m);
+        }
         for e in state.outbox.values() {
             relay.observe_emitted(&e.action);
         }
@@ -119,33 +121,59 @@ impl Relay {
     }
 
     /// A mapping joined the hot set.
-    pub(crate) fn hot_added(&mut self, key: (OwnedUserId, GitterMessageId)) {
-        self.hot_order.push_back(key);
+    pub(crate) fn hot_added(&mut self, m: &MessageRecord) {
+        self.hot_order
+            .push_back((m.owner.clone(), m.gitter_id.clone()));
+        let portal = (m.owner.clone(), m.gitter_room.clone());
+        self.portal_order
+            .entry(portal)
+            .or_default()
+            .push_back(m.gitter_id.clone());
     }
 
-    /// Keeps the hot set of mappings (`messages`) within `bound`, letting the oldest go
-    /// (they stay in the store). A mapping of the owner's own send that its room's cursor
-    /// has not passed yet stays: its echo may still come from Gitter, and without it the
-    /// owner's message would be relayed back into their portal.
-    pub(crate) fn trim_hot(&mut self, state: &mut Snapshot, bound: usize) {
+    /// Keeps the hot set of mappings (`messages`) within `bound`, and the portal of the
+    /// mapping just added within `per_portal`, letting the oldest go (they stay in the
+    /// store). A mapping of the owner's own send that its room's cursor has not passed yet
+    /// stays: its echo may still come from Gitter, and without it the owner's message would
+    /// be relayed back into their portal.
+    pub(crate) fn trim_hot(
+        &mut self,
+        state: &mut Snapshot,
+        (bound, per_portal): (usize, usize),
+        added: &MessageRecord,
+    ) {
+        let cursors = &state.cursors;
+        let messages = &mut state.messages;
+        let echo_to_come = |m: &MessageRecord| {
+            m.origin == Origin::Matrix
+                && cursors
+                    .get(&m.gitter_room)
+                    .is_none_or(|c| m.gitter_id.as_str() > c.as_str())
+        };
         // A few candidates per new mapping, not a scan: while many sends wait for their
-        // echo the set may stay above its bound (they are needed), and trimming stays O(1).
+        // echo a queue may stay above its bound (they are needed), and trimming stays O(1).
+        if let Some(queue) = self
+            .portal_order
+            .get_mut(&(added.owner.clone(), added.gitter_room.clone()))
+        {
+            for _ in 0..4 {
+                if queue.len() <= per_portal {
+                    break;
+                }
+                let Some(id) = queue.pop_front() else { break };
+                if let Some(id) = messages.remove_unless(&added.owner, id, echo_to_come) {
+                    queue.push_back(id);
+                }
+            }
+        }
         for _ in 0..4 {
-            if state.messages.len() <= bound {
+            if self.hot_order.len() <= bound {
                 return;
             }
-            let Some(key) = self.hot_order.pop_front() else {
+            let Some((owner, id)) = self.hot_order.pop_front() else {
                 return;
             };
-            let (owner, id) = key;
-            let cursors = &state.cursors;
-            let echo_to_come = |m: &MessageRecord| {
-                m.origin == Origin::Matrix
-                    && cursors
-                        .get(&m.gitter_room)
-                        .is_none_or(|c| m.gitter_id.as_str() > c.as_str())
-            };
-            if let Some(id) = state.messages.remove_unless(&owner, id, echo_to_come) {
+            if let Some(id) = messages.remove_unless(&owner, id, echo_to_come) {
                 self.hot_order.push_back((owner, id));
             }
         }

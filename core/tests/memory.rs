@@ -57,6 +57,45 @@ fn memory_holds_a_bounded_hot_set_while_the_store_keeps_every_mapping() {
 }
 
 #[test]
+fn a_busy_portal_does_not_push_a_quiet_ones_recent_mappings_out_of_memory() {
+    let mut config = config();
+    config.hot_mappings = 100;
+    config.hot_mappings_per_portal = 3;
+    let mut h = Harness::with_config(config);
+    let quiet = h.add_gitter_room("org/quiet", &["alice"]);
+    let busy = h.add_gitter_room("org/busy", &["alice"]);
+    let (alice, _) = h.logged_in_user("alice", "alice");
+    for i in 0..2 {
+        h.gitter_says(&quiet, "carol", &format!("quiet {i}"));
+        h.settle();
+    }
+    for i in 0..30 {
+        h.gitter_says(&busy, "dave", &format!("busy {i}"));
+        h.settle();
+    }
+    let in_memory = |room: &GitterRoomId| {
+        h.bridge
+            .snapshot()
+            .messages
+            .values()
+            .filter(|m| &m.gitter_room == room)
+            .count()
+    };
+    assert_eq!(
+        in_memory(&quiet),
+        2,
+        "the quiet portal keeps its recent mappings"
+    );
+    assert_eq!(
+        in_memory(&busy),
+        3,
+        "the busy portal keeps its newest three"
+    );
+    assert_eq!(h.store.messages.len(), 32, "the store keeps every mapping");
+    assert_eq!(h.timeline(&h.portal(&alice, &busy).unwrap()).len(), 30);
+}
+
+#[test]
 fn echoes_of_the_owners_sends_are_recognised_however_small_the_hot_set() {
     let mut h = small_hot_set(1, 0);
     let room = h.add_gitter_room("org/chat", &["alice", "bob"]);

@@ -191,6 +191,8 @@ struct RawBridge {
     mapping_retention_days: u64,
     #[serde(default = "default_hot_mappings")]
     hot_mappings: usize,
+    #[serde(default = "default_hot_mappings_per_portal")]
+    hot_mappings_per_portal: usize,
     #[serde(default = "default_backfill")]
     backfill_messages: u32,
 }
@@ -208,6 +210,7 @@ impl Default for RawBridge {
             catch_up_retry_secs: default_catch_up_retry(),
             mapping_retention_days: default_retention_days(),
             hot_mappings: default_hot_mappings(),
+            hot_mappings_per_portal: default_hot_mappings_per_portal(),
             backfill_messages: default_backfill(),
         }
     }
@@ -327,6 +330,9 @@ fn default_retention_days() -> u64 {
 }
 fn default_hot_mappings() -> usize {
     100_000
+}
+fn default_hot_mappings_per_portal() -> usize {
+    1_000
 }
 fn default_level() -> String {
     "info".into()
@@ -1035,6 +1041,15 @@ impl Config {
             ));
         }
         core_config.hot_mappings = b.hot_mappings;
+        if b.hot_mappings_per_portal == 0 {
+            return Err(invalid(
+                "bridge.hot_mappings_per_portal",
+                "must be at least 1 (the mappings of one portal kept in memory; the store keeps \
+                 them all)"
+                    .to_owned(),
+            ));
+        }
+        core_config.hot_mappings_per_portal = b.hot_mappings_per_portal;
         if b.backfill_messages > 100 {
             return Err(invalid(
                 "bridge.backfill_messages",
@@ -1198,11 +1213,17 @@ mod tests {
         let c = Config::parse(&filled(), Path::new("/etc/gb")).unwrap();
         assert_eq!(c.core.mapping_retention_ms, 365 * 24 * 60 * 60 * 1000);
         assert_eq!(c.core.hot_mappings, 100_000);
+        assert_eq!(c.core.hot_mappings_per_portal, 1_000);
         let text = filled().replace("mapping_retention_days = 365", "mapping_retention_days = 0");
         let c = Config::parse(&text, Path::new("/etc/gb")).unwrap();
         assert_eq!(c.core.mapping_retention_ms, 0, "0 keeps every mapping");
         let text = filled().replace("hot_mappings = 100000", "hot_mappings = 0");
         assert!(error_of(&text).starts_with("config key `bridge.hot_mappings`"));
+        let text = filled().replace(
+            "hot_mappings_per_portal = 1000",
+            "hot_mappings_per_portal = 0",
+        );
+        assert!(error_of(&text).starts_with("config key `bridge.hot_mappings_per_portal`"));
     }
 
     #[test]
