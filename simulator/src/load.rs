@@ -554,7 +554,8 @@ impl Observed {
             let entry = out.portals.entry((*u, *r)).or_default();
             for m in w.hs.messages_seen(&humans[*u].user_id, room) {
                 if let Some(body) = m.body.filter(|b| b.starts_with("load ")) {
-                    entry.entry(body).or_default().push((m.sender, m.ts));
+                    // When the homeserver took it: the bridge stamps its copies with the Gitter time.
+                    entry.entry(body).or_default().push((m.sender, m.received));
                 }
             }
         }

@@ -247,6 +247,10 @@ pub struct Event {
     pub state_key: Option<String>,
     pub content: Value,
     pub origin_server_ts: u64,
+    /// When the server took it, Unix ms: `origin_server_ts` unless an application service
+    /// stamped the event with a time of its own (the `ts` parameter), as the bridge does with
+    /// Gitter's. Latency is measured from this, not from the stamp.
+    pub received_ms: u64,
     pub redacts: Option<String>,
     pub redacted: bool,
 }
@@ -441,6 +445,8 @@ pub struct SeenEvent {
     pub redacted: bool,
     /// `origin_server_ts`, Unix ms.
     pub ts: u64,
+    /// When the server took it, Unix ms ([`Event::received_ms`]).
+    pub received: u64,
 }
 
 /// One AS transaction: its id and events (resent unchanged until 200).
@@ -1035,6 +1041,7 @@ impl HsState {
             state_key: state_key.map(str::to_string),
             content,
             origin_server_ts: ts,
+            received_ms: ts,
             redacts,
             redacted: false,
         };
@@ -1855,6 +1862,14 @@ impl HsState {
             Requester::User { .. } => now_ms,
         };
         let eid = self.append(room_id, &sender, kind, None, content, None, ts, None);
+        if let Some(e) = self
+            .rooms
+            .get_mut(room_id)
+            .and_then(|r| r.events.last_mut())
+            .filter(|e| e.event_id == eid)
+        {
+            e.received_ms = now_ms;
+        }
         self.txn_cache.insert(key, eid.clone());
         Ok(eid)
     }
@@ -2336,6 +2351,7 @@ impl HsState {
                 .map(str::to_string),
             content: e.content.clone(),
             ts: e.origin_server_ts,
+            received: e.received_ms,
             redacted: e.redacted,
         };
         if !ever_joined {
