@@ -24,17 +24,22 @@ use crate::state::{Change, MessageRecord, Origin, PortalState, Snapshot};
 /// The failure message of a send given up after `send_give_up_ms` (told in its own words).
 pub(crate) const GAVE_UP: &str = "Gitter kept failing on this message; the bridge gave up";
 
+/// A portal: its owner and its Gitter room.
+type PortalKey = (OwnedUserId, GitterRoomId);
+
 /// The relay's state beside the persisted mappings: the Gitter sends in flight per room and
 /// author (derived from the outbox), and the order in which the hot mappings were added.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Relay {
     inflight: BTreeMap<(GitterRoomId, GitterUserId), usize>,
     /// Oldest first: the oldest leaves the hot set first (it stays in the store).
-    hot_order: VecDeque<(OwnedUserId, GitterMessageId)>,
-    /// The same, per portal, for the per-portal bound. Both queues may name a mapping the
-    /// other one let go already (then letting it go again does nothing); each is trimmed by
-    /// its own length, so neither grows past its bound with such names.
-    portal_order: HashMap<(OwnedUserId, GitterRoomId), VecDeque<GitterMessageId>>,
+    hot_order: VecDeque<(PortalKey, GitterMessageId)>,
+    /// The same, per portal, for the per-portal bound. The overall queue may name a mapping
+    /// its portal's queue let go already (letting it go again does nothing), and is trimmed
+    /// by its own length. A portal's queue drops, from its front, the names the overall
+    /// trim let go, and goes when it is empty: so the names of mappings no longer held do
+    /// not pile up in the queues of portals that got nothing since.
+    portal_order: HashMap<PortalKey, VecDeque<GitterMessageId>>,
     /// Portals told in this run that an edit became a correction (told once).
     told_past_window: std::collections::BTreeSet<(OwnedUserId, GitterRoomId)>,
     /// The current username of each Gitter user seen in this run (a ghost keeps its Matrix id
@@ -122,13 +127,12 @@ impl Relay {
 
     /// A mapping joined the hot set.
     pub(crate) fn hot_added(&mut self, m: &MessageRecord) {
-        self.hot_order
-            .push_back((m.owner.clone(), m.gitter_id.clone()));
         let portal = (m.owner.clone(), m.gitter_room.clone());
         self.portal_order
-            .entry(portal)
+            .entry(portal.clone())
             .or_default()
             .push_back(m.gitter_id.clone());
+        self.hot_order.push_back((portal, m.gitter_id.clone()));
     }
 
     /// Keeps the hot set of mappings (`messages`) within `bound`, and the portal of the
@@ -170,11 +174,24 @@ impl Relay {
             if self.hot_order.len() <= bound {
                 return;
             }
-            let Some((owner, id)) = self.hot_order.pop_front() else {
+            let Some((portal, id)) = self.hot_order.pop_front() else {
                 return;
             };
-            if let Some(id) = messages.remove_unless(&owner, id, echo_to_come) {
-                self.hot_order.push_back((owner, id));
+            if let Some(id) = messages.remove_unless(&portal.0, id, echo_to_come) {
+                self.hot_order.push_back((portal, id));
+                continue;
+            }
+            // Usually the mapping let go was its portal's oldest, at the front of its queue.
+            if let Some(queue) = self.portal_order.get_mut(&portal) {
+                while queue
+                    .front()
+                    .is_some_and(|id| !messages.contains(&portal.0, id))
+                {
+                    queue.pop_front();
+                }
+                if queue.is_empty() {
+                    self.portal_order.remove(&portal);
+                }
             }
         }
     }
@@ -849,5 +866,66 @@ fn in_thread(content: &mut MatrixContent, root: Option<OwnedEventId>) {
                 *html = format!("<blockquote>In a Gitter thread</blockquote>{html}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Timestamp;
+
+    fn mapping(owner: &OwnedUserId, room: &GitterRoomId, n: u64) -> MessageRecord {
+        MessageRecord {
+            owner: owner.clone(),
+            gitter_room: room.clone(),
+            gitter_id: GitterMessageId::new(format!("{n:024x}")),
+            event_id: None,
+            origin: Origin::Gitter,
+            at: Timestamp(n),
+        }
+    }
+
+    /// Adds mappings as `Bridge::change` does, each followed by the trim.
+    fn add(relay: &mut Relay, state: &mut Snapshot, m: MessageRecord, bounds: (usize, usize)) {
+        assert!(state.messages.insert(m.clone()));
+        relay.hot_added(&m);
+        relay.trim_hot(state, bounds, &m);
+    }
+
+    #[test]
+    fn the_queues_hold_no_more_names_than_the_bounds_allow() {
+        let (mut relay, mut state) = (Relay::default(), Snapshot::default());
+        let alice: OwnedUserId = "@alice:example.test".try_into().unwrap();
+        let (quiet, busy) = (GitterRoomId::new("quiet"), GitterRoomId::new("busy"));
+        // The quiet portal gets ten mappings, then the busy one a thousand: the overall bound
+        // (five) lets the quiet ones go, and their names leave the quiet portal's queue too.
+        for n in 0..10 {
+            add(&mut relay, &mut state, mapping(&alice, &quiet, n), (5, 8));
+        }
+        assert_eq!(relay.portal_order[&(alice.clone(), quiet.clone())].len(), 5);
+        for n in 10..1010 {
+            add(&mut relay, &mut state, mapping(&alice, &busy, n), (5, 8));
+        }
+        assert_eq!(state.messages.len(), 5);
+        assert!(relay.hot_order.len() <= 5);
+        assert!(
+            !relay.portal_order.contains_key(&(alice.clone(), quiet)),
+            "the quiet portal holds nothing any more"
+        );
+        assert_eq!(relay.portal_order[&(alice, busy)].len(), 5);
+    }
+
+    #[test]
+    fn a_portal_keeps_its_newest_within_its_own_bound() {
+        let (mut relay, mut state) = (Relay::default(), Snapshot::default());
+        let alice: OwnedUserId = "@alice:example.test".try_into().unwrap();
+        let room = GitterRoomId::new("room");
+        for n in 0..100 {
+            add(&mut relay, &mut state, mapping(&alice, &room, n), (1000, 3));
+        }
+        let mut held: Vec<u64> = state.messages.values().map(|m| m.at.0).collect();
+        held.sort();
+        assert_eq!(held, [97, 98, 99]);
+        assert_eq!(relay.portal_order[&(alice, room)].len(), 3);
     }
 }
