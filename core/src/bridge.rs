@@ -169,12 +169,11 @@ impl Bridge {
             // put that says whether the mapping is new, instead of a look-up first. No other
             // sub-machine follows mappings.
             if self.state.messages.insert(m.clone()) {
-                self.relay.hot_added(m);
                 let bounds = (
                     self.config.hot_mappings,
                     self.config.hot_mappings_per_portal,
                 );
-                self.relay.trim_hot(&mut self.state, bounds, m);
+                self.relay.hot_added(&mut self.state, bounds, m);
             }
             self.step.record(change);
             return;

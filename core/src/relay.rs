@@ -33,13 +33,16 @@ type PortalKey = (OwnedUserId, GitterRoomId);
 pub(crate) struct Relay {
     inflight: BTreeMap<(GitterRoomId, GitterUserId), usize>,
     /// Oldest first: the oldest leaves the hot set first (it stays in the store).
-    hot_order: VecDeque<(PortalKey, GitterMessageId)>,
+    hot_order: VecDeque<(PortalKey, GitterMessageId, u64)>,
     /// The same, per portal, for the per-portal bound. The overall queue may name a mapping
     /// its portal's queue let go already (letting it go again does nothing), and is trimmed
     /// by its own length. A portal's queue drops, from its front, the names the overall
     /// trim let go, and goes when it is empty: so the names of mappings no longer held do
     /// not pile up in the queues of portals that got nothing since.
-    portal_order: HashMap<PortalKey, VecDeque<GitterMessageId>>,
+    portal_order: HashMap<PortalKey, VecDeque<(u64, GitterMessageId)>>,
+    /// The number the next mapping joining the hot set gets: the queues' names carry it, so
+    /// a portal's queue can drop the names the overall queue has passed by comparing numbers.
+    hot_seq: u64,
     /// Portals told in this run that an edit became a correction (told once).
     told_past_window: std::collections::BTreeSet<(OwnedUserId, GitterRoomId)>,
     /// The current username of each Gitter user seen in this run (a ghost keeps its Matrix id
@@ -56,7 +59,7 @@ impl Relay {
         // By owner too, so equal ids of several portals keep one order (the map has none).
         hot.sort_by(|a, b| (a.gitter_id.as_str(), &a.owner).cmp(&(b.gitter_id.as_str(), &b.owner)));
         for m in hot {
-            relay.hot_added(m);
+            relay.remember(m);
         }
         for e in state.outbox.values() {
             relay.observe_emitted(&e.action);
@@ -125,27 +128,32 @@ impl Relay {
         }
     }
 
-    /// A mapping joined the hot set.
-    pub(crate) fn hot_added(&mut self, m: &MessageRecord) {
+    /// Puts a mapping at the back of the hot set's queues (the newest), under the next
+    /// sequence number.
+    fn remember(&mut self, m: &MessageRecord) {
+        let seq = self.hot_seq;
+        self.hot_seq += 1;
         let portal = (m.owner.clone(), m.gitter_room.clone());
         self.portal_order
             .entry(portal.clone())
             .or_default()
-            .push_back(m.gitter_id.clone());
-        self.hot_order.push_back((portal, m.gitter_id.clone()));
+            .push_back((seq, m.gitter_id.clone()));
+        self.hot_order.push_back((portal, m.gitter_id.clone(), seq));
     }
 
-    /// Keeps the hot set of mappings (`messages`) within `bound`, and the portal of the
-    /// mapping just added within `per_portal`, letting the oldest go (they stay in the
-    /// store). A mapping of the owner's own send that its room's cursor has not passed yet
-    /// stays: its echo may still come from Gitter, and without it the owner's message would
-    /// be relayed back into their portal.
-    pub(crate) fn trim_hot(
+    /// A mapping joined the hot set: keeps the hot set (`messages`) within `bound`, and the
+    /// mapping's portal within `per_portal`, letting the oldest go (they stay in the store).
+    /// A mapping of the owner's own send that its room's cursor has not passed yet stays:
+    /// its echo may still come from Gitter, and without it the owner's message would be
+    /// relayed back into their portal.
+    pub(crate) fn hot_added(
         &mut self,
         state: &mut Snapshot,
         (bound, per_portal): (usize, usize),
         added: &MessageRecord,
     ) {
+        let seq = self.hot_seq;
+        self.hot_seq += 1;
         let cursors = &state.cursors;
         let messages = &mut state.messages;
         let echo_to_come = |m: &MessageRecord| {
@@ -154,39 +162,45 @@ impl Relay {
                     .get(&m.gitter_room)
                     .is_none_or(|c| m.gitter_id.as_str() > c.as_str())
         };
+        let portal = (added.owner.clone(), added.gitter_room.clone());
+        // One look-up of the portal's queue, for the push and the trim.
+        let queue = match self.portal_order.get_mut(&portal) {
+            Some(queue) => queue,
+            None => self.portal_order.entry(portal.clone()).or_default(),
+        };
+        queue.push_back((seq, added.gitter_id.clone()));
         // A few candidates per new mapping, not a scan: while many sends wait for their
         // echo a queue may stay above its bound (they are needed), and trimming stays O(1).
-        if let Some(queue) = self
-            .portal_order
-            .get_mut(&(added.owner.clone(), added.gitter_room.clone()))
-        {
-            for _ in 0..4 {
-                if queue.len() <= per_portal {
-                    break;
-                }
-                let Some(id) = queue.pop_front() else { break };
-                if let Some(id) = messages.remove_unless(&added.owner, id, echo_to_come) {
-                    queue.push_back(id);
-                }
+        for _ in 0..4 {
+            if queue.len() <= per_portal {
+                break;
+            }
+            let Some((s, id)) = queue.pop_front() else {
+                break;
+            };
+            if let Some(id) = messages.remove_unless(&added.owner, id, echo_to_come) {
+                queue.push_back((s, id));
             }
         }
+        self.hot_order
+            .push_back((portal, added.gitter_id.clone(), seq));
         for _ in 0..4 {
             if self.hot_order.len() <= bound {
                 return;
             }
-            let Some((portal, id)) = self.hot_order.pop_front() else {
+            let Some((portal, id, s)) = self.hot_order.pop_front() else {
                 return;
             };
             if let Some(id) = messages.remove_unless(&portal.0, id, echo_to_come) {
-                self.hot_order.push_back((portal, id));
+                self.hot_order.push_back((portal, id, s));
                 continue;
             }
-            // Usually the mapping let go was its portal's oldest, at the front of its queue.
+            // The portal's queue lets go of every name as old as this one or older, by
+            // number, without a look-up: they left the hot set already, or they are sends
+            // waiting for their echo, which the overall queue still holds (and lets go once
+            // the echo came). So a portal that gets nothing any more keeps no names.
             if let Some(queue) = self.portal_order.get_mut(&portal) {
-                while queue
-                    .front()
-                    .is_some_and(|id| !messages.contains(&portal.0, id))
-                {
+                while queue.front().is_some_and(|(f, _)| *f <= s) {
                     queue.pop_front();
                 }
                 if queue.is_empty() {
@@ -888,8 +902,7 @@ mod tests {
     /// Adds mappings as `Bridge::change` does, each followed by the trim.
     fn add(relay: &mut Relay, state: &mut Snapshot, m: MessageRecord, bounds: (usize, usize)) {
         assert!(state.messages.insert(m.clone()));
-        relay.hot_added(&m);
-        relay.trim_hot(state, bounds, &m);
+        relay.hot_added(state, bounds, &m);
     }
 
     #[test]
