@@ -169,8 +169,9 @@ impl Relay {
             None => self.portal_order.entry(portal.clone()).or_default(),
         };
         queue.push_back((seq, added.gitter_id.clone()));
-        // A few candidates per new mapping, not a scan: while many sends wait for their
-        // echo a queue may stay above its bound (they are needed), and trimming stays O(1).
+        // A few candidates per new mapping, not a scan, and none after one that must stay:
+        // while many sends wait for their echo a queue may stay above its bound (they are
+        // needed), and trimming stays O(1) (one look-up per queue then).
         for _ in 0..4 {
             if queue.len() <= per_portal {
                 break;
@@ -179,7 +180,10 @@ impl Relay {
                 break;
             };
             if let Some(id) = messages.remove_unless(&added.owner, id, echo_to_come) {
+                // The oldest waits for its echo: the ones after it most likely too (the
+                // owner's sends, in order). The next mapping tries again.
                 queue.push_back((s, id));
+                break;
             }
         }
         self.hot_order
@@ -193,7 +197,7 @@ impl Relay {
             };
             if let Some(id) = messages.remove_unless(&portal.0, id, echo_to_come) {
                 self.hot_order.push_back((portal, id, s));
-                continue;
+                break;
             }
             // The portal's queue lets go of every name as old as this one or older, by
             // number, without a look-up: they left the hot set already, or they are sends
