@@ -113,5 +113,5 @@ pub use output::{Happening, Outputs, WebReply};
 pub use portal::PORTAL_ALIAS_PREFIX;
 pub use state::{
     Change, ChangeSet, GhostRecord, GitterRoomRecord, Login, Mappings, MessageRecord, Origin,
-    PortalRecord, PortalState, QueuedKey, Snapshot, Ticket, UserRecord,
+    PortalRecord, PortalState, QueuedKey, Removal, Snapshot, Ticket, UserRecord,
 };

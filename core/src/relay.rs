@@ -19,7 +19,7 @@ use crate::effect::{
 };
 use crate::ids::{GitterMessageId, GitterRoomId, GitterUserId, OwnedEventId, OwnedUserId};
 use crate::input::{EffectOutput, Failure, FailureKind, GitterMessage, MatrixEvent, MsgType};
-use crate::state::{Change, MessageRecord, Origin, PortalState, Snapshot};
+use crate::state::{Change, MessageRecord, Origin, PortalState, Removal, Snapshot};
 
 /// The failure message of a send given up after `send_give_up_ms` (told in its own words).
 pub(crate) const GAVE_UP: &str = "Gitter kept failing on this message; the bridge gave up";
@@ -27,22 +27,48 @@ pub(crate) const GAVE_UP: &str = "Gitter kept failing on this message; the bridg
 /// A portal: its owner and its Gitter room.
 type PortalKey = (OwnedUserId, GitterRoomId);
 
+/// A mapping's name in the hot set's queues.
+#[derive(Clone, Debug)]
+struct HotName {
+    /// In the order mappings joined the hot set.
+    seq: u64,
+    /// The Gitter message.
+    id: GitterMessageId,
+    /// The owner's own send: it must stay while its echo may still come.
+    from_matrix: bool,
+}
+
+impl HotName {
+    /// Whether the mapping must stay (its echo may still come), told without looking the
+    /// mapping up: the owner's own send that its room's cursor has not passed. While many
+    /// sends wait for their echo, a trim then costs no look-up at all.
+    fn must_stay(&self, cursor: Option<&GitterMessageId>) -> bool {
+        self.from_matrix && cursor.is_none_or(|c| self.id.as_str() > c.as_str())
+    }
+}
+
 /// The relay's state beside the persisted mappings: the Gitter sends in flight per room and
 /// author (derived from the outbox), and the order in which the hot mappings were added.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Relay {
     inflight: BTreeMap<(GitterRoomId, GitterUserId), usize>,
     /// Oldest first: the oldest leaves the hot set first (it stays in the store).
-    hot_order: VecDeque<(PortalKey, GitterMessageId, u64)>,
+    hot_order: VecDeque<(PortalKey, HotName)>,
     /// The same, per portal, for the per-portal bound. The overall queue may name a mapping
     /// its portal's queue let go already (letting it go again does nothing), and is trimmed
     /// by its own length. A portal's queue drops, from its front, the names the overall
     /// trim let go, and goes when it is empty: so the names of mappings no longer held do
     /// not pile up in the queues of portals that got nothing since.
-    portal_order: HashMap<PortalKey, VecDeque<(u64, GitterMessageId)>>,
+    portal_order: HashMap<PortalKey, VecDeque<HotName>>,
     /// The number the next mapping joining the hot set gets: the queues' names carry it, so
     /// a portal's queue can drop the names the overall queue has passed by comparing numbers.
     hot_seq: u64,
+    /// The names in `hot_order` whose mapping its portal's trim let go already, by number:
+    /// the overall bound counts the mappings held, not those names (else a busy portal's
+    /// own trimmed names would push a quiet portal's mappings out, the very thing the
+    /// per-portal bound is for), and skips them without a look-up when it reaches them.
+    /// Never more than `hot_order` holds.
+    hot_dead: std::collections::HashSet<u64>,
     /// Portals told in this run that an edit became a correction (told once).
     told_past_window: std::collections::BTreeSet<(OwnedUserId, GitterRoomId)>,
     /// The current username of each Gitter user seen in this run (a ghost keeps its Matrix id
@@ -130,15 +156,20 @@ impl Relay {
 
     /// Puts a mapping at the back of the hot set's queues (the newest), under the next
     /// sequence number.
-    fn remember(&mut self, m: &MessageRecord) {
-        let seq = self.hot_seq;
+    fn remember(&mut self, m: &MessageRecord) -> PortalKey {
+        let name = HotName {
+            seq: self.hot_seq,
+            id: m.gitter_id.clone(),
+            from_matrix: m.origin == Origin::Matrix,
+        };
         self.hot_seq += 1;
         let portal = (m.owner.clone(), m.gitter_room.clone());
         self.portal_order
             .entry(portal.clone())
             .or_default()
-            .push_back((seq, m.gitter_id.clone()));
-        self.hot_order.push_back((portal, m.gitter_id.clone(), seq));
+            .push_back(name.clone());
+        self.hot_order.push_back((portal.clone(), name));
+        portal
     }
 
     /// A mapping joined the hot set: keeps the hot set (`messages`) within `bound`, and the
@@ -152,8 +183,6 @@ impl Relay {
         (bound, per_portal): (usize, usize),
         added: &MessageRecord,
     ) {
-        let seq = self.hot_seq;
-        self.hot_seq += 1;
         let cursors = &state.cursors;
         let messages = &mut state.messages;
         let echo_to_come = |m: &MessageRecord| {
@@ -162,41 +191,65 @@ impl Relay {
                     .get(&m.gitter_room)
                     .is_none_or(|c| m.gitter_id.as_str() > c.as_str())
         };
-        let portal = (added.owner.clone(), added.gitter_room.clone());
-        // One look-up of the portal's queue, for the push and the trim.
-        let queue = match self.portal_order.get_mut(&portal) {
-            Some(queue) => queue,
-            None => self.portal_order.entry(portal.clone()).or_default(),
-        };
-        queue.push_back((seq, added.gitter_id.clone()));
-        // A few candidates per new mapping, not a scan, and none after one that must stay:
-        // while many sends wait for their echo a queue may stay above its bound (they are
-        // needed), and trimming stays O(1) (one look-up per queue then).
-        for _ in 0..4 {
-            if queue.len() <= per_portal {
-                break;
-            }
-            let Some((s, id)) = queue.pop_front() else {
-                break;
-            };
-            if let Some(id) = messages.remove_unless(&added.owner, id, echo_to_come) {
-                // The oldest waits for its echo: the ones after it most likely too (the
-                // owner's sends, in order). The next mapping tries again.
-                queue.push_back((s, id));
-                break;
+        let portal = self.remember(added);
+        let cursor = cursors.get(&added.gitter_room);
+        // A few candidates per new mapping, not a scan, and none after one that must stay
+        // (the ones after it most likely must too: the owner's sends, in order; the next
+        // mapping tries again): while many sends wait for their echo a queue may stay above
+        // its bound (they are needed), and trimming stays O(1).
+        if let Some(queue) = self.portal_order.get_mut(&portal) {
+            for _ in 0..4 {
+                if queue.len() <= per_portal {
+                    break;
+                }
+                let Some(name) = queue.pop_front() else {
+                    break;
+                };
+                if name.must_stay(cursor) {
+                    queue.push_back(name);
+                    break;
+                }
+                // The record has the last word (`remove_unless`).
+                let seq = name.seq;
+                match messages.remove_unless(&added.owner, name.id, echo_to_come) {
+                    Removal::Kept(id) => {
+                        queue.push_back(HotName { id, ..name });
+                        break;
+                    }
+                    // Its name in the overall queue no longer counts.
+                    Removal::Removed => {
+                        self.hot_dead.insert(seq);
+                    }
+                    Removal::Absent => {}
+                }
             }
         }
-        self.hot_order
-            .push_back((portal, added.gitter_id.clone(), seq));
-        for _ in 0..4 {
-            if self.hot_order.len() <= bound {
+        let mut candidates = 0;
+        while candidates < 4 {
+            if self.hot_dead.len() > self.hot_order.len() {
+                // Can only happen when a mapping let go came back under a new name and its
+                // portal's trim met the old one: forgetting the dead names only makes the
+                // trim stricter for a while, and keeps this set within the queue's size.
+                self.hot_dead.clear();
+            }
+            if self.hot_order.len() - self.hot_dead.len() <= bound {
                 return;
             }
-            let Some((portal, id, s)) = self.hot_order.pop_front() else {
+            let Some((portal, name)) = self.hot_order.pop_front() else {
                 return;
             };
-            if let Some(id) = messages.remove_unless(&portal.0, id, echo_to_come) {
-                self.hot_order.push_back((portal, id, s));
+            if self.hot_dead.remove(&name.seq) {
+                // Let go by its portal's trim already (and its portal's queue dropped it).
+                continue;
+            }
+            candidates += 1;
+            if name.must_stay(cursors.get(&portal.1)) {
+                self.hot_order.push_back((portal, name));
+                break;
+            }
+            let s = name.seq;
+            if let Removal::Kept(id) = messages.remove_unless(&portal.0, name.id, echo_to_come) {
+                self.hot_order.push_back((portal, HotName { id, ..name }));
                 break;
             }
             // The portal's queue lets go of every name as old as this one or older, by
@@ -204,7 +257,7 @@ impl Relay {
             // waiting for their echo, which the overall queue still holds (and lets go once
             // the echo came). So a portal that gets nothing any more keeps no names.
             if let Some(queue) = self.portal_order.get_mut(&portal) {
-                while queue.front().is_some_and(|(f, _)| *f <= s) {
+                while queue.front().is_some_and(|n| n.seq <= s) {
                     queue.pop_front();
                 }
                 if queue.is_empty() {

@@ -136,6 +136,17 @@ pub struct MessageRecord {
     pub at: Timestamp,
 }
 
+/// What [`Mappings::remove_unless`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// The mapping stays; its id is given back.
+    Kept(GitterMessageId),
+    /// The mapping went.
+    Removed,
+    /// There was no such mapping.
+    Absent,
+}
+
 /// Message mappings, found by portal owner and Gitter message without building a key: the
 /// relay looks each message up in every portal of its room, and with one ordered map keyed
 /// by (owner, message) that was a clone of both ids and a string-compared tree search per
@@ -172,28 +183,29 @@ impl Mappings {
     }
 
     /// Removes the mapping of (`owner`, `id`) unless `keep` says it stays, in one look-up
-    /// of the message (the hot set's trim: usually it goes). Gives the id back when the
-    /// mapping stays, and `None` when it went or was not there.
+    /// of the message (the hot set's trim: usually it goes).
     pub fn remove_unless(
         &mut self,
         owner: &OwnedUserId,
         id: GitterMessageId,
         keep: impl FnOnce(&MessageRecord) -> bool,
-    ) -> Option<GitterMessageId> {
+    ) -> Removal {
         use std::collections::hash_map::Entry;
-        let of_owner = self.by_owner.get_mut(owner)?;
+        let Some(of_owner) = self.by_owner.get_mut(owner) else {
+            return Removal::Absent;
+        };
         let Entry::Occupied(entry) = of_owner.entry(id) else {
-            return None;
+            return Removal::Absent;
         };
         if keep(entry.get()) {
-            return Some(entry.key().clone());
+            return Removal::Kept(entry.key().clone());
         }
         entry.remove();
         self.len -= 1;
         if of_owner.is_empty() {
             self.by_owner.remove(owner);
         }
-        None
+        Removal::Removed
     }
 
     /// How many mappings there are.
