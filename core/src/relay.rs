@@ -39,26 +39,35 @@ struct HotName {
 }
 
 impl HotName {
-    /// Whether the mapping must stay (its echo may still come), told without looking the
-    /// mapping up: the owner's own send that its room's cursor has not passed. While many
-    /// sends wait for their echo, a trim then costs no look-up at all.
+    /// Whether the mapping must stay, told without looking it up ([`echo_may_come`]): while
+    /// many sends wait for their echo, a trim then costs no look-up at all.
     fn must_stay(&self, cursor: Option<&GitterMessageId>) -> bool {
-        self.from_matrix && cursor.is_none_or(|c| self.id.as_str() > c.as_str())
+        echo_may_come(self.from_matrix, &self.id, cursor)
     }
 }
 
+/// Whether a mapping must stay in the hot set: the owner's own send (`from_matrix`) that its
+/// room's cursor has not passed yet. Its echo may still come from Gitter, and without the
+/// mapping the owner's message would be relayed back into their portal.
+fn echo_may_come(
+    from_matrix: bool,
+    id: &GitterMessageId,
+    cursor: Option<&GitterMessageId>,
+) -> bool {
+    from_matrix && cursor.is_none_or(|c| id.as_str() > c.as_str())
+}
+
 /// The relay's state beside the persisted mappings: the Gitter sends in flight per room and
-/// author (derived from the outbox), and the order in which the hot mappings were added.
+/// author (derived from the outbox), and the queues that keep the hot set within its bounds.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Relay {
     inflight: BTreeMap<(GitterRoomId, GitterUserId), usize>,
     /// Oldest first: the oldest leaves the hot set first (it stays in the store).
     hot_order: VecDeque<(PortalKey, HotName)>,
-    /// The same, per portal, for the per-portal bound. The overall queue may name a mapping
-    /// its portal's queue let go already (letting it go again does nothing), and is trimmed
-    /// by its own length. A portal's queue drops, from its front, the names the overall
-    /// trim let go, and goes when it is empty: so the names of mappings no longer held do
-    /// not pile up in the queues of portals that got nothing since.
+    /// The same, per portal, for the per-portal bound. A portal's queue drops, from its
+    /// front, the names the overall trim passed (by number), and goes when it is empty: so
+    /// the names of mappings no longer held do not pile up in the queues of portals that got
+    /// nothing since.
     portal_order: HashMap<PortalKey, VecDeque<HotName>>,
     /// The number the next mapping joining the hot set gets: the queues' names carry it, so
     /// a portal's queue can drop the names the overall queue has passed by comparing numbers.
@@ -164,19 +173,20 @@ impl Relay {
         };
         self.hot_seq += 1;
         let portal = (m.owner.clone(), m.gitter_room.clone());
-        self.portal_order
-            .entry(portal.clone())
-            .or_default()
-            .push_back(name.clone());
+        match self.portal_order.get_mut(&portal) {
+            Some(queue) => queue.push_back(name.clone()),
+            None => {
+                self.portal_order
+                    .insert(portal.clone(), VecDeque::from([name.clone()]));
+            }
+        }
         self.hot_order.push_back((portal.clone(), name));
         portal
     }
 
     /// A mapping joined the hot set: keeps the hot set (`messages`) within `bound`, and the
-    /// mapping's portal within `per_portal`, letting the oldest go (they stay in the store).
-    /// A mapping of the owner's own send that its room's cursor has not passed yet stays:
-    /// its echo may still come from Gitter, and without it the owner's message would be
-    /// relayed back into their portal.
+    /// mapping's portal within `per_portal`, letting the oldest go (they stay in the store),
+    /// except those whose echo may still come ([`echo_may_come`]).
     pub(crate) fn hot_added(
         &mut self,
         state: &mut Snapshot,
@@ -186,10 +196,11 @@ impl Relay {
         let cursors = &state.cursors;
         let messages = &mut state.messages;
         let echo_to_come = |m: &MessageRecord| {
-            m.origin == Origin::Matrix
-                && cursors
-                    .get(&m.gitter_room)
-                    .is_none_or(|c| m.gitter_id.as_str() > c.as_str())
+            echo_may_come(
+                m.origin == Origin::Matrix,
+                &m.gitter_id,
+                cursors.get(&m.gitter_room),
+            )
         };
         let portal = self.remember(added);
         let cursor = cursors.get(&added.gitter_room);

@@ -1019,7 +1019,7 @@ impl HsState {
     }
 
     /// Append an event to a room, update state, and queue it for the AS if
-    /// the AS is interested. Returns the event id.
+    /// the AS is interested. Returns the event id. Stamped with the time it is taken at.
     #[allow(clippy::too_many_arguments)]
     fn append(
         &mut self,
@@ -1032,6 +1032,26 @@ impl HsState {
         ts: u64,
         event_id: Option<String>,
     ) -> String {
+        self.append_stamped(
+            room_id, sender, kind, state_key, content, redacts, ts, ts, event_id,
+        )
+    }
+
+    /// [`Self::append`], taken at `received_ms` and stamped `ts` (an application service's
+    /// `ts` parameter).
+    #[allow(clippy::too_many_arguments)]
+    fn append_stamped(
+        &mut self,
+        room_id: &str,
+        sender: &str,
+        kind: &str,
+        state_key: Option<&str>,
+        content: Value,
+        redacts: Option<String>,
+        ts: u64,
+        received_ms: u64,
+        event_id: Option<String>,
+    ) -> String {
         let event_id = event_id.unwrap_or_else(|| self.new_event_id());
         let ev = Event {
             event_id: event_id.clone(),
@@ -1041,7 +1061,7 @@ impl HsState {
             state_key: state_key.map(str::to_string),
             content,
             origin_server_ts: ts,
-            received_ms: ts,
+            received_ms,
             redacts,
             redacted: false,
         };
@@ -1861,15 +1881,9 @@ impl HsState {
             Requester::AppService { .. } => ts.unwrap_or(now_ms),
             Requester::User { .. } => now_ms,
         };
-        let eid = self.append(room_id, &sender, kind, None, content, None, ts, None);
-        if let Some(e) = self
-            .rooms
-            .get_mut(room_id)
-            .and_then(|r| r.events.last_mut())
-            .filter(|e| e.event_id == eid)
-        {
-            e.received_ms = now_ms;
-        }
+        let eid = self.append_stamped(
+            room_id, &sender, kind, None, content, None, ts, now_ms, None,
+        );
         self.txn_cache.insert(key, eid.clone());
         Ok(eid)
     }
